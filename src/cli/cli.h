@@ -1,0 +1,37 @@
+/* cli/cli.h — the subcommand table and helpers shared by the cli/ sources.
+ *
+ * Each subcommand lives in its own file and returns the process exit code:
+ * 0 success, 1 failure, 2 usage error. Only cli/ prints. */
+#pragma once
+
+#include "recipe/recipe.h"
+#include "util/error.h"
+
+enum {
+	KILN_EXIT_OK = 0,
+	KILN_EXIT_FAILURE = 1,
+	KILN_EXIT_USAGE = 2,
+};
+
+struct kiln_command {
+	const char *name;
+	const char *summary;
+	const char *usage; /* full help text: synopsis, options, exit codes */
+	int (*run)(int argc, char **argv);
+};
+
+extern const struct kiln_command kiln_cmd_validate;
+extern const struct kiln_command kiln_cmd_hash;
+extern const struct kiln_command kiln_cmd_profile;
+
+/* Prints "kiln: <fmt>" to stderr. */
+void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints the usage error and a hint; returns KILN_EXIT_USAGE. */
+int cli_usage_error(const struct kiln_command *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Loads and validates a recipe file ("-" = stdin). On failure prints
+ * "kiln: FILE: <error>" and returns KILN_EXIT_FAILURE. */
+int cli_load_recipe(const char *path, struct kiln_recipe **ret);
+/* True when argv holds -h/--help before any "--". */
+int cli_wants_help(int argc, char **argv);
+void cli_print_help(const struct kiln_command *cmd);
