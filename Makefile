@@ -18,7 +18,7 @@ all: build
 deps:
 	@./scripts/deps.sh
 
-$(BUILD)/build.ninja: meson.build meson_options.txt
+$(BUILD)/build.ninja:
 	meson setup $(BUILD) --buildtype=debugoptimized
 
 build: deps $(BUILD)/build.ninja
@@ -37,7 +37,7 @@ unit: build
 integration: build
 	KILN=$(CURDIR)/$(KILN) $(PYTHON) -m pytest -q tests/integration
 
-$(BUILD_ASAN)/build.ninja: meson.build meson_options.txt
+$(BUILD_ASAN)/build.ninja:
 	meson setup $(BUILD_ASAN) --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
 
 asan: deps $(BUILD_ASAN)/build.ninja
@@ -46,7 +46,7 @@ asan: deps $(BUILD_ASAN)/build.ninja
 lint:
 	@./scripts/lint.sh
 
-$(BUILD_FUZZ)/build.ninja: meson.build meson_options.txt
+$(BUILD_FUZZ)/build.ninja:
 	CC=clang meson setup $(BUILD_FUZZ) --buildtype=debugoptimized -Dfuzz=true -Dtests=false -Db_lundef=false
 
 fuzz: deps $(BUILD_FUZZ)/build.ninja
