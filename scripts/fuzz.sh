@@ -12,6 +12,7 @@ for bin in "$build"/fuzz/fuzz_*; do
 	t=$(basename "$bin")
 	work="fuzz/corpus-$t"
 	mkdir -p "$work"
+	log="fuzz/artifacts/$t-${seconds}s.log"
 	seeds="fuzz/corpus/$t"
 	[ -d "$seeds" ] || seeds=""
 	extra=""
@@ -19,10 +20,10 @@ for bin in "$build"/fuzz/fuzz_*; do
 	echo "fuzz: $t for ${seconds}s"
 	if ! "$bin" -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
 		-dict=fuzz/json.dict -artifact_prefix=fuzz/artifacts/ -print_final_stats=1 \
-		"$work" $seeds $extra 2>fuzz/artifacts/"$t".log; then
+		"$work" $seeds $extra 2>"$log"; then
 		status=1
-		tail -40 fuzz/artifacts/"$t".log
+		tail -40 "$log"
 	fi
-	grep -E 'stat::number_of_executed_units|stat::new_units_added' fuzz/artifacts/"$t".log | sed "s/^/fuzz: $t: /"
+	grep -aE 'stat::number_of_executed_units|stat::new_units_added' "$log" | sed "s/^/fuzz: $t: /"
 done
 exit $status
