@@ -16,10 +16,12 @@ for bin in "$build"/fuzz/fuzz_*; do
 	seeds="fuzz/corpus/$t"
 	[ -d "$seeds" ] || seeds=""
 	extra=""
+	dict=""
+	[ -f "fuzz/$t.dict" ] && dict="-dict=fuzz/$t.dict"
 	[ "$t" = fuzz_recipe ] && extra="examples"
 	echo "fuzz: $t for ${seconds}s"
 	if ! "$bin" -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-		-dict=fuzz/json.dict -artifact_prefix=fuzz/artifacts/ -print_final_stats=1 \
+		$dict -artifact_prefix=fuzz/artifacts/ -print_final_stats=1 \
 		"$work" $seeds $extra 2>"$log"; then
 		status=1
 		tail -40 "$log"
