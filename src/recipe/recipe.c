@@ -900,34 +900,112 @@ static const struct field recipe_fields[] = {
 	{ "timezone", f_timezone },
 };
 
+/* ---- JSON paths of errors jansson finds ----------------------------------- */
+
+/* Duplicate keys, invalid UTF-8, integers beyond 64 bits and absurd nesting
+ * are found while jansson parses, before any value reaches a field table, so
+ * its errors carry only a byte position. The spec wants every error to name
+ * its JSON path: this scans buf[0..pos) tracking the open containers and
+ * returns the path of the value being read at pos ("" at the top level).
+ * With max_depth, it instead stops at the first container nested deeper than
+ * that and returns its path through ret_path (else sets *ret_path NULL). */
+struct scan_frame {
+	bool obj;
+	bool has_key; /* obj: a key was read for the current member */
+	bool has_elem; /* array: an element was started */
+	size_t idx;
+	const char *key; /* obj: the current key's raw bytes, unescaped only as given */
+	size_t key_len;
+};
+
+static char *scan_path(const struct scan_frame *st, size_t n)
+{
+	struct kiln_buf b = KILN_BUF_INIT;
+	kiln_buf_puts(&b, "");
+	for (size_t i = 0; i < n; i++) {
+		if (st[i].obj && st[i].has_key) {
+			if (b.len)
+				kiln_buf_putc(&b, '.');
+			kiln_buf_append(&b, st[i].key, st[i].key_len);
+		} else if (!st[i].obj && st[i].has_elem) {
+			kiln_buf_printf(&b, "[%zu]", st[i].idx);
+		} else {
+			break;
+		}
+	}
+	return kiln_buf_steal(&b, NULL);
+}
+
+static char *json_path_at(const char *buf, size_t len, size_t pos, size_t max_depth,
+			  size_t *ret_line)
+{
+	struct scan_frame st[KILN_RECIPE_MAX_DEPTH + 1];
+	size_t n = 0, skipped = 0, line = 1; /* skipped: frames deeper than st holds */
+	if (pos > len)
+		pos = len;
+	for (size_t i = 0; i < pos; i++) {
+		char c = buf[i];
+		struct scan_frame *top = n && !skipped ? &st[n - 1] : NULL;
+		if (c == '\n') {
+			line++;
+		} else if (c == '"') {
+			size_t j = i + 1;
+			while (j < pos && buf[j] != '"')
+				j += buf[j] == '\\' ? 2 : 1;
+			bool is_key = top && top->obj && !top->has_key;
+			if (is_key && j < pos) {
+				top->key = buf + i + 1;
+				top->key_len = j - i - 1;
+				top->has_key = true;
+			} else if (top && !top->obj) {
+				top->has_elem = true;
+			}
+			i = j;
+		} else if (c == '{' || c == '[') {
+			if (top && !top->obj)
+				top->has_elem = true;
+			if (n - skipped >= max_depth || skipped || n == ELEMENTSOF(st)) {
+				if (max_depth != SIZE_MAX) {
+					*ret_line = line;
+					return scan_path(st, n);
+				}
+				skipped++;
+			} else {
+				st[n] = (struct scan_frame){ .obj = c == '{' };
+			}
+			n++;
+		} else if (c == '}' || c == ']') {
+			if (n) {
+				n--;
+				if (skipped)
+					skipped--;
+			}
+		} else if (c == ',') {
+			if (top && top->obj)
+				top->has_key = false;
+			else if (top)
+				top->idx++, top->has_elem = false;
+		} else if (top && !top->obj && c != ' ' && c != '\t' && c != '\r' && c != ':') {
+			top->has_elem = true;
+		}
+	}
+	if (ret_line)
+		*ret_line = line;
+	if (max_depth != SIZE_MAX)
+		return NULL;
+	return scan_path(st, n - skipped);
+}
+
 /* jansson recurses per nesting level (up to its compiled limit of 2048);
  * refuse absurd nesting up front with a clear message instead. */
 static int check_depth(const char *buf, size_t len, struct kiln_error **err)
 {
-	size_t depth = 0, line = 1;
-	bool in_str = false;
-	for (size_t i = 0; i < len; i++) {
-		char c = buf[i];
-		if (in_str) {
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_str = false;
-			continue;
-		}
-		if (c == '\n')
-			line++;
-		else if (c == '"')
-			in_str = true;
-		else if (c == '[' || c == '{') {
-			if (++depth > KILN_RECIPE_MAX_DEPTH)
-				return kiln_error_set(err, EINVAL,
-						      "line %zu: nesting deeper than %d levels", line,
-						      KILN_RECIPE_MAX_DEPTH);
-		} else if ((c == ']' || c == '}') && depth > 0)
-			depth--;
-	}
-	return 0;
+	size_t line = 0;
+	_cleanup_free_ char *path = json_path_at(buf, len, len, KILN_RECIPE_MAX_DEPTH, &line);
+	if (!path)
+		return 0;
+	return kiln_error_set(err, EINVAL, "%s: line %zu: nesting deeper than %d levels",
+			      *path ? path : "(root)", line, KILN_RECIPE_MAX_DEPTH);
 }
 
 static void json_decref_p(json_t **j)
@@ -947,9 +1025,14 @@ int kiln_recipe_parse(const char *buf, size_t len, struct kiln_recipe **ret,
 	json_error_t jerr;
 	_cleanup_(json_decref_p) json_t *root =
 		json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-	if (!root)
-		return kiln_error_set(err, EINVAL, "line %d, column %d: invalid JSON: %s", jerr.line,
-				      jerr.column, jerr.text);
+	if (!root) {
+		/* Syntax errors at the top level keep the documented "line, column"
+		 * form; anything inside a value names that value's path first. */
+		_cleanup_free_ char *where =
+			json_path_at(buf, len, (size_t)jerr.position, SIZE_MAX, NULL);
+		return kiln_error_set(err, EINVAL, "%s%sline %d, column %d: invalid JSON: %s", where,
+				      *where ? ": " : "", jerr.line, jerr.column, jerr.text);
+	}
 
 	_cleanup_recipe_ struct kiln_recipe *r = xcalloc(1, sizeof(*r));
 	r->base = xstrdup(KILN_DEFAULT_BASE);
