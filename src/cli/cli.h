@@ -23,6 +23,7 @@ struct kiln_command {
 extern const struct kiln_command kiln_cmd_validate;
 extern const struct kiln_command kiln_cmd_hash;
 extern const struct kiln_command kiln_cmd_profile;
+extern const struct kiln_command kiln_cmd_run;
 
 /* Prints "kiln: <fmt>" to stderr. */
 void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -8,6 +8,7 @@ static const struct kiln_command *const commands[] = {
 	&kiln_cmd_validate,
 	&kiln_cmd_hash,
 	&kiln_cmd_profile,
+	&kiln_cmd_run,
 };
 
 static const struct kiln_command *find_command(const char *name)

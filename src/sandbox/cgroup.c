@@ -1,0 +1,334 @@
+/* sandbox/cgroup.c — resource limits and whole-tree kill through cgroups.
+ *
+ * cgroup v2 (unified): /sys/fs/cgroup/kiln/<id> with memory.max,
+ * memory.swap.max, cpu.max, pids.max; killed with cgroup.kill.
+ * cgroup v1 (legacy or hybrid): /sys/fs/cgroup/{memory,cpu,pids}/kiln/<id>;
+ * on hybrid hosts the sandbox also joins /sys/fs/cgroup/unified/kiln/<id>
+ * for cgroup.kill and the populated flag. The sandbox's PID namespace is the
+ * primary kill mechanism (killing its init makes the kernel kill every
+ * process in it); the cgroup is the second, and the one that sets limits.
+ *
+ * <id> is "<kiln pid>-<n>", so a kiln started after one that was killed with
+ * SIGKILL can tell which directories are orphans. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sandbox/internal.h"
+#include "util/alloc.h"
+#include "util/parse.h"
+
+#ifndef CGROUP2_SUPER_MAGIC
+#define CGROUP2_SUPER_MAGIC 0x63677270
+#endif
+
+#define CG_ROOT "/sys/fs/cgroup"
+
+enum { CG_MEMORY, CG_CPU, CG_PIDS, CG_UNIFIED, CG_N };
+
+struct sb_cgroup {
+	bool v2;
+	char *dir[CG_N]; /* NULL when not used */
+};
+
+static bool is_v2_root(const char *path)
+{
+	struct statfs s;
+	return statfs(path, &s) == 0 && (unsigned long)s.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+static int write_str(const char *dir, const char *file, const char *val)
+{
+	_cleanup_free_ char *p = xasprintf("%s/%s", dir, file);
+	_cleanup_close_ int fd = open(p, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	size_t n = strlen(val);
+	ssize_t w = write(fd, val, n);
+	if (w < 0)
+		return -errno;
+	return (size_t)w == n ? 0 : -EIO;
+}
+
+/* Reads "key N" from a flat-keyed file (memory.events, memory.oom_control). */
+static uint64_t read_key(const char *dir, const char *file, const char *key)
+{
+	_cleanup_free_ char *p = xasprintf("%s/%s", dir, file);
+	_cleanup_fclose_ FILE *f = fopen(p, "re");
+	if (!f)
+		return 0;
+	char line[256];
+	size_t kl = strlen(key);
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, key, kl) == 0 && line[kl] == ' ') {
+			line[strcspn(line, "\n")] = '\0';
+			uint64_t v;
+			if (kiln_parse_u64(line + kl + 1, 10, 0, UINT64_MAX, &v) == 0)
+				return v;
+		}
+	}
+	return 0;
+}
+
+static uint64_t read_u64(const char *dir, const char *file)
+{
+	_cleanup_free_ char *p = xasprintf("%s/%s", dir, file);
+	_cleanup_close_ int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	char buf[64];
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	uint64_t v;
+	return kiln_parse_u64(buf, 10, 0, UINT64_MAX, &v) == 0 ? v : 0;
+}
+
+static int mkdir_ok(const char *p)
+{
+	return mkdir(p, 0755) == 0 || errno == EEXIST ? 0 : -errno;
+}
+
+/* rmdir, retrying for up to ~2 s while the kernel finishes tearing down the
+ * last tasks (EBUSY). */
+static void rmdir_retry(const char *p)
+{
+	for (int i = 0; i < 200; i++) {
+		if (rmdir(p) == 0 || errno == ENOENT)
+			return;
+		if (errno != EBUSY)
+			return;
+		struct timespec ts = { 0, 10 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
+struct sb_cgroup *sb_cgroup_destroy(struct sb_cgroup *cg)
+{
+	if (!cg)
+		return NULL;
+	for (int i = 0; i < CG_N; i++) {
+		if (cg->dir[i])
+			rmdir_retry(cg->dir[i]);
+		free(cg->dir[i]);
+	}
+	free(cg);
+	return NULL;
+}
+
+static void cgroup_destroyp(struct sb_cgroup **cg)
+{
+	sb_cgroup_destroy(*cg);
+}
+
+static int create_v2(struct sb_cgroup *cg, const char *id, uint64_t mem, double cpus,
+		     uint64_t pids, struct kiln_error **err)
+{
+	/* Controllers must be enabled on every ancestor. "Already enabled" and
+	 * "not available" both show up later as a missing memory.max, which is
+	 * the error reported, so the writes' results are not checked here. */
+	(void)write_str(CG_ROOT, "cgroup.subtree_control", "+memory +cpu +pids");
+	int r = mkdir_ok(CG_ROOT "/kiln");
+	if (r < 0)
+		return kiln_error_set_errno(err, -r, "cannot create %s/kiln", CG_ROOT);
+	(void)write_str(CG_ROOT "/kiln", "cgroup.subtree_control", "+memory +cpu +pids");
+	cg->dir[CG_UNIFIED] = xasprintf(CG_ROOT "/kiln/%s", id);
+	if (mkdir(cg->dir[CG_UNIFIED], 0755) < 0) {
+		r = -errno;
+		free(cg->dir[CG_UNIFIED]);
+		cg->dir[CG_UNIFIED] = NULL;
+		return kiln_error_set_errno(err, -r, "cannot create cgroup kiln/%s", id);
+	}
+	char v[64];
+	snprintf(v, sizeof(v), "%" PRIu64, mem);
+	const char *d = cg->dir[CG_UNIFIED];
+	if ((r = write_str(d, "memory.max", v)) < 0)
+		return kiln_error_set_errno(err, -r, "%s/memory.max (memory controller missing?)", d);
+	/* Swap would let a memory bomb outgrow the limit slowly instead of dying. */
+	(void)write_str(d, "memory.swap.max", "0");
+	snprintf(v, sizeof(v), "%" PRIu64 " 100000", (uint64_t)(cpus * 100000.0));
+	if ((r = write_str(d, "cpu.max", v)) < 0)
+		return kiln_error_set_errno(err, -r, "%s/cpu.max (cpu controller missing?)", d);
+	snprintf(v, sizeof(v), "%" PRIu64, pids);
+	if ((r = write_str(d, "pids.max", v)) < 0)
+		return kiln_error_set_errno(err, -r, "%s/pids.max (pids controller missing?)", d);
+	return 0;
+}
+
+static int create_v1(struct sb_cgroup *cg, const char *id, uint64_t mem, double cpus,
+		     uint64_t pids, struct kiln_error **err)
+{
+	static const char *const ctrl[] = { [CG_MEMORY] = "memory", [CG_CPU] = "cpu",
+					    [CG_PIDS] = "pids" };
+	for (int i = 0; i < CG_UNIFIED; i++) {
+		_cleanup_free_ char *base = xasprintf(CG_ROOT "/%s/kiln", ctrl[i]);
+		int r = mkdir_ok(base);
+		if (r < 0)
+			return kiln_error_set_errno(err, -r, "cannot create %s", base);
+		char *d = xasprintf("%s/%s", base, id);
+		if (mkdir(d, 0755) < 0) {
+			r = -errno;
+			free(d);
+			return kiln_error_set_errno(err, -r, "cannot create %s/%s", base, id);
+		}
+		cg->dir[i] = d;
+	}
+	char v[64];
+	int r;
+	snprintf(v, sizeof(v), "%" PRIu64, mem);
+	if ((r = write_str(cg->dir[CG_MEMORY], "memory.limit_in_bytes", v)) < 0)
+		return kiln_error_set_errno(err, -r, "%s/memory.limit_in_bytes", cg->dir[CG_MEMORY]);
+	/* memory+swap = memory: no swap (absent when swap accounting is off). */
+	(void)write_str(cg->dir[CG_MEMORY], "memory.memsw.limit_in_bytes", v);
+	if ((r = write_str(cg->dir[CG_CPU], "cpu.cfs_period_us", "100000")) < 0)
+		return kiln_error_set_errno(err, -r, "%s/cpu.cfs_period_us", cg->dir[CG_CPU]);
+	snprintf(v, sizeof(v), "%" PRIu64, (uint64_t)(cpus * 100000.0));
+	if ((r = write_str(cg->dir[CG_CPU], "cpu.cfs_quota_us", v)) < 0)
+		return kiln_error_set_errno(err, -r, "%s/cpu.cfs_quota_us", cg->dir[CG_CPU]);
+	snprintf(v, sizeof(v), "%" PRIu64, pids);
+	if ((r = write_str(cg->dir[CG_PIDS], "pids.max", v)) < 0)
+		return kiln_error_set_errno(err, -r, "%s/pids.max", cg->dir[CG_PIDS]);
+	/* Hybrid hosts: the unified hierarchy adds cgroup.kill (optional). */
+	if (is_v2_root(CG_ROOT "/unified") && mkdir_ok(CG_ROOT "/unified/kiln") == 0) {
+		char *d = xasprintf(CG_ROOT "/unified/kiln/%s", id);
+		if (mkdir(d, 0755) == 0)
+			cg->dir[CG_UNIFIED] = d;
+		else
+			free(d);
+	}
+	return 0;
+}
+
+int sb_cgroup_create(const char *id, uint64_t memory_bytes, double cpus, uint64_t pids_max,
+		     struct sb_cgroup **ret, struct kiln_error **err)
+{
+	_cleanup_(cgroup_destroyp) struct sb_cgroup *cg = xcalloc(1, sizeof(*cg));
+	cg->v2 = is_v2_root(CG_ROOT);
+	int r = cg->v2 ? create_v2(cg, id, memory_bytes, cpus, pids_max, err)
+		       : create_v1(cg, id, memory_bytes, cpus, pids_max, err);
+	if (r < 0)
+		return r;
+	*ret = TAKE_PTR(cg);
+	return 0;
+}
+
+int sb_cgroup_attach(struct sb_cgroup *cg, pid_t pid, struct kiln_error **err)
+{
+	char v[32];
+	snprintf(v, sizeof(v), "%d", (int)pid);
+	for (int i = 0; i < CG_N; i++) {
+		if (!cg->dir[i])
+			continue;
+		int r = write_str(cg->dir[i], "cgroup.procs", v);
+		if (r < 0)
+			return kiln_error_set_errno(err, -r, "cannot join %s", cg->dir[i]);
+	}
+	return 0;
+}
+
+static void kill_listed(const char *dir)
+{
+	_cleanup_free_ char *p = xasprintf("%s/cgroup.procs", dir);
+	_cleanup_fclose_ FILE *f = fopen(p, "re");
+	if (!f)
+		return;
+	char line[32];
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		int pid;
+		if (kiln_parse_int(line, 1, INT32_MAX, &pid) == 0)
+			kill(pid, SIGKILL);
+	}
+}
+
+void sb_cgroup_kill(struct sb_cgroup *cg)
+{
+	if (!cg)
+		return;
+	/* cgroup.kill is atomic against concurrent forks. */
+	if (cg->dir[CG_UNIFIED] && write_str(cg->dir[CG_UNIFIED], "cgroup.kill", "1") == 0)
+		return;
+	/* v1 (or a kernel before 5.14): SIGKILL what is listed. A process forked
+	 * in between is still in the PID namespace, which dies with its init. */
+	for (int i = 0; i < CG_N; i++)
+		if (cg->dir[i]) {
+			kill_listed(cg->dir[i]);
+			return;
+		}
+}
+
+bool sb_cgroup_oom_killed(struct sb_cgroup *cg)
+{
+	if (cg->v2)
+		return read_key(cg->dir[CG_UNIFIED], "memory.events", "oom_kill") > 0;
+	return read_key(cg->dir[CG_MEMORY], "memory.oom_control", "oom_kill") > 0;
+}
+
+uint64_t sb_cgroup_peak_memory(struct sb_cgroup *cg)
+{
+	if (cg->v2)
+		return read_u64(cg->dir[CG_UNIFIED], "memory.peak");
+	return read_u64(cg->dir[CG_MEMORY], "memory.max_usage_in_bytes");
+}
+
+/* A directory named "<pid>-<n>" whose pid is not alive. Our own pid's
+ * directories belong to runs in progress in other threads. */
+static bool is_orphan(const char *name)
+{
+	char pidpart[16];
+	size_t n = strcspn(name, "-");
+	if (n == 0 || n >= sizeof(pidpart) || name[n] != '-')
+		return false;
+	memcpy(pidpart, name, n);
+	pidpart[n] = '\0';
+	int pid;
+	if (kiln_parse_int(pidpart, 1, INT32_MAX, &pid) < 0)
+		return false;
+	if (pid == getpid())
+		return false;
+	return kill(pid, 0) < 0 && errno == ESRCH;
+}
+
+static void cleanup_dir(const char *base)
+{
+	_cleanup_close_ int fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	DIR *d = fdopendir(fd);
+	if (!d)
+		return;
+	fd = -1;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_type != DT_DIR || e->d_name[0] == '.' || !is_orphan(e->d_name))
+			continue;
+		_cleanup_free_ char *p = xasprintf("%s/%s", base, e->d_name);
+		/* Its processes died with their PID-namespace init when the owning
+		 * kiln died (PR_SET_PDEATHSIG); kill anything left anyway. */
+		(void)write_str(p, "cgroup.kill", "1");
+		kill_listed(p);
+		rmdir_retry(p);
+	}
+	closedir(d);
+}
+
+void sb_cgroup_cleanup_stale(void)
+{
+	static const char *const bases[] = {
+		CG_ROOT "/kiln",	 CG_ROOT "/memory/kiln", CG_ROOT "/cpu/kiln",
+		CG_ROOT "/pids/kiln",	 CG_ROOT "/unified/kiln",
+	};
+	for (size_t i = 0; i < ELEMENTSOF(bases); i++)
+		cleanup_dir(bases[i]);
+}
