@@ -356,11 +356,15 @@ static void setup_mounts(void)
 	const struct fs_opt tmpopts[] = { { "mode", "1777" }, { "size", plan->tmpfs_size } };
 	mount_fs_at(rootfd, "/tmp", "tmpfs", tmpopts, ELEMENTSOF(tmpopts),
 		    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
-	int v = open_in_root(rootfd, "/var", O_PATH | O_DIRECTORY);
+	/* /var/tmp only where the image has (or the writable root can take)
+	 * one: a read-only root without it simply has none. */
+	int v = mkdir_in_root(rootfd, "/var/tmp");
 	if (v >= 0) {
+		int m = new_fs("tmpfs", tmpopts, ELEMENTSOF(tmpopts),
+			       MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+		attach(m, v, "/var/tmp");
+		close(m);
 		close(v);
-		mount_fs_at(rootfd, "/var/tmp", "tmpfs", tmpopts, ELEMENTSOF(tmpopts),
-			    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
 	}
 	/* Binds from the spec, prepared by the parent with nosuid,nodev (and
 	 * read-only unless asked otherwise). Last, so a bind can be placed
