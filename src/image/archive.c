@@ -748,6 +748,7 @@ static int copy_tree(struct copy *c, int sdir, const char *srel, int dst_root, c
 		safe_close(dupfd);
 		return kiln_error_set_errno(err, errno, "%s: cannot read directory", srel);
 	}
+	rewinddir(d); /* the dup shares sdir's offset */
 	struct dirent *de;
 	while ((errno = 0, de = readdir(d))) {
 		const char *name = de->d_name;

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <setjmp.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -19,11 +20,13 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "image/archive.h"
+#include "image/tarball.h"
 #include "util/alloc.h"
 #include "util/fs.h"
 
@@ -55,7 +58,10 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
 static void tmp_done(struct tmp *t)
 {
 	close(t->rootfd);
-	nftw(t->path, rm_one, 32, FTW_DEPTH | FTW_PHYS);
+	if (getenv("KILN_TEST_KEEP")) /* debugging: leave the trees */
+		print_message("kept %s\n", t->path);
+	else
+		nftw(t->path, rm_one, 32, FTW_DEPTH | FTW_PHYS);
 	free(t->root);
 }
 
@@ -685,6 +691,266 @@ static void test_copy(void **state)
 	tmp_done(&img);
 }
 
+/* ---- tarball ---- */
+
+#define EPOCH INT64_C(1700000000)
+
+static void put(int rootfd, const char *rel, const char *data, mode_t mode)
+{
+	assert_int_equal(kiln_write_file_in_root(rootfd, rel, data, strlen(data), mode), 0);
+}
+
+static void set_mtime(int rootfd, const char *rel, int64_t t)
+{
+	struct timespec ts[2] = {{(time_t)t, 123456789}, {(time_t)t, 987654321}};
+	assert_int_equal(utimensat(rootfd, rel, ts, AT_SYMLINK_NOFOLLOW), 0);
+}
+
+static const char long_name[] =
+    "usr/share/doc/a-package-with-a-rather-long-name/examples/and-a-subdirectory/"
+    "with-a-file-name-that-is-long-too.txt";
+
+/* The same logical tree, built in a different order (so different inode
+ * numbers and readdir order) with different post-epoch mtimes. When running
+ * as root, owners are in the sandbox range (100000 + n). */
+static int chown_sandbox_root(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)st;
+	(void)flag;
+	(void)f;
+	return lchown(p, 100000, 100000);
+}
+
+static void make_tree(const struct tmp *t, bool reverse, int64_t later)
+{
+	int rootfd = t->rootfd;
+	const char *path = t->root;
+	static const char *const dirs[] = {"etc", "usr", "usr/bin", "var", "var/empty", "z"};
+	for (size_t k = 0; k < ELEMENTSOF(dirs); k++) {
+		size_t i = reverse ? ELEMENTSOF(dirs) - 1 - k : k;
+		_cleanup_close_ int fd = kiln_mkdir_p_in_root(rootfd, dirs[i], 0755);
+		assert_true(fd >= 0);
+		assert_int_equal(fchmod(fd, i == 4 ? 0700 : 0755), 0);
+	}
+	if (reverse) {
+		/* churn inode numbers */
+		put(rootfd, "tmpjunk", "x", 0644);
+		assert_int_equal(unlinkat(rootfd, "tmpjunk", 0), 0);
+		put(rootfd, "usr/bin/su2", "#!su\n", 04755);
+		assert_int_equal(linkat(rootfd, "usr/bin/su2", rootfd, "usr/bin/su", 0), 0);
+		put(rootfd, long_name, "long\n", 0644);
+		put(rootfd, "etc/shadow", "root:*:19000:0:99999:7:::\n", 0640);
+		put(rootfd, "etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0644);
+		put(rootfd, "etc/a.b", "", 0644);
+	} else {
+		put(rootfd, "etc/a.b", "", 0644);
+		put(rootfd, "etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0644);
+		put(rootfd, "etc/shadow", "root:*:19000:0:99999:7:::\n", 0640);
+		put(rootfd, long_name, "long\n", 0644);
+		put(rootfd, "usr/bin/su", "#!su\n", 04755);
+		assert_int_equal(linkat(rootfd, "usr/bin/su", rootfd, "usr/bin/su2", 0), 0);
+	}
+	assert_int_equal(symlinkat("usr/bin", rootfd, "bin"), 0);
+	assert_int_equal(mkfifoat(rootfd, "z/fifo", 0600), 0);
+	put(rootfd, "old", "older than the epoch\n", 0644);
+	if (geteuid() == 0) {
+		assert_int_equal(mknodat(rootfd, "z/null", S_IFCHR | 0666, makedev(1, 3)), 0);
+		assert_int_equal(fchmodat(rootfd, "z/null", 0666, 0), 0); /* umask */
+		assert_int_equal(nftw(path, chown_sandbox_root, 32, FTW_PHYS), 0);
+		assert_int_equal(fchownat(rootfd, "etc/shadow", 100000, 100042, 0), 0);
+		/* chown cleared it */
+		assert_int_equal(fchmodat(rootfd, "usr/bin/su", 04755, 0), 0);
+	}
+	/* mtimes: everything after the epoch, except "old" */
+	static const char *const stamp[] = {"etc",    "etc/passwd", "usr/bin/su", "bin",
+	                                    "z/fifo", "var/empty",  "usr",        "."};
+	for (size_t i = 0; i < ELEMENTSOF(stamp); i++)
+		set_mtime(rootfd, stamp[i], later + (int64_t)i);
+	set_mtime(rootfd, "old", EPOCH - 1000);
+}
+
+static char *write_tarball(struct tmp *t, const char *name, const struct kiln_tarball_opts *o,
+                           size_t *ret_len)
+{
+	_cleanup_free_ char *p = tmp_path(t, name);
+	int fd = open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	struct kiln_error *err = NULL;
+	if (kiln_tarball_write(t->rootfd, fd, o, &err) < 0)
+		fail_msg("tarball: %s", err->msg);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	char *data = NULL;
+	assert_int_equal(kiln_read_fd(fd, 1 << 26, &data, ret_len, NULL), 0);
+	close(fd);
+	return data;
+}
+
+static int run_check(const char *tarball, char *const extra[])
+{
+	const char *script = getenv("KILN_TARCHECK");
+	if (!script) {
+		print_message("KILN_TARCHECK unset: skipping the tar/Python check\n");
+		return 0;
+	}
+	char epoch[32];
+	snprintf(epoch, sizeof(epoch), "%lld", (long long)EPOCH);
+	char *argv[32] = {"python3", (char *)script, (char *)tarball, epoch};
+	size_t n = 4;
+	for (size_t i = 0; extra[i] && n < ELEMENTSOF(argv) - 1; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	pid_t pid;
+	extern char **environ;
+	assert_int_equal(posix_spawnp(&pid, "python3", NULL, NULL, argv, environ), 0);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static void test_tarball_reproducible(void **state)
+{
+	(void)state;
+	bool root = geteuid() == 0;
+	struct tmp a, b;
+	tmp_init(&a);
+	tmp_init(&b);
+	make_tree(&a, false, EPOCH + 100);
+	make_tree(&b, true, EPOCH + 99999);
+	struct kiln_tarball_opts o;
+	kiln_tarball_opts_default(&o, EPOCH);
+	if (!root)
+		o.id_base = geteuid() == getegid() ? geteuid() : 0, o.id_count = UINT32_MAX;
+	for (int gz = 0; gz < 2; gz++) {
+		o.gzip = gz;
+		size_t la, lb;
+		_cleanup_free_ char *da = write_tarball(&a, gz ? "a.tar.gz" : "a.tar", &o, &la);
+		_cleanup_free_ char *db = write_tarball(&b, gz ? "b.tar.gz" : "b.tar", &o, &lb);
+		assert_int_equal(la, lb);
+		assert_memory_equal(da, db, la);
+		if (gz) {
+			/* gzip -n: FLG has no FNAME, MTIME is zero */
+			assert_int_equal((unsigned char)da[3], 0);
+			assert_memory_equal(da + 4, "\0\0\0\0", 4);
+		}
+	}
+	/* Still identical when the same tree is written twice in a row. */
+	size_t l1, l2;
+	o.gzip = false;
+	_cleanup_free_ char *d1 = write_tarball(&a, "again1.tar", &o, &l1);
+	_cleanup_free_ char *d2 = write_tarball(&a, "again2.tar", &o, &l2);
+	assert_int_equal(l1, l2);
+	assert_memory_equal(d1, d2, l1);
+	/* The same bytes through a pipe (libarchive pads by output type). */
+	int pfd[2];
+	assert_int_equal(pipe(pfd), 0);
+	assert_int_equal(kiln_tarball_write(a.rootfd, pfd[1], &o, NULL), 0);
+	close(pfd[1]);
+	char *piped = NULL;
+	size_t lp = 0;
+	assert_int_equal(kiln_read_fd(pfd[0], 1 << 20, &piped, &lp, NULL), 0);
+	close(pfd[0]);
+	assert_int_equal(lp, l1);
+	assert_memory_equal(piped, d1, l1);
+	free(piped);
+	/* No dev/ino/pax/time noise: the epoch appears, the later times do not. */
+	assert_null(memmem(d1, l1, "PaxHeader", 9));
+	assert_null(memmem(d1, l1, "atime", 5));
+
+	_cleanup_free_ char *pa = tmp_path(&a, "a.tar");
+	_cleanup_free_ char *pz = tmp_path(&a, "a.tar.gz");
+	_cleanup_free_ char *want_long = xasprintf("./%s=0:0:644", long_name);
+	char *want_root[] = {"./etc/shadow=0:42:640", "./usr/bin/su=0:0:4755",
+	                     "./var/empty=0:0:700",   want_long,
+	                     "./z/null=0:0:666",      NULL};
+	char *none[] = {NULL};
+	assert_int_equal(run_check(pa, root ? want_root : none), 0);
+	assert_int_equal(run_check(pz, root ? want_root : none), 0);
+	tmp_done(&a);
+	tmp_done(&b);
+}
+
+static void test_tarball_content(void **state)
+{
+	(void)state;
+	struct tmp t;
+	tmp_init(&t);
+	make_tree(&t, false, EPOCH + 5);
+	struct kiln_tarball_opts o;
+	kiln_tarball_opts_default(&o, EPOCH);
+	o.id_base = 0;
+	o.id_count = UINT32_MAX;
+	size_t len;
+	_cleanup_free_ char *data = write_tarball(&t, "t.tar", &o, &len);
+	/* read it back with libarchive and look at each field */
+	struct archive *a = archive_read_new();
+	archive_read_support_format_tar(a);
+	assert_int_equal(archive_read_open_memory(a, data, len), ARCHIVE_OK);
+	struct archive_entry *e;
+	char *names[64];
+	size_t n = 0;
+	bool saw_hardlink = false, saw_fifo = false;
+	while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
+		assert_true(n < ELEMENTSOF(names));
+		names[n++] = xstrdup(archive_entry_pathname(e));
+		assert_true(archive_entry_mtime(e) <= EPOCH);
+		assert_false(archive_entry_atime_is_set(e));
+		assert_false(archive_entry_ctime_is_set(e));
+		const char *uname = archive_entry_uname(e), *gname = archive_entry_gname(e);
+		assert_true(!uname || !*uname);
+		assert_true(!gname || !*gname);
+		if (strcmp(archive_entry_pathname(e), "./old") == 0)
+			assert_int_equal(archive_entry_mtime(e), EPOCH - 1000);
+		if (strcmp(archive_entry_pathname(e), "./etc/passwd") == 0)
+			assert_int_equal(archive_entry_mtime(e), EPOCH);
+		if (strcmp(archive_entry_pathname(e), "./usr/bin/su2") == 0) {
+			assert_string_equal(archive_entry_hardlink(e), "./usr/bin/su");
+			saw_hardlink = true;
+		}
+		if (strcmp(archive_entry_pathname(e), "./z/fifo") == 0)
+			saw_fifo = archive_entry_filetype(e) == AE_IFIFO;
+		if (strcmp(archive_entry_pathname(e), "./bin") == 0)
+			assert_string_equal(archive_entry_symlink(e), "usr/bin");
+	}
+	archive_read_free(a);
+	assert_true(saw_hardlink);
+	assert_true(saw_fifo);
+	/* --sort=name order: "etc/" before "etc/a.b" before "etc/passwd"; "./old"
+	 * after "./etc/..." and before "./usr/". */
+	assert_string_equal(names[0], "./");
+	assert_string_equal(names[1], "./bin");
+	assert_string_equal(names[2], "./etc/");
+	assert_string_equal(names[3], "./etc/a.b");
+	assert_string_equal(names[4], "./etc/passwd");
+	assert_string_equal(names[5], "./etc/shadow");
+	assert_string_equal(names[6], "./old");
+	assert_string_equal(names[7], "./usr/");
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	tmp_done(&t);
+}
+
+static void test_tarball_id_range(void **state)
+{
+	(void)state;
+	if (geteuid() != 0)
+		skip();
+	struct tmp t;
+	tmp_init(&t);
+	assert_int_equal(fchown(t.rootfd, 100000, 100000), 0);
+	put(t.rootfd, "host-owned", "", 0644); /* uid 0: written outside the sandbox */
+	assert_int_equal(fchownat(t.rootfd, "host-owned", 0, 100000, 0), 0);
+	struct kiln_tarball_opts o;
+	kiln_tarball_opts_default(&o, EPOCH);
+	_cleanup_free_ char *p = tmp_path(&t, "x.tar");
+	int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	struct kiln_error *err = NULL;
+	assert_int_equal(kiln_tarball_write(t.rootfd, fd, &o, &err), -ERANGE);
+	assert_non_null(strstr(err->msg, "./host-owned: uid 0 is outside"));
+	kiln_error_free(err);
+	close(fd);
+	tmp_done(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -700,6 +966,9 @@ int main(void)
 	    cmocka_unit_test(test_refuse_limits),
 	    cmocka_unit_test(test_refuse_zip_dotdot),
 	    cmocka_unit_test(test_copy),
+	    cmocka_unit_test(test_tarball_reproducible),
+	    cmocka_unit_test(test_tarball_content),
+	    cmocka_unit_test(test_tarball_id_range),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
