@@ -80,7 +80,7 @@ static void test_defaults(void **state)
 	assert_false(r->epoch_given);
 	/* the issue's third vector */
 	assert_string_equal(r->config_hash,
-			    "472d84c01788a2af4582f68afb3beb499c9c16f497407662a45fdf06b2c9988f");
+	                    "472d84c01788a2af4582f68afb3beb499c9c16f497407662a45fdf06b2c9988f");
 	assert_int_equal(r->source_date_epoch, 1723636099);
 }
 
@@ -88,13 +88,13 @@ static void test_file_defaults(void **state)
 {
 	(void)state;
 	_cleanup_recipe_ struct kiln_recipe *r =
-		parse_ok("{\"overlays\":[{\"name\":\"o\",\"files\":[{\"path\":\"/a\"}]}]}");
+	    parse_ok("{\"overlays\":[{\"name\":\"o\",\"files\":[{\"path\":\"/a\"}]}]}");
 	const struct kiln_file *f = &r->overlays[0].files[0];
 	assert_string_equal(f->mode_str, "0644");
 	assert_int_equal(f->mode, 0644);
 	assert_int_equal(f->content_len, 0);
 	assert_string_equal(f->content_sha256,
-			    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+	                    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 	assert_int_equal(r->n_files, 1);
 }
 
@@ -124,9 +124,9 @@ static void test_packages_sorted_distinct(void **state)
 {
 	(void)state;
 	_cleanup_recipe_ struct kiln_recipe *r =
-		parse_ok("{\"packages\":[\"vim\",\"git\",\"vim\",\"a+\",\"a-\",\"a0\",\"git\"]}");
+	    parse_ok("{\"packages\":[\"vim\",\"git\",\"vim\",\"a+\",\"a-\",\"a0\",\"git\"]}");
 	assert_int_equal(r->n_packages, 5);
-	const char *want[] = { "a+", "a-", "a0", "git", "vim" };
+	const char *want[] = {"a+", "a-", "a0", "git", "vim"};
 	for (size_t i = 0; i < 5; i++)
 		assert_string_equal(r->packages[i], want[i]);
 	assert_null(r->packages[5]);
@@ -137,8 +137,9 @@ static void test_overlays_sorted_stable(void **state)
 	(void)state;
 	/* names as given: " z" < "a" < "a" (stable: first "a" first) < "b" */
 	_cleanup_recipe_ struct kiln_recipe *r = parse_ok(
-		"{\"overlays\":[{\"name\":\"b\",\"files\":[]},{\"name\":\"a\",\"files\":[{\"path\":\"/1\"}]},"
-		"{\"name\":\" z\",\"files\":[]},{\"name\":\"a\",\"files\":[{\"path\":\"/2\"}]}]}");
+	    "{\"overlays\":[{\"name\":\"b\",\"files\":[]},{\"name\":\"a\",\"files\":[{\"path\":\"/"
+	    "1\"}]},"
+	    "{\"name\":\" z\",\"files\":[]},{\"name\":\"a\",\"files\":[{\"path\":\"/2\"}]}]}");
 	assert_int_equal(r->n_overlays, 4);
 	assert_string_equal(r->overlays[0].raw_name, " z");
 	assert_string_equal(r->overlays[0].name, "z");
@@ -153,13 +154,13 @@ static void test_files_sorted_stable(void **state)
 {
 	(void)state;
 	_cleanup_recipe_ struct kiln_recipe *r = parse_ok(
-		"{\"overlays\":[{\"name\":\"o\",\"files\":["
-		"{\"path\":\"/b\",\"content\":\"1\"},{\"path\":\"/a\",\"content\":\"2\"},"
-		"{\"path\":\" /c\",\"content\":\"3\"},{\"path\":\"/a\",\"content\":\"4\"},"
-		"{\"path\":\"/\\u00e9\",\"content\":\"5\"},{\"path\":\"/z\",\"content\":\"6\"}]}]}");
+	    "{\"overlays\":[{\"name\":\"o\",\"files\":["
+	    "{\"path\":\"/b\",\"content\":\"1\"},{\"path\":\"/a\",\"content\":\"2\"},"
+	    "{\"path\":\" /c\",\"content\":\"3\"},{\"path\":\"/a\",\"content\":\"4\"},"
+	    "{\"path\":\"/\\u00e9\",\"content\":\"5\"},{\"path\":\"/z\",\"content\":\"6\"}]}]}");
 	const struct kiln_overlay *o = &r->overlays[0];
 	assert_int_equal(o->n_files, 6);
-	const char *want_content[] = { "3", "2", "4", "1", "6", "5" };
+	const char *want_content[] = {"3", "2", "4", "1", "6", "5"};
 	for (size_t i = 0; i < 6; i++)
 		assert_string_equal(o->files[i].content, want_content[i]);
 	assert_string_equal(o->files[0].path, "/c");
@@ -169,18 +170,19 @@ static void test_files_sorted_stable(void **state)
 static void test_strip_unicode_whitespace(void **state)
 {
 	(void)state;
-	_cleanup_recipe_ struct kiln_recipe *r = parse_ok(
-		"{\"overlays\":[{\"name\":\"\\u3000\\u0085n\\u200b\\u2029\",\"files\":"
-		"[{\"path\":\"\\u001c\\u00a0/p\\u180e\\u2000\"}]}]}");
-	assert_string_equal(r->overlays[0].name, "n\xe2\x80\x8b");              /* U+200B kept */
-	assert_string_equal(r->overlays[0].files[0].path, "/p\xe1\xa0\x8e");    /* U+180E kept */
+	_cleanup_recipe_ struct kiln_recipe *r =
+	    parse_ok("{\"overlays\":[{\"name\":\"\\u3000\\u0085n\\u200b\\u2029\",\"files\":"
+	             "[{\"path\":\"\\u001c\\u00a0/p\\u180e\\u2000\"}]}]}");
+	assert_string_equal(r->overlays[0].name, "n\xe2\x80\x8b");           /* U+200B kept */
+	assert_string_equal(r->overlays[0].files[0].path, "/p\xe1\xa0\x8e"); /* U+180E kept */
 }
 
 static void test_content_with_nul(void **state)
 {
 	(void)state;
-	_cleanup_recipe_ struct kiln_recipe *r = parse_ok(
-		"{\"overlays\":[{\"name\":\"o\",\"files\":[{\"path\":\"/a\",\"content\":\"a\\u0000b\"}]}]}");
+	_cleanup_recipe_ struct kiln_recipe *r =
+	    parse_ok("{\"overlays\":[{\"name\":\"o\",\"files\":[{\"path\":\"/"
+	             "a\",\"content\":\"a\\u0000b\"}]}]}");
 	const struct kiln_file *f = &r->overlays[0].files[0];
 	assert_int_equal(f->content_len, 3);
 	assert_memory_equal(f->content, "a\0b", 3);
@@ -193,8 +195,8 @@ static void test_steps_normalized(void **state)
 {
 	(void)state;
 	_cleanup_recipe_ struct kiln_recipe *r = parse_ok(
-		"{\"steps\":[\"RUN  echo hi  \",\"ENV A=b=c\",\"USER nobody\",\"WORKDIR /srv\","
-		"\"COPY src\\t/dst\",\"ENV E=\"]}");
+	    "{\"steps\":[\"RUN  echo hi  \",\"ENV A=b=c\",\"USER nobody\",\"WORKDIR /srv\","
+	    "\"COPY src\\t/dst\",\"ENV E=\"]}");
 	assert_int_equal(r->n_steps, 6);
 	assert_int_equal(r->steps[0].op, KILN_STEP_RUN);
 	assert_string_equal(r->steps[0].text, "RUN echo hi");
@@ -213,7 +215,7 @@ static void test_outputs_and_epoch(void **state)
 {
 	(void)state;
 	_cleanup_recipe_ struct kiln_recipe *r =
-		parse_ok("{\"outputs\":[\"iso\",\"tar\"],\"source_date_epoch\":0}");
+	    parse_ok("{\"outputs\":[\"iso\",\"tar\"],\"source_date_epoch\":0}");
 	assert_int_equal(r->outputs, KILN_OUTPUT_ISO | KILN_OUTPUT_TAR);
 	assert_true(r->epoch_given);
 	assert_int_equal(r->source_date_epoch, 0);
@@ -230,18 +232,20 @@ static void test_issue_vectors(void **state)
 		const char *json, *hash;
 		int64_t epoch;
 	} v[] = {
-		{ "{\"packages\":[\"vim\",\"git\",\"base\"],\"overlays\":[{\"name\":\"test\",\"files\":"
-		  "[{\"path\":\"/etc/test\",\"content\":\"hello\"}]}]}",
-		  "81c1fb3290249d84b0ae72bc346acab877caf8085b121a2a11454a1b5089168a", 1830123928 },
-		{ "{\"packages\":[\"base\",\"git\",\"vim\"],\"overlays\":[]}",
-		  "f1b96187c6de1522c5ad4a7835a07c26268f581e2693370058df60c799f086b1", 1913431986 },
-		{ "{\"packages\":[],\"overlays\":[]}",
-		  "472d84c01788a2af4582f68afb3beb499c9c16f497407662a45fdf06b2c9988f", 1723636099 },
-		{ "{\"packages\":[\"vim\",\"vim\",\"emacs\"],\"overlays\":[{\"name\":\" motd \",\"files\":"
-		  "[{\"path\":\" /etc/motd\",\"content\":\"Welcome\\n\",\"mode\":\"0600\"},"
-		  "{\"path\":\"/etc/issue\",\"content\":\"D\xc3\xa9" "bian \xe2\x98\x83\"}]}],"
-		  "\"locale\":\"de_DE.UTF-8\",\"timezone\":\"Europe/Berlin\"}",
-		  "c2df80cfb5272257dbcd4f72886b3c86f8cdd3408ef7af317e4737af1a5cffc6", 1626659332 },
+	    {"{\"packages\":[\"vim\",\"git\",\"base\"],\"overlays\":[{\"name\":\"test\",\"files\":"
+	     "[{\"path\":\"/etc/test\",\"content\":\"hello\"}]}]}",
+	     "81c1fb3290249d84b0ae72bc346acab877caf8085b121a2a11454a1b5089168a", 1830123928},
+	    {"{\"packages\":[\"base\",\"git\",\"vim\"],\"overlays\":[]}",
+	     "f1b96187c6de1522c5ad4a7835a07c26268f581e2693370058df60c799f086b1", 1913431986},
+	    {"{\"packages\":[],\"overlays\":[]}",
+	     "472d84c01788a2af4582f68afb3beb499c9c16f497407662a45fdf06b2c9988f", 1723636099},
+	    {"{\"packages\":[\"vim\",\"vim\",\"emacs\"],\"overlays\":[{\"name\":\" motd "
+	     "\",\"files\":"
+	     "[{\"path\":\" /etc/motd\",\"content\":\"Welcome\\n\",\"mode\":\"0600\"},"
+	     "{\"path\":\"/etc/issue\",\"content\":\"D\xc3\xa9"
+	     "bian \xe2\x98\x83\"}]}],"
+	     "\"locale\":\"de_DE.UTF-8\",\"timezone\":\"Europe/Berlin\"}",
+	     "c2df80cfb5272257dbcd4f72886b3c86f8cdd3408ef7af317e4737af1a5cffc6", 1626659332},
 	};
 	for (size_t i = 0; i < ELEMENTSOF(v); i++) {
 		_cleanup_recipe_ struct kiln_recipe *r = parse_ok(v[i].json);
@@ -255,14 +259,15 @@ static void test_config_canonical_text(void **state)
 {
 	(void)state;
 	_cleanup_recipe_ struct kiln_recipe *r = parse_ok(
-		"{\"packages\":[\"vim\",\"git\",\"base\"],\"overlays\":[{\"name\":\"test\",\"files\":"
-		"[{\"path\":\"/etc/test\",\"content\":\"hello\"}]}]}");
+	    "{\"packages\":[\"vim\",\"git\",\"base\"],\"overlays\":[{\"name\":\"test\",\"files\":"
+	    "[{\"path\":\"/etc/test\",\"content\":\"hello\"}]}]}");
 	size_t n;
 	_cleanup_free_ char *c = kiln_recipe_config_canonical(r, &n);
-	assert_string_equal(c, "{\"locale\":\"en_US.UTF-8\",\"overlays\":[{\"files\":[{\"content_hash\":"
-			       "\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\","
-			       "\"mode\":\"0644\",\"path\":\"/etc/test\"}],\"name\":\"test\"}],"
-			       "\"packages\":[\"base\",\"git\",\"vim\"],\"timezone\":\"UTC\"}");
+	assert_string_equal(
+	    c, "{\"locale\":\"en_US.UTF-8\",\"overlays\":[{\"files\":[{\"content_hash\":"
+	       "\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\","
+	       "\"mode\":\"0644\",\"path\":\"/etc/test\"}],\"name\":\"test\"}],"
+	       "\"packages\":[\"base\",\"git\",\"vim\"],\"timezone\":\"UTC\"}");
 	assert_int_equal(n, strlen(c));
 }
 
@@ -275,7 +280,7 @@ static void test_derive_epoch(void **state)
 	assert_int_equal(kiln_recipe_derive_epoch(h), 1577836800);
 	memset(h, 'f', 16); /* 2^64-1 mod 347155199 */
 	assert_int_equal(kiln_recipe_derive_epoch(h),
-			 1577836800 + (int64_t)(UINT64_MAX % UINT64_C(347155199)));
+	                 1577836800 + (int64_t)(UINT64_MAX % UINT64_C(347155199)));
 	/* only the first 16 digits count */
 	char h2[KILN_SHA256_HEX_LEN + 1];
 	memcpy(h2, h, sizeof(h2));
@@ -285,7 +290,8 @@ static void test_derive_epoch(void **state)
 }
 
 static void build_key_of(const char *json, const struct kiln_build_inputs *in,
-			 char ret_hash[KILN_SHA256_HEX_LEN + 1], char ret_key[KILN_SHA256_HEX_LEN + 1])
+                         char ret_hash[KILN_SHA256_HEX_LEN + 1],
+                         char ret_key[KILN_SHA256_HEX_LEN + 1])
 {
 	_cleanup_recipe_ struct kiln_recipe *r = parse_ok(json);
 	memcpy(ret_hash, r->config_hash, KILN_SHA256_HEX_LEN + 1);
@@ -293,21 +299,23 @@ static void build_key_of(const char *json, const struct kiln_build_inputs *in,
 }
 
 #define BASE_FIELDS                                                                                \
-	"\"overlays\":[{\"name\":\"o\",\"files\":[{\"path\":\"/a\",\"content\":\"x\",\"mode\":\"0600\"}]}]"
+	"\"overlays\":[{\"name\":\"o\",\"files\":[{\"path\":\"/"                                   \
+	"a\",\"content\":\"x\",\"mode\":\"0600\"}]}]"
 
 static void test_build_key_invariants(void **state)
 {
 	(void)state;
 	char h0[65], k0[65], h[65], k[65];
 	build_key_of("{\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN x\"]," BASE_FIELDS "}", NULL,
-		     h0, k0);
+	             h0, k0);
 	/* same: key order, package order, duplicates, explicit defaults */
 	const char *same[] = {
-		"{\"steps\":[\"RUN x\"]," BASE_FIELDS ",\"packages\":[\"git\",\"vim\"]}",
-		"{\"packages\":[\"vim\",\"git\",\"vim\",\"git\"],\"steps\":[\"RUN x\"]," BASE_FIELDS "}",
-		"{\"base\":\"debian/bookworm\",\"outputs\":[\"tar\"],\"locale\":\"en_US.UTF-8\","
-		"\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN x\"]," BASE_FIELDS "}",
-		"{\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN  x \"]," BASE_FIELDS "}",
+	    "{\"steps\":[\"RUN x\"]," BASE_FIELDS ",\"packages\":[\"git\",\"vim\"]}",
+	    "{\"packages\":[\"vim\",\"git\",\"vim\",\"git\"],\"steps\":[\"RUN x\"]," BASE_FIELDS
+	    "}",
+	    "{\"base\":\"debian/bookworm\",\"outputs\":[\"tar\"],\"locale\":\"en_US.UTF-8\","
+	    "\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN x\"]," BASE_FIELDS "}",
+	    "{\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN  x \"]," BASE_FIELDS "}",
 	};
 	for (size_t i = 0; i < ELEMENTSOF(same); i++) {
 		build_key_of(same[i], NULL, h, k);
@@ -316,12 +324,15 @@ static void test_build_key_invariants(void **state)
 	}
 	/* build_key changes, config_hash does not */
 	const char *differ[] = {
-		"{\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN y\"]," BASE_FIELDS "}",
-		"{\"packages\":[\"vim\",\"git\"]," BASE_FIELDS "}",
-		"{\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN x\",\"RUN x\"]," BASE_FIELDS "}",
-		"{\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN x\"],\"outputs\":[\"iso\"]," BASE_FIELDS "}",
-		"{\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN x\"],\"source_date_epoch\":1," BASE_FIELDS "}",
-		"{\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN x\"],\"healthcheck\":{\"cmd\":\"t\"}," BASE_FIELDS "}",
+	    "{\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN y\"]," BASE_FIELDS "}",
+	    "{\"packages\":[\"vim\",\"git\"]," BASE_FIELDS "}",
+	    "{\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN x\",\"RUN x\"]," BASE_FIELDS "}",
+	    "{\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN "
+	    "x\"],\"outputs\":[\"iso\"]," BASE_FIELDS "}",
+	    "{\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN "
+	    "x\"],\"source_date_epoch\":1," BASE_FIELDS "}",
+	    "{\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN "
+	    "x\"],\"healthcheck\":{\"cmd\":\"t\"}," BASE_FIELDS "}",
 	};
 	for (size_t i = 0; i < ELEMENTSOF(differ); i++) {
 		build_key_of(differ[i], NULL, h, k);
@@ -331,8 +342,8 @@ static void test_build_key_invariants(void **state)
 	}
 	/* context and tools inputs */
 	const char *json = "{\"packages\":[\"vim\",\"git\"],\"steps\":[\"RUN x\"]," BASE_FIELDS "}";
-	struct kiln_build_inputs none = { NULL, NULL }, c1 = { "aa", NULL }, c2 = { "bb", NULL },
-				 t1 = { NULL, "tar 1.34" };
+	struct kiln_build_inputs none = {NULL, NULL}, c1 = {"aa", NULL}, c2 = {"bb", NULL},
+	                         t1 = {NULL, "tar 1.34"};
 	char kn[65], kc1[65], kc2[65], kt1[65];
 	build_key_of(json, &none, h, kn);
 	assert_string_equal(kn, k0); /* NULL inputs == no inputs */
@@ -369,11 +380,14 @@ static void test_errors_structure(void **state)
 	(void)state;
 	expect_error("{\"foo\":1}", "(root): unknown field \"foo\"");
 	expect_error("[]", "(root): must be an object, not an array");
-	expect_error(OV("{\"path\":\"/a\",\"uid\":0}"), "overlays[0].files[0]: unknown field \"uid\"");
+	expect_error(OV("{\"path\":\"/a\",\"uid\":0}"),
+	             "overlays[0].files[0]: unknown field \"uid\"");
 	expect_error("{\"overlays\":[{\"x\":1}]}", "overlays[0]: unknown field \"x\"");
 	expect_error("{\"resources\":{\"gpu\":1}}", "resources: unknown field \"gpu\"");
-	expect_error("{\"healthcheck\":{\"cmd\":\"x\",\"y\":1}}", "healthcheck: unknown field \"y\"");
-	expect_error(OV("{\"content\":\"x\"}"), "overlays[0].files[0]: missing required field \"path\"");
+	expect_error("{\"healthcheck\":{\"cmd\":\"x\",\"y\":1}}",
+	             "healthcheck: unknown field \"y\"");
+	expect_error(OV("{\"content\":\"x\"}"),
+	             "overlays[0].files[0]: missing required field \"path\"");
 	expect_error("{\"healthcheck\":{}}", "healthcheck: missing required field \"cmd\"");
 }
 
@@ -386,56 +400,64 @@ static void test_errors_types(void **state)
 	expect_error("{\"packages\":{}}", "packages: must be an array, not an object");
 	expect_error("{\"packages\":[true]}", "packages[0]: must be a string, not a boolean");
 	expect_error("{\"overlays\":[1]}", "overlays[0]: must be an object, not an integer");
-	expect_error("{\"overlays\":[{\"files\":{}}]}", "overlays[0].files: must be an array, not an object");
-	expect_error(OV("{\"path\":1}"), "overlays[0].files[0].path: must be a string, not an integer");
+	expect_error("{\"overlays\":[{\"files\":{}}]}",
+	             "overlays[0].files: must be an array, not an object");
+	expect_error(OV("{\"path\":1}"),
+	             "overlays[0].files[0].path: must be a string, not an integer");
 	expect_error(OV("{\"path\":\"/a\",\"content\":[]}"),
-		     "overlays[0].files[0].content: must be a string, not an array");
-	expect_error("{\"steps\":[1.5]}", "steps[0]: must be a string, not a number with a fraction");
+	             "overlays[0].files[0].content: must be a string, not an array");
+	expect_error("{\"steps\":[1.5]}",
+	             "steps[0]: must be a string, not a number with a fraction");
 	expect_error("{\"outputs\":[null]}", "outputs[0]: must be a string, not null");
 	expect_error("{\"resources\":{\"cpus\":2.0}}",
-		     "resources.cpus: must be an integer, not a number with a fraction");
-	expect_error("{\"source_date_epoch\":true}", "source_date_epoch: must be an integer, not a boolean");
-	expect_error("{\"healthcheck\":{\"cmd\":1}}", "healthcheck.cmd: must be a string, not an integer");
+	             "resources.cpus: must be an integer, not a number with a fraction");
+	expect_error("{\"source_date_epoch\":true}",
+	             "source_date_epoch: must be an integer, not a boolean");
+	expect_error("{\"healthcheck\":{\"cmd\":1}}",
+	             "healthcheck.cmd: must be a string, not an integer");
 }
 
 static void test_errors_ranges(void **state)
 {
 	(void)state;
 	expect_error("{\"source_date_epoch\":-1}",
-		     "source_date_epoch: must be between 0 and 253402300799, not -1");
+	             "source_date_epoch: must be between 0 and 253402300799, not -1");
 	expect_error("{\"source_date_epoch\":253402300800}",
-		     "source_date_epoch: must be between 0 and 253402300799, not 253402300800");
+	             "source_date_epoch: must be between 0 and 253402300799, not 253402300800");
 	expect_error("{\"resources\":{\"memory_mb\":63}}",
-		     "resources.memory_mb: must be between 64 and 1048576, not 63");
-	expect_error("{\"resources\":{\"cpus\":1025}}", "resources.cpus: must be between 1 and 1024, not 1025");
+	             "resources.memory_mb: must be between 64 and 1048576, not 63");
+	expect_error("{\"resources\":{\"cpus\":1025}}",
+	             "resources.cpus: must be between 1 and 1024, not 1025");
 	expect_error("{\"resources\":{\"timeout_s\":0}}",
-		     "resources.timeout_s: must be between 1 and 604800, not 0");
+	             "resources.timeout_s: must be between 1 and 604800, not 0");
 	expect_error("{\"resources\":{\"timeout_s\":10,\"warning_s\":10}}",
-		     "resources.warning_s: must be less than timeout_s (10)");
+	             "resources.warning_s: must be less than timeout_s (10)");
 	expect_error("{\"healthcheck\":{\"cmd\":\"x\",\"interval_s\":0}}",
-		     "healthcheck.interval_s: must be between 1 and 86400, not 0");
+	             "healthcheck.interval_s: must be between 1 and 86400, not 0");
 	expect_error("{\"healthcheck\":{\"cmd\":\"\"}}", "healthcheck.cmd: must not be empty");
-	expect_error("{\"base\":\"debian/sid\"}", "base: unsupported base \"debian/sid\" (supported: debian/bookworm)");
-	expect_error("{\"locale\":\"en US\"}", "locale: must be a locale name like \"en_US.UTF-8\"");
+	expect_error("{\"base\":\"debian/sid\"}",
+	             "base: unsupported base \"debian/sid\" (supported: debian/bookworm)");
+	expect_error("{\"locale\":\"en US\"}",
+	             "locale: must be a locale name like \"en_US.UTF-8\"");
 	expect_error("{\"timezone\":\"Europe/../etc\"}",
-		     "timezone: must be a tz database name like \"Europe/Berlin\"");
+	             "timezone: must be a tz database name like \"Europe/Berlin\"");
 	expect_error("{\"timezone\":\"Europe//Berlin\"}",
-		     "timezone: must be a tz database name like \"Europe/Berlin\"");
+	             "timezone: must be a tz database name like \"Europe/Berlin\"");
 }
 
 static void test_errors_packages(void **state)
 {
 	(void)state;
-	static const char *bad[] = { "A", "a", "", "-a", "+a", ".a", "a_b", "a b", "a/b", "Vim" };
+	static const char *bad[] = {"A", "a", "", "-a", "+a", ".a", "a_b", "a b", "a/b", "Vim"};
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
 		_cleanup_free_ char *json = xasprintf("{\"packages\":[\"ok\",\"%s\"]}", bad[i]);
-		_cleanup_free_ char *want = xasprintf(
-			"packages[1]: \"%s\" is not a valid Debian package name "
-			"(lowercase letters, digits, + . -; at least 2 characters)",
-			bad[i]);
+		_cleanup_free_ char *want =
+		    xasprintf("packages[1]: \"%s\" is not a valid Debian package name "
+		              "(lowercase letters, digits, + . -; at least 2 characters)",
+		              bad[i]);
 		expect_error(json, want);
 	}
-	static const char *good[] = { "a0", "0a", "g++", "a.b-c+d", "xz-utils" };
+	static const char *good[] = {"a0", "0a", "g++", "a.b-c+d", "xz-utils"};
 	for (size_t i = 0; i < ELEMENTSOF(good); i++) {
 		_cleanup_free_ char *json = xasprintf("{\"packages\":[\"%s\"]}", good[i]);
 		_cleanup_recipe_ struct kiln_recipe *r = parse_ok(json);
@@ -449,30 +471,30 @@ static void test_errors_paths(void **state)
 	static const struct {
 		const char *path, *msg;
 	} bad[] = {
-		{ "etc/x", "must be absolute" },
-		{ "", "must not be empty" },
-		{ "  ", "must not be empty" },
-		{ "/", "must name a file, not /" },
-		{ " / ", "must name a file, not /" },
-		{ "/a/", "must not end with /" },
-		{ "//a", "must not contain //" },
-		{ "/a//b", "must not contain //" },
-		{ "/.", "must not contain . or .. components" },
-		{ "/..", "must not contain . or .. components" },
-		{ "/a/./b", "must not contain . or .. components" },
-		{ "/a/../b", "must not contain . or .. components" },
-		{ "/a/..", "must not contain . or .. components" },
-		{ "/a\\u0000", "must not contain NUL characters" },
+	    {"etc/x", "must be absolute"},
+	    {"", "must not be empty"},
+	    {"  ", "must not be empty"},
+	    {"/", "must name a file, not /"},
+	    {" / ", "must name a file, not /"},
+	    {"/a/", "must not end with /"},
+	    {"//a", "must not contain //"},
+	    {"/a//b", "must not contain //"},
+	    {"/.", "must not contain . or .. components"},
+	    {"/..", "must not contain . or .. components"},
+	    {"/a/./b", "must not contain . or .. components"},
+	    {"/a/../b", "must not contain . or .. components"},
+	    {"/a/..", "must not contain . or .. components"},
+	    {"/a\\u0000", "must not contain NUL characters"},
 	};
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
 		_cleanup_free_ char *json =
-			xasprintf(OV("{\"path\":\"/ok\"},{\"path\":\"%s\"}"), bad[i].path);
+		    xasprintf(OV("{\"path\":\"/ok\"},{\"path\":\"%s\"}"), bad[i].path);
 		_cleanup_free_ char *want = xasprintf("overlays[0].files[1].path: %s", bad[i].msg);
 		expect_error(json, want);
 	}
 	/* legal oddities: dots inside names, spaces inside */
 	_cleanup_recipe_ struct kiln_recipe *r =
-		parse_ok(OV("{\"path\":\"/a/...\"},{\"path\":\"/.hidden\"},{\"path\":\"/a b/c..d\"}"));
+	    parse_ok(OV("{\"path\":\"/a/...\"},{\"path\":\"/.hidden\"},{\"path\":\"/a b/c..d\"}"));
 	assert_int_equal(r->n_files, 3);
 
 	/* 4096 bytes is the limit after stripping */
@@ -493,14 +515,17 @@ static void test_errors_paths(void **state)
 static void test_errors_modes(void **state)
 {
 	(void)state;
-	static const char *bad[] = { "", "64", "06444", "0888", "0o644", "rw", " 644", "644 ", "-644", "9" };
+	static const char *bad[] = {"",   "64",   "06444", "0888", "0o644",
+	                            "rw", " 644", "644 ",  "-644", "9"};
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
-		_cleanup_free_ char *json = xasprintf(OV("{\"path\":\"/a\",\"mode\":\"%s\"}"), bad[i]);
-		expect_error(json, "overlays[0].files[0].mode: must be an octal mode string of 3 or 4 "
-				   "digits like \"0644\"");
+		_cleanup_free_ char *json =
+		    xasprintf(OV("{\"path\":\"/a\",\"mode\":\"%s\"}"), bad[i]);
+		expect_error(json,
+		             "overlays[0].files[0].mode: must be an octal mode string of 3 or 4 "
+		             "digits like \"0644\"");
 	}
 	_cleanup_recipe_ struct kiln_recipe *r =
-		parse_ok(OV("{\"path\":\"/a\",\"mode\":\"755\"},{\"path\":\"/b\",\"mode\":\"7777\"}"));
+	    parse_ok(OV("{\"path\":\"/a\",\"mode\":\"755\"},{\"path\":\"/b\",\"mode\":\"7777\"}"));
 	assert_string_equal(r->overlays[0].files[0].mode_str, "755");
 	assert_int_equal(r->overlays[0].files[0].mode, 0755);
 	assert_int_equal(r->overlays[0].files[1].mode, 07777);
@@ -512,30 +537,31 @@ static void test_errors_steps(void **state)
 	static const struct {
 		const char *step, *msg;
 	} bad[] = {
-		{ "FROM x", "unknown instruction \"FROM\" (expected RUN, ENV, USER, WORKDIR or COPY)" },
-		{ "run x", "unknown instruction \"run\" (expected RUN, ENV, USER, WORKDIR or COPY)" },
-		{ " RUN x", "unknown instruction \"\" (expected RUN, ENV, USER, WORKDIR or COPY)" },
-		{ "RUN", "RUN needs an argument" },
-		{ "ENV  ", "ENV needs an argument" },
-		{ "ENV A", "ENV must be KEY=VALUE with KEY made of letters, digits and _" },
-		{ "ENV =b", "ENV must be KEY=VALUE with KEY made of letters, digits and _" },
-		{ "ENV 9A=b", "ENV must be KEY=VALUE with KEY made of letters, digits and _" },
-		{ "ENV A-B=c", "ENV must be KEY=VALUE with KEY made of letters, digits and _" },
-		{ "USER Root", "USER must be a user name or a numeric uid" },
-		{ "USER 123456", "USER must be a user name or a numeric uid" },
-		{ "WORKDIR srv", "WORKDIR path must be absolute" },
-		{ "WORKDIR /a/", "WORKDIR path must not end with /" },
-		{ "COPY a", "COPY takes exactly two arguments: SRC DST" },
-		{ "COPY a b c", "COPY takes exactly two arguments: SRC DST" },
-		{ "COPY /etc/shadow /x", "COPY source must be relative to the context archive" },
-		{ "COPY .. /x", "COPY source must not contain . or .. components" },
-		{ "COPY a/../../x /x", "COPY source must not contain . or .. components" },
-		{ "COPY a//b /x", "COPY source must not contain //" },
-		{ "COPY a x", "COPY destination must be absolute" },
-		{ "COPY a /x/../y", "COPY destination must not contain . or .. components" },
+	    {"FROM x", "unknown instruction \"FROM\" (expected RUN, ENV, USER, WORKDIR or COPY)"},
+	    {"run x", "unknown instruction \"run\" (expected RUN, ENV, USER, WORKDIR or COPY)"},
+	    {" RUN x", "unknown instruction \"\" (expected RUN, ENV, USER, WORKDIR or COPY)"},
+	    {"RUN", "RUN needs an argument"},
+	    {"ENV  ", "ENV needs an argument"},
+	    {"ENV A", "ENV must be KEY=VALUE with KEY made of letters, digits and _"},
+	    {"ENV =b", "ENV must be KEY=VALUE with KEY made of letters, digits and _"},
+	    {"ENV 9A=b", "ENV must be KEY=VALUE with KEY made of letters, digits and _"},
+	    {"ENV A-B=c", "ENV must be KEY=VALUE with KEY made of letters, digits and _"},
+	    {"USER Root", "USER must be a user name or a numeric uid"},
+	    {"USER 123456", "USER must be a user name or a numeric uid"},
+	    {"WORKDIR srv", "WORKDIR path must be absolute"},
+	    {"WORKDIR /a/", "WORKDIR path must not end with /"},
+	    {"COPY a", "COPY takes exactly two arguments: SRC DST"},
+	    {"COPY a b c", "COPY takes exactly two arguments: SRC DST"},
+	    {"COPY /etc/shadow /x", "COPY source must be relative to the context archive"},
+	    {"COPY .. /x", "COPY source must not contain . or .. components"},
+	    {"COPY a/../../x /x", "COPY source must not contain . or .. components"},
+	    {"COPY a//b /x", "COPY source must not contain //"},
+	    {"COPY a x", "COPY destination must be absolute"},
+	    {"COPY a /x/../y", "COPY destination must not contain . or .. components"},
 	};
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
-		_cleanup_free_ char *json = xasprintf("{\"steps\":[\"RUN ok\",\"%s\"]}", bad[i].step);
+		_cleanup_free_ char *json =
+		    xasprintf("{\"steps\":[\"RUN ok\",\"%s\"]}", bad[i].step);
 		_cleanup_free_ char *want = xasprintf("steps[1]: %s", bad[i].msg);
 		expect_error(json, want);
 	}
@@ -544,10 +570,13 @@ static void test_errors_steps(void **state)
 static void test_errors_outputs(void **state)
 {
 	(void)state;
-	expect_error("{\"outputs\":[\"zip\"]}", "outputs[0]: unknown output (expected \"tar\", \"squashfs\" or \"iso\")");
+	expect_error("{\"outputs\":[\"zip\"]}",
+	             "outputs[0]: unknown output (expected \"tar\", \"squashfs\" or \"iso\")");
 	expect_error("{\"outputs\":[\"iso\",\"iso\"]}", "outputs[1]: duplicate output \"iso\"");
-	expect_error("{\"outputs\":[]}", "outputs: must name at least one of \"tar\", \"squashfs\", \"iso\"");
-	expect_error("{\"outputs\":[\"tar\",\"iso\",\"squashfs\",\"tar\"]}", "outputs: more than 3 outputs");
+	expect_error("{\"outputs\":[]}",
+	             "outputs: must name at least one of \"tar\", \"squashfs\", \"iso\"");
+	expect_error("{\"outputs\":[\"tar\",\"iso\",\"squashfs\",\"tar\"]}",
+	             "outputs: more than 3 outputs");
 }
 
 static void test_errors_json_level(void **state)
@@ -555,7 +584,8 @@ static void test_errors_json_level(void **state)
 	(void)state;
 	const char *dup = "{\"name\":\"a\",\"name\":\"b\"}";
 	expect_error_prefix(dup, strlen(dup), "name: line 1, column ");
-	const char *dup2 = "{\"overlays\":[{\"name\":\"o\",\"files\":[{\"path\":\"/a\"},{\"mode\":\"644\",\"mode\":\"600\"}]}]}";
+	const char *dup2 = "{\"overlays\":[{\"name\":\"o\",\"files\":[{\"path\":\"/"
+	                   "a\"},{\"mode\":\"644\",\"mode\":\"600\"}]}]}";
 	expect_error_prefix(dup2, strlen(dup2), "overlays[0].files[1].mode: ");
 	const char *utf = "{\"steps\":[\"RUN ok\",\"RUN \xc0\xaf\"]}";
 	expect_error_prefix(utf, strlen(utf), "steps[1]: ");
@@ -614,7 +644,8 @@ static void test_errors_limits(void **state)
 	for (int i = 0; i < 4001; i++)
 		kiln_buf_printf(&b, "%s{\"path\":\"/b%d\"}", i ? "," : "", i);
 	kiln_buf_puts(&b, "]}]}");
-	expect_error(b.data, "overlays[1].files: the recipe has more than 10000 overlay files in all");
+	expect_error(b.data,
+	             "overlays[1].files: the recipe has more than 10000 overlay files in all");
 	kiln_buf_free(&b);
 
 	/* the 16 MiB limit is checked before parsing */
@@ -649,33 +680,33 @@ static void test_error_null_err_ok(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_defaults),
-		cmocka_unit_test(test_file_defaults),
-		cmocka_unit_test(test_healthcheck_defaults),
-		cmocka_unit_test(test_warning_default_below_short_timeout),
-		cmocka_unit_test(test_packages_sorted_distinct),
-		cmocka_unit_test(test_overlays_sorted_stable),
-		cmocka_unit_test(test_files_sorted_stable),
-		cmocka_unit_test(test_strip_unicode_whitespace),
-		cmocka_unit_test(test_content_with_nul),
-		cmocka_unit_test(test_steps_normalized),
-		cmocka_unit_test(test_outputs_and_epoch),
-		cmocka_unit_test(test_issue_vectors),
-		cmocka_unit_test(test_config_canonical_text),
-		cmocka_unit_test(test_derive_epoch),
-		cmocka_unit_test(test_build_key_invariants),
-		cmocka_unit_test(test_build_canonical_is_hashed),
-		cmocka_unit_test(test_errors_structure),
-		cmocka_unit_test(test_errors_types),
-		cmocka_unit_test(test_errors_ranges),
-		cmocka_unit_test(test_errors_packages),
-		cmocka_unit_test(test_errors_paths),
-		cmocka_unit_test(test_errors_modes),
-		cmocka_unit_test(test_errors_steps),
-		cmocka_unit_test(test_errors_outputs),
-		cmocka_unit_test(test_errors_json_level),
-		cmocka_unit_test(test_errors_limits),
-		cmocka_unit_test(test_error_null_err_ok),
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_file_defaults),
+	    cmocka_unit_test(test_healthcheck_defaults),
+	    cmocka_unit_test(test_warning_default_below_short_timeout),
+	    cmocka_unit_test(test_packages_sorted_distinct),
+	    cmocka_unit_test(test_overlays_sorted_stable),
+	    cmocka_unit_test(test_files_sorted_stable),
+	    cmocka_unit_test(test_strip_unicode_whitespace),
+	    cmocka_unit_test(test_content_with_nul),
+	    cmocka_unit_test(test_steps_normalized),
+	    cmocka_unit_test(test_outputs_and_epoch),
+	    cmocka_unit_test(test_issue_vectors),
+	    cmocka_unit_test(test_config_canonical_text),
+	    cmocka_unit_test(test_derive_epoch),
+	    cmocka_unit_test(test_build_key_invariants),
+	    cmocka_unit_test(test_build_canonical_is_hashed),
+	    cmocka_unit_test(test_errors_structure),
+	    cmocka_unit_test(test_errors_types),
+	    cmocka_unit_test(test_errors_ranges),
+	    cmocka_unit_test(test_errors_packages),
+	    cmocka_unit_test(test_errors_paths),
+	    cmocka_unit_test(test_errors_modes),
+	    cmocka_unit_test(test_errors_steps),
+	    cmocka_unit_test(test_errors_outputs),
+	    cmocka_unit_test(test_errors_json_level),
+	    cmocka_unit_test(test_errors_limits),
+	    cmocka_unit_test(test_error_null_err_ok),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -134,15 +134,19 @@ static void test_sha256_known_answers(void **state)
 	(void)state;
 	char hex[KILN_SHA256_HEX_LEN + 1];
 	kiln_sha256_hex("", 0, hex);
-	assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+	assert_string_equal(hex,
+	                    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 	kiln_sha256_hex("abc", 3, hex);
-	assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	assert_string_equal(hex,
+	                    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 	const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
 	kiln_sha256_hex(m, strlen(m), hex);
-	assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+	assert_string_equal(hex,
+	                    "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 	/* "hello": the content_hash of the first vector */
 	kiln_sha256_hex("hello", 5, hex);
-	assert_string_equal(hex, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+	assert_string_equal(hex,
+	                    "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
 }
 
 static void test_sha256_incremental_million_a(void **state)
@@ -156,7 +160,8 @@ static void test_sha256_incremental_million_a(void **state)
 		kiln_sha256_update(&s, block, sizeof(block));
 	char hex[KILN_SHA256_HEX_LEN + 1];
 	kiln_sha256_final_hex(&s, hex);
-	assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+	assert_string_equal(hex,
+	                    "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 static void test_sha256_file(void **state)
@@ -171,7 +176,8 @@ static void test_sha256_file(void **state)
 	uint64_t size = 0;
 	assert_int_equal(kiln_sha256_file(path, hex, &size), 0);
 	assert_int_equal(size, 3);
-	assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	assert_string_equal(hex,
+	                    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 	unlink(path);
 	assert_int_equal(kiln_sha256_file(path, hex, &size), -ENOENT);
 }
@@ -179,7 +185,7 @@ static void test_sha256_file(void **state)
 static void test_hex_encode(void **state)
 {
 	(void)state;
-	const uint8_t in[] = { 0x00, 0x0f, 0xa5, 0xff };
+	const uint8_t in[] = {0x00, 0x0f, 0xa5, 0xff};
 	char out[9];
 	kiln_hex_encode(in, sizeof(in), out);
 	assert_string_equal(out, "000fa5ff");
@@ -248,7 +254,9 @@ static void test_utf8_decode_invalid(void **state)
 	assert_decode("\xf0\x9f\x98", 3, 0, 0);
 	assert_decode("\xe2\x98\x83", 2, 0, 0);
 	assert_decode("\xe2(\x83", 3, 0, 0);
-	assert_decode("\xf0\x9f\x98" "A", 4, 0, 0);
+	assert_decode("\xf0\x9f\x98"
+	              "A",
+	              4, 0, 0);
 }
 
 static void test_utf8_valid(void **state)
@@ -256,16 +264,18 @@ static void test_utf8_valid(void **state)
 	(void)state;
 	assert_true(kiln_utf8_valid("", 0));
 	assert_true(kiln_utf8_valid("a\0b", 3));
-	assert_true(kiln_utf8_valid("D\xc3\xa9" "bian \xe2\x98\x83 \xf0\x9f\x98\x80", 16));
+	assert_true(kiln_utf8_valid("D\xc3\xa9"
+	                            "bian \xe2\x98\x83 \xf0\x9f\x98\x80",
+	                            16));
 	assert_false(kiln_utf8_valid("ok\xff", 3));
 	assert_false(kiln_utf8_valid("ok\xe2\x98", 4));
 	assert_false(kiln_utf8_valid("\xed\xa0\x80", 3));
 }
 
 static const uint32_t strip_space[] = {
-	0x09,	0x0a,	0x0b,	0x0c,	0x0d,	0x1c,	0x1d,	0x1e,	0x1f,	0x20,
-	0x85,	0xa0,	0x1680, 0x2000, 0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006,
-	0x2007, 0x2008, 0x2009, 0x200a, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000,
+    0x09,   0x0a,   0x0b,   0x0c,   0x0d,   0x1c,   0x1d,   0x1e,   0x1f,   0x20,
+    0x85,   0xa0,   0x1680, 0x2000, 0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006,
+    0x2007, 0x2008, 0x2009, 0x200a, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000,
 };
 
 static void test_utf8_strip_set_exact(void **state)
@@ -298,13 +308,16 @@ static void test_utf8_strip(void **state)
 	assert_strip("abc", "abc");
 	assert_strip("  abc\t\n", "abc");
 	assert_strip(" a b ", "a b");
-	assert_strip("\x1c\x1f" "a" "\x1d", "a");
-	assert_strip("\xc2\x85\xc2\xa0x\xe3\x80\x80", "x");              /* U+0085 U+00A0 U+3000 */
-	assert_strip("\xe2\x80\xa8x\xe2\x80\xa9\xe2\x80\xaf", "x");      /* U+2028 U+2029 U+202F */
-	assert_strip("\xe1\x9a\x80x\xe2\x81\x9f", "x");                  /* U+1680 U+205F */
+	assert_strip("\x1c\x1f"
+	             "a"
+	             "\x1d",
+	             "a");
+	assert_strip("\xc2\x85\xc2\xa0x\xe3\x80\x80", "x");         /* U+0085 U+00A0 U+3000 */
+	assert_strip("\xe2\x80\xa8x\xe2\x80\xa9\xe2\x80\xaf", "x"); /* U+2028 U+2029 U+202F */
+	assert_strip("\xe1\x9a\x80x\xe2\x81\x9f", "x");             /* U+1680 U+205F */
 	assert_strip("\xe2\x80\x8bx\xe2\x80\x8b", "\xe2\x80\x8bx\xe2\x80\x8b"); /* U+200B kept */
-	assert_strip("\xe1\xa0\x8ex", "\xe1\xa0\x8ex");                  /* U+180E kept */
-	assert_strip("\xef\xbb\xbfx", "\xef\xbb\xbfx");                  /* U+FEFF kept */
+	assert_strip("\xe1\xa0\x8ex", "\xe1\xa0\x8ex");                         /* U+180E kept */
+	assert_strip("\xef\xbb\xbfx", "\xef\xbb\xbfx");                         /* U+FEFF kept */
 	assert_strip(" \xf0\x9f\x98\x80 ", "\xf0\x9f\x98\x80");
 	assert_strip(" \t\xe3\x80\x80 ", "");
 	/* NUL is not whitespace */
@@ -344,13 +357,13 @@ static void test_json_c0_and_del(void **state)
 	assert_json("\0", 1, true, "\"\\u0000\"");
 	assert_json("a\0b", 3, true, "\"a\\u0000b\"");
 	assert_json("\x01\x07\x0b\x0e\x1b\x1f", 6, true,
-		    "\"\\u0001\\u0007\\u000b\\u000e\\u001b\\u001f\"");
+	            "\"\\u0001\\u0007\\u000b\\u000e\\u001b\\u001f\"");
 	assert_json("\x7f", 1, true, "\"\\u007f\"");
 	/* every C0 control that has no short escape is \u00xx, lowercase */
 	for (unsigned c = 0; c < 0x20; c++) {
 		if (strchr("\n\r\t\b\f", (int)c) && c)
 			continue;
-		char in[1] = { (char)c };
+		char in[1] = {(char)c};
 		char want[16];
 		snprintf(want, sizeof(want), "\"\\u%04x\"", c);
 		assert_json(in, 1, true, want);
@@ -369,9 +382,13 @@ static void test_json_non_ascii(void **state)
 	assert_json("\xf0\x9f\x98\x80", 4, true, "\"\\ud83d\\ude00\"");
 	assert_json("\xf0\x90\x80\x80", 4, true, "\"\\ud800\\udc00\"");
 	assert_json("\xf4\x8f\xbf\xbf", 4, true, "\"\\udbff\\udfff\"");
-	assert_json("D\xc3\xa9" "bian \xe2\x98\x83", 11, true, "\"D\\u00e9bian \\u2603\"");
+	assert_json("D\xc3\xa9"
+	            "bian \xe2\x98\x83",
+	            11, true, "\"D\\u00e9bian \\u2603\"");
 	/* invalid bytes become U+FFFD, one per byte */
-	assert_json("a\xff" "b", 3, true, "\"a\\ufffdb\"");
+	assert_json("a\xff"
+	            "b",
+	            3, true, "\"a\\ufffdb\"");
 	assert_json("\xe2\x98", 2, true, "\"\\ufffd\\ufffd\"");
 	/* not ascii_only: non-ASCII passes through, controls are still escaped */
 	assert_json("\xe2\x98\x83\n\x7f", 5, false, "\"\xe2\x98\x83\\n\\u007f\"");
@@ -454,8 +471,8 @@ static void test_parse_int(void **state)
 /* ---- fs ---------------------------------------------------------------------------------- */
 
 struct tree {
-	char top[64];     /* mkdtemp */
-	char root[128];   /* top/root: the directory kiln writes into */
+	char top[64];      /* mkdtemp */
+	char root[128];    /* top/root: the directory kiln writes into */
 	char outside[128]; /* top/outside: must never change */
 	int rootfd;
 };
@@ -645,37 +662,36 @@ static void test_fs_read_limits(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_error_set_and_prefix),
-		cmocka_unit_test(test_error_first_wins),
-		cmocka_unit_test(test_error_null_and_errno),
-		cmocka_unit_test(test_buf_growth),
-		cmocka_unit_test(test_buf_binary_and_steal),
-		cmocka_unit_test(test_sha256_known_answers),
-		cmocka_unit_test(test_sha256_incremental_million_a),
-		cmocka_unit_test(test_sha256_file),
-		cmocka_unit_test(test_hex_encode),
-		cmocka_unit_test(test_utf8_decode_valid),
-		cmocka_unit_test(test_utf8_decode_invalid),
-		cmocka_unit_test(test_utf8_valid),
-		cmocka_unit_test(test_utf8_strip_set_exact),
-		cmocka_unit_test(test_utf8_strip),
-		cmocka_unit_test(test_json_short_escapes),
-		cmocka_unit_test(test_json_c0_and_del),
-		cmocka_unit_test(test_json_non_ascii),
-		cmocka_unit_test(test_parse_u64),
-		cmocka_unit_test(test_parse_i64),
-		cmocka_unit_test(test_parse_int),
-		cmocka_unit_test_setup_teardown(test_fs_write_plain, tree_setup, tree_teardown),
-		cmocka_unit_test_setup_teardown(test_fs_write_refuses_bad_names, tree_setup,
-						tree_teardown),
-		cmocka_unit_test_setup_teardown(test_fs_symlinked_dir_stays_inside, tree_setup,
-						tree_teardown),
-		cmocka_unit_test_setup_teardown(test_fs_symlink_at_final_component_replaced,
-						tree_setup, tree_teardown),
-		cmocka_unit_test_setup_teardown(test_fs_open_in_root_clamps, tree_setup,
-						tree_teardown),
-		cmocka_unit_test_setup_teardown(test_fs_mkdir_p, tree_setup, tree_teardown),
-		cmocka_unit_test_setup_teardown(test_fs_read_limits, tree_setup, tree_teardown),
+	    cmocka_unit_test(test_error_set_and_prefix),
+	    cmocka_unit_test(test_error_first_wins),
+	    cmocka_unit_test(test_error_null_and_errno),
+	    cmocka_unit_test(test_buf_growth),
+	    cmocka_unit_test(test_buf_binary_and_steal),
+	    cmocka_unit_test(test_sha256_known_answers),
+	    cmocka_unit_test(test_sha256_incremental_million_a),
+	    cmocka_unit_test(test_sha256_file),
+	    cmocka_unit_test(test_hex_encode),
+	    cmocka_unit_test(test_utf8_decode_valid),
+	    cmocka_unit_test(test_utf8_decode_invalid),
+	    cmocka_unit_test(test_utf8_valid),
+	    cmocka_unit_test(test_utf8_strip_set_exact),
+	    cmocka_unit_test(test_utf8_strip),
+	    cmocka_unit_test(test_json_short_escapes),
+	    cmocka_unit_test(test_json_c0_and_del),
+	    cmocka_unit_test(test_json_non_ascii),
+	    cmocka_unit_test(test_parse_u64),
+	    cmocka_unit_test(test_parse_i64),
+	    cmocka_unit_test(test_parse_int),
+	    cmocka_unit_test_setup_teardown(test_fs_write_plain, tree_setup, tree_teardown),
+	    cmocka_unit_test_setup_teardown(test_fs_write_refuses_bad_names, tree_setup,
+	                                    tree_teardown),
+	    cmocka_unit_test_setup_teardown(test_fs_symlinked_dir_stays_inside, tree_setup,
+	                                    tree_teardown),
+	    cmocka_unit_test_setup_teardown(test_fs_symlink_at_final_component_replaced, tree_setup,
+	                                    tree_teardown),
+	    cmocka_unit_test_setup_teardown(test_fs_open_in_root_clamps, tree_setup, tree_teardown),
+	    cmocka_unit_test_setup_teardown(test_fs_mkdir_p, tree_setup, tree_teardown),
+	    cmocka_unit_test_setup_teardown(test_fs_read_limits, tree_setup, tree_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
