@@ -26,6 +26,7 @@
 #include <cmocka.h>
 
 #include "image/archive.h"
+#include "image/normalize.h"
 #include "image/tarball.h"
 #include "util/alloc.h"
 #include "util/fs.h"
@@ -951,6 +952,154 @@ static void test_tarball_id_range(void **state)
 	tmp_done(&t);
 }
 
+/* ---- normalize ---- */
+
+static off_t size_at(int dirfd, const char *rel)
+{
+	struct stat st;
+	assert_int_equal(fstatat(dirfd, rel, &st, AT_SYMLINK_NOFOLLOW), 0);
+	return st.st_size;
+}
+
+static void test_normalize(void **state)
+{
+	(void)state;
+	struct tmp t;
+	tmp_init(&t);
+	int r = t.rootfd;
+	static const char *const files[] = {
+	    "etc/machine-id",
+	    "var/lib/dbus/machine-id",
+	    "var/cache/ldconfig/aux-cache",
+	    "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease",
+	    "var/lib/apt/lists/partial/x",
+	    "var/lib/apt/lists/lock",
+	    "var/cache/apt/pkgcache.bin",
+	    "var/cache/apt/srcpkgcache.bin",
+	    "var/cache/apt/archives/keep.deb",
+	    "var/log/dpkg.log",
+	    "var/log/apt/history.log",
+	    "var/lib/dpkg/status-old",
+	    "var/lib/dpkg/status",
+	    "var/cache/debconf/config.dat-old",
+	    "etc/passwd-",
+	    "etc/group-",
+	    "etc/shadow-",
+	    "etc/gshadow-",
+	    "etc/passwd",
+	    "etc/ssh/ssh_host_ed25519_key",
+	    "etc/ssh/ssh_host_ed25519_key.pub",
+	    "etc/ssh/sshd_config",
+	    "etc/resolv.conf",
+	    "etc/hostname",
+	    "usr/lib/python3/dist-packages/foo/__pycache__/m.cpython-311.pyc",
+	    "usr/lib/python3/dist-packages/foo/m.py",
+	    "srv/app/__pycache__/x.pyc",
+	    "old-file",
+	};
+	for (size_t i = 0; i < ELEMENTSOF(files); i++)
+		put(r, files[i], "content from the build\n", 0644);
+	/* outside the tree, reachable only through symlinks */
+	_cleanup_free_ char *outside = tmp_path(&t, "outside");
+	assert_int_equal(mkdir(outside, 0755), 0);
+	int ofd = open(outside, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	put(ofd, "host.log", "host data\n", 0644);
+	put(ofd, "machine-id", "0123456789abcdef\n", 0644);
+	set_mtime(ofd, "host.log", EPOCH + 500);
+	assert_int_equal(symlinkat(outside, r, "var/lib/dbus-link"), 0);
+	_cleanup_free_ char *ohost = tmp_path(&t, "outside/host.log");
+	assert_int_equal(symlinkat(ohost, r, "var/log/host.log"), 0);
+	/* a rule directory that is itself a symlink out */
+	assert_int_equal(mkdirat(r, "var/cache/ldconfig2", 0755), 0);
+	assert_int_equal(renameat(r, "var/cache/ldconfig", r, "var/cache/ldconfig2/real"), 0);
+	assert_int_equal(symlinkat(outside, r, "var/cache/ldconfig"), 0);
+	put(ofd, "aux-cache", "host cache\n", 0644);
+	/* times: most after the epoch, one before */
+	set_mtime(r, "etc/passwd", EPOCH + 10);
+	set_mtime(r, "var/lib/dbus-link", EPOCH + 10);
+	set_mtime(r, "old-file", EPOCH - 50);
+
+	static const char *const keep[] = {"/etc/hostname", NULL};
+	struct kiln_normalize_stats st;
+	struct kiln_error *err = NULL;
+	if (kiln_normalize_tree(r, EPOCH, keep, &st, &err) < 0)
+		fail_msg("%s", err->msg);
+
+	assert_int_equal(size_at(r, "etc/machine-id"), 0);
+	static const char *const gone[] = {
+	    "var/lib/dbus/machine-id",
+	    "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease",
+	    "var/lib/apt/lists/partial/x",
+	    "var/lib/apt/lists/lock",
+	    "var/cache/apt/pkgcache.bin",
+	    "var/cache/apt/srcpkgcache.bin",
+	    "var/lib/dpkg/status-old",
+	    "var/cache/debconf/config.dat-old",
+	    "etc/passwd-",
+	    "etc/group-",
+	    "etc/shadow-",
+	    "etc/gshadow-",
+	    "etc/ssh/ssh_host_ed25519_key",
+	    "etc/ssh/ssh_host_ed25519_key.pub",
+	    "etc/resolv.conf",
+	    "usr/lib/python3/dist-packages/foo/__pycache__",
+	    "srv/app/__pycache__",
+	};
+	for (size_t i = 0; i < ELEMENTSOF(gone); i++)
+		if (exists_at(r, gone[i]))
+			fail_msg("%s survived", gone[i]);
+	static const char *const stay[] = {
+	    "var/lib/apt/lists/partial",
+	    "var/cache/apt/archives/keep.deb",
+	    "var/lib/dpkg/status",
+	    "etc/passwd",
+	    "etc/ssh/sshd_config",
+	    "etc/hostname",
+	    "usr/lib/python3/dist-packages/foo/m.py",
+	    "var/cache/ldconfig2/real/aux-cache",
+	};
+	for (size_t i = 0; i < ELEMENTSOF(stay); i++)
+		if (!exists_at(r, stay[i]))
+			fail_msg("%s was removed", stay[i]);
+	assert_int_equal(size_at(r, "var/log/dpkg.log"), 0);
+	assert_int_equal(size_at(r, "var/log/apt/history.log"), 0);
+	assert_true(size_at(r, "etc/hostname") > 0); /* kept: the recipe wrote it */
+	assert_true(size_at(r, "etc/passwd") > 0);
+	assert_int_equal(st.emptied, 3);
+	assert_int_equal(st.removed, 17);
+	assert_true(st.clamped > 10);
+
+	/* nothing outside was touched, through either link */
+	_cleanup_free_ char *h = slurp_at(ofd, "host.log");
+	assert_string_equal(h, "host data\n");
+	_cleanup_free_ char *mid = slurp_at(ofd, "machine-id");
+	assert_string_equal(mid, "0123456789abcdef\n");
+	assert_true(exists_at(ofd, "aux-cache"));
+	struct stat os;
+	assert_int_equal(fstatat(ofd, "host.log", &os, 0), 0);
+	assert_int_equal(os.st_mtim.tv_sec, EPOCH + 500);
+	close(ofd);
+
+	/* every mtime clamped (min), links included, the root too */
+	struct stat ls;
+	assert_int_equal(fstatat(r, "var/lib/dbus-link", &ls, AT_SYMLINK_NOFOLLOW), 0);
+	assert_int_equal(ls.st_mtim.tv_sec, EPOCH);
+	assert_int_equal(fstatat(r, "etc/passwd", &ls, 0), 0);
+	assert_int_equal(ls.st_mtim.tv_sec, EPOCH);
+	assert_int_equal(ls.st_mtim.tv_nsec, 0);
+	assert_int_equal(fstatat(r, "old-file", &ls, 0), 0);
+	assert_int_equal(ls.st_mtim.tv_sec, EPOCH - 50);
+	assert_int_equal(fstat(r, &ls), 0);
+	assert_int_equal(ls.st_mtim.tv_sec, EPOCH);
+	assert_int_equal(fstatat(r, "var/log", &ls, 0), 0);
+	assert_true(ls.st_mtim.tv_sec <= EPOCH);
+
+	/* idempotent: a second pass finds nothing to do */
+	assert_int_equal(kiln_normalize_tree(r, EPOCH, keep, &st, NULL), 0);
+	assert_int_equal(st.removed + st.emptied + st.clamped, 0);
+	tmp_done(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -969,6 +1118,7 @@ int main(void)
 	    cmocka_unit_test(test_tarball_reproducible),
 	    cmocka_unit_test(test_tarball_content),
 	    cmocka_unit_test(test_tarball_id_range),
+	    cmocka_unit_test(test_normalize),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
