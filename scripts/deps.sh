@@ -9,6 +9,7 @@ libjansson-dev nettle-dev
 libcmocka-dev python3-pytest python3-requests
 clang-14 libclang-rt-14-dev
 libseccomp-dev libcap-dev
+busybox-static bubblewrap hyperfine systemd-container
 libarchive-dev
 "
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import ID_BASE, kiln_cgroups, make_root, marker_pids  # noqa: E402
+from conftest import CGROUP_DIRS, ID_BASE, kiln_cgroups, make_root, marker_pids  # noqa: E402
 
 
 def run(kiln, rootfs, *cmd, opts=(), **kw):
@@ -210,7 +210,8 @@ def test_kiln_killed_takes_sandbox_down_and_next_run_cleans_up(kiln, kiln_bin, r
     # The orphaned cgroups are still there, unless another kiln on this host
     # already cleaned them; then plant one so the cleanup is still tested.
     if not kiln_cgroups(owner=a.pid):
-        os.makedirs(f"/sys/fs/cgroup/pids/kiln/{a.pid}-0")
+        base = next(d for d in CGROUP_DIRS if os.path.isdir(d))
+        os.makedirs(f"{base}/{a.pid}-0")
     assert kiln_cgroups(owner=a.pid) != []
     p = run(kiln, rootfs, "/bin/true")
     assert p.returncode == 0
