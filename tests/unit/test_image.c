@@ -24,9 +24,11 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "image/archive.h"
 #include "image/normalize.h"
+#include "image/sbom.h"
 #include "image/tarball.h"
 #include "util/alloc.h"
 #include "util/fs.h"
@@ -1100,6 +1102,89 @@ static void test_normalize(void **state)
 	tmp_done(&t);
 }
 
+/* ---- SBOM ---- */
+
+#define SHA_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define SHA_B "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+static void test_sbom(void **state)
+{
+	(void)state;
+	const struct kiln_sbom_package fwd[] = {
+	    {"bash", "5.2.15-2+b2", "amd64", SHA_A},
+	    {"libc6", "2.36-9+deb12u4", "amd64", SHA_B},
+	    {"tzdata", "2024a-0+deb12u1", "all", SHA_A},
+	    {"dpkg", "1:1.21.22", "amd64", SHA_B},
+	};
+	const struct kiln_sbom_package rev[] = {fwd[3], fwd[2], fwd[1], fwd[0]};
+	char *a = NULL, *b = NULL;
+	size_t la, lb;
+	assert_int_equal(kiln_sbom_spdx_json("live", EPOCH, fwd, 4, &a, &la, NULL), 0);
+	assert_int_equal(kiln_sbom_spdx_json("live", EPOCH, rev, 4, &b, &lb, NULL), 0);
+	assert_int_equal(la, lb);
+	assert_memory_equal(a, b, la); /* input order does not matter */
+	assert_int_equal(a[la - 1], '\n');
+
+	json_error_t je;
+	json_t *doc = json_loadb(a, la, JSON_REJECT_DUPLICATES, &je);
+	if (!doc)
+		fail_msg("not JSON: %s", je.text);
+	assert_string_equal(json_string_value(json_object_get(doc, "spdxVersion")), "SPDX-2.3");
+	assert_string_equal(json_string_value(json_object_get(doc, "dataLicense")), "CC0-1.0");
+	json_t *ci = json_object_get(doc, "creationInfo");
+	assert_string_equal(json_string_value(json_object_get(ci, "created")),
+	                    "2023-11-14T22:13:20Z");
+	const char *nsv = json_string_value(json_object_get(doc, "documentNamespace"));
+	assert_non_null(nsv);
+	_cleanup_free_ char *ns = xstrdup(nsv);
+	assert_int_equal(strlen(ns), strlen("https://kiln.invalid/spdx/") + 64);
+	json_t *pk = json_object_get(doc, "packages");
+	assert_int_equal(json_array_size(pk), 4);
+	/* sorted by name; purl escapes the epoch's ':' and the '+' */
+	json_t *dpkg = json_array_get(pk, 1);
+	assert_string_equal(json_string_value(json_object_get(dpkg, "name")), "dpkg");
+	assert_string_equal(json_string_value(json_object_get(dpkg, "SPDXID")),
+	                    "SPDXRef-Package-2-dpkg");
+	json_t *ref = json_array_get(json_object_get(dpkg, "externalRefs"), 0);
+	assert_string_equal(json_string_value(json_object_get(ref, "referenceLocator")),
+	                    "pkg:deb/debian/dpkg@1%3A1.21.22?arch=amd64");
+	json_t *ck = json_array_get(json_object_get(dpkg, "checksums"), 0);
+	assert_string_equal(json_string_value(json_object_get(ck, "checksumValue")), SHA_B);
+	assert_int_equal(json_array_size(json_object_get(doc, "relationships")), 4);
+	json_decref(doc);
+
+	/* a different lock gives a different namespace */
+	struct kiln_sbom_package changed[4];
+	memcpy(changed, fwd, sizeof(fwd));
+	changed[0].version = "5.2.15-2+b3";
+	char *c = NULL;
+	size_t lc;
+	assert_int_equal(kiln_sbom_spdx_json("live", EPOCH, changed, 4, &c, &lc, NULL), 0);
+	json_t *cdoc = json_loadb(c, lc, 0, NULL);
+	assert_string_not_equal(json_string_value(json_object_get(cdoc, "documentNamespace")), ns);
+	json_decref(cdoc);
+	free(c);
+	free(a);
+	free(b);
+
+	/* bad input names the package */
+	struct kiln_error *err = NULL;
+	changed[2].sha256 = "ABC";
+	assert_int_equal(kiln_sbom_spdx_json("live", EPOCH, changed, 4, &c, &lc, &err), -EINVAL);
+	assert_non_null(strstr(err->msg, "tzdata"));
+	err = kiln_error_free(err);
+	const struct kiln_sbom_package dup[] = {fwd[0], fwd[0]};
+	assert_int_equal(kiln_sbom_spdx_json("live", EPOCH, dup, 2, &c, &lc, &err), -EINVAL);
+	assert_non_null(strstr(err->msg, "bash:amd64 listed twice"));
+	err = kiln_error_free(err);
+	/* no packages is still a valid document */
+	assert_int_equal(kiln_sbom_spdx_json("empty", EPOCH, NULL, 0, &c, &lc, NULL), 0);
+	json_t *edoc = json_loadb(c, lc, 0, NULL);
+	assert_non_null(edoc);
+	json_decref(edoc);
+	free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1119,6 +1204,7 @@ int main(void)
 	    cmocka_unit_test(test_tarball_content),
 	    cmocka_unit_test(test_tarball_id_range),
 	    cmocka_unit_test(test_normalize),
+	    cmocka_unit_test(test_sbom),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
