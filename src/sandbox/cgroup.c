@@ -2,9 +2,8 @@
  *
  * cgroup v2 (unified): /sys/fs/cgroup/kiln/<id> with memory.max,
  * memory.swap.max, cpu.max, pids.max; killed with cgroup.kill.
- * cgroup v1 (legacy or hybrid): /sys/fs/cgroup/{memory,cpu,pids}/kiln/<id>;
- * on hybrid hosts the sandbox also joins /sys/fs/cgroup/unified/kiln/<id>
- * for cgroup.kill and the populated flag. The sandbox's PID namespace is the
+ * cgroup v1 (legacy or hybrid): /sys/fs/cgroup/{memory,cpu,pids}/kiln/<id>,
+ * killed by SIGKILL to every listed process. The sandbox's PID namespace is the
  * primary kill mechanism (killing its init makes the kernel kill every
  * process in it); the cgroup is the second, and the one that sets limits.
  *
@@ -199,14 +198,9 @@ static int create_v1(struct sb_cgroup *cg, const char *id, uint64_t mem, double 
 	snprintf(v, sizeof(v), "%" PRIu64, pids);
 	if ((r = write_str(cg->dir[CG_PIDS], "pids.max", v)) < 0)
 		return kiln_error_set_errno(err, -r, "%s/pids.max", cg->dir[CG_PIDS]);
-	/* Hybrid hosts: the unified hierarchy adds cgroup.kill (optional). */
-	if (is_v2_root(CG_ROOT "/unified") && mkdir_ok(CG_ROOT "/unified/kiln") == 0) {
-		char *d = xasprintf(CG_ROOT "/unified/kiln/%s", id);
-		if (mkdir(d, 0755) == 0)
-			cg->dir[CG_UNIFIED] = d;
-		else
-			free(d);
-	}
+	/* Hybrid hosts also have a controller-less unified hierarchy with
+	 * cgroup.kill; joining it too cost ~0.3 ms per run for no gain: the
+	 * PID namespace already kills the whole tree atomically. */
 	return 0;
 }
 

@@ -469,15 +469,12 @@ static _noreturn_ void command_main(void)
 		fail("open", "/dev/null", errno);
 	if (dup2(null, 0) < 0 || dup2(plan->out_fd, 1) < 0 || dup2(plan->errout_fd, 2) < 0)
 		fail("dup2", NULL, errno);
-	/* Keep the error pipe (close-on-exec) at fd 3 until exec. */
-	if (dup3(plan->err_fd, 3, O_CLOEXEC) < 0)
-		fail("dup3", NULL, errno);
-	struct sb_plan *mp = (struct sb_plan *)plan;
-	mp->err_fd = 3;
 	/* Every other inherited fd closed: a leaked descriptor of a host
 	 * directory would be a way out of the root (fchdir + "..", or
-	 * /proc/self/fd/N; runc CVE-2024-21626). */
-	if (close_range(4, ~0U, 0) < 0)
+	 * /proc/self/fd/N; runc CVE-2024-21626). The error pipe stays until
+	 * exec (it is close-on-exec); plan->err_fd > 2 (see fd_above_stdio). */
+	unsigned ef = (unsigned)plan->err_fd;
+	if (close_range(3, ef - 1, 0) < 0 || close_range(ef + 1, ~0U, 0) < 0)
 		fail("close_range", NULL, errno);
 
 	/* Core dumps of a hostile process are written by the host's
@@ -529,22 +526,16 @@ _noreturn_ void sb_child_main(const struct sb_plan *p)
 	 * kills everything in the PID namespace with it. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		fail("PR_SET_PDEATHSIG", NULL, errno);
-	/* Wait until the parent wrote uid_map/gid_map and moved us into the
-	 * cgroup. EOF means the parent gave up or died. */
+	/* Wait until the parent wrote uid_map/gid_map. EOF means the parent
+	 * gave up or died. */
 	char go;
 	if (read(p->sync_fd, &go, 1) != 1)
 		_exit(127);
-	close(p->sync_fd);
 
 	/* Become the namespace's root: host ids id_base.. which own nothing on
 	 * the host, so an escape from the mount namespace holds no privilege. */
 	if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0)
 		fail("cannot become root in the user namespace", NULL, errno);
-	/* A cgroup namespace rooted at our cgroup: /proc/self/cgroup shows "/"
-	 * and the host's hierarchy stays out of sight. Done after the parent
-	 * moved us, so the namespace's root is the sandbox's own cgroup. */
-	if (unshare(CLONE_NEWCGROUP) < 0)
-		fail("unshare(CLONE_NEWCGROUP)", NULL, errno);
 	const char *hn = p->hostname;
 	if (sethostname(hn, strlen(hn)) < 0 || setdomainname("", 0) < 0)
 		fail("sethostname", NULL, errno);
@@ -558,13 +549,26 @@ _noreturn_ void sb_child_main(const struct sb_plan *p)
 	 * ptrace unreachable for the command. */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		fail("PR_SET_DUMPABLE", NULL, errno);
+	/* The parent creates and joins the cgroups while the mounts above are
+	 * set up; nothing may run before they hold (a fork bomb started before
+	 * the pids limit would be unbounded). EOF: the parent gave up. */
+	if (read(p->sync_fd, &go, 1) != 1)
+		_exit(127);
+	close(p->sync_fd);
+	/* A cgroup namespace rooted at our cgroup: /proc/self/cgroup shows "/"
+	 * and the host's hierarchy stays out of sight. After the parent moved
+	 * us, so the namespace's root is the sandbox's own cgroup. */
+	if (unshare(CLONE_NEWCGROUP) < 0)
+		fail("unshare(CLONE_NEWCGROUP)", NULL, errno);
 	apply_seccomp();
 
 	/* PID 1 stays ours: it reaps orphans (a build that leaves zombies
 	 * cannot fill the pid limit with them) and reports the command's
-	 * status. Raw clone(SIGCHLD): glibc's fork() would take locks that a
-	 * thread of the original kiln process may have held. */
-	pid_t cmd = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, 0);
+	 * status. vfork: no copy of kiln's page tables (the slowest step of
+	 * starting the command otherwise), and unlike glibc's fork() it takes
+	 * no locks a thread of the original kiln process may have held. The
+	 * command's side writes no memory before exec or _exit. */
+	pid_t cmd = vfork();
 	if (cmd < 0)
 		fail("fork", NULL, errno);
 	if (cmd == 0)

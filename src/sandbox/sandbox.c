@@ -621,8 +621,6 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 	int e = sb_seccomp_get(&filter, &personality, err);
 	if (e < 0)
 		return e;
-	if ((e = sb_cgroup_create(id, s->memory_bytes, s->cpus, s->pids_max, &r->cg, err)) < 0)
-		return e;
 	if ((e = prepare_root(r, err)) < 0 || (e = prepare_binds(r, err)) < 0)
 		return e;
 	r->envp = build_env(s);
@@ -688,9 +686,16 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 	r->pidfd = pidfd_open(pid, 0);
 	if (r->pidfd < 0)
 		return kiln_error_set_errno(err, errno, "pidfd_open");
-	if ((e = write_id_maps(r, err)) < 0 || (e = sb_cgroup_attach(r->cg, pid, err)) < 0)
+	if ((e = write_id_maps(r, err)) < 0)
 		return e;
-	if (write(r->sync_w, "g", 1) != 1)
+	/* Phase 1: the child sets up its mounts while we create its cgroups
+	 * (two CPUs at work); phase 2 below lets it start the command. */
+	if (write(r->sync_w, "1", 1) != 1)
+		return kiln_error_set_errno(err, errno, "cannot start the sandbox");
+	if ((e = sb_cgroup_create(id, s->memory_bytes, s->cpus, s->pids_max, &r->cg, err)) < 0 ||
+	    (e = sb_cgroup_attach(r->cg, pid, err)) < 0)
+		return e;
+	if (write(r->sync_w, "2", 1) != 1)
 		return kiln_error_set_errno(err, errno, "cannot start the sandbox");
 	r->sync_w = safe_close(r->sync_w);
 
