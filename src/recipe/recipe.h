@@ -77,7 +77,7 @@ struct kiln_healthcheck {
 };
 
 struct kiln_resources {
-	int64_t memory_mb, cpus, timeout_s, warning_s;
+	int64_t memory_mb, cpus, timeout_s, warning_s, step_timeout_s;
 };
 
 struct kiln_recipe {

@@ -1,0 +1,325 @@
+/* Base systems: `kiln setup`. mmdebstrap runs inside the sandbox (network
+ * allowed for this phase only) with the host's apt sources as the mirror
+ * allowlist; the resulting tarball is stored in the CAS and unpacked, again
+ * inside the sandbox, into bases/<digest>/ — owned by the sandbox's id range
+ * like every tree the sandbox writes. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "image/internal.h"
+#include "store/cas.h"
+#include "util/alloc.h"
+#include "util/fs.h"
+
+struct base_def {
+	const char *name;
+	const char *suite;
+	const char *variant;
+};
+
+static const struct base_def bases[] = {
+	{ "debian/bookworm", "bookworm", "minbase" },
+};
+
+static const struct base_def *find_base(const char *name, struct kiln_error **err)
+{
+	for (size_t i = 0; i < ELEMENTSOF(bases); i++)
+		if (strcmp(bases[i].name, name) == 0)
+			return &bases[i];
+	kiln_error_set(err, ENOENT, "unknown base '%s' (supported: debian/bookworm)", name);
+	return NULL;
+}
+
+static char *ref_path(const char *state_dir, const struct base_def *b)
+{
+	_cleanup_free_ char *n = xstrdup(b->name);
+	for (char *p = n; *p; p++)
+		if (*p == '/')
+			*p = '_';
+	return xasprintf("%s/bases/%s.ref", state_dir, n);
+}
+
+int kiln_image_base_path(const char *state_dir, const char *base, char **ret_path,
+			 char ret_digest[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err)
+{
+	const struct base_def *b = find_base(base, err);
+	if (!b)
+		return -ENOENT;
+	_cleanup_free_ char *ref = ref_path(state_dir, b);
+	_cleanup_free_ char *digest = NULL;
+	size_t len = 0;
+	_cleanup_error_ struct kiln_error *e2 = NULL;
+	if (kiln_read_file(ref, 256, &digest, &len, &e2) < 0 || len < KILN_SHA256_HEX_LEN)
+		return kiln_error_set(err, ENOENT,
+				      "base %s is not set up in %s: run 'kiln setup --base %s'",
+				      base, state_dir, base);
+	digest[KILN_SHA256_HEX_LEN] = '\0';
+	_cleanup_free_ char *tree = xasprintf("%s/bases/%s", state_dir, digest);
+	struct stat st;
+	if (stat(tree, &st) < 0 || !S_ISDIR(st.st_mode))
+		return kiln_error_set(err, ENOENT,
+				      "base %s: tree %s is missing: run 'kiln setup --base %s'", base,
+				      tree, base);
+	if (ret_digest)
+		memcpy(ret_digest, digest, KILN_SHA256_HEX_LEN + 1);
+	*ret_path = TAKE_PTR(tree);
+	return 0;
+}
+
+/* Copies the host's apt sources (the mirror allowlist) into dir; returns
+ * their in-sandbox paths (under /srv/sources) as a NULL-terminated list. */
+static int collect_sources(const char *dir, char ***ret, struct kiln_error **err)
+{
+	static const char *const candidates_dir = "/etc/apt/sources.list.d";
+	size_t n = 0;
+	char **list = xcalloc(64, sizeof(char *));
+	_cleanup_free_ char *main_list = NULL;
+	size_t len = 0;
+	_cleanup_error_ struct kiln_error *e2 = NULL;
+	const char *names[64];
+	char *contents[64];
+	size_t lens[64];
+	size_t k = 0;
+	if (kiln_read_file("/etc/apt/sources.list", 1 << 20, &main_list, &len, &e2) == 0) {
+		/* Only when it has a line that is not a comment. */
+		bool any = false;
+		for (char *p = main_list; *p;) {
+			while (*p == ' ' || *p == '\t')
+				p++;
+			if (*p && *p != '#' && *p != '\n')
+				any = true;
+			char *nl = strchr(p, '\n');
+			if (!nl)
+				break;
+			p = nl + 1;
+		}
+		if (any) {
+			names[k] = "sources.list";
+			contents[k] = TAKE_PTR(main_list);
+			lens[k++] = len;
+		}
+	}
+	DIR *d = opendir(candidates_dir);
+	struct dirent **ents = NULL;
+	int ne = d ? scandir(candidates_dir, &ents, NULL, alphasort) : 0;
+	if (d)
+		closedir(d);
+	for (int i = 0; i < ne; i++) {
+		const char *nm = ents[i]->d_name;
+		size_t l = strlen(nm);
+		bool ok = (l > 5 && strcmp(nm + l - 5, ".list") == 0) ||
+			  (l > 8 && strcmp(nm + l - 8, ".sources") == 0);
+		if (ok && k < ELEMENTSOF(names)) {
+			_cleanup_free_ char *p = xasprintf("%s/%s", candidates_dir, nm);
+			char *c = NULL;
+			size_t cl = 0;
+			_cleanup_error_ struct kiln_error *e3 = NULL;
+			if (kiln_read_file(p, 1 << 20, &c, &cl, &e3) == 0) {
+				names[k] = xstrdup(nm);
+				contents[k] = c;
+				lens[k++] = cl;
+			}
+		}
+	}
+	int rc = 0;
+	_cleanup_close_ int dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (dfd < 0)
+		rc = kiln_error_set_errno(err, errno, "%s", dir);
+	for (size_t i = 0; i < k; i++) {
+		if (rc == 0) {
+			int r = kiln_write_file_atomic_at(dfd, names[i], contents[i], lens[i], 0644);
+			if (r < 0)
+				rc = kiln_error_set_errno(err, -r, "%s/%s: cannot write", dir, names[i]);
+			list[n++] = xasprintf("/srv/sources/%s", names[i]);
+		}
+		free(contents[i]);
+		if (strcmp(names[i], "sources.list") != 0)
+			free((char *)names[i]);
+	}
+	for (int i = 0; i < ne; i++)
+		free(ents[i]);
+	free(ents);
+	if (rc == 0 && n == 0)
+		rc = kiln_error_set(err, ENOENT,
+				    "no apt sources configured on the host (/etc/apt/sources.list, "
+				    "/etc/apt/sources.list.d/): kiln only fetches from those");
+	if (rc < 0) {
+		strv_free(list);
+		return rc;
+	}
+	*ret = list;
+	return 0;
+}
+
+static char *random_id(void)
+{
+	uint64_t r[2] = { 0, 0 };
+	if (getrandom(r, sizeof(r), 0) != sizeof(r))
+		r[0] = (uint64_t)getpid();
+	char hex[33];
+	kiln_hex_encode((const uint8_t *)r, sizeof(r), hex);
+	return xstrdup(hex);
+}
+
+int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_image_hooks *h,
+		     bool *ret_already, char ret_digest[KILN_SHA256_HEX_LEN + 1],
+		     struct kiln_error **err)
+{
+	const struct base_def *b = find_base(base, err);
+	if (!b)
+		return -ENOENT;
+	int rc = kiln_state_init(state_dir, err);
+	if (rc < 0)
+		return rc;
+	_cleanup_free_ char *existing = NULL;
+	char digest[KILN_SHA256_HEX_LEN + 1];
+	if (kiln_image_base_path(state_dir, base, &existing, digest, NULL) == 0) {
+		if (ret_already)
+			*ret_already = true;
+		if (ret_digest)
+			memcpy(ret_digest, digest, sizeof(digest));
+		return 0;
+	}
+
+	_cleanup_free_ char *id = random_id();
+	_cleanup_rmtree_ char *scratch = xasprintf("%s/builds/setup-%s", state_dir, id);
+	_cleanup_free_ char *srcdir = xasprintf("%s/sources", scratch);
+	_cleanup_free_ char *outdir = xasprintf("%s/out", scratch);
+	if (mkdir(scratch, 0755) < 0 || mkdir(srcdir, 0755) < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot create", scratch);
+	rc = kiln_image_mkdir_sandbox(outdir, err);
+	_cleanup_strv_free_ char **sources = NULL;
+	if (rc == 0)
+		rc = collect_sources(srcdir, &sources, err);
+	_cleanup_rmtree_ char *tree_tmp = xasprintf("%s/bases/.tmp-%s", state_dir, id);
+	if (rc < 0)
+		return rc;
+
+	kiln_image_logf(h, "==> bootstrapping %s with mmdebstrap (sources: the host's apt configuration)\n",
+			b->name);
+	{
+		_cleanup_free_ char *variant = xasprintf("--variant=%s", b->variant);
+		size_t ns = 0;
+		while (sources[ns])
+			ns++;
+		const char **argv = xcalloc(ns + 12, sizeof(char *));
+		size_t a = 0;
+		argv[a++] = "mmdebstrap";
+		argv[a++] = "--mode=root";
+		argv[a++] = variant;
+		/* mount(2) is denied by the sandbox's seccomp filter; a minbase
+		 * bootstrap needs no /proc or /dev inside its chroot. */
+		argv[a++] = "--skip=chroot/mount";
+		/* Record every base package with the SHA-256 of its .deb from the
+		 * index, while the index is still there (mmdebstrap removes the
+		 * lists afterwards): the SBOM lists base packages too. */
+		argv[a++] = "--customize-hook=chroot \"$1\" sh -c 'dpkg-query -W "
+			    "-f=\"\\${Package} \\${Version} \\${Architecture}\\n\" | "
+			    "while read p v a; do h=$(apt-cache show --no-all-versions \"$p=$v\" "
+			    "2>/dev/null | sed -n \"s/^SHA256: //p\" | head -n1); "
+			    "echo \"$p $v $a ${h:-unknown}\"; done' > /mnt/base-packages.txt";
+		argv[a++] = "--format=tar";
+		argv[a++] = b->suite;
+		argv[a++] = "/mnt/base.tar";
+		for (size_t i = 0; i < ns; i++)
+			argv[a++] = sources[i];
+		struct kiln_sandbox_bind binds[] = {
+			{ srcdir, "/srv", true },
+			{ outdir, "/mnt", false },
+		};
+		/* The sources dir is bound at /srv, so its files are /srv/<name>. */
+		for (size_t i = 8; i < a; i++)
+			argv[i] = xasprintf("/srv/%s", strrchr(argv[i], '/') + 1);
+		struct kiln_buf errs = KILN_BUF_INIT;
+		struct kiln_image_run r = {
+			.what = "bootstrap (mmdebstrap)",
+			.binds = binds,
+			.n_binds = ELEMENTSOF(binds),
+			.network = true,
+			.argv = argv,
+			.timeout_s = 3600,
+			.epoch = KILN_BASE_EPOCH,
+			.errors = &errs,
+		};
+		rc = kiln_image_sandbox(h, &r, err);
+		kiln_buf_free(&errs);
+		for (size_t i = 8; i < a; i++)
+			free((char *)argv[i]);
+		free(argv);
+		if (rc < 0)
+			return rc;
+	}
+
+	_cleanup_free_ char *tar = xasprintf("%s/base.tar", outdir);
+	uint64_t size = 0;
+	rc = kiln_cas_put_file(state_dir, tar, NULL, digest, &size, err);
+	if (rc < 0)
+		return rc;
+	kiln_image_logf(h, "==> base archive sha256:%s (%llu bytes); unpacking\n", digest,
+			(unsigned long long)size);
+	{
+		_cleanup_free_ char *pk = xasprintf("%s/base-packages.txt", outdir);
+		_cleanup_free_ char *dst = xasprintf("%s/bases/%s.packages", state_dir, digest);
+		_cleanup_free_ char *data = NULL;
+		size_t dlen = 0;
+		rc = kiln_read_file(pk, 64 << 20, &data, &dlen, err);
+		_cleanup_free_ char *dir = xasprintf("%s/bases", state_dir);
+		_cleanup_close_ int dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+		if (rc == 0 && (dfd < 0 || kiln_write_file_atomic_at(dfd, strrchr(dst, '/') + 1,
+								     data, dlen, 0644) < 0))
+			rc = kiln_error_set_errno(err, errno, "%s: cannot write", dst);
+		if (rc < 0)
+			return rc;
+	}
+	rc = kiln_image_mkdir_sandbox(tree_tmp, err);
+	if (rc < 0)
+		return rc;
+	{
+		struct kiln_sandbox_bind binds[] = {
+			{ outdir, "/srv", true },
+			{ tree_tmp, "/mnt", false },
+		};
+		/* Device nodes cannot be created in a user namespace, and every
+		 * sandbox gets its own minimal /dev anyway. */
+		const char *argv[] = { "tar", "-C", "/mnt", "-xpf", "/srv/base.tar", "--numeric-owner",
+				       "--exclude=./dev/*", NULL };
+		struct kiln_image_run r = {
+			.what = "unpack base",
+			.binds = binds,
+			.n_binds = ELEMENTSOF(binds),
+			.argv = argv,
+			.timeout_s = 1800,
+			.epoch = KILN_BASE_EPOCH,
+		};
+		rc = kiln_image_sandbox(h, &r, err);
+		if (rc < 0)
+			return rc;
+	}
+	{
+		_cleanup_free_ char *tree = xasprintf("%s/bases/%s", state_dir, digest);
+		if (access(tree, F_OK) != 0) {
+			if (rename(tree_tmp, tree) < 0)
+				return kiln_error_set_errno(err, errno, "%s: cannot rename", tree);
+			free(TAKE_PTR(tree_tmp)); /* renamed: nothing left to remove */
+		}
+		_cleanup_free_ char *ref = ref_path(state_dir, b);
+		_cleanup_free_ char *dir = xasprintf("%s/bases", state_dir);
+		_cleanup_close_ int dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+		_cleanup_free_ char *line = xasprintf("%s\n", digest);
+		int r = dfd < 0 ? -errno
+				: kiln_write_file_atomic_at(dfd, strrchr(ref, '/') + 1, line,
+							    strlen(line), 0644);
+		if (r < 0)
+			return kiln_error_set_errno(err, -r, "%s: cannot write", ref);
+	}
+	if (ret_already)
+		*ret_already = false;
+	if (ret_digest)
+		memcpy(ret_digest, digest, sizeof(digest));
+	return 0;
+}

@@ -1,0 +1,989 @@
+/* The build pipeline: fetch → install → overlays → steps → normalize → emit.
+ *
+ * Isolation: every command that runs image code (apt, dpkg maintainer
+ * scripts, RUN steps) runs in the sandbox with no network, over an overlay
+ * whose upper layer is this build's alone. Only the fetch phase gets the
+ * host network, and it runs nothing but apt against the base's sources; its
+ * writable layer is thrown away, and what it downloaded is accepted only
+ * after its SHA-256 matches the package index. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "image/archive.h"
+#include "image/emit.h"
+#include "image/internal.h"
+#include "image/normalize.h"
+#include "image/sbom.h"
+#include "image/tarball.h"
+#include "store/cas.h"
+#include "util/alloc.h"
+#include "util/fs.h"
+#include "util/json.h"
+
+struct pkg {
+	char *name, *version, *arch, *sha256, *file;
+};
+
+struct pkglist {
+	struct pkg *v;
+	size_t n;
+};
+
+static void pkglist_clear(struct pkglist *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		free(l->v[i].name);
+		free(l->v[i].version);
+		free(l->v[i].arch);
+		free(l->v[i].sha256);
+		free(l->v[i].file);
+	}
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+/* "name version arch sha256 [file]" lines. */
+static int pkglist_parse(const char *text, bool want_file, struct pkglist *ret,
+			 struct kiln_error **err)
+{
+	struct pkglist l = { NULL, 0 };
+	_cleanup_free_ char *copy = xstrdup(text);
+	char *save = NULL;
+	for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *f[5] = { NULL };
+		size_t nf = 0;
+		char *s2 = NULL;
+		for (char *t = strtok_r(line, " ", &s2); t && nf < 5; t = strtok_r(NULL, " ", &s2))
+			f[nf++] = t;
+		if (nf < (want_file ? 5u : 4u)) {
+			pkglist_clear(&l);
+			return kiln_error_set(err, EBADMSG, "malformed package line '%s'", line);
+		}
+		l.v = xreallocarray(l.v, l.n + 1, sizeof(struct pkg));
+		l.v[l.n++] = (struct pkg){ xstrdup(f[0]), xstrdup(f[1]), xstrdup(f[2]),
+					   xstrdup(f[3]), want_file ? xstrdup(f[4]) : NULL };
+	}
+	*ret = l;
+	return 0;
+}
+
+struct build {
+	const struct kiln_image_build_opts *o;
+	const struct kiln_recipe *r;
+	struct kiln_image_hooks hooks; /* o->hooks with warning wrapped */
+	char *base_tree;
+	char base_digest[KILN_SHA256_HEX_LEN + 1];
+	char *scratch, *upper, *debs, *merged, *work, *outtmp, *context;
+	bool mounted;
+	struct pkglist lock;
+	struct pkglist installed;
+	char build_key[KILN_SHA256_HEX_LEN + 1];
+	struct timespec start;
+	unsigned step, total;
+	bool warned;
+	/* step state */
+	char **env;
+	size_t n_env;
+	uid_t uid;
+	gid_t gid;
+	char *workdir;
+	struct kiln_image_result *res;
+};
+
+static double elapsed_s(const struct build *b)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - b->start.tv_sec) +
+	       (double)(now.tv_nsec - b->start.tv_nsec) / 1e9;
+}
+
+static void build_warning(void *ud, unsigned elapsed)
+{
+	struct build *b = ud;
+	if (b->warned)
+		return;
+	b->warned = true;
+	unsigned total = (unsigned)elapsed_s(b);
+	kiln_image_logf(&b->o->hooks,
+			"==> warning: the build has been running for %u seconds (timeout %" PRId64
+			" s)\n",
+			total, b->r->resources.timeout_s);
+	if (b->o->hooks.warning)
+		b->o->hooks.warning(b->o->hooks.userdata, total);
+	(void)elapsed;
+}
+
+static void progress(struct build *b, const char *fmt, ...) _printf_(2, 3);
+static void progress(struct build *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	_cleanup_free_ char *what = xvasprintf(fmt, ap);
+	va_end(ap);
+	b->step++;
+	kiln_image_logf(&b->o->hooks, "==> [%u/%u] %s\n", b->step, b->total, what);
+	if (b->o->hooks.progress)
+		b->o->hooks.progress(b->o->hooks.userdata, b->step, b->total, what);
+}
+
+static bool cancelled(const struct build *b)
+{
+	if (b->o->hooks.cancel_fd < 0)
+		return false;
+	struct pollfd p = { b->o->hooks.cancel_fd, POLLIN, 0 };
+	return poll(&p, 1, 0) > 0;
+}
+
+/* Runs r with the time left: the step's own limit or what remains of the
+ * build's, whichever is shorter; the build's warning fires inside it. */
+static int run(struct build *b, struct kiln_image_run *r, unsigned step_limit,
+	       struct kiln_error **err)
+{
+	if (cancelled(b))
+		return kiln_error_set(err, ECANCELED, "build cancelled");
+	double el = elapsed_s(b);
+	double left = (double)b->r->resources.timeout_s - el;
+	if (left < 1)
+		return kiln_error_set(err, ETIME, "build timed out after %" PRId64 " seconds",
+				      b->r->resources.timeout_s);
+	unsigned t = (unsigned)left;
+	bool build_limit = true;
+	if (step_limit && step_limit < t) {
+		t = step_limit;
+		build_limit = false;
+	}
+	r->timeout_s = t;
+	double warn_in = (double)b->r->resources.warning_s - el;
+	r->warning_s = !b->warned && warn_in >= 1 && warn_in < t ? (unsigned)warn_in : 0;
+	if (!b->warned && warn_in < 1)
+		build_warning(b, 0);
+	r->epoch = b->r->source_date_epoch;
+	_cleanup_error_ struct kiln_error *e = NULL;
+	int rc = kiln_image_sandbox(&b->hooks, r, &e);
+	if (rc == -ETIME && build_limit)
+		return kiln_error_set(err, ETIME, "build timed out after %" PRId64 " seconds",
+				      b->r->resources.timeout_s);
+	if (rc < 0 && err && !*err)
+		*err = TAKE_PTR(e);
+	return rc;
+}
+
+static int write_text(const char *path, const char *data, size_t len, mode_t mode,
+		      struct kiln_error **err)
+{
+	_cleanup_free_ char *dir = xstrdup(path);
+	char *slash = strrchr(dir, '/');
+	*slash = '\0';
+	_cleanup_close_ int dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	int r = dfd < 0 ? -errno : kiln_write_file_atomic_at(dfd, slash + 1, data, len, mode);
+	if (r < 0)
+		return kiln_error_set_errno(err, -r, "%s: cannot write", path);
+	return 0;
+}
+
+/* ---- fetch and lock ------------------------------------------------------- */
+
+static char *lock_path(const struct build *b)
+{
+	struct kiln_sha256 s;
+	kiln_sha256_init(&s);
+	kiln_sha256_update(&s, "kiln-lock-v1\n", 13);
+	kiln_sha256_update(&s, b->base_digest, KILN_SHA256_HEX_LEN);
+	for (size_t i = 0; i < b->r->n_packages; i++) {
+		kiln_sha256_update(&s, "\n", 1);
+		kiln_sha256_update(&s, b->r->packages[i], strlen(b->r->packages[i]));
+	}
+	char hex[KILN_SHA256_HEX_LEN + 1];
+	kiln_sha256_final_hex(&s, hex);
+	return xasprintf("%s/locks/%s.lock", b->o->state_dir, hex);
+}
+
+static bool lock_is_warm(const struct build *b, const struct pkglist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (!kiln_cas_has(b->o->state_dir, l->v[i].sha256))
+			return false;
+	return true;
+}
+
+static const char fetch_script[] =
+	"set -eu\n"
+	"export DEBIAN_FRONTEND=noninteractive\n"
+	"apt-get update -q\n"
+	"apt-get install -y -q --no-install-recommends --download-only "
+	"-o Dir::Cache::archives=/mnt/ \"$@\"\n"
+	"cd /mnt\n"
+	"for f in *.deb; do\n"
+	"  [ -e \"$f\" ] || continue\n"
+	"  p=$(dpkg-deb -f \"$f\" Package); v=$(dpkg-deb -f \"$f\" Version)\n"
+	"  a=$(dpkg-deb -f \"$f\" Architecture)\n"
+	"  h=$(apt-cache show --no-all-versions \"$p=$v\" 2>/dev/null | sed -n 's/^SHA256: //p' "
+	"| head -n1)\n"
+	"  printf '%s %s %s %s %s\\n' \"$p\" \"$v\" \"$a\" \"${h:-none}\" \"$f\"\n"
+	"done > /mnt/lock.txt\n";
+
+static int fetch(struct build *b, struct kiln_error **err)
+{
+	_cleanup_free_ char *lp = lock_path(b);
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	_cleanup_error_ struct kiln_error *e2 = NULL;
+	if (kiln_read_file(lp, 64 << 20, &text, &len, &e2) == 0) {
+		struct pkglist l;
+		if (pkglist_parse(text, true, &l, NULL) == 0) {
+			if (lock_is_warm(b, &l)) {
+				kiln_image_logf(&b->o->hooks,
+						"    lock and all %zu .debs are in the store; no "
+						"network needed\n",
+						l.n);
+				b->lock = l;
+				return 0;
+			}
+			pkglist_clear(&l);
+		}
+	}
+	if (b->o->offline)
+		return kiln_error_set(err, ENETUNREACH,
+				      "fetch: offline build, but the packages of this recipe are "
+				      "not in the store yet (build once with network)");
+
+	_cleanup_rmtree_ char *fup = xasprintf("%s/fetch-upper", b->scratch);
+	int rc = kiln_image_mkdir_sandbox(fup, err);
+	if (rc < 0)
+		return rc;
+	const char **argv = xcalloc(b->r->n_packages + 5, sizeof(char *));
+	argv[0] = "/bin/sh";
+	argv[1] = "-c";
+	argv[2] = fetch_script;
+	argv[3] = "kiln-fetch";
+	for (size_t i = 0; i < b->r->n_packages; i++)
+		argv[4 + i] = b->r->packages[i];
+	const char *layers[] = { b->base_tree };
+	struct kiln_sandbox_bind binds[] = { { b->debs, "/mnt", false } };
+	struct kiln_buf errs = KILN_BUF_INIT;
+	struct kiln_image_run r = {
+		.what = "fetch",
+		.layers = layers,
+		.n_layers = 1,
+		.upper = fup,
+		.binds = binds,
+		.n_binds = 1,
+		.network = true,
+		.argv = argv,
+		.errors = &errs,
+	};
+	rc = run(b, &r, 0, err);
+	free(argv);
+	kiln_buf_free(&errs);
+	if (rc < 0)
+		return rc;
+
+	_cleanup_free_ char *ltxt_path = xasprintf("%s/lock.txt", b->debs);
+	_cleanup_free_ char *ltxt = NULL;
+	rc = kiln_read_file(ltxt_path, 64 << 20, &ltxt, &len, err);
+	if (rc < 0)
+		return rc;
+	struct pkglist l;
+	rc = pkglist_parse(ltxt, true, &l, err);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < l.n; i++) {
+		struct pkg *p = &l.v[i];
+		if (strlen(p->sha256) != KILN_SHA256_HEX_LEN || strchr(p->file, '/')) {
+			rc = kiln_error_set(err, EBADMSG,
+					    "fetch: package %s: no SHA-256 in the package index", p->name);
+			break;
+		}
+		_cleanup_free_ char *f = xasprintf("%s/%s", b->debs, p->file);
+		rc = kiln_cas_put_file(b->o->state_dir, f, p->sha256, NULL, NULL, err);
+		if (rc < 0) {
+			kiln_error_prefix(err, "fetch: package %s %s", p->name, p->version);
+			break;
+		}
+	}
+	if (rc < 0) {
+		pkglist_clear(&l);
+		return rc;
+	}
+	kiln_image_logf(&b->o->hooks, "    locked %zu packages (verified against the index)\n",
+			l.n);
+	rc = write_text(lp, ltxt, strlen(ltxt), 0644, err);
+	b->lock = l;
+	return rc;
+}
+
+/* The locked .debs, linked from the store into a directory of their own. */
+static int stage_debs(struct build *b, const char *dir, struct kiln_error **err)
+{
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return kiln_error_set_errno(err, errno, "%s: cannot create", dir);
+	for (size_t i = 0; i < b->lock.n; i++) {
+		_cleanup_free_ char *src = kiln_cas_path(b->o->state_dir, b->lock.v[i].sha256);
+		_cleanup_free_ char *dst = xasprintf("%s/%s", dir, b->lock.v[i].file);
+		unlink(dst);
+		if (link(src, dst) < 0 && symlink(src, dst) < 0)
+			return kiln_error_set_errno(err, errno, "%s: cannot stage", dst);
+	}
+	return 0;
+}
+
+static int install(struct build *b, struct kiln_error **err)
+{
+	_cleanup_rmtree_ char *dir = xasprintf("%s/install-debs", b->scratch);
+	int rc = stage_debs(b, dir, err);
+	if (rc < 0)
+		return rc;
+	const char *argv[] = {
+		"/bin/sh", "-c",
+		"set -eu\n"
+		"export DEBIAN_FRONTEND=noninteractive\n"
+		"apt-get install -y -q --no-install-recommends /srv/*.deb\n",
+		NULL
+	};
+	const char *layers[] = { b->base_tree };
+	struct kiln_sandbox_bind binds[] = { { dir, "/srv", true } };
+	struct kiln_buf errs = KILN_BUF_INIT;
+	struct kiln_image_run r = {
+		.what = "install",
+		.layers = layers,
+		.n_layers = 1,
+		.upper = b->upper,
+		.binds = binds,
+		.n_binds = 1,
+		.argv = argv,
+		.errors = &errs,
+	};
+	rc = run(b, &r, 0, err);
+	kiln_buf_free(&errs);
+	return rc;
+}
+
+/* ---- overlays and steps --------------------------------------------------- */
+
+static void sh_quote(struct kiln_buf *out, const char *s)
+{
+	kiln_buf_putc(out, '\'');
+	for (; *s; s++) {
+		if (*s == '\'')
+			kiln_buf_puts(out, "'\\''");
+		else
+			kiln_buf_putc(out, *s);
+	}
+	kiln_buf_putc(out, '\'');
+}
+
+static int in_image(struct build *b, const char *what, const char *script,
+		    const char *const *extra_args, const struct kiln_sandbox_bind *binds,
+		    size_t n_binds, struct kiln_buf *capture, unsigned step_limit,
+		    struct kiln_error **err)
+{
+	const char *argv[16] = { "/bin/sh", "-c", script, "kiln" };
+	size_t a = 4;
+	for (size_t i = 0; extra_args && extra_args[i] && a < 15; i++)
+		argv[a++] = extra_args[i];
+	argv[a] = NULL;
+	const char *layers[] = { b->base_tree };
+	struct kiln_image_run r = {
+		.what = what,
+		.layers = layers,
+		.n_layers = 1,
+		.upper = b->upper,
+		.binds = binds,
+		.n_binds = n_binds,
+		.argv = argv,
+		.capture = capture,
+	};
+	return run(b, &r, step_limit, err);
+}
+
+static int write_overlays(struct build *b, struct kiln_error **err)
+{
+	if (b->r->n_files == 0)
+		return 0;
+	_cleanup_rmtree_ char *dir = xasprintf("%s/overlay-files", b->scratch);
+	if (mkdir(dir, 0755) < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot create", dir);
+	_cleanup_close_ int dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (dfd < 0)
+		return kiln_error_set_errno(err, errno, "%s", dir);
+	struct kiln_buf script = KILN_BUF_INIT;
+	kiln_buf_puts(&script, "set -eu\n");
+	size_t n = 0;
+	int rc = 0;
+	/* The files are placed from inside the sandbox so that every path
+	 * resolves in the image's own view (bookworm's /bin is a symlink to
+	 * usr/bin in a lower layer): a host-side write into the upper layer would
+	 * shadow such links, and could be pointed elsewhere by a planted one. */
+	for (size_t i = 0; i < b->r->n_overlays && rc == 0; i++)
+		for (size_t k = 0; k < b->r->overlays[i].n_files && rc == 0; k++) {
+			const struct kiln_file *f = &b->r->overlays[i].files[k];
+			char name[32];
+			snprintf(name, sizeof(name), "%06zu", n++);
+			int w = kiln_write_file_atomic_at(dfd, name, f->content, f->content_len,
+							  0644);
+			if (w < 0) {
+				rc = kiln_error_set_errno(err, -w, "%s/%s: cannot write", dir, name);
+				break;
+			}
+			kiln_buf_printf(&script, "install -D -o 0 -g 0 -m %04o /srv/%s ", f->mode,
+					name);
+			sh_quote(&script, f->path);
+			kiln_buf_putc(&script, '\n');
+		}
+	if (rc == 0) {
+		struct kiln_sandbox_bind binds[] = { { dir, "/srv", true } };
+		rc = in_image(b, "overlay files", script.data, NULL, binds, 1, NULL, 0, err);
+	}
+	kiln_buf_free(&script);
+	return rc;
+}
+
+static int chown_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return lchown(p, KILN_IMAGE_ID_BASE, KILN_IMAGE_ID_BASE) < 0 ? -1 : 0;
+}
+
+static int extract_context(struct build *b, struct kiln_error **err)
+{
+	if (!b->o->context_path)
+		return 0;
+	b->context = xasprintf("%s/context", b->scratch);
+	if (mkdir(b->context, 0755) < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot create", b->context);
+	_cleanup_close_ int fd = open(b->o->context_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot open context archive",
+					    b->o->context_path);
+	_cleanup_close_ int dfd = open(b->context, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (dfd < 0)
+		return kiln_error_set_errno(err, errno, "%s", b->context);
+	int rc = kiln_archive_extract_fd(fd, dfd, NULL, NULL, err);
+	if (rc < 0) {
+		kiln_error_prefix(err, "context archive %s", b->o->context_path);
+		return rc;
+	}
+	/* Owned by the sandbox's root, so COPY inside the sandbox can read
+	 * files whatever their mode. */
+	if (nftw(b->context, chown_entry, 64, FTW_PHYS | FTW_MOUNT) < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot chown", b->context);
+	return 0;
+}
+
+static const char copy_script[] =
+	"set -eu\n"
+	"src=\"/srv/$1\"; dst=\"$2\"\n"
+	"[ -e \"$src\" ] || [ -L \"$src\" ] || { echo \"COPY: $1: not in the context archive\" "
+	">&2; exit 1; }\n"
+	"if [ -d \"$src\" ] && [ ! -L \"$src\" ]; then\n"
+	"  mkdir -p \"$dst\"; cp -a --no-preserve=ownership \"$src/.\" \"$dst/\"\n"
+	"elif [ -d \"$dst\" ] || [ \"${dst%/}\" != \"$dst\" ]; then\n"
+	"  mkdir -p \"$dst\"; cp -P -p --no-preserve=ownership \"$src\" \"$dst/\"\n"
+	"else\n"
+	"  mkdir -p \"$(dirname \"$dst\")\"; cp -P -p --no-preserve=ownership \"$src\" \"$dst\"\n"
+	"fi\n";
+
+static void env_set(struct build *b, const char *k, const char *v)
+{
+	size_t kl = strlen(k);
+	char *kv = xasprintf("%s=%s", k, v);
+	for (size_t i = 0; i < b->n_env; i++)
+		if (strncmp(b->env[i], k, kl) == 0 && b->env[i][kl] == '=') {
+			free(b->env[i]);
+			b->env[i] = kv;
+			return;
+		}
+	b->env = xreallocarray(b->env, b->n_env + 2, sizeof(char *));
+	b->env[b->n_env++] = kv;
+	b->env[b->n_env] = NULL;
+}
+
+static int run_step(struct build *b, size_t i, struct kiln_error **err)
+{
+	const struct kiln_step *s = &b->r->steps[i];
+	_cleanup_free_ char *what = xasprintf("step %zu (%.60s%s)", i + 1, s->text,
+					       strlen(s->text) > 60 ? "..." : "");
+	progress(b, "%s", what + 5);
+	unsigned limit = b->o->step_timeout_s ? b->o->step_timeout_s
+					      : (unsigned)b->r->resources.step_timeout_s;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int rc = 0;
+	switch (s->op) {
+	case KILN_STEP_ENV:
+		env_set(b, s->arg, s->arg2);
+		break;
+	case KILN_STEP_WORKDIR: {
+		const char *args[] = { s->arg, NULL };
+		rc = in_image(b, what, "mkdir -p \"$1\"", args, NULL, 0, NULL, limit, err);
+		if (rc == 0) {
+			free(b->workdir);
+			b->workdir = xstrdup(s->arg);
+		}
+		break;
+	}
+	case KILN_STEP_USER: {
+		struct kiln_buf out = KILN_BUF_INIT;
+		const char *args[] = { s->arg, NULL };
+		rc = in_image(b, what, "id -u \"$1\" && id -g \"$1\"", args, NULL, 0, &out, limit,
+			      err);
+		unsigned long uid = 0, gid = 0;
+		char *end = NULL;
+		if (rc == 0) {
+			uid = strtoul(out.data ? out.data : "", &end, 10);
+			if (!end || *end != '\n')
+				rc = kiln_error_set(err, EINVAL, "%s: cannot resolve user", what);
+			else
+				gid = strtoul(end + 1, &end, 10);
+		}
+		if (rc == 0 && (uid > 65535 || gid > 65535))
+			rc = kiln_error_set(err, ERANGE, "%s: uid/gid outside the sandbox's range",
+					    what);
+		if (rc == 0) {
+			b->uid = (uid_t)uid;
+			b->gid = (gid_t)gid;
+		}
+		kiln_buf_free(&out);
+		break;
+	}
+	case KILN_STEP_COPY: {
+		if (!b->context)
+			return kiln_error_set(err, EINVAL,
+					      "%s: COPY needs a context archive (--context)", what);
+		struct kiln_sandbox_bind binds[] = { { b->context, "/srv", true } };
+		const char *args[] = { s->arg, s->arg2, NULL };
+		rc = in_image(b, what, copy_script, args, binds, 1, NULL, limit, err);
+		break;
+	}
+	case KILN_STEP_RUN: {
+		const char *argv[] = { "/bin/sh", "-c", s->arg, NULL };
+		const char *layers[] = { b->base_tree };
+		struct kiln_image_run r = {
+			.what = what,
+			.layers = layers,
+			.n_layers = 1,
+			.upper = b->upper,
+			.argv = argv,
+			.env = (const char *const *)b->env,
+			.n_env = b->n_env,
+			.uid = b->uid,
+			.gid = b->gid,
+			.workdir = b->workdir,
+		};
+		rc = run(b, &r, limit, err);
+		break;
+	}
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double dt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	if (rc == 0)
+		kiln_image_logf(&b->o->hooks, "    step %zu: ok (%.2f s)\n", i + 1, dt);
+	else
+		kiln_image_logf(&b->o->hooks, "    step %zu: failed after %.2f s\n", i + 1, dt);
+	return rc;
+}
+
+/* ---- normalize and emit --------------------------------------------------- */
+
+static int mount_merged(struct build *b, struct kiln_error **err)
+{
+	/* A private mount namespace for this thread: the merged view is never
+	 * visible to the host and disappears with kiln, even on SIGKILL. */
+	if (unshare(CLONE_NEWNS) < 0)
+		return kiln_error_set_errno(err, errno, "unshare(CLONE_NEWNS)");
+	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+		return kiln_error_set_errno(err, errno, "cannot make mounts private");
+	if (mkdir(b->merged, 0755) < 0 || mkdir(b->work, 0700) < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot create", b->merged);
+	_cleanup_free_ char *opts = xasprintf("lowerdir=%s,upperdir=%s,workdir=%s", b->base_tree,
+					      b->upper, b->work);
+	if (mount("overlay", b->merged, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
+		return kiln_error_set_errno(err, errno, "cannot mount the image's merged root");
+	b->mounted = true;
+	return 0;
+}
+
+static int list_installed(struct build *b, struct kiln_error **err)
+{
+	struct kiln_buf out = KILN_BUF_INIT;
+	int rc = in_image(b, "list packages",
+			  "dpkg-query -W -f='${Package} ${Version} ${Architecture}\\n'", NULL, NULL,
+			  0, &out, 0, err);
+	if (rc == 0) {
+		/* Add the .deb digests: the lock's, else the base's record. */
+		_cleanup_free_ char *bp = xasprintf("%s/bases/%s.packages", b->o->state_dir,
+						    b->base_digest);
+		_cleanup_free_ char *btxt = NULL;
+		size_t bl = 0;
+		struct pkglist base = { NULL, 0 };
+		_cleanup_error_ struct kiln_error *e2 = NULL;
+		if (kiln_read_file(bp, 64 << 20, &btxt, &bl, &e2) == 0)
+			pkglist_parse(btxt, false, &base, NULL);
+		struct kiln_buf lines = KILN_BUF_INIT;
+		_cleanup_free_ char *copy = xstrdup(out.data ? out.data : "");
+		char *save = NULL;
+		for (char *ln = strtok_r(copy, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
+			char name[256], ver[256], arch[64];
+			char *s2 = NULL;
+			char *f0 = strtok_r(ln, " ", &s2), *f1 = strtok_r(NULL, " ", &s2),
+			     *f2 = strtok_r(NULL, " ", &s2);
+			if (!f0 || !f1 || !f2)
+				continue;
+			snprintf(name, sizeof(name), "%s", f0);
+			snprintf(ver, sizeof(ver), "%s", f1);
+			snprintf(arch, sizeof(arch), "%s", f2);
+			const char *h = NULL;
+			for (size_t i = 0; i < b->lock.n && !h; i++)
+				if (!strcmp(b->lock.v[i].name, name) && !strcmp(b->lock.v[i].version, ver))
+					h = b->lock.v[i].sha256;
+			for (size_t i = 0; i < base.n && !h; i++)
+				if (!strcmp(base.v[i].name, name) && !strcmp(base.v[i].version, ver))
+					h = base.v[i].sha256;
+			if (!h || strlen(h) != KILN_SHA256_HEX_LEN)
+				h = "unknown";
+			kiln_buf_printf(&lines, "%s %s %s %s\n", name, ver, arch, h);
+		}
+		pkglist_clear(&base);
+		rc = pkglist_parse(lines.data ? lines.data : "", false, &b->installed, err);
+		kiln_buf_free(&lines);
+	}
+	kiln_buf_free(&out);
+	return rc;
+}
+
+static int add_artifact(struct build *b, const char *name, struct kiln_error **err)
+{
+	_cleanup_free_ char *p = xasprintf("%s/%s", b->o->out_dir, name);
+	struct kiln_image_artifact a = { xstrdup(name), "", 0 };
+	int rc = kiln_cas_put_file(b->o->state_dir, p, NULL, a.sha256, &a.size, err);
+	if (rc < 0) {
+		free(a.name);
+		return rc;
+	}
+	b->res->artifacts =
+		xreallocarray(b->res->artifacts, b->res->n_artifacts + 1, sizeof(a));
+	b->res->artifacts[b->res->n_artifacts++] = a;
+	kiln_image_logf(&b->o->hooks, "    %s  sha256:%s  %" PRIu64 " bytes\n", name, a.sha256,
+			a.size);
+	return 0;
+}
+
+static int emit_tar(struct build *b, int rootfd, struct kiln_error **err)
+{
+	_cleanup_free_ char *tmp = xasprintf("%s/.rootfs.tar.gz.tmp", b->o->out_dir);
+	_cleanup_free_ char *dst = xasprintf("%s/rootfs.tar.gz", b->o->out_dir);
+	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot create", tmp);
+	struct kiln_tarball_opts o;
+	kiln_tarball_opts_default(&o, b->r->source_date_epoch);
+	o.gzip = true;
+	int rc = kiln_tarball_write(rootfd, fd, &o, err);
+	if (rc == 0 && fsync(fd) < 0)
+		rc = kiln_error_set_errno(err, errno, "%s: fsync", tmp);
+	if (rc == 0 && rename(tmp, dst) < 0)
+		rc = kiln_error_set_errno(err, errno, "%s: cannot rename", dst);
+	if (rc < 0) {
+		unlink(tmp);
+		kiln_error_prefix(err, "tar output");
+		return rc;
+	}
+	return add_artifact(b, "rootfs.tar.gz", err);
+}
+
+static void put_pkg_json(struct kiln_buf *m, const struct pkglist *l)
+{
+	kiln_buf_putc(m, '[');
+	for (size_t i = 0; i < l->n; i++) {
+		kiln_buf_puts(m, i ? ",\n    {\"architecture\":" : "\n    {\"architecture\":");
+		kiln_json_put_cstr(m, l->v[i].arch);
+		kiln_buf_puts(m, ",\"name\":");
+		kiln_json_put_cstr(m, l->v[i].name);
+		kiln_buf_puts(m, ",\"sha256\":");
+		kiln_json_put_cstr(m, l->v[i].sha256);
+		kiln_buf_puts(m, ",\"version\":");
+		kiln_json_put_cstr(m, l->v[i].version);
+		kiln_buf_putc(m, '}');
+	}
+	kiln_buf_puts(m, l->n ? "\n  ]" : "]");
+}
+
+static int write_manifest(struct build *b, struct kiln_error **err)
+{
+	const struct kiln_recipe *r = b->r;
+	struct kiln_buf m = KILN_BUF_INIT;
+	kiln_buf_puts(&m, "{\n  \"kiln_version\": ");
+	kiln_json_put_cstr(&m, KILN_VERSION);
+	kiln_buf_puts(&m, ",\n  \"recipe\": {\"name\":");
+	if (r->name)
+		kiln_json_put_cstr(&m, r->name);
+	else
+		kiln_buf_puts(&m, "null");
+	kiln_buf_printf(&m,
+			",\"config_hash\":\"%s\",\"build_key\":\"%s\",\"source_date_epoch\":%" PRId64
+			"},\n",
+			r->config_hash, b->build_key, r->source_date_epoch);
+	kiln_buf_puts(&m, "  \"base\": {\"name\":");
+	kiln_json_put_cstr(&m, r->base);
+	kiln_buf_printf(&m, ",\"sha256\":\"%s\"},\n  \"tools\": ", b->base_digest);
+	kiln_json_put_cstr(&m, kiln_image_tool_versions());
+	kiln_buf_puts(&m, ",\n  \"lock\": ");
+	put_pkg_json(&m, &b->lock);
+	kiln_buf_puts(&m, ",\n  \"artifacts\": [");
+	for (size_t i = 0; i < b->res->n_artifacts; i++) {
+		const struct kiln_image_artifact *a = &b->res->artifacts[i];
+		kiln_buf_puts(&m, i ? ",\n    {\"name\":" : "\n    {\"name\":");
+		kiln_json_put_cstr(&m, a->name);
+		kiln_buf_printf(&m, ",\"sha256\":\"%s\",\"size\":%" PRIu64 "}", a->sha256,
+				a->size);
+	}
+	kiln_buf_puts(&m, b->res->n_artifacts ? "\n  ]\n}\n" : "]\n}\n");
+	_cleanup_free_ char *p = xasprintf("%s/manifest.json", b->o->out_dir);
+	int rc = write_text(p, m.data, m.len, 0644, err);
+	kiln_buf_free(&m);
+	return rc;
+}
+
+static int write_sbom(struct build *b, struct kiln_error **err)
+{
+	struct kiln_sbom_package *pk = xcalloc(b->installed.n + 1, sizeof(*pk));
+	size_t n = 0;
+	for (size_t i = 0; i < b->installed.n; i++) {
+		const struct pkg *p = &b->installed.v[i];
+		if (strlen(p->sha256) != KILN_SHA256_HEX_LEN)
+			continue; /* not from an index we know: listed in manifest only */
+		pk[n++] = (struct kiln_sbom_package){ p->name, p->version, p->arch, p->sha256 };
+	}
+	_cleanup_free_ char *doc = NULL;
+	size_t len = 0;
+	int rc = kiln_sbom_spdx_json(b->r->name ? b->r->name : "kiln-image",
+				     b->r->source_date_epoch, pk, n, &doc, &len, err);
+	free(pk);
+	if (rc < 0) {
+		kiln_error_prefix(err, "sbom");
+		return rc;
+	}
+	_cleanup_free_ char *p = xasprintf("%s/sbom.spdx.json", b->o->out_dir);
+	return write_text(p, doc, len, 0644, err);
+}
+
+/* ---- driver --------------------------------------------------------------- */
+
+static char *random_id(void)
+{
+	uint64_t r[2] = { 0, 0 };
+	if (getrandom(r, sizeof(r), 0) != sizeof(r))
+		r[0] = (uint64_t)getpid() ^ (uint64_t)time(NULL);
+	char hex[33];
+	kiln_hex_encode((const uint8_t *)r, sizeof(r), hex);
+	return xstrdup(hex);
+}
+
+static void build_clear(struct build *b)
+{
+	if (b->mounted)
+		umount2(b->merged, MNT_DETACH);
+	if (b->scratch)
+		kiln_image_rmtree(b->scratch);
+	free(b->base_tree);
+	free(b->scratch);
+	free(b->upper);
+	free(b->debs);
+	free(b->merged);
+	free(b->work);
+	free(b->outtmp);
+	free(b->context);
+	free(b->workdir);
+	for (size_t i = 0; i < b->n_env; i++)
+		free(b->env[i]);
+	free(b->env);
+	pkglist_clear(&b->lock);
+	pkglist_clear(&b->installed);
+	kiln_image_result_free(b->res);
+}
+
+struct kiln_image_result *kiln_image_result_free(struct kiln_image_result *r)
+{
+	if (!r)
+		return NULL;
+	for (size_t i = 0; i < r->n_artifacts; i++)
+		free(r->artifacts[i].name);
+	free(r->artifacts);
+	free(r);
+	return NULL;
+}
+
+static bool path_safe_for_mount(const char *p)
+{
+	/* overlayfs options are comma separated and ':' separates layers. */
+	return !strpbrk(p, ",:\\\n");
+}
+
+static int build_run(struct build *b, struct kiln_error **err)
+{
+	const struct kiln_image_build_opts *o = b->o;
+	const struct kiln_recipe *r = b->r;
+	if (!path_safe_for_mount(o->state_dir))
+		return kiln_error_set(err, EINVAL, "state directory %s: must not contain , : or \\",
+				      o->state_dir);
+	int rc = kiln_state_init(o->state_dir, err);
+	if (rc < 0)
+		return rc;
+	if (mkdir(o->out_dir, 0755) < 0 && errno != EEXIST)
+		return kiln_error_set_errno(err, errno, "%s: cannot create output directory",
+					    o->out_dir);
+	rc = kiln_image_base_path(o->state_dir, r->base, &b->base_tree, b->base_digest, err);
+	if (rc < 0)
+		return rc;
+
+	char ctx_hex[KILN_SHA256_HEX_LEN + 1];
+	if (o->context_path) {
+		rc = kiln_sha256_file(o->context_path, ctx_hex, NULL);
+		if (rc < 0)
+			return kiln_error_set_errno(err, -rc, "%s: cannot read context archive",
+						    o->context_path);
+	}
+	struct kiln_build_inputs in = { o->context_path ? ctx_hex : NULL,
+					kiln_image_tool_versions() };
+	kiln_recipe_build_key(r, &in, b->build_key);
+	memcpy(b->res->build_key, b->build_key, sizeof(b->build_key));
+
+	_cleanup_free_ char *id = o->build_id ? xstrdup(o->build_id) : random_id();
+	b->scratch = xasprintf("%s/builds/%s", o->state_dir, id);
+	if (mkdir(b->scratch, 0711) < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot create", b->scratch);
+	b->upper = xasprintf("%s/upper", b->scratch);
+	b->debs = xasprintf("%s/fetch-debs", b->scratch);
+	b->merged = xasprintf("%s/merged", b->scratch);
+	b->work = xasprintf("%s/work", b->scratch);
+	if ((rc = kiln_image_mkdir_sandbox(b->upper, err)) < 0 ||
+	    (rc = kiln_image_mkdir_sandbox(b->debs, err)) < 0)
+		return rc;
+
+	unsigned n_out = (unsigned)__builtin_popcount(r->outputs);
+	b->total = 3 + (unsigned)r->n_steps + 1 + n_out;
+	kiln_image_logf(&o->hooks,
+			"==> building %s: config %.12s, build key %.12s, SOURCE_DATE_EPOCH=%" PRId64
+			"\n",
+			r->name ? r->name : "(unnamed recipe)", r->config_hash, b->build_key,
+			r->source_date_epoch);
+
+	progress(b, "fetch %zu packages", r->n_packages);
+	if (r->n_packages && (rc = fetch(b, err)) < 0)
+		return rc;
+	progress(b, "install %zu locked packages (offline)", b->lock.n);
+	if (b->lock.n && (rc = install(b, err)) < 0)
+		return rc;
+	progress(b, "write %zu overlay files", r->n_files);
+	if ((rc = write_overlays(b, err)) < 0)
+		return rc;
+	if ((rc = extract_context(b, err)) < 0)
+		return rc;
+	env_set(b, "HOME", "/root");
+	for (size_t i = 0; i < r->n_steps; i++)
+		if ((rc = run_step(b, i, err)) < 0)
+			return rc;
+	if ((rc = list_installed(b, err)) < 0)
+		return rc;
+
+	progress(b, "normalize");
+	if ((rc = mount_merged(b, err)) < 0)
+		return rc;
+	_cleanup_close_ int rootfd = open(b->merged, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (rootfd < 0)
+		return kiln_error_set_errno(err, errno, "%s", b->merged);
+	const char **keep = xcalloc(r->n_files + 1, sizeof(char *));
+	size_t nk = 0;
+	for (size_t i = 0; i < r->n_overlays; i++)
+		for (size_t k = 0; k < r->overlays[i].n_files; k++)
+			keep[nk++] = r->overlays[i].files[k].path;
+	struct kiln_normalize_stats ns;
+	rc = kiln_normalize_tree(rootfd, r->source_date_epoch, keep, &ns, err);
+	free(keep);
+	if (rc < 0)
+		return rc;
+	kiln_image_logf(&o->hooks,
+			"    removed %" PRIu64 ", emptied %" PRIu64 ", clamped %" PRIu64
+			" mtimes\n",
+			ns.removed, ns.emptied, ns.clamped);
+
+	if (r->outputs & KILN_OUTPUT_TAR) {
+		progress(b, "emit rootfs.tar.gz");
+		if ((rc = emit_tar(b, rootfd, err)) < 0)
+			return rc;
+	}
+	_cleanup_free_ char *sq = NULL;
+	if (r->outputs & (KILN_OUTPUT_SQUASHFS | KILN_OUTPUT_ISO)) {
+		bool keep_sq = r->outputs & KILN_OUTPUT_SQUASHFS;
+		if (keep_sq)
+			progress(b, "emit rootfs.squashfs");
+		sq = keep_sq ? xasprintf("%s/rootfs.squashfs", o->out_dir)
+			     : xasprintf("%s/filesystem.squashfs", b->scratch);
+		struct kiln_emit_ctx ec = { &b->hooks, b->scratch, b->merged, rootfd,
+					    r->source_date_epoch, r->name };
+		if (cancelled(b))
+			return kiln_error_set(err, ECANCELED, "build cancelled");
+		if ((rc = kiln_emit_squashfs(&ec, sq, err)) < 0)
+			return rc;
+		if (keep_sq && (rc = add_artifact(b, "rootfs.squashfs", err)) < 0)
+			return rc;
+		if (r->outputs & KILN_OUTPUT_ISO) {
+			progress(b, "emit live.iso");
+			if (cancelled(b))
+				return kiln_error_set(err, ECANCELED, "build cancelled");
+			_cleanup_free_ char *iso = xasprintf("%s/live.iso", o->out_dir);
+			if ((rc = kiln_emit_iso(&ec, sq, iso, err)) < 0)
+				return rc;
+			if ((rc = add_artifact(b, "live.iso", err)) < 0)
+				return rc;
+		}
+	}
+	if ((rc = write_sbom(b, err)) < 0)
+		return rc;
+	if ((rc = add_artifact(b, "sbom.spdx.json", err)) < 0)
+		return rc;
+	if ((rc = write_manifest(b, err)) < 0)
+		return rc;
+	return 0;
+}
+
+int kiln_image_build(const struct kiln_image_build_opts *opts, struct kiln_image_result **ret,
+		     struct kiln_error **err)
+{
+	struct build b = { .o = opts, .r = opts->recipe };
+	b.hooks = opts->hooks;
+	b.hooks.warning = build_warning;
+	b.hooks.userdata = &b;
+	/* the log stays the caller's */
+	b.hooks.log = NULL;
+	clock_gettime(CLOCK_MONOTONIC, &b.start);
+	b.res = xcalloc(1, sizeof(*b.res));
+	/* Sandbox output goes to the caller's log; only warnings come to us. */
+	struct kiln_image_hooks fwd = opts->hooks;
+	fwd.warning = build_warning;
+	fwd.userdata = opts->hooks.userdata;
+	b.hooks = fwd;
+	int rc = build_run(&b, err);
+	if (rc == 0) {
+		*ret = TAKE_PTR(b.res);
+	} else if (rc != -ECANCELED && rc != -ETIME) {
+		/* keep the error as is: it names the phase */
+	}
+	build_clear(&b);
+	return rc;
+}

@@ -1,0 +1,23 @@
+/* image/emit.h — squashfs and bootable ISO outputs (internal to image/). */
+#pragma once
+
+#include <stdint.h>
+
+#include "image/internal.h"
+
+struct kiln_emit_ctx {
+	const struct kiln_image_hooks *hooks;
+	const char *scratch; /* the build's scratch directory */
+	const char *merged;  /* the normalized root tree (a mount) */
+	int rootfd;	     /* open O_DIRECTORY fd of merged */
+	int64_t epoch;
+	const char *name; /* recipe name, may be NULL */
+};
+
+/* mksquashfs (xz) of the tree, run in a sandbox so owners read back through
+ * the id mapping (host 100000 = image root). dst is replaced atomically. */
+int kiln_emit_squashfs(const struct kiln_emit_ctx *c, const char *dst, struct kiln_error **err);
+/* A hybrid BIOS + UEFI ISO: the image's kernel and initrd, the squashfs as
+ * live/filesystem.squashfs, GRUB for both firmware types, serial console. */
+int kiln_emit_iso(const struct kiln_emit_ctx *c, const char *squashfs, const char *dst,
+		  struct kiln_error **err);

@@ -1,0 +1,87 @@
+/* image/image.h — the image pipeline: base bootstrap and recipe builds.
+ *
+ * Owns: `kiln setup` (mmdebstrap of a base inside the sandbox, stored
+ * content-addressed), and a build's phases: fetch (the only networked
+ * phase: resolve the package closure, download, verify against the index's
+ * SHA-256, lock), install (offline, exactly the locked .debs), overlay
+ * files, steps, normalize, and the outputs (tar, squashfs, ISO) with
+ * manifest.json and an SPDX SBOM. Every command that touches the image runs
+ * in sandbox/; host tools (mksquashfs, xorriso, grub-mkimage, mtools) only
+ * ever read trees through the sandbox's id mapping or files kiln wrote.
+ *
+ * Must not: print (output goes through the hooks), contact any host but the
+ * host's configured apt sources, or leave scratch behind. A build mounts
+ * its merged root in a private mount namespace of the calling thread (see
+ * kiln_image_build), so nothing is visible to the host and a killed kiln
+ * leaves no mount. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "recipe/recipe.h"
+#include "util/error.h"
+
+struct kiln_image_hooks {
+	/* Build output: kiln's own "==> ..." lines and every command's stdout and
+	 * stderr, as produced. data is not NUL-terminated. */
+	void (*log)(void *userdata, const char *data, size_t len);
+	/* Progress: step i of n is starting (1-based). */
+	void (*progress)(void *userdata, unsigned step, unsigned total, const char *what);
+	/* The build has been running for warning_s seconds. */
+	void (*warning)(void *userdata, unsigned elapsed_s);
+	void *userdata;
+	int cancel_fd; /* readable = cancel the build (-1: never) */
+};
+
+/* `kiln setup`: bootstraps base (e.g. "debian/bookworm") into
+ * state_dir/bases/<digest>/ unless it is there already (*ret_already).
+ * ret_digest may be NULL. */
+int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_image_hooks *hooks,
+		     bool *ret_already, char ret_digest[KILN_SHA256_HEX_LEN + 1],
+		     struct kiln_error **err);
+
+/* Resolves a set-up base to its root tree; -ENOENT (with a message telling
+ * the user to run `kiln setup`) when it is not set up. Caller frees. */
+int kiln_image_base_path(const char *state_dir, const char *base, char **ret_path,
+			 char ret_digest[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err);
+
+/* Versions of the host tools that shape outputs ("mksquashfs 4.5.1; ..."),
+ * for the build key. Computed once per process. */
+const char *kiln_image_tool_versions(void);
+
+struct kiln_image_artifact {
+	char *name; /* file name in out_dir: rootfs.tar.gz, rootfs.squashfs, live.iso, ... */
+	char sha256[KILN_SHA256_HEX_LEN + 1];
+	uint64_t size;
+};
+
+struct kiln_image_result {
+	char build_key[KILN_SHA256_HEX_LEN + 1];
+	struct kiln_image_artifact *artifacts; /* outputs, then manifest.json, sbom.spdx.json */
+	size_t n_artifacts;
+};
+
+struct kiln_image_build_opts {
+	const char *state_dir;
+	const struct kiln_recipe *recipe;
+	const char *context_path; /* context archive (tar, tar.gz, zip) or NULL */
+	const char *out_dir;	  /* artifacts land here, each by atomic rename */
+	const char *build_id;	  /* names the scratch dir builds/<id>; NULL: random */
+	bool offline;		  /* never fetch: the lock and .debs must be in the store */
+	unsigned step_timeout_s;  /* per step; 0: the recipe's resources.step_timeout_s */
+	struct kiln_image_hooks hooks;
+};
+
+/* Runs the whole pipeline. The calling thread is moved into a private mount
+ * namespace (unshare(CLONE_NEWNS)) if it is not in one of kiln's already.
+ * On failure the error names the phase or step ("step 3 (RUN make): exited
+ * with status 2"); -ECANCELED when cancelled, -ETIME on timeout. */
+int kiln_image_build(const struct kiln_image_build_opts *opts, struct kiln_image_result **ret,
+		     struct kiln_error **err);
+struct kiln_image_result *kiln_image_result_free(struct kiln_image_result *r);
+static inline void kiln_image_result_freep(struct kiln_image_result **r)
+{
+	kiln_image_result_free(*r);
+}
