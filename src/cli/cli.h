@@ -23,6 +23,8 @@ struct kiln_command {
 extern const struct kiln_command kiln_cmd_validate;
 extern const struct kiln_command kiln_cmd_hash;
 extern const struct kiln_command kiln_cmd_profile;
+extern const struct kiln_command kiln_cmd_setup;
+extern const struct kiln_command kiln_cmd_build;
 extern const struct kiln_command kiln_cmd_run;
 
 /* Prints "kiln: <fmt>" to stderr. */

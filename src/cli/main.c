@@ -8,6 +8,8 @@ static const struct kiln_command *const commands[] = {
 	&kiln_cmd_validate,
 	&kiln_cmd_hash,
 	&kiln_cmd_profile,
+	&kiln_cmd_setup,
+	&kiln_cmd_build,
 	&kiln_cmd_run,
 };
 
