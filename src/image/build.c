@@ -93,6 +93,7 @@ struct build {
 	struct timespec start;
 	unsigned step, total;
 	bool warned;
+	size_t leaks;
 	/* step state */
 	char **env;
 	size_t n_env;
@@ -149,9 +150,13 @@ static bool cancelled(const struct build *b)
 
 /* Runs r with the time left: the step's own limit or what remains of the
  * build's, whichever is shorter; the build's warning fires inside it. */
+static int clamp_upper(struct build *b, struct kiln_error **err);
+
 static int run(struct build *b, struct kiln_image_run *r, unsigned step_limit,
 	       struct kiln_error **err)
 {
+	if (r->upper && clamp_upper(b, err) < 0)
+		return -EIO;
 	if (cancelled(b))
 		return kiln_error_set(err, ECANCELED, "build cancelled");
 	double el = elapsed_s(b);
@@ -371,6 +376,103 @@ static int install(struct build *b, struct kiln_error **err)
 	return rc;
 }
 
+/* ---- time hygiene ---------------------------------------------------------- */
+
+/* Files written by package installation and earlier steps carry the wall
+ * clock as mtime; a later step that lists them (ls -l, tar, a build system
+ * comparing dates) would bake the build's time into the image. Clamping the
+ * upper layer to SOURCE_DATE_EPOCH before every command closes that leak.
+ * The walk runs while no sandbox is alive and never follows symlinks. */
+static _Thread_local int64_t clamp_epoch;
+static _Thread_local uint64_t clamp_count;
+
+static int clamp_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)flag;
+	(void)ftw;
+	if (st->st_mtim.tv_sec < clamp_epoch ||
+	    (st->st_mtim.tv_sec == clamp_epoch && st->st_mtim.tv_nsec == 0))
+		return 0;
+	struct timespec ts[2] = { { clamp_epoch, 0 }, { clamp_epoch, 0 } };
+	if (utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW) == 0)
+		clamp_count++;
+	return 0;
+}
+
+static int clamp_upper(struct build *b, struct kiln_error **err)
+{
+	clamp_epoch = b->r->source_date_epoch;
+	clamp_count = 0;
+	if (nftw(b->upper, clamp_entry, 64, FTW_PHYS | FTW_MOUNT) < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot clamp mtimes", b->upper);
+	return 0;
+}
+
+/* Looks for the build's wall-clock date, the host's name and the build id
+ * in everything the build wrote (the upper layer), and reports each file
+ * that contains one: such a file would differ in the next build. */
+struct leak_scan {
+	const char *const *needles;
+	size_t n;
+	const char *root;
+	struct kiln_buf *report;
+	size_t found;
+};
+static _Thread_local struct leak_scan *leak_ctx;
+
+static int leak_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)ftw;
+	struct leak_scan *ls = leak_ctx;
+	if (flag != FTW_F || !S_ISREG(st->st_mode) || st->st_size == 0 ||
+	    st->st_size > (64 << 20) || ls->found >= 20)
+		return 0;
+	_cleanup_close_ int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 0;
+	_cleanup_free_ char *data = xmalloc((size_t)st->st_size);
+	ssize_t n = read(fd, data, (size_t)st->st_size);
+	if (n <= 0)
+		return 0;
+	for (size_t i = 0; i < ls->n; i++)
+		if (memmem(data, (size_t)n, ls->needles[i], strlen(ls->needles[i]))) {
+			kiln_buf_printf(ls->report, "    %s contains \"%s\"\n",
+					p + strlen(ls->root), ls->needles[i]);
+			ls->found++;
+			break;
+		}
+	return 0;
+}
+
+static void scan_leaks(struct build *b)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	char d1[32], d2[32], d3[32], host[256] = "";
+	strftime(d1, sizeof(d1), "%Y-%m-%d", &tm);
+	strftime(d2, sizeof(d2), "%a %b %e", &tm);
+	strftime(d3, sizeof(d3), "%b %e %H:", &tm);
+	const char *needles[5] = { d1, d2, d3, strrchr(b->scratch, '/') + 1, NULL };
+	size_t n = 4;
+	if (gethostname(host, sizeof(host) - 1) == 0 && strlen(host) >= 4 &&
+	    strcmp(host, "kiln") != 0 && strcmp(host, "localhost") != 0)
+		needles[n++] = host;
+	struct kiln_buf report = KILN_BUF_INIT;
+	struct leak_scan ls = { needles, n, b->upper, &report, 0 };
+	leak_ctx = &ls;
+	nftw(b->upper, leak_entry, 64, FTW_PHYS | FTW_MOUNT);
+	leak_ctx = NULL;
+	if (ls.found) {
+		kiln_image_logf(&b->o->hooks,
+				"==> warning: %zu file(s) written by this build contain its date, "
+				"host name or id; the image will not be reproducible:\n%s",
+				ls.found, report.data);
+		b->leaks = ls.found;
+	}
+	kiln_buf_free(&report);
+}
+
 /* ---- overlays and steps --------------------------------------------------- */
 
 static void sh_quote(struct kiln_buf *out, const char *s)
@@ -518,7 +620,7 @@ static int run_step(struct build *b, size_t i, struct kiln_error **err)
 	const struct kiln_step *s = &b->r->steps[i];
 	_cleanup_free_ char *what = xasprintf("step %zu (%.60s%s)", i + 1, s->text,
 					       strlen(s->text) > 60 ? "..." : "");
-	progress(b, "%s", what + 5);
+	progress(b, "step %zu of %zu: %s", i + 1, b->r->n_steps, s->text);
 	unsigned limit = b->o->step_timeout_s ? b->o->step_timeout_s
 					      : (unsigned)b->r->resources.step_timeout_s;
 	struct timespec t0, t1;
@@ -921,6 +1023,8 @@ static int build_run(struct build *b, struct kiln_error **err)
 			"    removed %" PRIu64 ", emptied %" PRIu64 ", clamped %" PRIu64
 			" mtimes\n",
 			ns.removed, ns.emptied, ns.clamped);
+	/* After normalize: what it removed or emptied no longer leaks. */
+	scan_leaks(b);
 
 	if (r->outputs & KILN_OUTPUT_TAR) {
 		progress(b, "emit rootfs.tar.gz");
