@@ -487,9 +487,9 @@ static _noreturn_ void command_main(void)
 
 	drop_caps();
 	gid_t g = plan->gid;
-	if (setgroups(1, &g) < 0 || setresgid(g, g, g) < 0)
+	if (syscall(SYS_setgroups, 1, &g) < 0 || syscall(SYS_setresgid, g, g, g) < 0)
 		fail("setgid", NULL, errno);
-	if (setresuid(plan->uid, plan->uid, plan->uid) < 0)
+	if (syscall(SYS_setresuid, plan->uid, plan->uid, plan->uid) < 0)
 		fail("setuid", NULL, errno);
 	set_caps();
 
@@ -534,7 +534,11 @@ _noreturn_ void sb_child_main(const struct sb_plan *p)
 
 	/* Become the namespace's root: host ids id_base.. which own nothing on
 	 * the host, so an escape from the mount namespace holds no privilege. */
-	if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0)
+	/* Raw system calls: glibc's set*id() would signal every thread it
+	 * believes this process has (those of the kiln that cloned us, which
+	 * do not exist here) and wait for them forever. */
+	if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setgroups, 0, NULL) < 0 ||
+	    syscall(SYS_setresuid, 0, 0, 0) < 0)
 		fail("cannot become root in the user namespace", NULL, errno);
 	const char *hn = p->hostname;
 	if (sethostname(hn, strlen(hn)) < 0 || setdomainname("", 0) < 0)

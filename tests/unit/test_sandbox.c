@@ -280,8 +280,11 @@ static void *concurrent_run(void *arg)
 	base_spec(&s, argv);
 	struct capture *c = arg;
 	struct kiln_sandbox_result res;
-	if (run_capture(&s, c, &res) < 0 || res.exit_code != 0)
+	if (run_capture(&s, c, &res) < 0 || res.exit_code != 0) {
+		print_message("concurrent run: exit %d signal %d err '%s'\n", res.exit_code,
+			      res.term_signal, c->err.data ? c->err.data : "");
 		return (void *)1;
+	}
 	return NULL;
 }
 
