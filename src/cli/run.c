@@ -23,8 +23,7 @@ static void on_signal(int sig)
 	}
 }
 
-static void on_output(void *userdata, enum kiln_sandbox_stream stream, const char *data,
-		      size_t len)
+static void on_output(void *userdata, enum kiln_sandbox_stream stream, const char *data, size_t len)
 {
 	(void)userdata;
 	int fd = stream == KILN_SANDBOX_STDOUT ? STDOUT_FILENO : STDERR_FILENO;
@@ -116,7 +115,7 @@ static int parse_bind(struct arrays *a, const char *arg)
 	}
 	a->binds = xreallocarray(a->binds, a->n_binds + 1, sizeof(*a->binds));
 	a->bind_strs = xreallocarray(a->bind_strs, a->n_binds + 1, sizeof(char *));
-	a->binds[a->n_binds] = (struct kiln_sandbox_bind){ s, dst, ro };
+	a->binds[a->n_binds] = (struct kiln_sandbox_bind){s, dst, ro};
 	a->bind_strs[a->n_binds++] = s;
 	return 0;
 }
@@ -125,54 +124,50 @@ static int run(int argc, char **argv)
 {
 	enum { OPT_PIDS = 256, OPT_TMPFS, OPT_WARNING, OPT_NO_SYS, OPT_EPOCH };
 	static const struct option opts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "root", required_argument, NULL, 'r' },
-		{ "rw", required_argument, NULL, 'w' },
-		{ "read-only", no_argument, NULL, 'R' },
-		{ "bind", required_argument, NULL, 'b' },
-		{ "network", required_argument, NULL, 'n' },
-		{ "memory", required_argument, NULL, 'm' },
-		{ "cpus", required_argument, NULL, 'c' },
-		{ "timeout", required_argument, NULL, 't' },
-		{ "env", required_argument, NULL, 'e' },
-		{ "user", required_argument, NULL, 'u' },
-		{ "workdir", required_argument, NULL, 'd' },
-		{ "pids", required_argument, NULL, OPT_PIDS },
-		{ "tmpfs-size", required_argument, NULL, OPT_TMPFS },
-		{ "warning", required_argument, NULL, OPT_WARNING },
-		{ "no-sys", no_argument, NULL, OPT_NO_SYS },
-		{ "source-date-epoch", required_argument, NULL, OPT_EPOCH },
-		{},
+	    {"help", no_argument, NULL, 'h'},
+	    {"root", required_argument, NULL, 'r'},
+	    {"rw", required_argument, NULL, 'w'},
+	    {"read-only", no_argument, NULL, 'R'},
+	    {"bind", required_argument, NULL, 'b'},
+	    {"network", required_argument, NULL, 'n'},
+	    {"memory", required_argument, NULL, 'm'},
+	    {"cpus", required_argument, NULL, 'c'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"env", required_argument, NULL, 'e'},
+	    {"user", required_argument, NULL, 'u'},
+	    {"workdir", required_argument, NULL, 'd'},
+	    {"pids", required_argument, NULL, OPT_PIDS},
+	    {"tmpfs-size", required_argument, NULL, OPT_TMPFS},
+	    {"warning", required_argument, NULL, OPT_WARNING},
+	    {"no-sys", no_argument, NULL, OPT_NO_SYS},
+	    {"source-date-epoch", required_argument, NULL, OPT_EPOCH},
+	    {},
 	};
 	struct kiln_sandbox_spec spec;
 	kiln_sandbox_spec_init(&spec);
-	_cleanup_(arrays_free) struct arrays a = { 0 };
+	_cleanup_(arrays_free) struct arrays a = {0};
 	int c, v;
 	uint64_t u;
 	int64_t i64;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
 		switch (c) {
-		case 'h':
-			cli_print_help(&kiln_cmd_run);
-			return KILN_EXIT_OK;
+		case 'h': cli_print_help(&kiln_cmd_run); return KILN_EXIT_OK;
 		case 'r':
 			a.layers = xreallocarray(a.layers, a.n_layers + 1, sizeof(char *));
 			a.layers[a.n_layers++] = optarg;
 			break;
-		case 'w':
-			spec.upper_dir = optarg;
-			break;
-		case 'R':
-			spec.read_only = true;
-			break;
+		case 'w': spec.upper_dir = optarg; break;
+		case 'R': spec.read_only = true; break;
 		case 'b':
 			if (parse_bind(&a, optarg) < 0)
-				return cli_usage_error(&kiln_cmd_run, "--bind: expected SRC:DST[:ro]");
+				return cli_usage_error(&kiln_cmd_run,
+				                       "--bind: expected SRC:DST[:ro]");
 			break;
 		case 'n':
 			if (strcmp(optarg, "host") != 0 && strcmp(optarg, "none") != 0)
-				return cli_usage_error(&kiln_cmd_run, "--network: 'host' or 'none'");
+				return cli_usage_error(&kiln_cmd_run,
+				                       "--network: 'host' or 'none'");
 			spec.host_network = strcmp(optarg, "host") == 0;
 			break;
 		case 'm':
@@ -186,12 +181,14 @@ static int run(int argc, char **argv)
 			break;
 		case 't':
 			if (kiln_parse_int(optarg, 1, 7 * 86400, &v) < 0)
-				return cli_usage_error(&kiln_cmd_run, "--timeout: seconds, at least 1");
+				return cli_usage_error(&kiln_cmd_run,
+				                       "--timeout: seconds, at least 1");
 			spec.timeout_s = (unsigned)v;
 			break;
 		case OPT_WARNING:
 			if (kiln_parse_int(optarg, 1, 7 * 86400, &v) < 0)
-				return cli_usage_error(&kiln_cmd_run, "--warning: seconds, at least 1");
+				return cli_usage_error(&kiln_cmd_run,
+				                       "--warning: seconds, at least 1");
 			spec.warning_s = (unsigned)v;
 			break;
 		case 'e':
@@ -202,11 +199,10 @@ static int run(int argc, char **argv)
 			break;
 		case 'u':
 			if (parse_user(optarg, &spec.uid, &spec.gid) < 0)
-				return cli_usage_error(&kiln_cmd_run, "--user: UID[:GID] (numeric) or root");
+				return cli_usage_error(&kiln_cmd_run,
+				                       "--user: UID[:GID] (numeric) or root");
 			break;
-		case 'd':
-			spec.workdir = optarg;
-			break;
+		case 'd': spec.workdir = optarg; break;
 		case OPT_PIDS:
 			if (kiln_parse_u64(optarg, 10, 8, 1 << 22, &u) < 0)
 				return cli_usage_error(&kiln_cmd_run, "--pids: 8 or more");
@@ -214,18 +210,17 @@ static int run(int argc, char **argv)
 			break;
 		case OPT_TMPFS:
 			if (parse_mb(optarg, &spec.tmpfs_bytes) < 0)
-				return cli_usage_error(&kiln_cmd_run, "--tmpfs-size: a size in MiB");
+				return cli_usage_error(&kiln_cmd_run,
+				                       "--tmpfs-size: a size in MiB");
 			break;
-		case OPT_NO_SYS:
-			spec.no_sys = true;
-			break;
+		case OPT_NO_SYS: spec.no_sys = true; break;
 		case OPT_EPOCH:
 			if (kiln_parse_i64(optarg, 0, INT64_MAX, &i64) < 0)
-				return cli_usage_error(&kiln_cmd_run, "--source-date-epoch: seconds");
+				return cli_usage_error(&kiln_cmd_run,
+				                       "--source-date-epoch: seconds");
 			spec.source_date_epoch = i64;
 			break;
-		default:
-			return cli_usage_error(&kiln_cmd_run, "unknown option");
+		default: return cli_usage_error(&kiln_cmd_run, "unknown option");
 		}
 	}
 	if (optind >= argc)
@@ -255,9 +250,9 @@ static int run(int argc, char **argv)
 	/* Ctrl-C or a kill of kiln run ends the sandbox cleanly (cgroups
 	 * removed) instead of leaving it to PR_SET_PDEATHSIG. */
 	cancel_fd = spec.cancel_fd;
-	struct sigaction sa = { .sa_handler = on_signal };
+	struct sigaction sa = {.sa_handler = on_signal};
 	sigemptyset(&sa.sa_mask);
-	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
 	for (size_t i = 0; i < ELEMENTSOF(sigs); i++)
 		sigaction(sigs[i], &sa, NULL);
 
@@ -281,37 +276,36 @@ static int run(int argc, char **argv)
 }
 
 const struct kiln_command kiln_cmd_run = {
-	.name = "run",
-	.summary = "run a command in the build sandbox",
-	.usage =
-		"Usage: kiln run [OPTIONS] --root DIR [--root DIR]... -- COMMAND [ARGS]...\n"
-		"\n"
-		"Runs COMMAND in kiln's build sandbox (docs/sandbox.md): its own user, mount,\n"
-		"PID, network, IPC, UTS and cgroup namespaces, overlay root, fresh /proc,\n"
-		"minimal /dev, tmpfs /tmp, seccomp, no network. Needs root.\n"
-		"\n"
-		"Options:\n"
-		"  --root DIR           a read-only root layer; repeat for more (top first)\n"
-		"  --rw DIR             writable overlay upper layer (changes land in DIR)\n"
-		"  --read-only          whole root read-only (writes only to tmpfs)\n"
-		"  --bind SRC:DST[:ro]  bind host SRC at DST (nosuid,nodev; read-write\n"
-		"                       unless :ro); the sandbox writes as host uid 100000+\n"
-		"  --network host       share the host network (default: none, only lo)\n"
-		"  --memory MB          memory limit (default 8192)\n"
-		"  --cpus N             CPU quota in CPUs (default 4)\n"
-		"  --pids N             process limit (default 4096)\n"
-		"  --tmpfs-size MB      size of /tmp, /var/tmp, /dev/shm (default 1024)\n"
-		"  --timeout S          kill everything after S seconds (default 1200)\n"
-		"  --warning S          warn on stderr after S seconds (default 900)\n"
-		"  --env K=V            set an environment variable (repeatable)\n"
-		"  --source-date-epoch N  export SOURCE_DATE_EPOCH=N\n"
-		"  --user UID[:GID]     run as this user inside (numeric; default root)\n"
-		"  --workdir D          working directory inside (default /)\n"
-		"  --no-sys             do not mount /sys\n"
-		"\n"
-		"Exit status: COMMAND's exit status; 128+N when it was killed by signal N\n"
-		"(137 after a timeout or when out of memory, with a message on stderr;\n"
-		"128+N when kiln run itself got signal N); 1 when the sandbox could not be\n"
-		"set up or COMMAND could not be executed; 2 usage error.\n",
-	.run = run,
+    .name = "run",
+    .summary = "run a command in the build sandbox",
+    .usage = "Usage: kiln run [OPTIONS] --root DIR [--root DIR]... -- COMMAND [ARGS]...\n"
+             "\n"
+             "Runs COMMAND in kiln's build sandbox (docs/sandbox.md): its own user, mount,\n"
+             "PID, network, IPC, UTS and cgroup namespaces, overlay root, fresh /proc,\n"
+             "minimal /dev, tmpfs /tmp, seccomp, no network. Needs root.\n"
+             "\n"
+             "Options:\n"
+             "  --root DIR           a read-only root layer; repeat for more (top first)\n"
+             "  --rw DIR             writable overlay upper layer (changes land in DIR)\n"
+             "  --read-only          whole root read-only (writes only to tmpfs)\n"
+             "  --bind SRC:DST[:ro]  bind host SRC at DST (nosuid,nodev; read-write\n"
+             "                       unless :ro); the sandbox writes as host uid 100000+\n"
+             "  --network host       share the host network (default: none, only lo)\n"
+             "  --memory MB          memory limit (default 8192)\n"
+             "  --cpus N             CPU quota in CPUs (default 4)\n"
+             "  --pids N             process limit (default 4096)\n"
+             "  --tmpfs-size MB      size of /tmp, /var/tmp, /dev/shm (default 1024)\n"
+             "  --timeout S          kill everything after S seconds (default 1200)\n"
+             "  --warning S          warn on stderr after S seconds (default 900)\n"
+             "  --env K=V            set an environment variable (repeatable)\n"
+             "  --source-date-epoch N  export SOURCE_DATE_EPOCH=N\n"
+             "  --user UID[:GID]     run as this user inside (numeric; default root)\n"
+             "  --workdir D          working directory inside (default /)\n"
+             "  --no-sys             do not mount /sys\n"
+             "\n"
+             "Exit status: COMMAND's exit status; 128+N when it was killed by signal N\n"
+             "(137 after a timeout or when out of memory, with a message on stderr;\n"
+             "128+N when kiln run itself got signal N); 1 when the sandbox could not be\n"
+             "set up or COMMAND could not be executed; 2 usage error.\n",
+    .run = run,
 };

@@ -108,7 +108,7 @@ static void rmdir_retry(const char *p)
 			return;
 		if (errno != EBUSY)
 			return;
-		struct timespec ts = { 0, 10 * 1000 * 1000 };
+		struct timespec ts = {0, 10 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 	}
 }
@@ -131,8 +131,8 @@ static void cgroup_destroyp(struct sb_cgroup **cg)
 	sb_cgroup_destroy(*cg);
 }
 
-static int create_v2(struct sb_cgroup *cg, const char *id, uint64_t mem, double cpus,
-		     uint64_t pids, struct kiln_error **err)
+static int create_v2(struct sb_cgroup *cg, const char *id, uint64_t mem, double cpus, uint64_t pids,
+                     struct kiln_error **err)
 {
 	/* Controllers must be enabled on every ancestor. "Already enabled" and
 	 * "not available" both show up later as a missing memory.max, which is
@@ -153,7 +153,8 @@ static int create_v2(struct sb_cgroup *cg, const char *id, uint64_t mem, double 
 	snprintf(v, sizeof(v), "%" PRIu64, mem);
 	const char *d = cg->dir[CG_UNIFIED];
 	if ((r = write_str(d, "memory.max", v)) < 0)
-		return kiln_error_set_errno(err, -r, "%s/memory.max (memory controller missing?)", d);
+		return kiln_error_set_errno(err, -r, "%s/memory.max (memory controller missing?)",
+		                            d);
 	/* Swap would let a memory bomb outgrow the limit slowly instead of dying. */
 	(void)write_str(d, "memory.swap.max", "0");
 	snprintf(v, sizeof(v), "%" PRIu64 " 100000", (uint64_t)(cpus * 100000.0));
@@ -165,11 +166,11 @@ static int create_v2(struct sb_cgroup *cg, const char *id, uint64_t mem, double 
 	return 0;
 }
 
-static int create_v1(struct sb_cgroup *cg, const char *id, uint64_t mem, double cpus,
-		     uint64_t pids, struct kiln_error **err)
+static int create_v1(struct sb_cgroup *cg, const char *id, uint64_t mem, double cpus, uint64_t pids,
+                     struct kiln_error **err)
 {
-	static const char *const ctrl[] = { [CG_MEMORY] = "memory", [CG_CPU] = "cpu",
-					    [CG_PIDS] = "pids" };
+	static const char *const ctrl[] = {
+	    [CG_MEMORY] = "memory", [CG_CPU] = "cpu", [CG_PIDS] = "pids"};
 	for (int i = 0; i < CG_UNIFIED; i++) {
 		_cleanup_free_ char *base = xasprintf(CG_ROOT "/%s/kiln", ctrl[i]);
 		int r = mkdir_ok(base);
@@ -187,7 +188,8 @@ static int create_v1(struct sb_cgroup *cg, const char *id, uint64_t mem, double 
 	int r;
 	snprintf(v, sizeof(v), "%" PRIu64, mem);
 	if ((r = write_str(cg->dir[CG_MEMORY], "memory.limit_in_bytes", v)) < 0)
-		return kiln_error_set_errno(err, -r, "%s/memory.limit_in_bytes", cg->dir[CG_MEMORY]);
+		return kiln_error_set_errno(err, -r, "%s/memory.limit_in_bytes",
+		                            cg->dir[CG_MEMORY]);
 	/* memory+swap = memory: no swap (absent when swap accounting is off). */
 	(void)write_str(cg->dir[CG_MEMORY], "memory.memsw.limit_in_bytes", v);
 	if ((r = write_str(cg->dir[CG_CPU], "cpu.cfs_period_us", "100000")) < 0)
@@ -205,12 +207,12 @@ static int create_v1(struct sb_cgroup *cg, const char *id, uint64_t mem, double 
 }
 
 int sb_cgroup_create(const char *id, uint64_t memory_bytes, double cpus, uint64_t pids_max,
-		     struct sb_cgroup **ret, struct kiln_error **err)
+                     struct sb_cgroup **ret, struct kiln_error **err)
 {
 	_cleanup_(cgroup_destroyp) struct sb_cgroup *cg = xcalloc(1, sizeof(*cg));
 	cg->v2 = is_v2_root(CG_ROOT);
 	int r = cg->v2 ? create_v2(cg, id, memory_bytes, cpus, pids_max, err)
-		       : create_v1(cg, id, memory_bytes, cpus, pids_max, err);
+	               : create_v1(cg, id, memory_bytes, cpus, pids_max, err);
 	if (r < 0)
 		return r;
 	*ret = TAKE_PTR(cg);
@@ -320,8 +322,8 @@ static void cleanup_dir(const char *base)
 void sb_cgroup_cleanup_stale(void)
 {
 	static const char *const bases[] = {
-		CG_ROOT "/kiln",	 CG_ROOT "/memory/kiln", CG_ROOT "/cpu/kiln",
-		CG_ROOT "/pids/kiln",	 CG_ROOT "/unified/kiln",
+	    CG_ROOT "/kiln",      CG_ROOT "/memory/kiln",  CG_ROOT "/cpu/kiln",
+	    CG_ROOT "/pids/kiln", CG_ROOT "/unified/kiln",
 	};
 	for (size_t i = 0; i < ELEMENTSOF(bases); i++)
 		cleanup_dir(bases[i]);

@@ -33,7 +33,7 @@ static const struct sb_plan *plan;
 /* Reports "what: errno" to the parent and exits. Async-signal-safe. */
 static _noreturn_ void fail(const char *what, const char *arg, int e)
 {
-	struct sb_child_error ce = { .err = e > 0 ? e : EIO };
+	struct sb_child_error ce = {.err = e > 0 ? e : EIO};
 	size_t n = 0;
 	for (const char *s = what; s && *s && n < sizeof(ce.what) - 1; s++)
 		ce.what[n++] = *s;
@@ -63,8 +63,8 @@ static size_t copy_str(char *dst, size_t cap, size_t at, const char *s)
 static int open_in_root(int rootfd, const char *path, int flags)
 {
 	struct open_how how = {
-		.flags = (uint64_t)(flags | O_CLOEXEC),
-		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	    .flags = (uint64_t)(flags | O_CLOEXEC),
+	    .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
 	};
 	for (;;) {
 		long fd = syscall(SYS_openat2, rootfd, path, &how, sizeof(how));
@@ -88,7 +88,8 @@ static int mkdir_in_root(int rootfd, const char *path)
 		if (fd < 0 && errno == ENOENT) {
 			char *slash = strrchr(buf, '/');
 			*slash = '\0';
-			int pfd = open_in_root(rootfd, slash == buf ? "/" : buf, O_PATH | O_DIRECTORY);
+			int pfd =
+			    open_in_root(rootfd, slash == buf ? "/" : buf, O_PATH | O_DIRECTORY);
 			*slash = '/';
 			if (pfd < 0)
 				return -1;
@@ -125,7 +126,8 @@ static int file_in_root(int rootfd, const char *path)
 	if (dfd < 0)
 		return -1;
 	/* O_PATH parents cannot be used with openat(O_CREAT); reopen. */
-	int wfd = openat(dfd, slash + 1, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	int wfd =
+	    openat(dfd, slash + 1, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	close(dfd);
 	if (wfd < 0 && errno != EEXIST)
 		return -1;
@@ -151,7 +153,7 @@ static int new_fs(const char *type, const struct fs_opt *opts, size_t n, unsigne
 		fail("fsopen", type, errno);
 	for (size_t i = 0; i < n; i++)
 		if (fsconfig(fs, opts[i].val ? FSCONFIG_SET_STRING : FSCONFIG_SET_FLAG, opts[i].key,
-			     opts[i].val, 0) < 0)
+		             opts[i].val, 0) < 0)
 			fail("fsconfig", opts[i].key, errno);
 	if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
 		fail("cannot create file system", type, errno);
@@ -163,7 +165,7 @@ static int new_fs(const char *type, const struct fs_opt *opts, size_t n, unsigne
 }
 
 static void mount_fs_at(int rootfd, const char *dst, const char *type, const struct fs_opt *opts,
-			size_t n, unsigned attrs)
+                        size_t n, unsigned attrs)
 {
 	int t = mkdir_in_root(rootfd, dst);
 	if (t < 0)
@@ -181,7 +183,7 @@ static void bind_host(int rootfd, const char *src, const char *dst, unsigned att
 	int m = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
 	if (m < 0)
 		fail("open_tree", src, errno);
-	struct mount_attr a = { .attr_set = attrs };
+	struct mount_attr a = {.attr_set = attrs};
 	if (attrs && mount_setattr(m, "", AT_EMPTY_PATH, &a, sizeof(a)) < 0)
 		fail("mount_setattr", dst, errno);
 	int t = is_dir ? mkdir_in_root(rootfd, dst) : file_in_root(rootfd, dst);
@@ -195,42 +197,42 @@ static void bind_host(int rootfd, const char *src, const char *dst, unsigned att
 /* Files under /proc that leak host kernel state or act on the host: hidden
  * behind /dev/null (same list as crun/runc's default masked paths). */
 static const char *const proc_masked_files[] = {
-	"/proc/kcore",	     /* physical memory of the host */
-	"/proc/keys",	     /* keyring names of every user */
-	"/proc/key-users",
-	"/proc/timer_list",  /* kernel pointers, host timers */
-	"/proc/sched_debug", /* every host task's name */
-	"/proc/latency_stats",
-	"/proc/kallsyms",    /* kernel symbol addresses: KASLR */
-	"/proc/sysrq-trigger", /* reboot/crash the host */
-	"/proc/kmsg",
-	"/proc/vmallocinfo",
+    "/proc/kcore",                             /* physical memory of the host */
+    "/proc/keys",                              /* keyring names of every user */
+    "/proc/key-users",     "/proc/timer_list", /* kernel pointers, host timers */
+    "/proc/sched_debug",                       /* every host task's name */
+    "/proc/latency_stats", "/proc/kallsyms",   /* kernel symbol addresses: KASLR */
+    "/proc/sysrq-trigger",                     /* reboot/crash the host */
+    "/proc/kmsg",          "/proc/vmallocinfo",
 };
 /* Directories hidden behind an empty read-only tmpfs. */
 static const char *const proc_masked_dirs[] = {
-	"/proc/acpi",	/* host ACPI tables and controls */
-	"/proc/scsi",	/* rescan/remove host disks */
-	"/proc/asound",
-	"/proc/driver",
+    "/proc/acpi", /* host ACPI tables and controls */
+    "/proc/scsi", /* rescan/remove host disks */
+    "/proc/asound",
+    "/proc/driver",
 };
 /* Read-only: /proc/sys writes would change host-wide kernel settings for the
  * entries that are not namespaced (e.g. vm.*, kernel.core_pattern, which runs
  * a helper as host root on a crash). */
 static const char *const proc_readonly[] = {
-	"/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs",
+    "/proc/sys",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
 };
 
 /* Device nodes bound from the host: the minimal set programs expect. Block
  * devices and everything else stay out; /dev is a fresh tmpfs (noexec). */
 static const char *const dev_nodes[] = {
-	"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty",
+    "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty",
 };
 static const struct {
 	const char *target, *path;
 } dev_links[] = {
-	{ "/proc/self/fd", "/dev/fd" },	    { "/proc/self/fd/0", "/dev/stdin" },
-	{ "/proc/self/fd/1", "/dev/stdout" }, { "/proc/self/fd/2", "/dev/stderr" },
-	{ "pts/ptmx", "/dev/ptmx" },
+    {"/proc/self/fd", "/dev/fd"},       {"/proc/self/fd/0", "/dev/stdin"},
+    {"/proc/self/fd/1", "/dev/stdout"}, {"/proc/self/fd/2", "/dev/stderr"},
+    {"pts/ptmx", "/dev/ptmx"},
 };
 
 static void mask_with_null(int rootfd, const char *path)
@@ -243,8 +245,8 @@ static void mask_with_null(int rootfd, const char *path)
 	int m = open_tree(rootfd, "dev/null", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
 	if (m < 0)
 		fail("open_tree /dev/null for", path, errno);
-	struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
-					    MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC };
+	struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+	                                   MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC};
 	if (mount_setattr(m, "", AT_EMPTY_PATH, &a, sizeof(a)) < 0)
 		fail("mount_setattr", path, errno);
 	attach(m, t, path);
@@ -256,17 +258,17 @@ static void setup_proc(int rootfd)
 {
 	/* A fresh proc for this PID namespace: host processes are not visible. */
 	mount_fs_at(rootfd, "/proc", "proc", NULL, 0,
-		    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+	            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
 	for (size_t i = 0; i < ELEMENTSOF(proc_masked_files); i++)
 		mask_with_null(rootfd, proc_masked_files[i]);
-	static const struct fs_opt empty[] = { { "size", "0" }, { "mode", "0555" } };
+	static const struct fs_opt empty[] = {{"size", "0"}, {"mode", "0555"}};
 	for (size_t i = 0; i < ELEMENTSOF(proc_masked_dirs); i++) {
 		int t = open_in_root(rootfd, proc_masked_dirs[i], O_PATH | O_DIRECTORY);
 		if (t < 0)
 			continue;
 		int m = new_fs("tmpfs", empty, ELEMENTSOF(empty),
-			       MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
-				       MOUNT_ATTR_NOEXEC);
+		               MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+		                   MOUNT_ATTR_NOEXEC);
 		attach(m, t, proc_masked_dirs[i]);
 		close(m);
 		close(t);
@@ -275,12 +277,12 @@ static void setup_proc(int rootfd)
 		int t = open_in_root(rootfd, proc_readonly[i], O_PATH | O_DIRECTORY);
 		if (t < 0)
 			continue;
-		int m = open_tree(t, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH |
-						 AT_RECURSIVE);
+		int m = open_tree(
+		    t, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
 		if (m < 0)
 			fail("open_tree", proc_readonly[i], errno);
-		struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
-						    MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC };
+		struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+		                                   MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC};
 		if (mount_setattr(m, "", AT_EMPTY_PATH | AT_RECURSIVE, &a, sizeof(a)) < 0)
 			fail("mount_setattr", proc_readonly[i], errno);
 		attach(m, t, proc_readonly[i]);
@@ -294,12 +296,12 @@ static void setup_dev(int rootfd)
 	/* tmpfs, not the host's devtmpfs: only the nodes below exist, so no
 	 * host disk (/dev/sda), memory (/dev/mem) or kmsg is reachable. noexec:
 	 * /dev is no place for binaries. */
-	static const struct fs_opt devopts[] = { { "mode", "0755" }, { "size", "65536" } };
+	static const struct fs_opt devopts[] = {{"mode", "0755"}, {"size", "65536"}};
 	mount_fs_at(rootfd, "/dev", "tmpfs", devopts, ELEMENTSOF(devopts),
-		    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+	            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
 	for (size_t i = 0; i < ELEMENTSOF(dev_nodes); i++)
 		bind_host(rootfd, dev_nodes[i], dev_nodes[i], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
-			  false);
+		          false);
 	int d = open_in_root(rootfd, "/dev", O_PATH | O_DIRECTORY);
 	if (d < 0)
 		fail("open", "/dev", errno);
@@ -310,13 +312,12 @@ static void setup_dev(int rootfd)
 	/* A private devpts instance: ptys of the host and of other sandboxes
 	 * are not visible, and ptmx creates ptys only here. */
 	static const struct fs_opt ptsopts[] = {
-		{ "newinstance", NULL }, { "ptmxmode", "0666" }, { "mode", "0620" }, { "gid", "5" }
-	};
+	    {"newinstance", NULL}, {"ptmxmode", "0666"}, {"mode", "0620"}, {"gid", "5"}};
 	mount_fs_at(rootfd, "/dev/pts", "devpts", ptsopts, ELEMENTSOF(ptsopts),
-		    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
-	const struct fs_opt shmopts[] = { { "mode", "1777" }, { "size", plan->tmpfs_size } };
+	            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+	const struct fs_opt shmopts[] = {{"mode", "1777"}, {"size", plan->tmpfs_size}};
 	mount_fs_at(rootfd, "/dev/shm", "tmpfs", shmopts, ELEMENTSOF(shmopts),
-		    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+	            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
 }
 
 static void setup_mounts(void)
@@ -349,19 +350,19 @@ static void setup_mounts(void)
 	 * the network devices of the namespace that mounts it). */
 	if (!plan->no_sys && !plan->host_network)
 		mount_fs_at(rootfd, "/sys", "sysfs", NULL, 0,
-			    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
-				    MOUNT_ATTR_NOEXEC);
+		            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+		                MOUNT_ATTR_NOEXEC);
 	/* Size-limited tmpfs: a step filling /tmp gets ENOSPC instead of
 	 * exhausting the host's memory or disk. */
-	const struct fs_opt tmpopts[] = { { "mode", "1777" }, { "size", plan->tmpfs_size } };
+	const struct fs_opt tmpopts[] = {{"mode", "1777"}, {"size", plan->tmpfs_size}};
 	mount_fs_at(rootfd, "/tmp", "tmpfs", tmpopts, ELEMENTSOF(tmpopts),
-		    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+	            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
 	/* /var/tmp only where the image has (or the writable root can take)
 	 * one: a read-only root without it simply has none. */
 	int v = mkdir_in_root(rootfd, "/var/tmp");
 	if (v >= 0) {
 		int m = new_fs("tmpfs", tmpopts, ELEMENTSOF(tmpopts),
-			       MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+		               MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
 		attach(m, v, "/var/tmp");
 		close(m);
 		close(v);
@@ -400,7 +401,7 @@ static void loopback_up(void)
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (s < 0)
 		fail("socket", NULL, errno);
-	struct ifreq ifr = { 0 };
+	struct ifreq ifr = {0};
 	copy_str(ifr.ifr_name, sizeof(ifr.ifr_name), 0, "lo");
 	ifr.ifr_flags = IFF_UP | IFF_LOOPBACK | IFF_RUNNING;
 	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
@@ -422,8 +423,8 @@ static void drop_caps(void)
 
 static void set_caps(void)
 {
-	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct d[2] = { 0 };
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct d[2] = {0};
 	uint64_t keep = plan->uid == 0 ? plan->caps_keep : 0;
 	d[0].effective = d[0].permitted = (uint32_t)keep;
 	d[1].effective = d[1].permitted = (uint32_t)(keep >> 32);
@@ -481,7 +482,7 @@ static _noreturn_ void command_main(void)
 	 * core_pattern handler; nofile bounds kernel memory per process. The
 	 * hard limits cannot be raised again without CAP_SYS_RESOURCE in the
 	 * initial namespace. */
-	struct rlimit core = { 0, 0 }, nofile = { plan->nofile, plan->nofile };
+	struct rlimit core = {0, 0}, nofile = {plan->nofile, plan->nofile};
 	if (setrlimit(RLIMIT_CORE, &core) < 0 || setrlimit(RLIMIT_NOFILE, &nofile) < 0)
 		fail("setrlimit", NULL, errno);
 

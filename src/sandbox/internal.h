@@ -16,7 +16,7 @@
  * use async-signal-safe calls: no malloc, no stdio, no locks (a lock held by
  * another thread at clone time would never be released in the copy). */
 struct sb_mount_fd {
-	int fd;		 /* detached mount (open_tree/fsmount) from the parent */
+	int fd;          /* detached mount (open_tree/fsmount) from the parent */
 	const char *dst; /* absolute path inside the root */
 	bool is_dir;
 };
@@ -48,7 +48,7 @@ struct sb_plan {
 };
 
 struct sb_child_error {
-	int err;       /* positive errno */
+	int err; /* positive errno */
 	char what[200];
 };
 
@@ -57,12 +57,12 @@ _noreturn_ void sb_child_main(const struct sb_plan *p);
 
 /* seccomp.c: the filters, built once per process. */
 int sb_seccomp_get(const struct sock_fprog **ret_main, const struct sock_fprog **ret_personality,
-		   struct kiln_error **err);
+                   struct kiln_error **err);
 
 /* cgroup.c */
 struct sb_cgroup;
 int sb_cgroup_create(const char *id, uint64_t memory_bytes, double cpus, uint64_t pids_max,
-		     struct sb_cgroup **ret, struct kiln_error **err);
+                     struct sb_cgroup **ret, struct kiln_error **err);
 int sb_cgroup_attach(struct sb_cgroup *cg, pid_t pid, struct kiln_error **err);
 /* Kills every process in the cgroup (cgroup.kill where the kernel has it). */
 void sb_cgroup_kill(struct sb_cgroup *cg);

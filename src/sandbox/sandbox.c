@@ -53,15 +53,14 @@
  * reasons are in docs/sandbox.md. Everything else is dropped, bounding set
  * included. */
 static const int caps_keep[] = {
-	CAP_CHOWN,	/* dpkg/tar restore file owners */
-	CAP_DAC_OVERRIDE, /* root writes files whatever their mode (dpkg, useradd) */
-	CAP_FOWNER,	/* chmod/utime on files root does not own */
-	CAP_FSETID,	/* keep setuid/setgid bits on installed files */
-	CAP_KILL,	/* signal processes of other users in the sandbox */
-	CAP_SETUID,	/* drop to a user (apt's _apt sandbox, su in scripts) */
-	CAP_SETGID,
-	CAP_SETFCAP,	/* maintainer scripts setcap binaries (ping) */
-	CAP_SYS_CHROOT, /* maintainer scripts and debootstrap-style tools chroot */
+    CAP_CHOWN,                     /* dpkg/tar restore file owners */
+    CAP_DAC_OVERRIDE,              /* root writes files whatever their mode (dpkg, useradd) */
+    CAP_FOWNER,                    /* chmod/utime on files root does not own */
+    CAP_FSETID,                    /* keep setuid/setgid bits on installed files */
+    CAP_KILL,                      /* signal processes of other users in the sandbox */
+    CAP_SETUID,                    /* drop to a user (apt's _apt sandbox, su in scripts) */
+    CAP_SETGID,       CAP_SETFCAP, /* maintainer scripts setcap binaries (ping) */
+    CAP_SYS_CHROOT,                /* maintainer scripts and debootstrap-style tools chroot */
 };
 
 void kiln_sandbox_spec_init(struct kiln_sandbox_spec *spec)
@@ -96,16 +95,19 @@ int kiln_sandbox_spec_validate(const struct kiln_sandbox_spec *s, struct kiln_er
 		return kiln_error_set(err, EINVAL, "layers: at least one root layer is required");
 	for (size_t i = 0; i < s->n_layers; i++) {
 		if (!path_ok(s->layers[i]))
-			return kiln_error_set(err, EINVAL, "layers[%zu]: must be an absolute path", i);
+			return kiln_error_set(err, EINVAL, "layers[%zu]: must be an absolute path",
+			                      i);
 		/* overlayfs separates layers with ':' and treats '\\' as an escape. */
 		if (strpbrk(s->layers[i], ":\\"))
-			return kiln_error_set(err, EINVAL, "layers[%zu]: must not contain ':' or '\\'",
-					      i);
+			return kiln_error_set(err, EINVAL,
+			                      "layers[%zu]: must not contain ':' or '\\'", i);
 	}
 	if (s->upper_dir && (!path_ok(s->upper_dir) || strpbrk(s->upper_dir, ":\\,")))
-		return kiln_error_set(err, EINVAL, "upper_dir: must be an absolute path without ':' ',' '\\'");
+		return kiln_error_set(err, EINVAL,
+		                      "upper_dir: must be an absolute path without ':' ',' '\\'");
 	if (s->work_dir && (!path_ok(s->work_dir) || strpbrk(s->work_dir, ":\\,")))
-		return kiln_error_set(err, EINVAL, "work_dir: must be an absolute path without ':' ',' '\\'");
+		return kiln_error_set(err, EINVAL,
+		                      "work_dir: must be an absolute path without ':' ',' '\\'");
 	if (s->work_dir && !s->upper_dir)
 		return kiln_error_set(err, EINVAL, "work_dir: needs upper_dir");
 	if (s->read_only && s->upper_dir)
@@ -113,15 +115,18 @@ int kiln_sandbox_spec_validate(const struct kiln_sandbox_spec *s, struct kiln_er
 	for (size_t i = 0; i < s->n_binds; i++) {
 		const struct kiln_sandbox_bind *b = &s->binds[i];
 		if (!path_ok(b->src))
-			return kiln_error_set(err, EINVAL, "binds[%zu].src: must be an absolute path", i);
-		if (!path_ok(b->dst) || has_dotdot(b->dst))
 			return kiln_error_set(err, EINVAL,
-					      "binds[%zu].dst: must be an absolute path without '..'", i);
+			                      "binds[%zu].src: must be an absolute path", i);
+		if (!path_ok(b->dst) || has_dotdot(b->dst))
+			return kiln_error_set(
+			    err, EINVAL, "binds[%zu].dst: must be an absolute path without '..'",
+			    i);
 		/* Over / would replace the root; over /proc, /dev or /sys it would
 		 * undo the masks and the minimal device set. */
 		if (strcmp(b->dst, "/") == 0 || under(b->dst, "/proc") || under(b->dst, "/dev") ||
 		    under(b->dst, "/sys"))
-			return kiln_error_set(err, EINVAL, "binds[%zu].dst: %s is reserved", i, b->dst);
+			return kiln_error_set(err, EINVAL, "binds[%zu].dst: %s is reserved", i,
+			                      b->dst);
 	}
 	if (!s->argv || !s->argv[0] || !s->argv[0][0])
 		return kiln_error_set(err, EINVAL, "argv: a command is required");
@@ -135,12 +140,13 @@ int kiln_sandbox_spec_validate(const struct kiln_sandbox_spec *s, struct kiln_er
 	if (s->cpus < 0 || s->cpus > 1024)
 		return kiln_error_set(err, EINVAL, "cpus: must be between 0 and 1024");
 	if (s->id_count && (s->id_count > 65536 || (uint64_t)s->uid >= s->id_count ||
-			    (uint64_t)s->gid >= s->id_count))
+	                    (uint64_t)s->gid >= s->id_count))
 		return kiln_error_set(err, EINVAL, "uid/gid must lie inside the id mapping");
 	if ((s->uid != 0 || s->gid != 0) && (s->uid >= 65536 || s->gid >= 65536) && !s->id_count)
 		return kiln_error_set(err, EINVAL, "uid/gid must lie inside the id mapping");
 	if (s->id_base && s->id_base < 1000)
-		return kiln_error_set(err, EINVAL, "id_base: mapping onto host system ids is refused");
+		return kiln_error_set(err, EINVAL,
+		                      "id_base: mapping onto host system ids is refused");
 	return 0;
 }
 
@@ -194,7 +200,8 @@ char *kiln_sandbox_result_describe(const struct kiln_sandbox_result *r)
 	if (r->term_signal) {
 		const char *name = sigabbrev_np(r->term_signal);
 		if (name)
-			return xasprintf("killed by signal %d (SIG%s)%s", r->term_signal, name, oom);
+			return xasprintf("killed by signal %d (SIG%s)%s", r->term_signal, name,
+			                 oom);
 		return xasprintf("killed by signal %d%s", r->term_signal, oom);
 	}
 	return xasprintf("exited with status %d%s", r->exit_code, oom);
@@ -355,10 +362,10 @@ static int prepare_root(struct run *r, struct kiln_error **err)
 		r->root_fd = open_tree(AT_FDCWD, s->layers[0], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
 		if (r->root_fd < 0)
 			return kiln_error_set_errno(err, errno, "root layer %s", s->layers[0]);
-		struct mount_attr a = { .attr_set = attrs | MOUNT_ATTR_RDONLY };
+		struct mount_attr a = {.attr_set = attrs | MOUNT_ATTR_RDONLY};
 		if (mount_setattr(r->root_fd, "", AT_EMPTY_PATH, &a, sizeof(a)) < 0)
 			return kiln_error_set_errno(err, errno, "root layer %s: mount_setattr",
-						    s->layers[0]);
+			                            s->layers[0]);
 		return 0;
 	}
 	struct kiln_buf lower = KILN_BUF_INIT;
@@ -367,7 +374,7 @@ static int prepare_root(struct run *r, struct kiln_error **err)
 		if (stat(s->layers[i], &st) < 0 || !S_ISDIR(st.st_mode)) {
 			kiln_buf_free(&lower);
 			return kiln_error_set_errno(err, errno ? errno : ENOTDIR, "root layer %s",
-						    s->layers[i]);
+			                            s->layers[i]);
 		}
 		if (i)
 			kiln_buf_putc(&lower, ':');
@@ -384,8 +391,8 @@ static int prepare_root(struct run *r, struct kiln_error **err)
 			int e = errno;
 			free(r->work_tmp);
 			r->work_tmp = NULL;
-			return kiln_error_set_errno(err, e, "cannot create the overlay workdir beside %s",
-						    s->upper_dir);
+			return kiln_error_set_errno(
+			    err, e, "cannot create the overlay workdir beside %s", s->upper_dir);
 		}
 		work = r->work_tmp;
 	}
@@ -394,14 +401,14 @@ static int prepare_root(struct run *r, struct kiln_error **err)
 		return kiln_error_set_errno(err, errno, "overlayfs");
 	struct {
 		const char *k, *v;
-	} opts[] = { { "lowerdir", lowerdirs }, { "upperdir", s->upper_dir }, { "workdir", work } };
+	} opts[] = {{"lowerdir", lowerdirs}, {"upperdir", s->upper_dir}, {"workdir", work}};
 	for (size_t i = 0; i < ELEMENTSOF(opts); i++)
 		if (opts[i].v && fsconfig(fs, FSCONFIG_SET_STRING, opts[i].k, opts[i].v, 0) < 0)
 			return kiln_error_set_errno(err, errno, "overlayfs %s=%s", opts[i].k,
-						    opts[i].v);
+			                            opts[i].v);
 	if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
 		return kiln_error_set_errno(err, errno, "cannot mount overlayfs (lowerdir=%s)",
-					    lowerdirs);
+		                            lowerdirs);
 	if (s->read_only || !s->upper_dir)
 		attrs |= MOUNT_ATTR_RDONLY;
 	r->root_fd = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
@@ -425,11 +432,11 @@ static int prepare_binds(struct run *r, struct kiln_error **err)
 		int fd = open_tree(AT_FDCWD, b->src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
 		if (fd < 0)
 			return kiln_error_set_errno(err, errno, "bind source %s", b->src);
-		r->binds[r->n_binds++] = (struct sb_mount_fd){ fd, b->dst, S_ISDIR(st.st_mode) };
+		r->binds[r->n_binds++] = (struct sb_mount_fd){fd, b->dst, S_ISDIR(st.st_mode)};
 		/* nosuid,nodev always: a writable bind is how a build would plant a
 		 * setuid binary or device node for the host to trip over. */
-		struct mount_attr a = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
-						    (b->read_only ? MOUNT_ATTR_RDONLY : 0) };
+		struct mount_attr a = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+		                                   (b->read_only ? MOUNT_ATTR_RDONLY : 0)};
 		if (mount_setattr(fd, "", AT_EMPTY_PATH, &a, sizeof(a)) < 0)
 			return kiln_error_set_errno(err, errno, "bind %s: mount_setattr", b->src);
 	}
@@ -479,7 +486,7 @@ static int write_id_maps(struct run *r, struct kiln_error **err)
 	 * stays allowed: package scripts drop to service users with it. */
 	char path[64], map[64];
 	snprintf(map, sizeof(map), "0 %" PRIu32 " %" PRIu32 "\n", r->s.id_base, r->s.id_count);
-	static const char *const files[] = { "uid_map", "gid_map" };
+	static const char *const files[] = {"uid_map", "gid_map"};
 	for (size_t i = 0; i < ELEMENTSOF(files); i++) {
 		snprintf(path, sizeof(path), "/proc/%d/%s", (int)r->pid, files[i]);
 		int e = write_file(path, map);
@@ -534,23 +541,25 @@ static void kill_sandbox(struct run *r)
 }
 
 static int supervise(struct run *r, struct kiln_sandbox_result *res, int *ret_status,
-		     struct sb_child_error *ce, size_t *ce_len)
+                     struct sb_child_error *ce, size_t *ce_len)
 {
 	uint64_t start = now_usec();
 	uint64_t warn_at = start + (uint64_t)r->s.warning_s * 1000000u;
 	uint64_t kill_at = start + (uint64_t)r->s.timeout_s * 1000000u;
 	bool warned = r->s.warning_s >= r->s.timeout_s || !r->s.on_warning, killed = false;
-	struct stream out = { &r->out_r, KILN_SANDBOX_STDOUT, &res->stdout_bytes,
-			      &res->stdout_truncated };
-	struct stream errs = { &r->errout_r, KILN_SANDBOX_STDERR, &res->stderr_bytes,
-			       &res->stderr_truncated };
-	struct rusage ru = { 0 };
+	struct stream out = {&r->out_r, KILN_SANDBOX_STDOUT, &res->stdout_bytes,
+	                     &res->stdout_truncated};
+	struct stream errs = {&r->errout_r, KILN_SANDBOX_STDERR, &res->stderr_bytes,
+	                      &res->stderr_truncated};
+	struct rusage ru = {0};
 	int status = 0;
 	for (;;) {
 		struct pollfd p[5] = {
-			{ r->out_r, POLLIN, 0 },    { r->errout_r, POLLIN, 0 },
-			{ r->err_r, POLLIN, 0 },    { r->pidfd, POLLIN, 0 },
-			{ killed ? -1 : r->s.cancel_fd, POLLIN, 0 },
+		    {r->out_r, POLLIN, 0},
+		    {r->errout_r, POLLIN, 0},
+		    {r->err_r, POLLIN, 0},
+		    {r->pidfd, POLLIN, 0},
+		    {killed ? -1 : r->s.cancel_fd, POLLIN, 0},
 		};
 		uint64_t now = now_usec();
 		uint64_t next = killed ? now + 1000000u : warned ? kill_at : warn_at;
@@ -605,7 +614,7 @@ static int supervise(struct run *r, struct kiln_sandbox_result *res, int *ret_st
 	}
 	res->wall_usec = now_usec() - start;
 	res->cpu_usec = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec +
-			(uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
+	                (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
 	*ret_status = status;
 	return 0;
 }
@@ -631,7 +640,7 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 		return kiln_error_set_errno(err, -e, "pipe");
 	r->sync_w = sync[1], r->err_r = errp[0], r->status_r = status[0], r->out_r = out[0],
 	r->errout_r = errout[0];
-	int child_fds[5] = { sync[0], errp[1], status[1], out[1], errout[1] };
+	int child_fds[5] = {sync[0], errp[1], status[1], out[1], errout[1]};
 	memcpy(r->child_fds, child_fds, sizeof(child_fds));
 	fcntl(r->out_r, F_SETFL, O_NONBLOCK);
 	fcntl(r->errout_r, F_SETFL, O_NONBLOCK);
@@ -643,29 +652,29 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 	char tmpfs_size[32];
 	snprintf(tmpfs_size, sizeof(tmpfs_size), "%" PRIu64, s->tmpfs_bytes);
 	struct sb_plan plan = {
-		.root_fd = r->root_fd,
-		.binds = r->binds,
-		.n_binds = r->n_binds,
-		.sync_fd = sync[0],
-		.err_fd = errp[1],
-		.status_fd = status[1],
-		.out_fd = out[1],
-		.errout_fd = errout[1],
-		.host_network = s->host_network,
-		.no_sys = s->no_sys,
-		.hostname = s->hostname,
-		.tmpfs_size = tmpfs_size,
-		.argv = (char *const *)s->argv,
-		.envp = r->envp,
-		.path = env_path(r->envp),
-		.uid = s->uid,
-		.gid = s->gid,
-		.workdir = s->workdir,
-		.nofile = s->nofile,
-		.cap_last = cap_last(),
-		.caps_keep = keep,
-		.seccomp = filter,
-		.seccomp_personality = personality,
+	    .root_fd = r->root_fd,
+	    .binds = r->binds,
+	    .n_binds = r->n_binds,
+	    .sync_fd = sync[0],
+	    .err_fd = errp[1],
+	    .status_fd = status[1],
+	    .out_fd = out[1],
+	    .errout_fd = errout[1],
+	    .host_network = s->host_network,
+	    .no_sys = s->no_sys,
+	    .hostname = s->hostname,
+	    .tmpfs_size = tmpfs_size,
+	    .argv = (char *const *)s->argv,
+	    .envp = r->envp,
+	    .path = env_path(r->envp),
+	    .uid = s->uid,
+	    .gid = s->gid,
+	    .workdir = s->workdir,
+	    .nofile = s->nofile,
+	    .cap_last = cap_last(),
+	    .caps_keep = keep,
+	    .seccomp = filter,
+	    .seccomp_personality = personality,
 	};
 
 	/* The cgroup namespace is unshared by the child once it is in its
@@ -673,7 +682,7 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 	 * CLONE_VM is fork() with namespace flags: the child is PID 1 of the new
 	 * PID namespace and runs on a copy of this stack. */
 	unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC |
-			      CLONE_NEWUTS | (s->host_network ? 0 : CLONE_NEWNET) | SIGCHLD;
+	                      CLONE_NEWUTS | (s->host_network ? 0 : CLONE_NEWNET) | SIGCHLD;
 	uint64_t t0 = now_usec();
 	pid_t pid = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, 0);
 	if (pid < 0)
@@ -700,7 +709,7 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 	r->sync_w = safe_close(r->sync_w);
 
 	int st = 0;
-	struct sb_child_error ce = { 0 };
+	struct sb_child_error ce = {0};
 	size_t ce_len = 0;
 	if ((e = supervise(r, res, &st, &ce, &ce_len)) < 0)
 		return kiln_error_set_errno(err, -e, "poll");
@@ -731,7 +740,7 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 }
 
 int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_sandbox_result *ret,
-		     struct kiln_error **err)
+                     struct kiln_error **err)
 {
 	int e = kiln_sandbox_spec_validate(spec, err);
 	if (e < 0)
@@ -740,18 +749,18 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_sandbox_r
 		return kiln_error_set(err, EPERM, "the sandbox needs root on the host");
 	kiln_sandbox_cleanup_stale();
 	struct run r = {
-		.s = *spec,
-		.root_fd = -1,
-		.pidfd = -1,
-		.sync_w = -1,
-		.err_r = -1,
-		.status_r = -1,
-		.out_r = -1,
-		.errout_r = -1,
-		.child_fds = { -1, -1, -1, -1, -1 },
+	    .s = *spec,
+	    .root_fd = -1,
+	    .pidfd = -1,
+	    .sync_w = -1,
+	    .err_r = -1,
+	    .status_r = -1,
+	    .out_r = -1,
+	    .errout_r = -1,
+	    .child_fds = {-1, -1, -1, -1, -1},
 	};
 	apply_defaults(&r.s);
-	struct kiln_sandbox_result res = { 0 };
+	struct kiln_sandbox_result res = {0};
 	e = start_and_wait(&r, &res, err);
 	run_free(&r);
 	if (e < 0)

@@ -38,7 +38,7 @@ struct kiln_sandbox_bind {
 
 /* Called from the thread running kiln_sandbox_run(). data is not NUL-terminated. */
 typedef void (*kiln_sandbox_output_fn)(void *userdata, enum kiln_sandbox_stream stream,
-				       const char *data, size_t len);
+                                       const char *data, size_t len);
 /* Called once when the command has run for warning_s seconds. */
 typedef void (*kiln_sandbox_warning_fn)(void *userdata, unsigned elapsed_s);
 
@@ -49,37 +49,37 @@ struct kiln_sandbox_spec {
 	size_t n_layers;
 	const char *upper_dir; /* writable upper layer (overlayfs), or NULL */
 	const char *work_dir;  /* overlay workdir on upper's file system; NULL: a
-				* temporary sibling of upper_dir, removed afterwards */
-	bool read_only;	       /* whole root read-only; writes only to tmpfs mounts */
+	                        * temporary sibling of upper_dir, removed afterwards */
+	bool read_only;        /* whole root read-only; writes only to tmpfs mounts */
 
 	const struct kiln_sandbox_bind *binds;
 	size_t n_binds;
 
 	const char *const *argv; /* command; argv[0] is searched in PATH when it has no '/' */
-	const char *const *env;	 /* extra "K=V" entries (override the defaults), or NULL */
+	const char *const *env;  /* extra "K=V" entries (override the defaults), or NULL */
 	size_t n_env;
 	int64_t source_date_epoch; /* exported as SOURCE_DATE_EPOCH when >= 0 */
-	uid_t uid;		   /* user inside the sandbox (0 = the sandbox's root) */
+	uid_t uid;                 /* user inside the sandbox (0 = the sandbox's root) */
 	gid_t gid;
-	const char *workdir; /* inside the sandbox; NULL: "/" */
+	const char *workdir;  /* inside the sandbox; NULL: "/" */
 	const char *hostname; /* NULL: "kiln" */
 
 	bool host_network; /* share the host's network namespace (package fetch only) */
-	bool no_sys;	   /* do not mount /sys at all (default: read-only sysfs) */
+	bool no_sys;       /* do not mount /sys at all (default: read-only sysfs) */
 
 	/* User namespace mapping: ids 0..id_count-1 inside -> id_base.. on the host. */
 	uint32_t id_base;  /* 0: 100000 */
 	uint32_t id_count; /* 0: 65536 */
 
 	/* Limits; 0 selects the default. */
-	uint64_t memory_bytes;	 /* 8 GiB */
-	double cpus;		 /* 4 */
-	uint64_t pids_max;	 /* 4096 */
-	uint64_t tmpfs_bytes;	 /* size of /tmp and /var/tmp each: 1 GiB */
-	uint64_t nofile;	 /* RLIMIT_NOFILE soft and hard: 4096 */
-	unsigned timeout_s;	 /* 1200 */
-	unsigned warning_s;	 /* 900 (not called when >= timeout_s) */
-	size_t output_limit;	 /* bytes per stream passed to on_output: 64 MiB */
+	uint64_t memory_bytes; /* 8 GiB */
+	double cpus;           /* 4 */
+	uint64_t pids_max;     /* 4096 */
+	uint64_t tmpfs_bytes;  /* size of /tmp and /var/tmp each: 1 GiB */
+	uint64_t nofile;       /* RLIMIT_NOFILE soft and hard: 4096 */
+	unsigned timeout_s;    /* 1200 */
+	unsigned warning_s;    /* 900 (not called when >= timeout_s) */
+	size_t output_limit;   /* bytes per stream passed to on_output: 64 MiB */
 
 	kiln_sandbox_output_fn on_output; /* NULL: output is discarded */
 	kiln_sandbox_warning_fn on_warning;
@@ -92,7 +92,7 @@ struct kiln_sandbox_spec {
 };
 
 struct kiln_sandbox_result {
-	int exit_code;	 /* the command's exit status, or -1 when killed by a signal */
+	int exit_code;   /* the command's exit status, or -1 when killed by a signal */
 	int term_signal; /* signal that killed the command, or 0 */
 	bool oom_killed; /* the memory limit was hit and the kernel killed a process */
 	bool timed_out;
@@ -100,9 +100,9 @@ struct kiln_sandbox_result {
 	bool stdout_truncated, stderr_truncated;
 	uint64_t stdout_bytes, stderr_bytes; /* produced (not only the passed part) */
 	uint64_t wall_usec;
-	uint64_t cpu_usec;	/* user + system of every process in the sandbox */
-	uint64_t peak_memory;	/* bytes, from the cgroup (0 when unknown) */
-	unsigned timeout_s;	/* the effective timeout, for messages */
+	uint64_t cpu_usec;    /* user + system of every process in the sandbox */
+	uint64_t peak_memory; /* bytes, from the cgroup (0 when unknown) */
+	unsigned timeout_s;   /* the effective timeout, for messages */
 };
 
 /* Fills *spec with the defaults (everything 0/NULL, cancel_fd -1, epoch -1). */
@@ -117,7 +117,7 @@ int kiln_sandbox_spec_validate(const struct kiln_sandbox_spec *spec, struct kiln
  * *ret); -errno when the sandbox could not be set up (nothing ran, or
  * exec failed — e.g. "ls: No such file or directory"). */
 int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_sandbox_result *ret,
-		     struct kiln_error **err);
+                     struct kiln_error **err);
 
 /* "exited with status 2", "killed by signal 9 (out of memory: limit 64 MiB)",
  * "timed out after 20 seconds", "cancelled". Caller frees. */

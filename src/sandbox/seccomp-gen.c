@@ -10,57 +10,94 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
-#include <seccomp.h>
+#include <linux/filter.h>
 #include <sched.h>
+#include <seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include <linux/filter.h>
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Denied with EPERM, each for the attack named beside it. */
 static const char *const denied[] = {
-	/* Kernel keyrings are not namespaced: keys of the host or of other
-	 * builds could be read or planted. */
-	"keyctl", "add_key", "request_key",
-	/* eBPF and perf: large kernel attack surface, info leaks (KASLR). */
-	"bpf", "perf_event_open",
-	/* Replacing or extending the running kernel. */
-	"kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-	/* open_by_handle_at walks from a file handle to any inode on the file
-	 * system, ignoring the mount/chroot (the "shocker" container escape). */
-	"open_by_handle_at", "name_to_handle_at",
-	/* userfaultfd makes kernel races (use-after-free windows) reliable. */
-	"userfaultfd",
-	/* Reading or writing another process's memory: init holds a copy of
-	 * kiln's memory; other sandbox processes are not ours to tamper with. */
-	"ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp",
-	/* Rearranging mounts after setup: unmounting a mask over /proc/kcore,
-	 * remounting a read-only bind read-write, or building a new mount
-	 * namespace where masks are absent. */
-	"mount", "umount2", "pivot_root", "move_mount", "open_tree", "fsopen", "fsconfig",
-	"fsmount", "fspick", "mount_setattr",
-	/* New namespaces reopen everything above (a new user namespace grants
-	 * a full capability set over the namespaces it creates). */
-	"unshare", "setns",
-	/* Host-wide state. */
-	"swapon", "swapoff", "reboot", "syslog", "acct", "quotactl", "quotactl_fd", "settimeofday",
-	"clock_settime", "clock_adjtime", "iopl", "ioperm", "uselib", "vhangup", "lookup_dcookie",
-	/* io_uring bypasses seccomp for the operations it performs and has been
-	 * a steady source of kernel privilege escalations. */
-	"io_uring_setup", "io_uring_enter", "io_uring_register",
-	/* fanotify/nfsservctl: host-level facilities. */
-	"fanotify_init", "nfsservctl",
+    /* Kernel keyrings are not namespaced: keys of the host or of other
+     * builds could be read or planted. */
+    "keyctl",
+    "add_key",
+    "request_key",
+    /* eBPF and perf: large kernel attack surface, info leaks (KASLR). */
+    "bpf",
+    "perf_event_open",
+    /* Replacing or extending the running kernel. */
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    /* open_by_handle_at walks from a file handle to any inode on the file
+     * system, ignoring the mount/chroot (the "shocker" container escape). */
+    "open_by_handle_at",
+    "name_to_handle_at",
+    /* userfaultfd makes kernel races (use-after-free windows) reliable. */
+    "userfaultfd",
+    /* Reading or writing another process's memory: init holds a copy of
+     * kiln's memory; other sandbox processes are not ours to tamper with. */
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "pidfd_getfd",
+    "kcmp",
+    /* Rearranging mounts after setup: unmounting a mask over /proc/kcore,
+     * remounting a read-only bind read-write, or building a new mount
+     * namespace where masks are absent. */
+    "mount",
+    "umount2",
+    "pivot_root",
+    "move_mount",
+    "open_tree",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "mount_setattr",
+    /* New namespaces reopen everything above (a new user namespace grants
+     * a full capability set over the namespaces it creates). */
+    "unshare",
+    "setns",
+    /* Host-wide state. */
+    "swapon",
+    "swapoff",
+    "reboot",
+    "syslog",
+    "acct",
+    "quotactl",
+    "quotactl_fd",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "iopl",
+    "ioperm",
+    "uselib",
+    "vhangup",
+    "lookup_dcookie",
+    /* io_uring bypasses seccomp for the operations it performs and has been
+     * a steady source of kernel privilege escalations. */
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    /* fanotify/nfsservctl: host-level facilities. */
+    "fanotify_init",
+    "nfsservctl",
 };
 
 /* clone(2) flags that would create namespaces (same reason as unshare). */
 static const uint64_t clone_ns_flags[] = {
-	CLONE_NEWUSER, CLONE_NEWNS,  CLONE_NEWPID,    CLONE_NEWNET,
-	CLONE_NEWIPC,  CLONE_NEWUTS, CLONE_NEWCGROUP,
+    CLONE_NEWUSER, CLONE_NEWNS,  CLONE_NEWPID,    CLONE_NEWNET,
+    CLONE_NEWIPC,  CLONE_NEWUTS, CLONE_NEWCGROUP,
 };
 
 static int export_c(scmp_filter_ctx ctx, const char *out);
@@ -83,8 +120,10 @@ static int export_c(scmp_filter_ctx ctx, const char *out)
 	FILE *o = fopen(out, "w");
 	if (!o)
 		return -errno;
-	fprintf(o, "/* Generated by seccomp-gen.c at build time. Do not edit. */\n"
-		   "static const struct sock_filter seccomp_main_insns[%zu] = {\n", n);
+	fprintf(o,
+	        "/* Generated by seccomp-gen.c at build time. Do not edit. */\n"
+	        "static const struct sock_filter seccomp_main_insns[%zu] = {\n",
+	        n);
 	for (size_t i = 0; i < n; i++)
 		fprintf(o, "\t{ 0x%04x, %u, %u, 0x%08x },\n", f[i].code, f[i].jt, f[i].jf, f[i].k);
 	fprintf(o, "};\n");
@@ -113,13 +152,14 @@ static int build_main(const char *out)
 	 * on a virtual console. The kernel compares only the low 32 bits of the
 	 * request, so the filter must too (CVE-2019-10063: bubblewrap and flatpak
 	 * compared 64 bits and were bypassed with the high bits set). */
-	static const unsigned long tty_ioctls[] = { TIOCSTI, TIOCLINUX };
+	static const unsigned long tty_ioctls[] = {TIOCSTI, TIOCLINUX};
 	for (size_t i = 0; i < ELEMENTSOF(tty_ioctls) && r >= 0; i++)
 		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
-				     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, tty_ioctls[i]));
+		                     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, tty_ioctls[i]));
 	for (size_t i = 0; i < ELEMENTSOF(clone_ns_flags) && r >= 0; i++)
-		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
-				     SCMP_A0(SCMP_CMP_MASKED_EQ, clone_ns_flags[i], clone_ns_flags[i]));
+		r = seccomp_rule_add(
+		    ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+		    SCMP_A0(SCMP_CMP_MASKED_EQ, clone_ns_flags[i], clone_ns_flags[i]));
 	/* clone3 passes its flags in memory, where a filter cannot look; ENOSYS
 	 * makes libc fall back to clone(2), whose flags the rules above check. */
 	if (r >= 0)
@@ -133,7 +173,6 @@ static int build_main(const char *out)
 	seccomp_release(ctx);
 	return r;
 }
-
 
 int main(int argc, char **argv)
 {

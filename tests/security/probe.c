@@ -44,7 +44,7 @@ static int num(const char *s)
 }
 
 static void report(const char *name, int contained, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void report(const char *name, int contained, const char *fmt, ...)
 {
 	char detail[256];
@@ -74,13 +74,14 @@ static void check_net(int port)
 		const char *addr;
 		int port, type;
 	} t[] = {
-		{ "net_tcp_internet", "1.1.1.1", 80, SOCK_STREAM },
-		{ "net_tcp_host_loopback", "127.0.0.1", port, SOCK_STREAM },
-		{ "net_udp_internet", "8.8.8.8", 53, SOCK_DGRAM },
+	    {"net_tcp_internet", "1.1.1.1", 80, SOCK_STREAM},
+	    {"net_tcp_host_loopback", "127.0.0.1", port, SOCK_STREAM},
+	    {"net_udp_internet", "8.8.8.8", 53, SOCK_DGRAM},
 	};
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		int s = socket(AF_INET, t[i].type, 0);
-		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)t[i].port) };
+		struct sockaddr_in sa = {.sin_family = AF_INET,
+		                         .sin_port = htons((uint16_t)t[i].port)};
 		inet_pton(AF_INET, t[i].addr, &sa.sin_addr);
 		long rc;
 		if (t[i].type == SOCK_DGRAM)
@@ -106,13 +107,13 @@ static void check_net(int port)
 
 static void check_files(void)
 {
-	const char *paths[] = { "/etc/shadow", "/proc/1/root/etc/shadow", "/../../../etc/shadow",
-				"/proc/self/root/../etc/shadow" };
+	const char *paths[] = {"/etc/shadow", "/proc/1/root/etc/shadow", "/../../../etc/shadow",
+	                       "/proc/self/root/../etc/shadow"};
 	int leaked = 0;
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
 		int fd = open(paths[i], O_RDONLY);
 		if (fd >= 0) {
-			char b[8] = { 0 };
+			char b[8] = {0};
 			if (read(fd, b, 5) == 5 && strncmp(b, "root:", 5) == 0)
 				leaked = 1;
 			close(fd);
@@ -178,7 +179,7 @@ static void check_syscalls(void)
 	if (rc == 0)
 		_exit(0);
 	expect_errno("clone_newuser", rc, errno, EPERM, EPERM);
-	struct clone_args ca = { .flags = CLONE_NEWUSER, .exit_signal = SIGCHLD };
+	struct clone_args ca = {.flags = CLONE_NEWUSER, .exit_signal = SIGCHLD};
 	rc = syscall(SYS_clone3, &ca, sizeof(ca));
 	if (rc == 0)
 		_exit(0);
@@ -189,7 +190,7 @@ static void check_syscalls(void)
 	expect_errno("keyctl", rc, errno, EPERM, EPERM);
 	rc = syscall(SYS_add_key, "user", "kiln", "x", 1, -3);
 	expect_errno("add_key", rc, errno, EPERM, EPERM);
-	union bpf_attr attr = { 0 };
+	union bpf_attr attr = {0};
 	rc = syscall(SYS_bpf, BPF_MAP_CREATE, &attr, sizeof(attr));
 	expect_errno("bpf", rc, errno, EPERM, EPERM);
 	rc = syscall(SYS_perf_event_open, NULL, 0, -1, -1, 0);
@@ -225,7 +226,7 @@ static void check_syscalls(void)
 	report("personality_query_allowed", rc >= 0, "rc=%ld", rc);
 	struct rlimit rl;
 	getrlimit(RLIMIT_NOFILE, &rl);
-	struct rlimit more = { rl.rlim_max + 1, rl.rlim_max + 1 };
+	struct rlimit more = {rl.rlim_max + 1, rl.rlim_max + 1};
 	rc = setrlimit(RLIMIT_NOFILE, &more);
 	expect_errno("raise_rlimit_nofile", rc, errno, EPERM, EPERM);
 	getrlimit(RLIMIT_CORE, &rl);
@@ -277,8 +278,8 @@ static void check_status(void)
 	report("seccomp_filter", sec == 2, "Seccomp=%d", sec);
 	/* CAP_SYS_ADMIN (21), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19),
 	 * CAP_MKNOD (27), CAP_SYS_MODULE (16) must be gone. */
-	unsigned long long bad = (1ULL << 21) | (1ULL << 12) | (1ULL << 19) | (1ULL << 27) |
-				 (1ULL << 16);
+	unsigned long long bad =
+	    (1ULL << 21) | (1ULL << 12) | (1ULL << 19) | (1ULL << 27) | (1ULL << 16);
 	report("dangerous_caps_dropped", (capeff & bad) == 0, "CapEff=%llx", capeff);
 	f = fopen("/proc/self/uid_map", "r");
 	unsigned long in = 1, out = 0, count = 0;
@@ -411,6 +412,6 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	fprintf(stderr, "usage: kiln-probe all PORT | forkbomb | membomb | fill DIR | daemon S | "
-			"sleep S | kill PID | euid\n");
+	                "sleep S | kill PID | euid\n");
 	return 2;
 }

@@ -19,7 +19,7 @@
 #include "util/alloc.h"
 #include "util/buf.h"
 
-static const char *const host_root[] = { "/" };
+static const char *const host_root[] = {"/"};
 
 static void base_spec(struct kiln_sandbox_spec *s, const char *const *argv)
 {
@@ -44,7 +44,7 @@ static void expect_invalid(const struct kiln_sandbox_spec *s, const char *needle
 static void test_validate(void **state)
 {
 	(void)state;
-	static const char *const argv[] = { "/bin/true", NULL };
+	static const char *const argv[] = {"/bin/true", NULL};
 	struct kiln_sandbox_spec s;
 	base_spec(&s, argv);
 	assert_int_equal(kiln_sandbox_spec_validate(&s, NULL), 0);
@@ -53,10 +53,10 @@ static void test_validate(void **state)
 
 	s.n_layers = 0;
 	expect_invalid(&s, "layers");
-	static const char *const rel[] = { "relative" };
+	static const char *const rel[] = {"relative"};
 	s.layers = rel, s.n_layers = 1;
 	expect_invalid(&s, "absolute");
-	static const char *const colon[] = { "/a:b" };
+	static const char *const colon[] = {"/a:b"};
 	s.layers = colon;
 	expect_invalid(&s, "':'");
 
@@ -67,23 +67,23 @@ static void test_validate(void **state)
 	s.work_dir = "/w";
 	expect_invalid(&s, "needs upper_dir");
 
-	static const char *const bad_dst[] = { "/proc/x", "/dev", "/sys/fs", "/", "/a/../etc",
-					       "rel" };
+	static const char *const bad_dst[] = {"/proc/x", "/dev",      "/sys/fs",
+	                                      "/",       "/a/../etc", "rel"};
 	for (size_t i = 0; i < ELEMENTSOF(bad_dst); i++) {
-		struct kiln_sandbox_bind b = { "/tmp", bad_dst[i], true };
+		struct kiln_sandbox_bind b = {"/tmp", bad_dst[i], true};
 		base_spec(&s, argv);
 		s.binds = &b, s.n_binds = 1;
 		expect_invalid(&s, "binds[0].dst");
 	}
-	struct kiln_sandbox_bind ok = { "/tmp", "/procfoo", true };
+	struct kiln_sandbox_bind ok = {"/tmp", "/procfoo", true};
 	base_spec(&s, argv);
 	s.binds = &ok, s.n_binds = 1;
 	assert_int_equal(kiln_sandbox_spec_validate(&s, NULL), 0);
 
-	static const char *const empty[] = { NULL };
+	static const char *const empty[] = {NULL};
 	base_spec(&s, empty);
 	expect_invalid(&s, "argv");
-	static const char *const bad_env[] = { "NOEQUALS" };
+	static const char *const bad_env[] = {"NOEQUALS"};
 	base_spec(&s, argv);
 	s.env = bad_env, s.n_env = 1;
 	expect_invalid(&s, "env[0]");
@@ -108,13 +108,13 @@ static void expect_describe(const struct kiln_sandbox_result *r, const char *wan
 static void test_describe(void **state)
 {
 	(void)state;
-	struct kiln_sandbox_result r = { .exit_code = 2 };
+	struct kiln_sandbox_result r = {.exit_code = 2};
 	expect_describe(&r, "exited with status 2");
-	r = (struct kiln_sandbox_result){ .exit_code = -1, .term_signal = SIGKILL, .oom_killed = 1 };
+	r = (struct kiln_sandbox_result){.exit_code = -1, .term_signal = SIGKILL, .oom_killed = 1};
 	expect_describe(&r, "killed by signal 9 (SIGKILL) (out of memory)");
-	r = (struct kiln_sandbox_result){ .timed_out = 1, .timeout_s = 20, .term_signal = 9 };
+	r = (struct kiln_sandbox_result){.timed_out = 1, .timeout_s = 20, .term_signal = 9};
 	expect_describe(&r, "timed out after 20 seconds");
-	r = (struct kiln_sandbox_result){ .cancelled = 1, .term_signal = 9 };
+	r = (struct kiln_sandbox_result){.cancelled = 1, .term_signal = 9};
 	expect_describe(&r, "cancelled");
 }
 
@@ -123,8 +123,7 @@ struct capture {
 	unsigned warnings;
 };
 
-static void on_output(void *userdata, enum kiln_sandbox_stream stream, const char *data,
-		      size_t len)
+static void on_output(void *userdata, enum kiln_sandbox_stream stream, const char *data, size_t len)
 {
 	struct capture *c = userdata;
 	kiln_buf_append(stream == KILN_SANDBOX_STDOUT ? &c->out : &c->err, data, len);
@@ -138,7 +137,7 @@ static void on_warning(void *userdata, unsigned elapsed)
 }
 
 static int run_capture(struct kiln_sandbox_spec *s, struct capture *c,
-		       struct kiln_sandbox_result *res)
+                       struct kiln_sandbox_result *res)
 {
 	memset(c, 0, sizeof(*c));
 	s->on_output = on_output;
@@ -161,9 +160,9 @@ static void capture_free(struct capture *c)
 static void test_run_output_and_status(void **state)
 {
 	(void)state;
-	static const char *const argv[] = { "sh", "-c", "echo out; echo err >&2; echo $FOO; exit 3",
-					    NULL };
-	static const char *const env[] = { "FOO=bar" };
+	static const char *const argv[] = {"sh", "-c", "echo out; echo err >&2; echo $FOO; exit 3",
+	                                   NULL};
+	static const char *const env[] = {"FOO=bar"};
 	struct kiln_sandbox_spec s;
 	base_spec(&s, argv);
 	s.env = env, s.n_env = 1;
@@ -183,7 +182,7 @@ static void test_run_output_and_status(void **state)
 static void test_run_signal(void **state)
 {
 	(void)state;
-	static const char *const argv[] = { "/bin/sh", "-c", "kill -TERM $$", NULL };
+	static const char *const argv[] = {"/bin/sh", "-c", "kill -TERM $$", NULL};
 	struct kiln_sandbox_spec s;
 	base_spec(&s, argv);
 	struct capture c;
@@ -197,7 +196,7 @@ static void test_run_signal(void **state)
 static void test_run_output_limit(void **state)
 {
 	(void)state;
-	static const char *const argv[] = { "/bin/sh", "-c", "head -c 100000 /dev/zero", NULL };
+	static const char *const argv[] = {"/bin/sh", "-c", "head -c 100000 /dev/zero", NULL};
 	struct kiln_sandbox_spec s;
 	base_spec(&s, argv);
 	s.output_limit = 1000;
@@ -215,7 +214,7 @@ static void test_run_output_limit(void **state)
 static void test_run_exec_failure(void **state)
 {
 	(void)state;
-	static const char *const argv[] = { "no-such-command-kiln", NULL };
+	static const char *const argv[] = {"no-such-command-kiln", NULL};
 	struct kiln_sandbox_spec s;
 	base_spec(&s, argv);
 	struct kiln_sandbox_result res;
@@ -228,7 +227,7 @@ static void test_run_exec_failure(void **state)
 static void test_run_timeout_and_warning(void **state)
 {
 	(void)state;
-	static const char *const argv[] = { "/bin/sleep", "60", NULL };
+	static const char *const argv[] = {"/bin/sleep", "60", NULL};
 	struct kiln_sandbox_spec s;
 	base_spec(&s, argv);
 	s.timeout_s = 2;
@@ -246,7 +245,7 @@ static void test_run_timeout_and_warning(void **state)
 
 static void *cancel_later(void *arg)
 {
-	struct timespec ts = { 0, 200 * 1000 * 1000 };
+	struct timespec ts = {0, 200 * 1000 * 1000};
 	nanosleep(&ts, NULL);
 	kiln_sandbox_cancel(arg);
 	return NULL;
@@ -255,7 +254,7 @@ static void *cancel_later(void *arg)
 static void test_run_cancel_from_thread(void **state)
 {
 	(void)state;
-	static const char *const argv[] = { "/bin/sleep", "60", NULL };
+	static const char *const argv[] = {"/bin/sleep", "60", NULL};
 	struct kiln_sandbox_spec s;
 	base_spec(&s, argv);
 	struct kiln_sandbox_canceller *c = NULL;
@@ -275,14 +274,14 @@ static void test_run_cancel_from_thread(void **state)
 
 static void *concurrent_run(void *arg)
 {
-	static const char *const argv[] = { "/bin/sh", "-c", "echo $$", NULL };
+	static const char *const argv[] = {"/bin/sh", "-c", "echo $$", NULL};
 	struct kiln_sandbox_spec s;
 	base_spec(&s, argv);
 	struct capture *c = arg;
 	struct kiln_sandbox_result res;
 	if (run_capture(&s, c, &res) < 0 || res.exit_code != 0) {
 		print_message("concurrent run: exit %d signal %d err '%s'\n", res.exit_code,
-			      res.term_signal, c->err.data ? c->err.data : "");
+		              res.term_signal, c->err.data ? c->err.data : "");
 		return (void *)1;
 	}
 	return NULL;
@@ -309,17 +308,17 @@ static void test_run_from_threads(void **state)
 int main(void)
 {
 	const struct CMUnitTest pure[] = {
-		cmocka_unit_test(test_validate),
-		cmocka_unit_test(test_describe),
+	    cmocka_unit_test(test_validate),
+	    cmocka_unit_test(test_describe),
 	};
 	const struct CMUnitTest real[] = {
-		cmocka_unit_test(test_run_output_and_status),
-		cmocka_unit_test(test_run_signal),
-		cmocka_unit_test(test_run_output_limit),
-		cmocka_unit_test(test_run_exec_failure),
-		cmocka_unit_test(test_run_timeout_and_warning),
-		cmocka_unit_test(test_run_cancel_from_thread),
-		cmocka_unit_test(test_run_from_threads),
+	    cmocka_unit_test(test_run_output_and_status),
+	    cmocka_unit_test(test_run_signal),
+	    cmocka_unit_test(test_run_output_limit),
+	    cmocka_unit_test(test_run_exec_failure),
+	    cmocka_unit_test(test_run_timeout_and_warning),
+	    cmocka_unit_test(test_run_cancel_from_thread),
+	    cmocka_unit_test(test_run_from_threads),
 	};
 	int failed = cmocka_run_group_tests_name("sandbox", pure, NULL, NULL);
 	if (geteuid() != 0) {
