@@ -10,6 +10,7 @@
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stddef.h>
@@ -523,12 +524,9 @@ static void apply_seccomp(void)
 _noreturn_ void sb_child_main(const struct sb_plan *p)
 {
 	plan = p;
-	/* If kiln dies, so does the sandbox: PID 1 gets SIGKILL, and the kernel
-	 * kills everything in the PID namespace with it. */
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-		fail("PR_SET_PDEATHSIG", NULL, errno);
 	/* Wait until the parent wrote uid_map/gid_map. EOF means the parent
 	 * gave up or died. */
+	close(p->sync_parent_fd);
 	char go;
 	if (read(p->sync_fd, &go, 1) != 1)
 		_exit(127);
@@ -541,6 +539,11 @@ _noreturn_ void sb_child_main(const struct sb_plan *p)
 	if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setgroups, 0, NULL) < 0 ||
 	    syscall(SYS_setresuid, 0, 0, 0) < 0)
 		fail("cannot become root in the user namespace", NULL, errno);
+	/* If kiln dies, so does the sandbox: PID 1 gets SIGKILL, and the kernel
+	 * kills everything in the PID namespace with it. Set after the set*id
+	 * calls above, which clear it (commit_creds resets pdeath_signal). */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		fail("PR_SET_PDEATHSIG", NULL, errno);
 	const char *hn = p->hostname;
 	if (sethostname(hn, strlen(hn)) < 0 || setdomainname("", 0) < 0)
 		fail("sethostname", NULL, errno);
@@ -558,6 +561,13 @@ _noreturn_ void sb_child_main(const struct sb_plan *p)
 	 * set up; nothing may run before they hold (a fork bomb started before
 	 * the pids limit would be unbounded). EOF: the parent gave up. */
 	if (read(p->sync_fd, &go, 1) != 1)
+		_exit(127);
+	/* The parent keeps its end open for the whole run. If it is closed
+	 * now, kiln died — possibly before PR_SET_PDEATHSIG above took effect
+	 * (the parent can write both bytes and die before this process first
+	 * runs) — so nothing may start. */
+	struct pollfd pf = {p->sync_fd, POLLIN, 0};
+	if (poll(&pf, 1, 0) < 0 || (pf.revents & (POLLHUP | POLLERR)))
 		_exit(127);
 	close(p->sync_fd);
 	/* A cgroup namespace rooted at our cgroup: /proc/self/cgroup shows "/"

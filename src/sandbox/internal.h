@@ -26,9 +26,10 @@ struct sb_plan {
 	const struct sb_mount_fd *binds;
 	size_t n_binds;
 
-	int sync_fd;   /* child reads one byte: maps written, cgroups joined */
-	int err_fd;    /* child writes a struct sb_child_error on failure */
-	int status_fd; /* init writes the command's wait status (int) */
+	int sync_fd;        /* child reads "1" (maps written) then "2" (cgroups joined) */
+	int sync_parent_fd; /* the parent's write end, which the child must close */
+	int err_fd;         /* child writes a struct sb_child_error on failure */
+	int status_fd;      /* init writes the command's wait status (int) */
 	int out_fd, errout_fd;
 
 	bool host_network, no_sys;

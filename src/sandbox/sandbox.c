@@ -706,7 +706,7 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 		return e;
 	if (write(r->sync_w, "2", 1) != 1)
 		return kiln_error_set_errno(err, errno, "cannot start the sandbox");
-	r->sync_w = safe_close(r->sync_w);
+	/* sync_w stays open until the end: the child checks it for a dead kiln. */
 
 	int st = 0;
 	struct sb_child_error ce = {0};

@@ -192,16 +192,13 @@ def test_concurrent_sandboxes_cannot_see_or_signal_each_other(kiln, kiln_bin, ro
 
 
 def test_kiln_killed_takes_sandbox_down_and_next_run_cleans_up(kiln, kiln_bin, rootfs):
-    a = subprocess.Popen([kiln_bin, "run", "--root", str(rootfs), "--", "/probe", "sleep", "60",
-                          "kiln-concurrent-marker"], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        if marker_pids():
-            break
-        time.sleep(0.05)
-    assert marker_pids(), "sandbox did not start"
+    a = subprocess.Popen([kiln_bin, "run", "--root", str(rootfs), "--", "/bin/sh", "-c",
+                          "echo up; exec /probe sleep 60 kiln-concurrent-marker"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert a.stdout.readline() == b"up\n"  # the command runs: the sandbox is complete
     a.kill()  # SIGKILL: no chance to clean up
     a.wait()
+    a.stdout.close()
     for _ in range(200):  # PR_SET_PDEATHSIG kills PID 1, and with it the namespace
         if not marker_pids():
             break
