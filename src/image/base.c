@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -186,12 +187,17 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 		return 0;
 	}
 
+	kiln_image_cleanup_stale(state_dir);
 	_cleanup_free_ char *id = random_id();
 	_cleanup_rmtree_ char *scratch = xasprintf("%s/builds/setup-%s", state_dir, id);
 	_cleanup_free_ char *srcdir = xasprintf("%s/sources", scratch);
 	_cleanup_free_ char *outdir = xasprintf("%s/out", scratch);
 	if (mkdir(scratch, 0755) < 0 || mkdir(srcdir, 0755) < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot create", scratch);
+	_cleanup_free_ char *lk = xasprintf("%s/.lock", scratch);
+	_cleanup_close_ int lock_fd = open(lk, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot lock", lk);
 	rc = kiln_image_mkdir_sandbox(outdir, err);
 	_cleanup_strv_free_ char **sources = NULL;
 	if (rc == 0)

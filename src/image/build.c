@@ -14,6 +14,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -87,6 +88,7 @@ struct build {
 	char base_digest[KILN_SHA256_HEX_LEN + 1];
 	char *scratch, *upper, *debs, *merged, *work, *outtmp, *context;
 	bool mounted;
+	int lock_fd;
 	struct pkglist lock;
 	struct pkglist installed;
 	char build_key[KILN_SHA256_HEX_LEN + 1];
@@ -109,6 +111,13 @@ static double elapsed_s(const struct build *b)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return (double)(now.tv_sec - b->start.tv_sec) +
 	       (double)(now.tv_nsec - b->start.tv_nsec) / 1e9;
+}
+
+static void forward_log(void *ud, const char *data, size_t len)
+{
+	struct build *b = ud;
+	if (b->o->hooks.log)
+		b->o->hooks.log(b->o->hooks.userdata, data, len);
 }
 
 static void build_warning(void *ud, unsigned elapsed)
@@ -902,6 +911,7 @@ static void build_clear(struct build *b)
 		umount2(b->merged, MNT_DETACH);
 	if (b->scratch)
 		kiln_image_rmtree(b->scratch);
+	safe_close(b->lock_fd);
 	free(b->base_tree);
 	free(b->scratch);
 	free(b->upper);
@@ -928,6 +938,36 @@ struct kiln_image_result *kiln_image_result_free(struct kiln_image_result *r)
 	free(r->artifacts);
 	free(r);
 	return NULL;
+}
+
+/* A build holds an exclusive flock on builds/<id>/.lock for its whole life.
+ * A directory whose lock can be taken belongs to a kiln that died (SIGKILL,
+ * power loss): its scratch is removed. One without a lock file is removed
+ * once it is older than ten minutes (a kiln killed between mkdir and lock). */
+void kiln_image_cleanup_stale(const char *state_dir)
+{
+	_cleanup_free_ char *dir = xasprintf("%s/builds", state_dir);
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		_cleanup_free_ char *p = xasprintf("%s/%s", dir, de->d_name);
+		_cleanup_free_ char *lk = xasprintf("%s/.lock", p);
+		_cleanup_close_ int fd = open(lk, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		bool stale;
+		if (fd >= 0) {
+			stale = flock(fd, LOCK_EX | LOCK_NB) == 0;
+		} else {
+			struct stat st;
+			stale = lstat(p, &st) == 0 && time(NULL) - st.st_mtime > 600;
+		}
+		if (stale)
+			kiln_image_rmtree(p);
+	}
+	closedir(d);
 }
 
 static bool path_safe_for_mount(const char *p)
@@ -966,9 +1006,14 @@ static int build_run(struct build *b, struct kiln_error **err)
 	memcpy(b->res->build_key, b->build_key, sizeof(b->build_key));
 
 	_cleanup_free_ char *id = o->build_id ? xstrdup(o->build_id) : random_id();
+	kiln_image_cleanup_stale(o->state_dir);
 	b->scratch = xasprintf("%s/builds/%s", o->state_dir, id);
 	if (mkdir(b->scratch, 0711) < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot create", b->scratch);
+	_cleanup_free_ char *lk = xasprintf("%s/.lock", b->scratch);
+	b->lock_fd = open(lk, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (b->lock_fd < 0 || flock(b->lock_fd, LOCK_EX | LOCK_NB) < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot lock", lk);
 	b->upper = xasprintf("%s/upper", b->scratch);
 	b->debs = xasprintf("%s/fetch-debs", b->scratch);
 	b->merged = xasprintf("%s/merged", b->scratch);
@@ -1069,25 +1114,20 @@ static int build_run(struct build *b, struct kiln_error **err)
 int kiln_image_build(const struct kiln_image_build_opts *opts, struct kiln_image_result **ret,
 		     struct kiln_error **err)
 {
-	struct build b = { .o = opts, .r = opts->recipe };
-	b.hooks = opts->hooks;
-	b.hooks.warning = build_warning;
-	b.hooks.userdata = &b;
-	/* the log stays the caller's */
-	b.hooks.log = NULL;
+	struct build b = { .o = opts, .r = opts->recipe, .lock_fd = -1 };
+	/* Commands' output goes to the caller's log; their warning comes to
+	 * build_warning, which tells the caller once, with the build's time. */
+	b.hooks = (struct kiln_image_hooks){
+		.log = forward_log,
+		.warning = build_warning,
+		.userdata = &b,
+		.cancel_fd = opts->hooks.cancel_fd,
+	};
 	clock_gettime(CLOCK_MONOTONIC, &b.start);
 	b.res = xcalloc(1, sizeof(*b.res));
-	/* Sandbox output goes to the caller's log; only warnings come to us. */
-	struct kiln_image_hooks fwd = opts->hooks;
-	fwd.warning = build_warning;
-	fwd.userdata = opts->hooks.userdata;
-	b.hooks = fwd;
 	int rc = build_run(&b, err);
-	if (rc == 0) {
+	if (rc == 0)
 		*ret = TAKE_PTR(b.res);
-	} else if (rc != -ECANCELED && rc != -ETIME) {
-		/* keep the error as is: it names the phase */
-	}
 	build_clear(&b);
 	return rc;
 }

@@ -80,6 +80,10 @@ struct kiln_image_build_opts {
  * with status 2"); -ECANCELED when cancelled, -ETIME on timeout. */
 int kiln_image_build(const struct kiln_image_build_opts *opts, struct kiln_image_result **ret,
 		     struct kiln_error **err);
+/* Removes scratch directories under state_dir/builds left by a kiln that
+ * died (called by kiln_image_build and kiln_image_setup too). */
+void kiln_image_cleanup_stale(const char *state_dir);
+
 struct kiln_image_result *kiln_image_result_free(struct kiln_image_result *r);
 static inline void kiln_image_result_freep(struct kiln_image_result **r)
 {
