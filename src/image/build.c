@@ -171,7 +171,7 @@ static int run(struct build *b, struct kiln_image_run *r, unsigned step_limit,
 	double el = elapsed_s(b);
 	double left = (double)b->r->resources.timeout_s - el;
 	if (left < 1)
-		return kiln_error_set(err, ETIME, "build timed out after %" PRId64 " seconds",
+		return kiln_error_set(err, ETIME, "Build timed out after %" PRId64 " seconds",
 				      b->r->resources.timeout_s);
 	unsigned t = (unsigned)left;
 	bool build_limit = true;
@@ -188,7 +188,7 @@ static int run(struct build *b, struct kiln_image_run *r, unsigned step_limit,
 	_cleanup_error_ struct kiln_error *e = NULL;
 	int rc = kiln_image_sandbox(&b->hooks, r, &e);
 	if (rc == -ETIME && build_limit)
-		return kiln_error_set(err, ETIME, "build timed out after %" PRId64 " seconds",
+		return kiln_error_set(err, ETIME, "Build timed out after %" PRId64 " seconds",
 				      b->r->resources.timeout_s);
 	if (rc < 0 && err && !*err)
 		*err = TAKE_PTR(e);

@@ -259,7 +259,7 @@ def test_build_timeout_and_warning(kiln_bin, base, tmp_path):
          "resources": {"timeout_s": 4, "warning_s": 2}}
     p = build(kiln_bin, r, tmp_path / "o", timeout=120)
     assert p.returncode == 1
-    assert "build timed out after 4 seconds" in p.stderr
+    assert "Build timed out after 4 seconds" in p.stderr
     assert "warning: the build has been running for" in p.stderr
     assert leftovers() == ([], [])
 

@@ -1,0 +1,192 @@
+/* service/service.h — the build service: submit, query, cancel, logs, workers.
+ *
+ * Owns: turning a submitted recipe into a build record (validate → identity
+ * → cache lookup → coalescing → persistent queue), the worker threads that
+ * claim builds atomically and run the image pipeline, cancellation and
+ * timeouts, the per-build log (stored with sequence numbers, fanned out to
+ * live subscribers), crash recovery at start-up, API tokens and browser
+ * sessions. Storage goes through store/db.h (SQLite now, PostgreSQL later).
+ *
+ * Must not: speak HTTP or print. Every function is thread-safe. Ownership:
+ * a user (the owner string of a token; "anonymous" with --no-auth) sees and
+ * cancels only their own builds; owner == NULL means "any owner" (admin and
+ * CLI use).
+ *
+ * Errors (negative errno) that callers map to HTTP statuses:
+ *   -EINVAL     recipe invalid (message starts with the JSON path)   → 422
+ *   -ENOENT     no such build / artifact / token (or not the owner's) → 404
+ *   -EBUSY      cancel of a finished build                            → 409
+ *   -EFBIG      recipe or context over its limit                      → 413
+ *   -EPROTO     context archive not tar/tar.gz/zip                    → 415
+ *   -EACCES     bad token or session                                  → 401
+ *   others      internal                                              → 500 */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/error.h"
+#include "util/sha256.h"
+
+#define KILN_BUILD_ID_LEN 36 /* UUID text */
+
+enum kiln_build_status {
+	KILN_BUILD_PENDING,
+	KILN_BUILD_BUILDING,
+	KILN_BUILD_COMPLETED,
+	KILN_BUILD_FAILED,
+	KILN_BUILD_CANCELLED,
+};
+
+/* "pending", "building", ...; and back (-1 when unknown). */
+const char *kiln_build_status_name(enum kiln_build_status s);
+int kiln_build_status_parse(const char *s);
+
+struct kiln_build_artifact {
+	char *name; /* rootfs.tar.gz, rootfs.squashfs, live.iso, sbom.spdx.json, manifest.json */
+	char sha256[KILN_SHA256_HEX_LEN + 1];
+	uint64_t size;
+};
+
+struct kiln_build_info {
+	char id[KILN_BUILD_ID_LEN + 1];
+	char *owner;
+	char *name; /* the recipe's name, or NULL */
+	enum kiln_build_status status;
+	char config_hash[KILN_SHA256_HEX_LEN + 1];
+	char build_key[KILN_SHA256_HEX_LEN + 1];
+	int64_t source_date_epoch;
+	int64_t created_us, started_us, completed_us; /* Unix µs; 0 when not yet */
+	char *error;	     /* failed/cancelled: why; else NULL */
+	unsigned current_step, total_steps;
+	char *current_what; /* "step 2 of 5: RUN make", or NULL */
+	bool cached;	    /* answered from the cache: no build ran for it */
+	bool warning;	    /* the build passed its warning_s */
+	struct kiln_build_artifact *artifacts;
+	size_t n_artifacts;
+};
+
+struct kiln_build_info *kiln_build_info_free(struct kiln_build_info *b);
+static inline void kiln_build_info_freep(struct kiln_build_info **b)
+{
+	kiln_build_info_free(*b);
+}
+/* The build as the API's JSON object (docs/api.md). Caller frees. */
+char *kiln_build_info_json(const struct kiln_build_info *b);
+
+struct kiln_service_config {
+	const char *state_dir;
+	const char *database; /* NULL: sqlite in state_dir/kiln.db; "sqlite:PATH"; later "postgres://" */
+	unsigned workers;     /* 0: one per two cores (at least 1) */
+	bool offline;	      /* builds never fetch (warm store only) */
+};
+
+struct kiln_service;
+
+/* Opens the database (applying migrations), recovers from a crash (builds
+ * that were `building` end `failed` with "interrupted: the server stopped
+ * while this build was running"; their scratch is removed; `pending` ones
+ * stay queued) and starts the workers. */
+int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service **ret,
+		      struct kiln_error **err);
+/* Graceful stop: stops claiming work, cancels running builds and puts them
+ * back to `pending` (they run again at the next start), joins the workers,
+ * closes the database. NULL-safe. (A crash instead — kill -9 — leaves them
+ * `building`; kiln_service_open then ends them `failed`, "interrupted".) */
+struct kiln_service *kiln_service_free(struct kiln_service *s);
+
+/* ---- builds ---------------------------------------------------------------- */
+
+enum kiln_submit_outcome {
+	KILN_SUBMIT_QUEUED,    /* a new pending build → 202 */
+	KILN_SUBMIT_CACHED,    /* completed build with the same build_key → 200, cached */
+	KILN_SUBMIT_COALESCED, /* identical build already pending/building → 200 */
+};
+
+struct kiln_submit {
+	const char *recipe;	  /* JSON text */
+	size_t recipe_len;
+	const char *context_path; /* uploaded context archive (a temp file) or NULL;
+				   * the service copies it into the store */
+	const char *owner;
+};
+
+int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
+			enum kiln_submit_outcome *ret_outcome, struct kiln_build_info **ret,
+			struct kiln_error **err);
+int kiln_service_get(struct kiln_service *s, const char *id, const char *owner,
+		     struct kiln_build_info **ret, struct kiln_error **err);
+
+/* Newest first. status < 0: any. cursor: NULL for the first page, else the
+ * next_cursor of the previous page (opaque). limit 1..100. *ret_next is NULL
+ * on the last page. */
+int kiln_service_list(struct kiln_service *s, const char *owner, int status, const char *cursor,
+		      unsigned limit, struct kiln_build_info ***ret, size_t *ret_n,
+		      char **ret_next, struct kiln_error **err);
+void kiln_build_info_list_free(struct kiln_build_info **v, size_t n);
+
+/* Pending: never runs. Building: its sandbox is killed (within 2 s) and it
+ * ends `cancelled`. Finished: -EBUSY. Returns the build as it is after. */
+int kiln_service_cancel(struct kiln_service *s, const char *id, const char *owner,
+			struct kiln_build_info **ret, struct kiln_error **err);
+
+/* Where an artifact's bytes are (a CAS path, read-only). */
+int kiln_service_artifact(struct kiln_service *s, const char *id, const char *owner,
+			  const char *name, char **ret_path, struct kiln_build_artifact *ret_info,
+			  struct kiln_error **err);
+
+/* ---- logs -------------------------------------------------------------------
+ * A build's log is a sequence of lines numbered from 1 (kiln's "==> " lines
+ * and every command's output, split at newlines; a line over 64 KiB is
+ * split). Reading returns lines after `after_seq`. */
+
+struct kiln_log_line {
+	uint64_t seq;
+	char *text; /* without the newline */
+};
+
+/* Lines with seq > after_seq, at most max_lines (0: all). *ret_done is true
+ * when the build has finished and no line after the returned ones exists. */
+int kiln_service_log_read(struct kiln_service *s, const char *id, const char *owner,
+			  uint64_t after_seq, size_t max_lines, struct kiln_log_line **ret,
+			  size_t *ret_n, bool *ret_done, struct kiln_error **err);
+void kiln_log_lines_free(struct kiln_log_line *v, size_t n);
+
+/* Live subscription: notify(ud) is called (from a worker thread; it must
+ * not block) after new lines were appended or the build finished. */
+struct kiln_log_sub;
+int kiln_service_log_subscribe(struct kiln_service *s, const char *id, const char *owner,
+			       void (*notify)(void *ud), void *ud, struct kiln_log_sub **ret,
+			       struct kiln_error **err);
+void kiln_service_log_unsubscribe(struct kiln_service *s, struct kiln_log_sub *sub);
+
+/* ---- health ---------------------------------------------------------------- */
+
+/* Database and workers are up. */
+bool kiln_service_ready(struct kiln_service *s);
+/* A database round-trip; its latency. */
+int kiln_service_db_ping(struct kiln_service *s, uint64_t *ret_usec, struct kiln_error **err);
+unsigned kiln_service_workers(struct kiln_service *s);
+
+/* ---- API tokens (stored as SHA-256 only) ------------------------------------ */
+
+struct kiln_token_info {
+	char id[KILN_BUILD_ID_LEN + 1];
+	char *owner; /* the user the token acts as */
+	char *name;  /* a label */
+	int64_t created_us, last_used_us;
+	bool revoked;
+};
+
+/* Creates a token for owner; *ret_secret is shown once ("kiln_" + 43 chars). */
+int kiln_service_token_create(struct kiln_service *s, const char *owner, const char *name,
+			      char **ret_secret, struct kiln_token_info *ret_info,
+			      struct kiln_error **err);
+int kiln_service_token_list(struct kiln_service *s, struct kiln_token_info **ret, size_t *ret_n,
+			    struct kiln_error **err);
+int kiln_service_token_revoke(struct kiln_service *s, const char *id, struct kiln_error **err);
+/* The owner a secret authenticates as (caller frees), or -EACCES. */
+int kiln_service_token_check(struct kiln_service *s, const char *secret, char **ret_owner,
+			     struct kiln_error **err);
+void kiln_token_info_clear(struct kiln_token_info *t);
