@@ -80,6 +80,9 @@ struct kiln_service_config {
 	const char *database; /* NULL: sqlite in state_dir/kiln.db; "sqlite:PATH"; later "postgres://" */
 	unsigned workers;     /* 0: one per two cores (at least 1) */
 	bool offline;	      /* builds never fetch (warm store only) */
+	bool no_workers;      /* the database only: no workers, no crash recovery, no
+			       * server lock — for `kiln token ...` next to a running
+			       * server, and for tests of the queue */
 };
 
 struct kiln_service;

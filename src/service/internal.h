@@ -1,0 +1,117 @@
+/* service/internal.h — what the service's .c files share; not public.
+ *
+ * Locking (every function in service.h is thread-safe):
+ *   s->lock      the database connection (one connection, used by one thread
+ *                at a time), the running-build table, s->stopping, and the
+ *                queue condition variable. Held only for database round
+ *                trips, never across a build or a subscriber callback.
+ *   s->subs_lock the subscriber list; notify() runs under it, which is what
+ *                makes unsubscribe a barrier (no call after it returns).
+ *   s->idx_lock  the log line index cache (log.c).
+ *   s->setup_lock serialises base bootstraps (two workers needing the same
+ *                missing base run mmdebstrap once).
+ * Order: lock → subs_lock is never taken the other way round; idx_lock and
+ * setup_lock are leaves. */
+#pragma once
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "service/service.h"
+#include "store/db.h"
+#include "util/buf.h"
+
+#define KILN_CONTEXT_MAX_BYTES (UINT64_C(256) << 20)
+#define KILN_LOG_LINE_MAX (64u << 10)
+
+enum run_stop {
+	RUN_GO,
+	RUN_CANCEL,  /* kiln_service_cancel: ends `cancelled` */
+	RUN_REQUEUE, /* kiln_service_free: back to `pending` */
+};
+
+/* A build a worker of this process has claimed. */
+struct run {
+	struct run *next;
+	char id[KILN_BUILD_ID_LEN + 1];
+	int cancel_pipe[2];
+	enum run_stop stop;
+};
+
+struct log_index;
+struct log_sub_list;
+
+struct kiln_service {
+	char *state_dir;
+	bool offline;
+	bool no_workers;
+	struct kiln_db *db;
+	int lock_fd; /* flock on state_dir/locks/service.lock while serving */
+
+	pthread_mutex_t lock;
+	pthread_cond_t queue_cond;
+	bool stopping;
+	struct run *running;
+	pthread_t *threads;
+	unsigned n_threads;
+
+	pthread_mutex_t subs_lock;
+	struct kiln_log_sub *subs;
+
+	pthread_mutex_t idx_lock;
+	struct log_index *idx;
+
+	pthread_mutex_t setup_lock;
+};
+
+int64_t kiln_now_us(void);
+void kiln_uuid4(char out[KILN_BUILD_ID_LEN + 1]);
+bool kiln_is_uuid(const char *s);
+
+/* service.c — with s->lock held. */
+int svc_get_locked(struct kiln_service *s, const char *id, const char *owner,
+		   struct kiln_build_info **ret, struct kiln_error **err);
+int svc_cache_lookup_locked(struct kiln_service *s, const char *build_key, const char *exclude,
+			    char ret_id[KILN_BUILD_ID_LEN + 1], struct kiln_error **err);
+int svc_copy_artifacts_locked(struct kiln_service *s, const char *from, const char *to,
+			      struct kiln_error **err);
+
+/* rm -rf without crossing mounts or following symlinks. */
+void svc_rmtree(const char *path);
+
+/* worker.c */
+int svc_workers_start(struct kiln_service *s, unsigned n, struct kiln_error **err);
+void svc_workers_stop(struct kiln_service *s);
+
+/* log.c */
+char *svc_log_path(struct kiln_service *s, const char *id);
+/* Appends text (split into lines) to a build's log. */
+void svc_log_append(struct kiln_service *s, const char *id, const char *text, size_t len);
+void svc_log_notify(struct kiln_service *s, const char *id);
+void svc_log_free_all(struct kiln_service *s);
+
+/* A streaming log writer for one running build. */
+struct log_writer {
+	struct kiln_service *s;
+	char id[KILN_BUILD_ID_LEN + 1];
+	int fd;
+	pthread_mutex_t mu; /* the pipeline may log from more than one thread */
+	struct kiln_buf partial; /* an unfinished line */
+};
+int svc_log_writer_open(struct log_writer *w, struct kiln_service *s, const char *id);
+void svc_log_writer_write(struct log_writer *w, const char *data, size_t len);
+void svc_log_writer_close(struct log_writer *w);
+
+/* For tests (tests/unit/test_service.c): the queue without the pipeline.
+ * claim: the oldest pending build becomes `building` and is registered as
+ * running (1, with its id), or 0 when none is pending. finish: ends a claimed
+ * build as the worker would after the pipeline returned rc (0: completed
+ * with the given artifacts; -ECANCELED; other: failed with msg). */
+int kiln_service_test_claim(struct kiln_service *s, char ret_id[KILN_BUILD_ID_LEN + 1],
+			    struct kiln_error **err);
+int kiln_service_test_finish(struct kiln_service *s, const char *id, int rc, const char *msg,
+			     const struct kiln_build_artifact *a, size_t n,
+			     struct kiln_error **err);
+/* The read end of a claimed build's cancel pipe (-1 if not running). */
+int kiln_service_test_cancel_fd(struct kiln_service *s, const char *id);

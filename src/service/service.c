@@ -1,0 +1,915 @@
+/* service/service.c — open/recover/free, submit (validate → identity → cache
+ * → coalesce → enqueue), get, list, cancel, artifacts, health, and the
+ * build's API JSON. Workers are in worker.c, logs in log.c, tokens in
+ * token.c. Schema and queue semantics: docs/service.md. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "image/archive.h"
+#include "image/image.h"
+#include "recipe/recipe.h"
+#include "service/internal.h"
+#include "store/cas.h"
+#include "util/alloc.h"
+#include "util/buf.h"
+#include "util/json.h"
+#include "util/parse.h"
+
+/* ---- small helpers --------------------------------------------------------- */
+
+static const char *const status_names[] = {
+	[KILN_BUILD_PENDING] = "pending",     [KILN_BUILD_BUILDING] = "building",
+	[KILN_BUILD_COMPLETED] = "completed", [KILN_BUILD_FAILED] = "failed",
+	[KILN_BUILD_CANCELLED] = "cancelled",
+};
+
+const char *kiln_build_status_name(enum kiln_build_status st)
+{
+	return (size_t)st < ELEMENTSOF(status_names) ? status_names[st] : "unknown";
+}
+
+int kiln_build_status_parse(const char *str)
+{
+	for (size_t i = 0; str && i < ELEMENTSOF(status_names); i++)
+		if (strcmp(str, status_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+int64_t kiln_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void kiln_uuid4(char out[KILN_BUILD_ID_LEN + 1])
+{
+	uint8_t b[16];
+	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b))
+		abort(); /* the kernel's CSPRNG failing is not recoverable */
+	b[6] = (b[6] & 0x0f) | 0x40; /* version 4 */
+	b[8] = (b[8] & 0x3f) | 0x80; /* RFC 4122 variant */
+	char hex[33];
+	kiln_hex_encode(b, sizeof(b), hex);
+	snprintf(out, KILN_BUILD_ID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12,
+		 hex + 16, hex + 20);
+}
+
+bool kiln_is_uuid(const char *s)
+{
+	if (!s || strlen(s) != KILN_BUILD_ID_LEN)
+		return false;
+	for (size_t i = 0; i < KILN_BUILD_ID_LEN; i++) {
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+		if (dash ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	}
+	return true;
+}
+
+static void copy_hex(char dst[KILN_SHA256_HEX_LEN + 1], const char *src)
+{
+	snprintf(dst, KILN_SHA256_HEX_LEN + 1, "%s", src ? src : "");
+}
+
+static char *strdup_or_null(const char *s)
+{
+	return s ? xstrdup(s) : NULL;
+}
+
+struct kiln_build_info *kiln_build_info_free(struct kiln_build_info *b)
+{
+	if (!b)
+		return NULL;
+	free(b->owner);
+	free(b->name);
+	free(b->error);
+	free(b->current_what);
+	for (size_t i = 0; i < b->n_artifacts; i++)
+		free(b->artifacts[i].name);
+	free(b->artifacts);
+	free(b);
+	return NULL;
+}
+
+void kiln_build_info_list_free(struct kiln_build_info **v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		kiln_build_info_free(v[i]);
+	free(v);
+}
+
+/* ---- JSON ------------------------------------------------------------------- */
+
+static void put_time(struct kiln_buf *b, int64_t us)
+{
+	if (us <= 0) {
+		kiln_buf_puts(b, "null");
+		return;
+	}
+	time_t sec = (time_t)(us / 1000000);
+	struct tm tm;
+	gmtime_r(&sec, &tm);
+	char t[32];
+	strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%S", &tm);
+	kiln_buf_printf(b, "\"%s.%03dZ\"", t, (int)((us % 1000000) / 1000));
+}
+
+static void put_str_or_null(struct kiln_buf *b, const char *s)
+{
+	if (s)
+		kiln_json_put_string(b, s, strlen(s), false);
+	else
+		kiln_buf_puts(b, "null");
+}
+
+char *kiln_build_info_json(const struct kiln_build_info *bi)
+{
+	struct kiln_buf b = KILN_BUF_INIT;
+	kiln_buf_printf(&b, "{\"id\":\"%s\",\"name\":", bi->id);
+	put_str_or_null(&b, bi->name);
+	kiln_buf_printf(&b,
+			",\"status\":\"%s\",\"config_hash\":\"%s\",\"build_key\":\"%s\","
+			"\"source_date_epoch\":%" PRId64 ",\"created_at\":",
+			kiln_build_status_name(bi->status), bi->config_hash, bi->build_key,
+			bi->source_date_epoch);
+	put_time(&b, bi->created_us);
+	kiln_buf_puts(&b, ",\"started_at\":");
+	put_time(&b, bi->started_us);
+	kiln_buf_puts(&b, ",\"completed_at\":");
+	put_time(&b, bi->completed_us);
+	kiln_buf_puts(&b, ",\"error\":");
+	put_str_or_null(&b, bi->error);
+	kiln_buf_printf(&b, ",\"progress\":{\"current_step\":%u,\"total_steps\":%u,\"current\":",
+			bi->current_step, bi->total_steps);
+	put_str_or_null(&b, bi->current_what);
+	kiln_buf_printf(&b, "},\"cached\":%s,\"warning\":%s,\"artifacts\":[",
+			bi->cached ? "true" : "false", bi->warning ? "true" : "false");
+	for (size_t i = 0; i < bi->n_artifacts; i++) {
+		const struct kiln_build_artifact *a = &bi->artifacts[i];
+		kiln_buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
+		kiln_json_put_string(&b, a->name, strlen(a->name), false);
+		kiln_buf_printf(&b, ",\"sha256\":\"%s\",\"size\":%" PRIu64 ",\"url\":", a->sha256,
+				a->size);
+		_cleanup_free_ char *url =
+			xasprintf("/api/v1/builds/%s/artifacts/%s", bi->id, a->name);
+		kiln_json_put_string(&b, url, strlen(url), false);
+		kiln_buf_putc(&b, '}');
+	}
+	kiln_buf_printf(&b,
+			"],\"links\":{\"self\":\"/api/v1/builds/%s\",\"logs\":\"/api/v1/builds/%s/logs\","
+			"\"cancel\":\"/api/v1/builds/%s/cancel\"}}",
+			bi->id, bi->id, bi->id);
+	return kiln_buf_steal(&b, NULL);
+}
+
+/* ---- schema ---------------------------------------------------------------- */
+
+static const struct kiln_db_migration migrations[] = {
+	{ 1, "CREATE TABLE builds ("
+	     " id TEXT PRIMARY KEY,"
+	     " owner TEXT NOT NULL,"
+	     " name TEXT,"
+	     " config_hash TEXT NOT NULL,"
+	     " build_key TEXT NOT NULL,"
+	     " status TEXT NOT NULL CHECK (status IN"
+	     "  ('pending', 'building', 'completed', 'failed', 'cancelled')),"
+	     " created_us BIGINT NOT NULL,"
+	     " started_us BIGINT,"
+	     " completed_us BIGINT,"
+	     " error TEXT,"
+	     " current_step INTEGER NOT NULL DEFAULT 0,"
+	     " total_steps INTEGER NOT NULL DEFAULT 0,"
+	     " current_what TEXT,"
+	     " source_date_epoch BIGINT NOT NULL,"
+	     " cached INTEGER NOT NULL DEFAULT 0,"
+	     " cached_from TEXT,"
+	     " warning INTEGER NOT NULL DEFAULT 0,"
+	     " recipe TEXT NOT NULL,"
+	     " context_sha256 TEXT"
+	     ");"
+	     "CREATE INDEX builds_build_key ON builds (build_key, status);"
+	     "CREATE INDEX builds_config_hash ON builds (config_hash);"
+	     "CREATE INDEX builds_status ON builds (status, created_us);"
+	     "CREATE INDEX builds_created ON builds (created_us, id);"
+	     "CREATE INDEX builds_owner_created ON builds (owner, created_us, id);"
+	     "CREATE TABLE artifacts ("
+	     " build_id TEXT NOT NULL REFERENCES builds (id) ON DELETE CASCADE,"
+	     " name TEXT NOT NULL,"
+	     " sha256 TEXT NOT NULL,"
+	     " size BIGINT NOT NULL,"
+	     " PRIMARY KEY (build_id, name)"
+	     ");"
+	     "CREATE TABLE tokens ("
+	     " id TEXT PRIMARY KEY,"
+	     " owner TEXT NOT NULL,"
+	     " name TEXT NOT NULL,"
+	     " secret_sha256 TEXT NOT NULL UNIQUE,"
+	     " created_us BIGINT NOT NULL,"
+	     " last_used_us BIGINT,"
+	     " revoked INTEGER NOT NULL DEFAULT 0"
+	     ");"
+	     "CREATE INDEX tokens_owner ON tokens (owner);" },
+};
+
+/* ---- reading builds ---------------------------------------------------------- */
+
+#define BUILD_COLS                                                                                 \
+	"id, owner, name, status, config_hash, build_key, source_date_epoch, created_us,"          \
+	" started_us, completed_us, error, current_step, total_steps, current_what, cached,"       \
+	" warning"
+
+static struct kiln_build_info *row_to_info(struct kiln_db_stmt *st)
+{
+	struct kiln_build_info *b = xcalloc(1, sizeof(*b));
+	snprintf(b->id, sizeof(b->id), "%s", kiln_db_column_text(st, 0));
+	b->owner = strdup_or_null(kiln_db_column_text(st, 1));
+	b->name = strdup_or_null(kiln_db_column_text(st, 2));
+	int status = kiln_build_status_parse(kiln_db_column_text(st, 3));
+	b->status = status < 0 ? KILN_BUILD_FAILED : (enum kiln_build_status)status;
+	copy_hex(b->config_hash, kiln_db_column_text(st, 4));
+	copy_hex(b->build_key, kiln_db_column_text(st, 5));
+	b->source_date_epoch = kiln_db_column_int64(st, 6);
+	b->created_us = kiln_db_column_int64(st, 7);
+	b->started_us = kiln_db_column_int64(st, 8);
+	b->completed_us = kiln_db_column_int64(st, 9);
+	b->error = strdup_or_null(kiln_db_column_text(st, 10));
+	b->current_step = (unsigned)kiln_db_column_int64(st, 11);
+	b->total_steps = (unsigned)kiln_db_column_int64(st, 12);
+	b->current_what = strdup_or_null(kiln_db_column_text(st, 13));
+	b->cached = kiln_db_column_int64(st, 14) != 0;
+	b->warning = kiln_db_column_int64(st, 15) != 0;
+	return b;
+}
+
+static int load_artifacts_locked(struct kiln_service *s, struct kiln_build_info *b,
+				 struct kiln_error **err)
+{
+	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
+	int r = kiln_db_prepare(
+		s->db, "SELECT name, sha256, size FROM artifacts WHERE build_id = $1 ORDER BY name",
+		&st, err);
+	if (r < 0)
+		return r;
+	kiln_db_bind_text(st, 1, b->id);
+	while ((r = kiln_db_step(st, err)) == 1) {
+		b->artifacts = xreallocarray(b->artifacts, b->n_artifacts + 1, sizeof(*b->artifacts));
+		struct kiln_build_artifact *a = &b->artifacts[b->n_artifacts++];
+		a->name = xstrdup(kiln_db_column_text(st, 0));
+		copy_hex(a->sha256, kiln_db_column_text(st, 1));
+		a->size = (uint64_t)kiln_db_column_int64(st, 2);
+	}
+	return r;
+}
+
+int svc_get_locked(struct kiln_service *s, const char *id, const char *owner,
+		   struct kiln_build_info **ret, struct kiln_error **err)
+{
+	if (!kiln_is_uuid(id))
+		return kiln_error_set(err, ENOENT, "build %s: not found", id ? id : "(null)");
+	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
+	int r = kiln_db_prepare(s->db, "SELECT " BUILD_COLS " FROM builds WHERE id = $1", &st, err);
+	if (r < 0)
+		return r;
+	kiln_db_bind_text(st, 1, id);
+	r = kiln_db_step(st, err);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return kiln_error_set(err, ENOENT, "build %s: not found", id);
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = row_to_info(st);
+	kiln_db_stmt_done(TAKE_PTR(st));
+	/* Another owner's build is indistinguishable from a missing one. */
+	if (owner && strcmp(owner, b->owner) != 0)
+		return kiln_error_set(err, ENOENT, "build %s: not found", id);
+	r = load_artifacts_locked(s, b, err);
+	if (r < 0)
+		return r;
+	*ret = TAKE_PTR(b);
+	return 0;
+}
+
+int kiln_service_get(struct kiln_service *s, const char *id, const char *owner,
+		     struct kiln_build_info **ret, struct kiln_error **err)
+{
+	pthread_mutex_lock(&s->lock);
+	int r = svc_get_locked(s, id, owner, ret, err);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+/* ---- cache ---------------------------------------------------------------- */
+
+static bool artifacts_present_locked(struct kiln_service *s, const char *id)
+{
+	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
+	if (kiln_db_prepare(s->db, "SELECT sha256 FROM artifacts WHERE build_id = $1", &st, NULL) <
+	    0)
+		return false;
+	kiln_db_bind_text(st, 1, id);
+	size_t n = 0;
+	int r;
+	while ((r = kiln_db_step(st, NULL)) == 1) {
+		const char *h = kiln_db_column_text(st, 0);
+		if (!h || !kiln_cas_has(s->state_dir, h))
+			return false;
+		n++;
+	}
+	return r == 0 && n > 0;
+}
+
+int svc_cache_lookup_locked(struct kiln_service *s, const char *build_key, const char *exclude,
+			    char ret_id[KILN_BUILD_ID_LEN + 1], struct kiln_error **err)
+{
+	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
+	int r = kiln_db_prepare(s->db,
+				"SELECT id FROM builds WHERE build_key = $1 AND status = 'completed'"
+				" ORDER BY completed_us DESC LIMIT 8",
+				&st, err);
+	if (r < 0)
+		return r;
+	kiln_db_bind_text(st, 1, build_key);
+	char ids[8][KILN_BUILD_ID_LEN + 1];
+	size_t n = 0;
+	while (n < 8 && (r = kiln_db_step(st, err)) == 1)
+		snprintf(ids[n++], KILN_BUILD_ID_LEN + 1, "%s", kiln_db_column_text(st, 0));
+	if (r < 0)
+		return r;
+	kiln_db_stmt_done(TAKE_PTR(st));
+	/* A record whose blobs left the store cannot answer for the key. */
+	for (size_t i = 0; i < n; i++) {
+		if (exclude && strcmp(ids[i], exclude) == 0)
+			continue;
+		if (artifacts_present_locked(s, ids[i])) {
+			memcpy(ret_id, ids[i], KILN_BUILD_ID_LEN + 1);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+int svc_copy_artifacts_locked(struct kiln_service *s, const char *from, const char *to,
+			      struct kiln_error **err)
+{
+	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
+	int r = kiln_db_prepare(s->db,
+				"INSERT INTO artifacts (build_id, name, sha256, size)"
+				" SELECT $2, name, sha256, size FROM artifacts WHERE build_id = $1",
+				&st, err);
+	if (r < 0)
+		return r;
+	kiln_db_bind_text(st, 1, from);
+	kiln_db_bind_text(st, 2, to);
+	r = kiln_db_step(st, err);
+	return r < 0 ? r : 0;
+}
+
+/* ---- submit ---------------------------------------------------------------- */
+
+static int store_context(struct kiln_service *s, const char *path,
+			 char ret_hex[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return kiln_error_set_errno(err, errno, "context: cannot open");
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return kiln_error_set_errno(err, errno, "context: cannot stat");
+	if (!S_ISREG(st.st_mode))
+		return kiln_error_set(err, EINVAL, "context: not a regular file");
+	if ((uint64_t)st.st_size > KILN_CONTEXT_MAX_BYTES)
+		return kiln_error_set(err, EFBIG, "context: archive is over the limit of %" PRIu64
+					     " bytes", KILN_CONTEXT_MAX_BYTES);
+	char head[512];
+	ssize_t n = pread(fd, head, sizeof(head), 0);
+	if (n < 0)
+		return kiln_error_set_errno(err, errno, "context: cannot read");
+	enum kiln_archive_format fmt;
+	int r = kiln_archive_detect(head, (size_t)n, &fmt, err);
+	if (r < 0) {
+		if (err && *err)
+			(*err)->code = EPROTO;
+		kiln_error_prefix(err, "context");
+		return -EPROTO;
+	}
+	r = kiln_cas_put_file(s->state_dir, path, NULL, ret_hex, NULL, err);
+	if (r < 0)
+		kiln_error_prefix(err, "context");
+	return r;
+}
+
+static int insert_build_locked(struct kiln_service *s, const char *id, const char *owner,
+			       const struct kiln_recipe *rc, const char *build_key,
+			       const char *recipe, size_t recipe_len, const char *context,
+			       const char *cached_from, struct kiln_error **err)
+{
+	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
+	int r = kiln_db_prepare(
+		s->db,
+		"INSERT INTO builds (id, owner, name, config_hash, build_key, status, created_us,"
+		" started_us, completed_us, source_date_epoch, cached, cached_from, recipe,"
+		" context_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13)",
+		&st, err);
+	if (r < 0)
+		return r;
+	int64_t now = kiln_now_us();
+	_cleanup_free_ char *text = xstrndup(recipe, recipe_len);
+	kiln_db_bind_text(st, 1, id);
+	kiln_db_bind_text(st, 2, owner);
+	kiln_db_bind_text(st, 3, rc->name);
+	kiln_db_bind_text(st, 4, rc->config_hash);
+	kiln_db_bind_text(st, 5, build_key);
+	kiln_db_bind_text(st, 6, cached_from ? "completed" : "pending");
+	kiln_db_bind_int64(st, 7, now);
+	if (cached_from)
+		kiln_db_bind_int64(st, 8, now);
+	else
+		kiln_db_bind_null(st, 8);
+	kiln_db_bind_int64(st, 9, rc->source_date_epoch);
+	kiln_db_bind_int64(st, 10, cached_from ? 1 : 0);
+	kiln_db_bind_text(st, 11, cached_from);
+	kiln_db_bind_text(st, 12, text);
+	kiln_db_bind_text(st, 13, context);
+	r = kiln_db_step(st, err);
+	return r < 0 ? r : 0;
+}
+
+static int find_inflight_locked(struct kiln_service *s, const char *build_key, const char *owner,
+				char ret_id[KILN_BUILD_ID_LEN + 1], struct kiln_error **err)
+{
+	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
+	int r = kiln_db_prepare(s->db,
+				"SELECT id FROM builds WHERE build_key = $1 AND owner = $2"
+				" AND status IN ('pending', 'building') ORDER BY created_us LIMIT 1",
+				&st, err);
+	if (r < 0)
+		return r;
+	kiln_db_bind_text(st, 1, build_key);
+	kiln_db_bind_text(st, 2, owner);
+	r = kiln_db_step(st, err);
+	if (r == 1)
+		snprintf(ret_id, KILN_BUILD_ID_LEN + 1, "%s", kiln_db_column_text(st, 0));
+	return r;
+}
+
+int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
+			enum kiln_submit_outcome *ret_outcome, struct kiln_build_info **ret,
+			struct kiln_error **err)
+{
+	const char *owner = in->owner ? in->owner : "anonymous";
+	if (in->recipe_len > KILN_RECIPE_MAX_BYTES)
+		return kiln_error_set(err, EFBIG, "recipe: over the limit of %u bytes",
+				      KILN_RECIPE_MAX_BYTES);
+	_cleanup_recipe_ struct kiln_recipe *rc = NULL;
+	_cleanup_error_ struct kiln_error *perr = NULL;
+	int r = kiln_recipe_parse(in->recipe ? in->recipe : "", in->recipe_len, &rc, &perr);
+	if (r < 0) {
+		int code = r == -EFBIG ? EFBIG : EINVAL;
+		return kiln_error_set(err, code, "%s", perr ? perr->msg : "recipe: invalid");
+	}
+	char ctx[KILN_SHA256_HEX_LEN + 1] = "";
+	if (in->context_path && (r = store_context(s, in->context_path, ctx, err)) < 0)
+		return r;
+	struct kiln_build_inputs bi = { in->context_path ? ctx : NULL, kiln_image_tool_versions() };
+	char key[KILN_SHA256_HEX_LEN + 1];
+	kiln_recipe_build_key(rc, &bi, key);
+
+	char id[KILN_BUILD_ID_LEN + 1];
+	enum kiln_submit_outcome outcome = KILN_SUBMIT_QUEUED;
+	pthread_mutex_lock(&s->lock);
+	r = kiln_db_begin(s->db, err);
+	if (r == 0) {
+		char from[KILN_BUILD_ID_LEN + 1];
+		r = svc_cache_lookup_locked(s, key, NULL, from, err);
+		if (r == 1) {
+			outcome = KILN_SUBMIT_CACHED;
+			kiln_uuid4(id);
+			r = insert_build_locked(s, id, owner, rc, key, in->recipe, in->recipe_len,
+						in->context_path ? ctx : NULL, from, err);
+			if (r == 0)
+				r = svc_copy_artifacts_locked(s, from, id, err);
+			if (r == 0) {
+				_cleanup_free_ char *line = xasprintf(
+					"==> cached: build key %s was built by %s; its artifacts "
+					"answer this build, nothing ran\n",
+					key, from);
+				svc_log_append(s, id, line, strlen(line));
+			}
+		} else if (r == 0) {
+			r = find_inflight_locked(s, key, owner, id, err);
+			if (r == 1) {
+				outcome = KILN_SUBMIT_COALESCED;
+				r = 0;
+			} else if (r == 0) {
+				outcome = KILN_SUBMIT_QUEUED;
+				kiln_uuid4(id);
+				r = insert_build_locked(s, id, owner, rc, key, in->recipe,
+							in->recipe_len,
+							in->context_path ? ctx : NULL, NULL, err);
+			}
+		}
+		if (r < 0)
+			kiln_db_rollback(s->db);
+		else
+			r = kiln_db_commit(s->db, err);
+	}
+	if (r == 0 && outcome == KILN_SUBMIT_QUEUED)
+		pthread_cond_signal(&s->queue_cond);
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;
+	if (r == 0)
+		r = svc_get_locked(s, id, NULL, &b, err);
+	pthread_mutex_unlock(&s->lock);
+	if (r < 0)
+		return r;
+	if (ret_outcome)
+		*ret_outcome = outcome;
+	if (ret)
+		*ret = TAKE_PTR(b);
+	return 0;
+}
+
+/* ---- list -------------------------------------------------------------------- */
+
+static int parse_cursor(const char *c, int64_t *ret_us, char ret_id[KILN_BUILD_ID_LEN + 1],
+			struct kiln_error **err)
+{
+	const char *dot = strchr(c, '.');
+	if (dot && (size_t)(dot - c) < 24 && kiln_is_uuid(dot + 1)) {
+		char num[24];
+		memcpy(num, c, (size_t)(dot - c));
+		num[dot - c] = 0;
+		if (kiln_parse_i64(num, 0, INT64_MAX, ret_us) == 0) {
+			memcpy(ret_id, dot + 1, KILN_BUILD_ID_LEN + 1);
+			return 0;
+		}
+	}
+	return kiln_error_set(err, EINVAL, "cursor: not a cursor from a previous page");
+}
+
+int kiln_service_list(struct kiln_service *s, const char *owner, int status, const char *cursor,
+		      unsigned limit, struct kiln_build_info ***ret, size_t *ret_n,
+		      char **ret_next, struct kiln_error **err)
+{
+	if (limit < 1 || limit > 100)
+		return kiln_error_set(err, EINVAL, "limit: must be between 1 and 100");
+	if (status >= (int)ELEMENTSOF(status_names))
+		return kiln_error_set(err, EINVAL, "status: unknown");
+	int64_t c_us = 0;
+	char c_id[KILN_BUILD_ID_LEN + 1] = "";
+	int r;
+	if (cursor && (r = parse_cursor(cursor, &c_us, c_id, err)) < 0)
+		return r;
+	/* One statement per combination of filters (portable: no `$1 IS NULL`). */
+	struct kiln_buf q = KILN_BUF_INIT;
+	kiln_buf_puts(&q, "SELECT " BUILD_COLS " FROM builds WHERE 1 = 1");
+	if (owner)
+		kiln_buf_puts(&q, " AND owner = $1");
+	if (status >= 0)
+		kiln_buf_puts(&q, " AND status = $2");
+	if (cursor)
+		kiln_buf_puts(&q, " AND (created_us < $3 OR (created_us = $3 AND id < $4))");
+	kiln_buf_puts(&q, " ORDER BY created_us DESC, id DESC LIMIT $5");
+	_cleanup_free_ char *sql = kiln_buf_steal(&q, NULL);
+
+	struct kiln_build_info **v = NULL;
+	size_t n = 0;
+	bool more = false;
+	pthread_mutex_lock(&s->lock);
+	struct kiln_db_stmt *st = NULL;
+	r = kiln_db_prepare(s->db, sql, &st, err);
+	if (r == 0) {
+		if (owner)
+			kiln_db_bind_text(st, 1, owner);
+		if (status >= 0)
+			kiln_db_bind_text(st, 2, status_names[status]);
+		if (cursor) {
+			kiln_db_bind_int64(st, 3, c_us);
+			kiln_db_bind_text(st, 4, c_id);
+		}
+		kiln_db_bind_int64(st, 5, (int64_t)limit + 1);
+		while ((r = kiln_db_step(st, err)) == 1) {
+			if (n == limit) {
+				more = true;
+				break;
+			}
+			v = xreallocarray(v, n + 1, sizeof(*v));
+			v[n++] = row_to_info(st);
+		}
+		kiln_db_stmt_done(st);
+	}
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		r = load_artifacts_locked(s, v[i], err);
+	pthread_mutex_unlock(&s->lock);
+	if (r < 0) {
+		kiln_build_info_list_free(v, n);
+		return r;
+	}
+	if (ret_next)
+		*ret_next = more ? xasprintf("%" PRId64 ".%s", v[n - 1]->created_us, v[n - 1]->id) : NULL;
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+/* ---- cancel ---------------------------------------------------------------- */
+
+static int set_cancelled_locked(struct kiln_service *s, const char *id, const char *from_status,
+				const char *why, struct kiln_error **err)
+{
+	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
+	int r = kiln_db_prepare(s->db,
+				"UPDATE builds SET status = 'cancelled', error = $3, completed_us = $4"
+				" WHERE id = $1 AND status = $2",
+				&st, err);
+	if (r < 0)
+		return r;
+	kiln_db_bind_text(st, 1, id);
+	kiln_db_bind_text(st, 2, from_status);
+	kiln_db_bind_text(st, 3, why);
+	kiln_db_bind_int64(st, 4, kiln_now_us());
+	r = kiln_db_step(st, err);
+	return r < 0 ? r : (int)kiln_db_changes(s->db);
+}
+
+int kiln_service_cancel(struct kiln_service *s, const char *id, const char *owner,
+			struct kiln_build_info **ret, struct kiln_error **err)
+{
+	bool notify = false;
+	pthread_mutex_lock(&s->lock);
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;
+	int r = svc_get_locked(s, id, owner, &b, err);
+	if (r == 0 && b->status == KILN_BUILD_PENDING) {
+		/* Written before the status changes: a reader that sees the build
+		 * finished has every line (kiln_service_log_read's done). */
+		static const char line[] = "==> cancelled before it started\n";
+		svc_log_append(s, b->id, line, sizeof(line) - 1);
+		r = set_cancelled_locked(s, b->id, "pending", "cancelled before it started", err);
+		notify = r > 0;
+		/* r == 0: a worker claimed it meanwhile — impossible under s->lock
+		 * in this process, but another process may have. */
+	} else if (r == 0 && b->status == KILN_BUILD_BUILDING) {
+		struct run *run = s->running;
+		while (run && strcmp(run->id, b->id) != 0)
+			run = run->next;
+		if (run) {
+			if (run->stop == RUN_GO)
+				run->stop = RUN_CANCEL;
+			/* The pipe is non-blocking; one byte is enough, a full pipe
+			 * already says "cancel". */
+			ssize_t w = write(run->cancel_pipe[1], "c", 1);
+			(void)w;
+		} else {
+			/* Claimed by another process's worker: the record is the
+			 * truth, that worker's final update finds it no longer
+			 * `building` and is discarded. */
+			static const char line[] = "==> cancelled\n";
+			svc_log_append(s, b->id, line, sizeof(line) - 1);
+			r = set_cancelled_locked(s, b->id, "building", "cancelled", err);
+			notify = r > 0;
+		}
+	} else if (r == 0) {
+		r = kiln_error_set(err, EBUSY, "build %s: already finished (%s)", b->id,
+				   kiln_build_status_name(b->status));
+	}
+	if (r >= 0) {
+		b = kiln_build_info_free(b);
+		r = svc_get_locked(s, id, owner, &b, err);
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (notify)
+		svc_log_notify(s, id);
+	if (r < 0)
+		return r;
+	if (ret)
+		*ret = TAKE_PTR(b);
+	return 0;
+}
+
+/* ---- artifacts, health ---------------------------------------------------------- */
+
+int kiln_service_artifact(struct kiln_service *s, const char *id, const char *owner,
+			  const char *name, char **ret_path, struct kiln_build_artifact *ret_info,
+			  struct kiln_error **err)
+{
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;
+	int r = kiln_service_get(s, id, owner, &b, err);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; name && i < b->n_artifacts; i++) {
+		struct kiln_build_artifact *a = &b->artifacts[i];
+		if (strcmp(a->name, name) != 0)
+			continue;
+		_cleanup_free_ char *p = kiln_cas_path(s->state_dir, a->sha256);
+		if (access(p, R_OK) < 0)
+			return kiln_error_set(err, ENOENT, "artifact %s: no longer in the store",
+					      name);
+		if (ret_info) {
+			*ret_info = *a;
+			ret_info->name = xstrdup(a->name);
+		}
+		*ret_path = TAKE_PTR(p);
+		return 0;
+	}
+	return kiln_error_set(err, ENOENT, "build %s: no artifact named %s", id,
+			      name ? name : "(null)");
+}
+
+bool kiln_service_ready(struct kiln_service *s)
+{
+	if (!s || !s->db)
+		return false;
+	pthread_mutex_lock(&s->lock);
+	bool ok = !s->stopping && (s->no_workers || s->n_threads > 0);
+	pthread_mutex_unlock(&s->lock);
+	return ok && kiln_service_db_ping(s, NULL, NULL) == 0;
+}
+
+int kiln_service_db_ping(struct kiln_service *s, uint64_t *ret_usec, struct kiln_error **err)
+{
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	pthread_mutex_lock(&s->lock);
+	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
+	int r = kiln_db_prepare(s->db, "SELECT COUNT(*) FROM schema_version", &st, err);
+	if (r == 0)
+		r = kiln_db_step(st, err);
+	kiln_db_stmt_done(TAKE_PTR(st));
+	pthread_mutex_unlock(&s->lock);
+	if (r < 0)
+		return r;
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	if (ret_usec)
+		*ret_usec = (uint64_t)((b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000);
+	return 0;
+}
+
+unsigned kiln_service_workers(struct kiln_service *s)
+{
+	return s ? s->n_threads : 0;
+}
+
+/* ---- open / recover / free ------------------------------------------------------- */
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)st;
+	(void)f;
+	if (flag == FTW_DP)
+		rmdir(p);
+	else
+		unlink(p);
+	return 0;
+}
+
+void svc_rmtree(const char *path)
+{
+	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+/* Builds that were `building` when the last server died: nothing can resume
+ * them (the sandbox died with the server), so they end `failed`. */
+static int recover(struct kiln_service *s, struct kiln_error **err)
+{
+	static const char why[] = "interrupted: the server stopped while this build was running";
+	char (*ids)[KILN_BUILD_ID_LEN + 1] = NULL;
+	size_t n = 0;
+	int r;
+	{
+		_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
+		r = kiln_db_prepare(s->db, "SELECT id FROM builds WHERE status = 'building'", &st,
+				    err);
+		while (r == 0 || r == 1) {
+			r = kiln_db_step(st, err);
+			if (r != 1)
+				break;
+			ids = xreallocarray(ids, n + 1, sizeof(*ids));
+			snprintf(ids[n++], KILN_BUILD_ID_LEN + 1, "%s", kiln_db_column_text(st, 0));
+		}
+	}
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		/* A killed writer may have left half a line: end it first. */
+		_cleanup_free_ char *p = svc_log_path(s, ids[i]);
+		_cleanup_close_ int fd = open(p, O_RDONLY | O_CLOEXEC);
+		char last = '\n';
+		struct stat st;
+		if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0)
+			if (pread(fd, &last, 1, st.st_size - 1) != 1)
+				last = '\n';
+		_cleanup_free_ char *line = xasprintf("%s==> error: %s\n", last == '\n' ? "" : "\n", why);
+		svc_log_append(s, ids[i], line, strlen(line));
+
+		_cleanup_stmt_ struct kiln_db_stmt *up = NULL;
+		r = kiln_db_prepare(s->db,
+				    "UPDATE builds SET status = 'failed', error = $2, completed_us = $3"
+				    " WHERE id = $1 AND status = 'building'",
+				    &up, err);
+		if (r == 0) {
+			kiln_db_bind_text(up, 1, ids[i]);
+			kiln_db_bind_text(up, 2, why);
+			kiln_db_bind_int64(up, 3, kiln_now_us());
+			r = kiln_db_step(up, err);
+		}
+	}
+	free(ids);
+	if (r < 0)
+		return r;
+
+	/* Scratch: the pipeline's own (flock-guarded) and our output dirs. */
+	kiln_image_cleanup_stale(s->state_dir);
+	_cleanup_free_ char *dir = xasprintf("%s/builds", s->state_dir);
+	DIR *d = opendir(dir);
+	if (d) {
+		struct dirent *de;
+		while ((de = readdir(d))) {
+			size_t len = strlen(de->d_name);
+			if (len == KILN_BUILD_ID_LEN + 4 &&
+			    strcmp(de->d_name + KILN_BUILD_ID_LEN, "-out") == 0) {
+				_cleanup_free_ char *p = xasprintf("%s/%s", dir, de->d_name);
+				svc_rmtree(p);
+			}
+		}
+		closedir(d);
+	}
+	return 0;
+}
+
+int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service **ret,
+		      struct kiln_error **err)
+{
+	const char *state = cfg->state_dir ? cfg->state_dir : kiln_state_dir_default();
+	int r = kiln_state_init(state, err);
+	if (r < 0)
+		return r;
+	struct kiln_service *s = xcalloc(1, sizeof(*s));
+	s->state_dir = xstrdup(state);
+	s->offline = cfg->offline;
+	s->no_workers = cfg->no_workers;
+	s->lock_fd = -1;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->queue_cond, NULL);
+	pthread_mutex_init(&s->subs_lock, NULL);
+	pthread_mutex_init(&s->idx_lock, NULL);
+	pthread_mutex_init(&s->setup_lock, NULL);
+
+	_cleanup_free_ char *url =
+		cfg->database ? xstrdup(cfg->database) : xasprintf("sqlite:%s/kiln.db", state);
+	r = kiln_db_open(url, &s->db, err);
+	if (r == 0)
+		r = kiln_db_migrate(s->db, migrations, ELEMENTSOF(migrations), NULL, err);
+	if (r == 0 && !s->no_workers) {
+		/* One server per state directory: crash recovery must never fail
+		 * the builds of a server that is alive. */
+		_cleanup_free_ char *lk = xasprintf("%s/locks/service.lock", state);
+		s->lock_fd = open(lk, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (s->lock_fd < 0)
+			r = kiln_error_set_errno(err, errno, "%s: cannot open", lk);
+		else if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0)
+			r = kiln_error_set(err, EBUSY,
+					   "%s: another kiln server is using this state directory",
+					   state);
+	}
+	if (r == 0 && !s->no_workers)
+		r = recover(s, err);
+	if (r == 0 && !s->no_workers) {
+		unsigned n = cfg->workers;
+		if (n == 0) {
+			long cores = sysconf(_SC_NPROCESSORS_ONLN);
+			n = cores >= 4 ? (unsigned)(cores / 2) : 1;
+		}
+		r = svc_workers_start(s, n, err);
+	}
+	if (r < 0) {
+		kiln_service_free(s);
+		return r;
+	}
+	*ret = s;
+	return 0;
+}
+
+struct kiln_service *kiln_service_free(struct kiln_service *s)
+{
+	if (!s)
+		return NULL;
+	svc_workers_stop(s);
+	svc_log_free_all(s);
+	kiln_db_close(s->db);
+	safe_close(s->lock_fd);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->queue_cond);
+	pthread_mutex_destroy(&s->subs_lock);
+	pthread_mutex_destroy(&s->idx_lock);
+	pthread_mutex_destroy(&s->setup_lock);
+	free(s->state_dir);
+	free(s);
+	return NULL;
+}

@@ -1,0 +1,93 @@
+/* store/db.h — the database interface: SQLite now, PostgreSQL later.
+ *
+ * Owns: connections, prepared statements (bind / step / column), explicit
+ * write transactions and versioned schema migrations. The SQL that callers
+ * pass is portable between SQLite (>= 3.35) and PostgreSQL:
+ *
+ *   - placeholders are $1..$N (PostgreSQL's own form; the SQLite backend
+ *     looks each $N up by name, so a parameter may appear in any order or
+ *     more than once);
+ *   - types are TEXT, BIGINT (Unix microseconds, sizes) and INTEGER (0/1
+ *     flags); no AUTOINCREMENT, no SQLite-only functions, no implicit
+ *     casts of parameters (`$1 IS NULL` needs a cast in PostgreSQL: build a
+ *     second statement instead);
+ *   - UPDATE ... RETURNING and INSERT ... ON CONFLICT are allowed (both exist
+ *     in SQLite >= 3.35 and PostgreSQL).
+ *
+ * Must not: know any table. Thread-safety: a struct kiln_db is one connection
+ * that one thread at a time may use (callers serialise with their own lock —
+ * the service holds one mutex around every use); statements belong to their
+ * connection. Several processes may open the same database (WAL mode and a
+ * busy timeout on SQLite). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/error.h"
+
+struct kiln_db;
+struct kiln_db_stmt;
+
+/* url: "sqlite:PATH" or a plain PATH (SQLite). Creates the file if missing
+ * and sets WAL mode, a busy timeout, foreign keys and synchronous=NORMAL. */
+int kiln_db_open(const char *url, struct kiln_db **ret, struct kiln_error **err);
+struct kiln_db *kiln_db_close(struct kiln_db *db);
+static inline void kiln_db_closep(struct kiln_db **db)
+{
+	kiln_db_close(*db);
+}
+
+/* Runs one or more statements without parameters (DDL, migrations). */
+int kiln_db_exec(struct kiln_db *db, const char *sql, struct kiln_error **err);
+
+/* Prepares sql, or takes it from the connection's statement cache (keyed by
+ * the SQL text), so preparing the same query again is cheap. Give it back
+ * with kiln_db_stmt_done (which resets it and clears its bindings). */
+int kiln_db_prepare(struct kiln_db *db, const char *sql, struct kiln_db_stmt **ret,
+		    struct kiln_error **err);
+void kiln_db_stmt_done(struct kiln_db_stmt *st);
+static inline void kiln_db_stmt_donep(struct kiln_db_stmt **st)
+{
+	if (*st)
+		kiln_db_stmt_done(*st);
+}
+#define _cleanup_stmt_ _cleanup_(kiln_db_stmt_donep)
+
+/* $n, 1-based. text NULL binds SQL NULL. A bad index makes the next step
+ * fail (-EINVAL). */
+void kiln_db_bind_text(struct kiln_db_stmt *st, int n, const char *text);
+void kiln_db_bind_int64(struct kiln_db_stmt *st, int n, int64_t v);
+void kiln_db_bind_null(struct kiln_db_stmt *st, int n);
+
+/* 1: a row is available; 0: done; <0: -errno — -EEXIST for a constraint
+ * violation (unique key), -EAGAIN when the database stayed locked past the
+ * busy timeout, -EIO otherwise. */
+int kiln_db_step(struct kiln_db_stmt *st, struct kiln_error **err);
+/* Columns of the current row, 0-based. Text is NULL for SQL NULL and valid
+ * until the next step or kiln_db_stmt_done. */
+const char *kiln_db_column_text(struct kiln_db_stmt *st, int col);
+int64_t kiln_db_column_int64(struct kiln_db_stmt *st, int col);
+bool kiln_db_column_is_null(struct kiln_db_stmt *st, int col);
+
+/* Rows changed by the last INSERT/UPDATE/DELETE on this connection. */
+int64_t kiln_db_changes(struct kiln_db *db);
+
+/* A write transaction. On SQLite BEGIN IMMEDIATE: the write lock is taken at
+ * the start, so two processes cannot both read-then-write (and no read lock
+ * has to be upgraded, which could fail with SQLITE_BUSY half-way). */
+int kiln_db_begin(struct kiln_db *db, struct kiln_error **err);
+int kiln_db_commit(struct kiln_db *db, struct kiln_error **err);
+void kiln_db_rollback(struct kiln_db *db);
+
+struct kiln_db_migration {
+	int version; /* 1, 2, 3... strictly increasing */
+	const char *sql;
+};
+/* Applies, in one transaction, every migration whose version is above the
+ * highest in the schema_version table (created if missing). Idempotent;
+ * safe against a concurrent opener (the transaction takes the write lock
+ * first). A database newer than the newest migration is refused (-EPROTO). */
+int kiln_db_migrate(struct kiln_db *db, const struct kiln_db_migration *m, size_t n,
+		    int *ret_version, struct kiln_error **err);
