@@ -463,6 +463,12 @@ void svc_workers_stop(struct kiln_service *s)
 	free(s->threads);
 	s->threads = NULL;
 	s->n_threads = 0;
+	/* Only builds claimed through the test hooks are left: no worker runs
+	 * them; their records stay `building`, as after a crash. */
+	pthread_mutex_lock(&s->lock);
+	while (s->running)
+		run_remove_locked(s, s->running);
+	pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- test hooks (internal.h) -------------------------------------------------- */
