@@ -71,11 +71,11 @@ bool kiln_is_uuid(const char *s);
 
 /* service.c — with s->lock held. */
 int svc_get_locked(struct kiln_service *s, const char *id, const char *owner,
-		   struct kiln_build_info **ret, struct kiln_error **err);
+                   struct kiln_build_info **ret, struct kiln_error **err);
 int svc_cache_lookup_locked(struct kiln_service *s, const char *build_key, const char *exclude,
-			    char ret_id[KILN_BUILD_ID_LEN + 1], struct kiln_error **err);
+                            char ret_id[KILN_BUILD_ID_LEN + 1], struct kiln_error **err);
 int svc_copy_artifacts_locked(struct kiln_service *s, const char *from, const char *to,
-			      struct kiln_error **err);
+                              struct kiln_error **err);
 
 /* rm -rf without crossing mounts or following symlinks. */
 void svc_rmtree(const char *path);
@@ -96,7 +96,7 @@ struct log_writer {
 	struct kiln_service *s;
 	char id[KILN_BUILD_ID_LEN + 1];
 	int fd;
-	pthread_mutex_t mu; /* the pipeline may log from more than one thread */
+	pthread_mutex_t mu;      /* the pipeline may log from more than one thread */
 	struct kiln_buf partial; /* an unfinished line */
 };
 int svc_log_writer_open(struct log_writer *w, struct kiln_service *s, const char *id);
@@ -109,9 +109,9 @@ void svc_log_writer_close(struct log_writer *w);
  * build as the worker would after the pipeline returned rc (0: completed
  * with the given artifacts; -ECANCELED; other: failed with msg). */
 int kiln_service_test_claim(struct kiln_service *s, char ret_id[KILN_BUILD_ID_LEN + 1],
-			    struct kiln_error **err);
+                            struct kiln_error **err);
 int kiln_service_test_finish(struct kiln_service *s, const char *id, int rc, const char *msg,
-			     const struct kiln_build_artifact *a, size_t n,
-			     struct kiln_error **err);
+                             const struct kiln_build_artifact *a, size_t n,
+                             struct kiln_error **err);
 /* The read end of a claimed build's cancel pipe (-1 if not running). */
 int kiln_service_test_cancel_fd(struct kiln_service *s, const char *id);

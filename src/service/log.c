@@ -30,8 +30,8 @@
 struct log_index {
 	char id[KILN_BUILD_ID_LEN + 1];
 	uint64_t lines; /* complete lines scanned */
-	uint64_t end;	/* offset just after the last complete line scanned */
-	uint64_t *cp;	/* cp[k]: offset of line k * IDX_EVERY + 1 */
+	uint64_t end;   /* offset just after the last complete line scanned */
+	uint64_t *cp;   /* cp[k]: offset of line k * IDX_EVERY + 1 */
 	size_t n_cp;
 	uint64_t used; /* LRU clock */
 };
@@ -106,7 +106,7 @@ void svc_log_append(struct kiln_service *s, const char *id, const char *text, si
 
 int svc_log_writer_open(struct log_writer *w, struct kiln_service *s, const char *id)
 {
-	*w = (struct log_writer){ .s = s };
+	*w = (struct log_writer){.s = s};
 	snprintf(w->id, sizeof(w->id), "%s", id);
 	pthread_mutex_init(&w->mu, NULL);
 	w->fd = open_log(s, id);
@@ -176,7 +176,7 @@ static struct log_index *index_get_locked(struct kiln_service *s, const char *id
 			victim = x;
 	}
 	free(victim->cp);
-	*victim = (struct log_index){ .used = ++lru_clock };
+	*victim = (struct log_index){.used = ++lru_clock};
 	snprintf(victim->id, sizeof(victim->id), "%s", id);
 	victim->cp = xmalloc(sizeof(*victim->cp));
 	victim->cp[0] = 0;
@@ -190,8 +190,8 @@ static bool finished(enum kiln_build_status st)
 }
 
 int kiln_service_log_read(struct kiln_service *s, const char *id, const char *owner,
-			  uint64_t after_seq, size_t max_lines, struct kiln_log_line **ret,
-			  size_t *ret_n, bool *ret_done, struct kiln_error **err)
+                          uint64_t after_seq, size_t max_lines, struct kiln_log_line **ret,
+                          size_t *ret_n, bool *ret_done, struct kiln_error **err)
 {
 	/* The status first: a build that is finished now has all its lines
 	 * on disk already (the last line is written before the record). */
@@ -264,8 +264,8 @@ void kiln_log_lines_free(struct kiln_log_line *v, size_t n)
 /* ---- live subscribers ---------------------------------------------------------- */
 
 int kiln_service_log_subscribe(struct kiln_service *s, const char *id, const char *owner,
-			       void (*notify)(void *ud), void *ud, struct kiln_log_sub **ret,
-			       struct kiln_error **err)
+                               void (*notify)(void *ud), void *ud, struct kiln_log_sub **ret,
+                               struct kiln_error **err)
 {
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;
 	int r = kiln_service_get(s, id, owner, &b, err);

@@ -27,9 +27,9 @@
 /* ---- small helpers --------------------------------------------------------- */
 
 static const char *const status_names[] = {
-	[KILN_BUILD_PENDING] = "pending",     [KILN_BUILD_BUILDING] = "building",
-	[KILN_BUILD_COMPLETED] = "completed", [KILN_BUILD_FAILED] = "failed",
-	[KILN_BUILD_CANCELLED] = "cancelled",
+    [KILN_BUILD_PENDING] = "pending",     [KILN_BUILD_BUILDING] = "building",
+    [KILN_BUILD_COMPLETED] = "completed", [KILN_BUILD_FAILED] = "failed",
+    [KILN_BUILD_CANCELLED] = "cancelled",
 };
 
 const char *kiln_build_status_name(enum kiln_build_status st)
@@ -56,13 +56,13 @@ void kiln_uuid4(char out[KILN_BUILD_ID_LEN + 1])
 {
 	uint8_t b[16];
 	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b))
-		abort(); /* the kernel's CSPRNG failing is not recoverable */
+		abort();             /* the kernel's CSPRNG failing is not recoverable */
 	b[6] = (b[6] & 0x0f) | 0x40; /* version 4 */
 	b[8] = (b[8] & 0x3f) | 0x80; /* RFC 4122 variant */
 	char hex[33];
 	kiln_hex_encode(b, sizeof(b), hex);
 	snprintf(out, KILN_BUILD_ID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12,
-		 hex + 16, hex + 20);
+	         hex + 16, hex + 20);
 }
 
 bool kiln_is_uuid(const char *s)
@@ -71,7 +71,8 @@ bool kiln_is_uuid(const char *s)
 		return false;
 	for (size_t i = 0; i < KILN_BUILD_ID_LEN; i++) {
 		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-		if (dash ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+		if (dash ? s[i] != '-'
+		         : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
 			return false;
 	}
 	return true;
@@ -139,10 +140,10 @@ char *kiln_build_info_json(const struct kiln_build_info *bi)
 	kiln_buf_printf(&b, "{\"id\":\"%s\",\"name\":", bi->id);
 	put_str_or_null(&b, bi->name);
 	kiln_buf_printf(&b,
-			",\"status\":\"%s\",\"config_hash\":\"%s\",\"build_key\":\"%s\","
-			"\"source_date_epoch\":%" PRId64 ",\"created_at\":",
-			kiln_build_status_name(bi->status), bi->config_hash, bi->build_key,
-			bi->source_date_epoch);
+	                ",\"status\":\"%s\",\"config_hash\":\"%s\",\"build_key\":\"%s\","
+	                "\"source_date_epoch\":%" PRId64 ",\"created_at\":",
+	                kiln_build_status_name(bi->status), bi->config_hash, bi->build_key,
+	                bi->source_date_epoch);
 	put_time(&b, bi->created_us);
 	kiln_buf_puts(&b, ",\"started_at\":");
 	put_time(&b, bi->started_us);
@@ -151,75 +152,76 @@ char *kiln_build_info_json(const struct kiln_build_info *bi)
 	kiln_buf_puts(&b, ",\"error\":");
 	put_str_or_null(&b, bi->error);
 	kiln_buf_printf(&b, ",\"progress\":{\"current_step\":%u,\"total_steps\":%u,\"current\":",
-			bi->current_step, bi->total_steps);
+	                bi->current_step, bi->total_steps);
 	put_str_or_null(&b, bi->current_what);
 	kiln_buf_printf(&b, "},\"cached\":%s,\"warning\":%s,\"artifacts\":[",
-			bi->cached ? "true" : "false", bi->warning ? "true" : "false");
+	                bi->cached ? "true" : "false", bi->warning ? "true" : "false");
 	for (size_t i = 0; i < bi->n_artifacts; i++) {
 		const struct kiln_build_artifact *a = &bi->artifacts[i];
 		kiln_buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
 		kiln_json_put_string(&b, a->name, strlen(a->name), false);
 		kiln_buf_printf(&b, ",\"sha256\":\"%s\",\"size\":%" PRIu64 ",\"url\":", a->sha256,
-				a->size);
+		                a->size);
 		_cleanup_free_ char *url =
-			xasprintf("/api/v1/builds/%s/artifacts/%s", bi->id, a->name);
+		    xasprintf("/api/v1/builds/%s/artifacts/%s", bi->id, a->name);
 		kiln_json_put_string(&b, url, strlen(url), false);
 		kiln_buf_putc(&b, '}');
 	}
-	kiln_buf_printf(&b,
-			"],\"links\":{\"self\":\"/api/v1/builds/%s\",\"logs\":\"/api/v1/builds/%s/logs\","
-			"\"cancel\":\"/api/v1/builds/%s/cancel\"}}",
-			bi->id, bi->id, bi->id);
+	kiln_buf_printf(
+	    &b,
+	    "],\"links\":{\"self\":\"/api/v1/builds/%s\",\"logs\":\"/api/v1/builds/%s/logs\","
+	    "\"cancel\":\"/api/v1/builds/%s/cancel\"}}",
+	    bi->id, bi->id, bi->id);
 	return kiln_buf_steal(&b, NULL);
 }
 
 /* ---- schema ---------------------------------------------------------------- */
 
 static const struct kiln_db_migration migrations[] = {
-	{ 1, "CREATE TABLE builds ("
-	     " id TEXT PRIMARY KEY,"
-	     " owner TEXT NOT NULL,"
-	     " name TEXT,"
-	     " config_hash TEXT NOT NULL,"
-	     " build_key TEXT NOT NULL,"
-	     " status TEXT NOT NULL CHECK (status IN"
-	     "  ('pending', 'building', 'completed', 'failed', 'cancelled')),"
-	     " created_us BIGINT NOT NULL,"
-	     " started_us BIGINT,"
-	     " completed_us BIGINT,"
-	     " error TEXT,"
-	     " current_step INTEGER NOT NULL DEFAULT 0,"
-	     " total_steps INTEGER NOT NULL DEFAULT 0,"
-	     " current_what TEXT,"
-	     " source_date_epoch BIGINT NOT NULL,"
-	     " cached INTEGER NOT NULL DEFAULT 0,"
-	     " cached_from TEXT,"
-	     " warning INTEGER NOT NULL DEFAULT 0,"
-	     " recipe TEXT NOT NULL,"
-	     " context_sha256 TEXT"
-	     ");"
-	     "CREATE INDEX builds_build_key ON builds (build_key, status);"
-	     "CREATE INDEX builds_config_hash ON builds (config_hash);"
-	     "CREATE INDEX builds_status ON builds (status, created_us);"
-	     "CREATE INDEX builds_created ON builds (created_us, id);"
-	     "CREATE INDEX builds_owner_created ON builds (owner, created_us, id);"
-	     "CREATE TABLE artifacts ("
-	     " build_id TEXT NOT NULL REFERENCES builds (id) ON DELETE CASCADE,"
-	     " name TEXT NOT NULL,"
-	     " sha256 TEXT NOT NULL,"
-	     " size BIGINT NOT NULL,"
-	     " PRIMARY KEY (build_id, name)"
-	     ");"
-	     "CREATE TABLE tokens ("
-	     " id TEXT PRIMARY KEY,"
-	     " owner TEXT NOT NULL,"
-	     " name TEXT NOT NULL,"
-	     " secret_sha256 TEXT NOT NULL UNIQUE,"
-	     " created_us BIGINT NOT NULL,"
-	     " last_used_us BIGINT,"
-	     " revoked INTEGER NOT NULL DEFAULT 0"
-	     ");"
-	     "CREATE INDEX tokens_owner ON tokens (owner);" },
+    {1, "CREATE TABLE builds ("
+        " id TEXT PRIMARY KEY,"
+        " owner TEXT NOT NULL,"
+        " name TEXT,"
+        " config_hash TEXT NOT NULL,"
+        " build_key TEXT NOT NULL,"
+        " status TEXT NOT NULL CHECK (status IN"
+        "  ('pending', 'building', 'completed', 'failed', 'cancelled')),"
+        " created_us BIGINT NOT NULL,"
+        " started_us BIGINT,"
+        " completed_us BIGINT,"
+        " error TEXT,"
+        " current_step INTEGER NOT NULL DEFAULT 0,"
+        " total_steps INTEGER NOT NULL DEFAULT 0,"
+        " current_what TEXT,"
+        " source_date_epoch BIGINT NOT NULL,"
+        " cached INTEGER NOT NULL DEFAULT 0,"
+        " cached_from TEXT,"
+        " warning INTEGER NOT NULL DEFAULT 0,"
+        " recipe TEXT NOT NULL,"
+        " context_sha256 TEXT"
+        ");"
+        "CREATE INDEX builds_build_key ON builds (build_key, status);"
+        "CREATE INDEX builds_config_hash ON builds (config_hash);"
+        "CREATE INDEX builds_status ON builds (status, created_us);"
+        "CREATE INDEX builds_created ON builds (created_us, id);"
+        "CREATE INDEX builds_owner_created ON builds (owner, created_us, id);"
+        "CREATE TABLE artifacts ("
+        " build_id TEXT NOT NULL REFERENCES builds (id) ON DELETE CASCADE,"
+        " name TEXT NOT NULL,"
+        " sha256 TEXT NOT NULL,"
+        " size BIGINT NOT NULL,"
+        " PRIMARY KEY (build_id, name)"
+        ");"
+        "CREATE TABLE tokens ("
+        " id TEXT PRIMARY KEY,"
+        " owner TEXT NOT NULL,"
+        " name TEXT NOT NULL,"
+        " secret_sha256 TEXT NOT NULL UNIQUE,"
+        " created_us BIGINT NOT NULL,"
+        " last_used_us BIGINT,"
+        " revoked INTEGER NOT NULL DEFAULT 0"
+        ");"
+        "CREATE INDEX tokens_owner ON tokens (owner);"},
 };
 
 /* ---- reading builds ---------------------------------------------------------- */
@@ -253,17 +255,18 @@ static struct kiln_build_info *row_to_info(struct kiln_db_stmt *st)
 }
 
 static int load_artifacts_locked(struct kiln_service *s, struct kiln_build_info *b,
-				 struct kiln_error **err)
+                                 struct kiln_error **err)
 {
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 	int r = kiln_db_prepare(
-		s->db, "SELECT name, sha256, size FROM artifacts WHERE build_id = $1 ORDER BY name",
-		&st, err);
+	    s->db, "SELECT name, sha256, size FROM artifacts WHERE build_id = $1 ORDER BY name",
+	    &st, err);
 	if (r < 0)
 		return r;
 	kiln_db_bind_text(st, 1, b->id);
 	while ((r = kiln_db_step(st, err)) == 1) {
-		b->artifacts = xreallocarray(b->artifacts, b->n_artifacts + 1, sizeof(*b->artifacts));
+		b->artifacts =
+		    xreallocarray(b->artifacts, b->n_artifacts + 1, sizeof(*b->artifacts));
 		struct kiln_build_artifact *a = &b->artifacts[b->n_artifacts++];
 		a->name = xstrdup(kiln_db_column_text(st, 0));
 		copy_hex(a->sha256, kiln_db_column_text(st, 1));
@@ -273,7 +276,7 @@ static int load_artifacts_locked(struct kiln_service *s, struct kiln_build_info 
 }
 
 int svc_get_locked(struct kiln_service *s, const char *id, const char *owner,
-		   struct kiln_build_info **ret, struct kiln_error **err)
+                   struct kiln_build_info **ret, struct kiln_error **err)
 {
 	if (!kiln_is_uuid(id))
 		return kiln_error_set(err, ENOENT, "build %s: not found", id ? id : "(null)");
@@ -300,7 +303,7 @@ int svc_get_locked(struct kiln_service *s, const char *id, const char *owner,
 }
 
 int kiln_service_get(struct kiln_service *s, const char *id, const char *owner,
-		     struct kiln_build_info **ret, struct kiln_error **err)
+                     struct kiln_build_info **ret, struct kiln_error **err)
 {
 	pthread_mutex_lock(&s->lock);
 	int r = svc_get_locked(s, id, owner, ret, err);
@@ -329,13 +332,14 @@ static bool artifacts_present_locked(struct kiln_service *s, const char *id)
 }
 
 int svc_cache_lookup_locked(struct kiln_service *s, const char *build_key, const char *exclude,
-			    char ret_id[KILN_BUILD_ID_LEN + 1], struct kiln_error **err)
+                            char ret_id[KILN_BUILD_ID_LEN + 1], struct kiln_error **err)
 {
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
-	int r = kiln_db_prepare(s->db,
-				"SELECT id FROM builds WHERE build_key = $1 AND status = 'completed'"
-				" ORDER BY completed_us DESC LIMIT 8",
-				&st, err);
+	int r =
+	    kiln_db_prepare(s->db,
+	                    "SELECT id FROM builds WHERE build_key = $1 AND status = 'completed'"
+	                    " ORDER BY completed_us DESC LIMIT 8",
+	                    &st, err);
 	if (r < 0)
 		return r;
 	kiln_db_bind_text(st, 1, build_key);
@@ -359,13 +363,13 @@ int svc_cache_lookup_locked(struct kiln_service *s, const char *build_key, const
 }
 
 int svc_copy_artifacts_locked(struct kiln_service *s, const char *from, const char *to,
-			      struct kiln_error **err)
+                              struct kiln_error **err)
 {
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 	int r = kiln_db_prepare(s->db,
-				"INSERT INTO artifacts (build_id, name, sha256, size)"
-				" SELECT $2, name, sha256, size FROM artifacts WHERE build_id = $1",
-				&st, err);
+	                        "INSERT INTO artifacts (build_id, name, sha256, size)"
+	                        " SELECT $2, name, sha256, size FROM artifacts WHERE build_id = $1",
+	                        &st, err);
 	if (r < 0)
 		return r;
 	kiln_db_bind_text(st, 1, from);
@@ -377,7 +381,7 @@ int svc_copy_artifacts_locked(struct kiln_service *s, const char *from, const ch
 /* ---- submit ---------------------------------------------------------------- */
 
 static int store_context(struct kiln_service *s, const char *path,
-			 char ret_hex[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err)
+                         char ret_hex[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -388,8 +392,9 @@ static int store_context(struct kiln_service *s, const char *path,
 	if (!S_ISREG(st.st_mode))
 		return kiln_error_set(err, EINVAL, "context: not a regular file");
 	if ((uint64_t)st.st_size > KILN_CONTEXT_MAX_BYTES)
-		return kiln_error_set(err, EFBIG, "context: archive is over the limit of %" PRIu64
-					     " bytes", KILN_CONTEXT_MAX_BYTES);
+		return kiln_error_set(err, EFBIG,
+		                      "context: archive is over the limit of %" PRIu64 " bytes",
+		                      KILN_CONTEXT_MAX_BYTES);
 	char head[512];
 	ssize_t n = pread(fd, head, sizeof(head), 0);
 	if (n < 0)
@@ -409,17 +414,17 @@ static int store_context(struct kiln_service *s, const char *path,
 }
 
 static int insert_build_locked(struct kiln_service *s, const char *id, const char *owner,
-			       const struct kiln_recipe *rc, const char *build_key,
-			       const char *recipe, size_t recipe_len, const char *context,
-			       const char *cached_from, struct kiln_error **err)
+                               const struct kiln_recipe *rc, const char *build_key,
+                               const char *recipe, size_t recipe_len, const char *context,
+                               const char *cached_from, struct kiln_error **err)
 {
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 	int r = kiln_db_prepare(
-		s->db,
-		"INSERT INTO builds (id, owner, name, config_hash, build_key, status, created_us,"
-		" started_us, completed_us, source_date_epoch, cached, cached_from, recipe,"
-		" context_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13)",
-		&st, err);
+	    s->db,
+	    "INSERT INTO builds (id, owner, name, config_hash, build_key, status, created_us,"
+	    " started_us, completed_us, source_date_epoch, cached, cached_from, recipe,"
+	    " context_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13)",
+	    &st, err);
 	if (r < 0)
 		return r;
 	int64_t now = kiln_now_us();
@@ -445,13 +450,14 @@ static int insert_build_locked(struct kiln_service *s, const char *id, const cha
 }
 
 static int find_inflight_locked(struct kiln_service *s, const char *build_key, const char *owner,
-				char ret_id[KILN_BUILD_ID_LEN + 1], struct kiln_error **err)
+                                char ret_id[KILN_BUILD_ID_LEN + 1], struct kiln_error **err)
 {
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
-	int r = kiln_db_prepare(s->db,
-				"SELECT id FROM builds WHERE build_key = $1 AND owner = $2"
-				" AND status IN ('pending', 'building') ORDER BY created_us LIMIT 1",
-				&st, err);
+	int r =
+	    kiln_db_prepare(s->db,
+	                    "SELECT id FROM builds WHERE build_key = $1 AND owner = $2"
+	                    " AND status IN ('pending', 'building') ORDER BY created_us LIMIT 1",
+	                    &st, err);
 	if (r < 0)
 		return r;
 	kiln_db_bind_text(st, 1, build_key);
@@ -463,13 +469,13 @@ static int find_inflight_locked(struct kiln_service *s, const char *build_key, c
 }
 
 int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
-			enum kiln_submit_outcome *ret_outcome, struct kiln_build_info **ret,
-			struct kiln_error **err)
+                        enum kiln_submit_outcome *ret_outcome, struct kiln_build_info **ret,
+                        struct kiln_error **err)
 {
 	const char *owner = in->owner ? in->owner : "anonymous";
 	if (in->recipe_len > KILN_RECIPE_MAX_BYTES)
 		return kiln_error_set(err, EFBIG, "recipe: over the limit of %u bytes",
-				      KILN_RECIPE_MAX_BYTES);
+		                      KILN_RECIPE_MAX_BYTES);
 	_cleanup_recipe_ struct kiln_recipe *rc = NULL;
 	_cleanup_error_ struct kiln_error *perr = NULL;
 	int r = kiln_recipe_parse(in->recipe ? in->recipe : "", in->recipe_len, &rc, &perr);
@@ -480,7 +486,7 @@ int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
 	char ctx[KILN_SHA256_HEX_LEN + 1] = "";
 	if (in->context_path && (r = store_context(s, in->context_path, ctx, err)) < 0)
 		return r;
-	struct kiln_build_inputs bi = { in->context_path ? ctx : NULL, kiln_image_tool_versions() };
+	struct kiln_build_inputs bi = {in->context_path ? ctx : NULL, kiln_image_tool_versions()};
 	char key[KILN_SHA256_HEX_LEN + 1];
 	kiln_recipe_build_key(rc, &bi, key);
 
@@ -495,14 +501,14 @@ int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
 			outcome = KILN_SUBMIT_CACHED;
 			kiln_uuid4(id);
 			r = insert_build_locked(s, id, owner, rc, key, in->recipe, in->recipe_len,
-						in->context_path ? ctx : NULL, from, err);
+			                        in->context_path ? ctx : NULL, from, err);
 			if (r == 0)
 				r = svc_copy_artifacts_locked(s, from, id, err);
 			if (r == 0) {
 				_cleanup_free_ char *line = xasprintf(
-					"==> cached: build key %s was built by %s; its artifacts "
-					"answer this build, nothing ran\n",
-					key, from);
+				    "==> cached: build key %s was built by %s; its artifacts "
+				    "answer this build, nothing ran\n",
+				    key, from);
 				svc_log_append(s, id, line, strlen(line));
 			}
 		} else if (r == 0) {
@@ -514,8 +520,8 @@ int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
 				outcome = KILN_SUBMIT_QUEUED;
 				kiln_uuid4(id);
 				r = insert_build_locked(s, id, owner, rc, key, in->recipe,
-							in->recipe_len,
-							in->context_path ? ctx : NULL, NULL, err);
+				                        in->recipe_len,
+				                        in->context_path ? ctx : NULL, NULL, err);
 			}
 		}
 		if (r < 0)
@@ -541,7 +547,7 @@ int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
 /* ---- list -------------------------------------------------------------------- */
 
 static int parse_cursor(const char *c, int64_t *ret_us, char ret_id[KILN_BUILD_ID_LEN + 1],
-			struct kiln_error **err)
+                        struct kiln_error **err)
 {
 	const char *dot = strchr(c, '.');
 	if (dot && (size_t)(dot - c) < 24 && kiln_is_uuid(dot + 1)) {
@@ -557,8 +563,8 @@ static int parse_cursor(const char *c, int64_t *ret_us, char ret_id[KILN_BUILD_I
 }
 
 int kiln_service_list(struct kiln_service *s, const char *owner, int status, const char *cursor,
-		      unsigned limit, struct kiln_build_info ***ret, size_t *ret_n,
-		      char **ret_next, struct kiln_error **err)
+                      unsigned limit, struct kiln_build_info ***ret, size_t *ret_n, char **ret_next,
+                      struct kiln_error **err)
 {
 	if (limit < 1 || limit > 100)
 		return kiln_error_set(err, EINVAL, "limit: must be between 1 and 100");
@@ -615,7 +621,8 @@ int kiln_service_list(struct kiln_service *s, const char *owner, int status, con
 		return r;
 	}
 	if (ret_next)
-		*ret_next = more ? xasprintf("%" PRId64 ".%s", v[n - 1]->created_us, v[n - 1]->id) : NULL;
+		*ret_next =
+		    more ? xasprintf("%" PRId64 ".%s", v[n - 1]->created_us, v[n - 1]->id) : NULL;
 	*ret = v;
 	*ret_n = n;
 	return 0;
@@ -624,13 +631,14 @@ int kiln_service_list(struct kiln_service *s, const char *owner, int status, con
 /* ---- cancel ---------------------------------------------------------------- */
 
 static int set_cancelled_locked(struct kiln_service *s, const char *id, const char *from_status,
-				const char *why, struct kiln_error **err)
+                                const char *why, struct kiln_error **err)
 {
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
-	int r = kiln_db_prepare(s->db,
-				"UPDATE builds SET status = 'cancelled', error = $3, completed_us = $4"
-				" WHERE id = $1 AND status = $2",
-				&st, err);
+	int r =
+	    kiln_db_prepare(s->db,
+	                    "UPDATE builds SET status = 'cancelled', error = $3, completed_us = $4"
+	                    " WHERE id = $1 AND status = $2",
+	                    &st, err);
 	if (r < 0)
 		return r;
 	kiln_db_bind_text(st, 1, id);
@@ -642,7 +650,7 @@ static int set_cancelled_locked(struct kiln_service *s, const char *id, const ch
 }
 
 int kiln_service_cancel(struct kiln_service *s, const char *id, const char *owner,
-			struct kiln_build_info **ret, struct kiln_error **err)
+                        struct kiln_build_info **ret, struct kiln_error **err)
 {
 	bool notify = false;
 	pthread_mutex_lock(&s->lock);
@@ -679,7 +687,7 @@ int kiln_service_cancel(struct kiln_service *s, const char *id, const char *owne
 		}
 	} else if (r == 0) {
 		r = kiln_error_set(err, EBUSY, "build %s: already finished (%s)", b->id,
-				   kiln_build_status_name(b->status));
+		                   kiln_build_status_name(b->status));
 	}
 	if (r >= 0) {
 		b = kiln_build_info_free(b);
@@ -698,8 +706,8 @@ int kiln_service_cancel(struct kiln_service *s, const char *id, const char *owne
 /* ---- artifacts, health ---------------------------------------------------------- */
 
 int kiln_service_artifact(struct kiln_service *s, const char *id, const char *owner,
-			  const char *name, char **ret_path, struct kiln_build_artifact *ret_info,
-			  struct kiln_error **err)
+                          const char *name, char **ret_path, struct kiln_build_artifact *ret_info,
+                          struct kiln_error **err)
 {
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;
 	int r = kiln_service_get(s, id, owner, &b, err);
@@ -712,7 +720,7 @@ int kiln_service_artifact(struct kiln_service *s, const char *id, const char *ow
 		_cleanup_free_ char *p = kiln_cas_path(s->state_dir, a->sha256);
 		if (access(p, R_OK) < 0)
 			return kiln_error_set(err, ENOENT, "artifact %s: no longer in the store",
-					      name);
+			                      name);
 		if (ret_info) {
 			*ret_info = *a;
 			ret_info->name = xstrdup(a->name);
@@ -721,7 +729,7 @@ int kiln_service_artifact(struct kiln_service *s, const char *id, const char *ow
 		return 0;
 	}
 	return kiln_error_set(err, ENOENT, "build %s: no artifact named %s", id,
-			      name ? name : "(null)");
+	                      name ? name : "(null)");
 }
 
 bool kiln_service_ready(struct kiln_service *s)
@@ -749,7 +757,8 @@ int kiln_service_db_ping(struct kiln_service *s, uint64_t *ret_usec, struct kiln
 		return r;
 	clock_gettime(CLOCK_MONOTONIC, &b);
 	if (ret_usec)
-		*ret_usec = (uint64_t)((b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000);
+		*ret_usec =
+		    (uint64_t)((b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000);
 	return 0;
 }
 
@@ -781,13 +790,13 @@ void svc_rmtree(const char *path)
 static int recover(struct kiln_service *s, struct kiln_error **err)
 {
 	static const char why[] = "interrupted: the server stopped while this build was running";
-	char (*ids)[KILN_BUILD_ID_LEN + 1] = NULL;
+	char(*ids)[KILN_BUILD_ID_LEN + 1] = NULL;
 	size_t n = 0;
 	int r;
 	{
 		_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 		r = kiln_db_prepare(s->db, "SELECT id FROM builds WHERE status = 'building'", &st,
-				    err);
+		                    err);
 		while (r == 0 || r == 1) {
 			r = kiln_db_step(st, err);
 			if (r != 1)
@@ -805,14 +814,16 @@ static int recover(struct kiln_service *s, struct kiln_error **err)
 		if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0)
 			if (pread(fd, &last, 1, st.st_size - 1) != 1)
 				last = '\n';
-		_cleanup_free_ char *line = xasprintf("%s==> error: %s\n", last == '\n' ? "" : "\n", why);
+		_cleanup_free_ char *line =
+		    xasprintf("%s==> error: %s\n", last == '\n' ? "" : "\n", why);
 		svc_log_append(s, ids[i], line, strlen(line));
 
 		_cleanup_stmt_ struct kiln_db_stmt *up = NULL;
-		r = kiln_db_prepare(s->db,
-				    "UPDATE builds SET status = 'failed', error = $2, completed_us = $3"
-				    " WHERE id = $1 AND status = 'building'",
-				    &up, err);
+		r = kiln_db_prepare(
+		    s->db,
+		    "UPDATE builds SET status = 'failed', error = $2, completed_us = $3"
+		    " WHERE id = $1 AND status = 'building'",
+		    &up, err);
 		if (r == 0) {
 			kiln_db_bind_text(up, 1, ids[i]);
 			kiln_db_bind_text(up, 2, why);
@@ -844,7 +855,7 @@ static int recover(struct kiln_service *s, struct kiln_error **err)
 }
 
 int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service **ret,
-		      struct kiln_error **err)
+                      struct kiln_error **err)
 {
 	const char *state = cfg->state_dir ? cfg->state_dir : kiln_state_dir_default();
 	int r = kiln_state_init(state, err);
@@ -862,7 +873,7 @@ int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service
 	pthread_mutex_init(&s->setup_lock, NULL);
 
 	_cleanup_free_ char *url =
-		cfg->database ? xstrdup(cfg->database) : xasprintf("sqlite:%s/kiln.db", state);
+	    cfg->database ? xstrdup(cfg->database) : xasprintf("sqlite:%s/kiln.db", state);
 	r = kiln_db_open(url, &s->db, err);
 	if (r == 0)
 		r = kiln_db_migrate(s->db, migrations, ELEMENTSOF(migrations), NULL, err);
@@ -875,8 +886,8 @@ int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service
 			r = kiln_error_set_errno(err, errno, "%s: cannot open", lk);
 		else if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0)
 			r = kiln_error_set(err, EBUSY,
-					   "%s: another kiln server is using this state directory",
-					   state);
+			                   "%s: another kiln server is using this state directory",
+			                   state);
 	}
 	if (r == 0 && !s->no_workers)
 		r = recover(s, err);

@@ -21,7 +21,7 @@
 static void base64url(const uint8_t *p, size_t n, char *out)
 {
 	static const char tab[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 	size_t o = 0;
 	uint32_t acc = 0;
 	int bits = 0;
@@ -48,8 +48,8 @@ void kiln_token_info_clear(struct kiln_token_info *t)
 }
 
 int kiln_service_token_create(struct kiln_service *s, const char *owner, const char *name,
-			      char **ret_secret, struct kiln_token_info *ret_info,
-			      struct kiln_error **err)
+                              char **ret_secret, struct kiln_token_info *ret_info,
+                              struct kiln_error **err)
 {
 	if (!owner || !*owner)
 		return kiln_error_set(err, EINVAL, "owner: must not be empty");
@@ -64,14 +64,14 @@ int kiln_service_token_create(struct kiln_service *s, const char *owner, const c
 	char digest[KILN_SHA256_HEX_LEN + 1];
 	kiln_sha256_hex(secret, strlen(secret), digest);
 
-	struct kiln_token_info t = { .created_us = kiln_now_us() };
+	struct kiln_token_info t = {.created_us = kiln_now_us()};
 	kiln_uuid4(t.id);
 	pthread_mutex_lock(&s->lock);
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 	int r = kiln_db_prepare(s->db,
-				"INSERT INTO tokens (id, owner, name, secret_sha256, created_us)"
-				" VALUES ($1, $2, $3, $4, $5)",
-				&st, err);
+	                        "INSERT INTO tokens (id, owner, name, secret_sha256, created_us)"
+	                        " VALUES ($1, $2, $3, $4, $5)",
+	                        &st, err);
 	if (r == 0) {
 		kiln_db_bind_text(st, 1, t.id);
 		kiln_db_bind_text(st, 2, owner);
@@ -94,16 +94,17 @@ int kiln_service_token_create(struct kiln_service *s, const char *owner, const c
 }
 
 int kiln_service_token_list(struct kiln_service *s, struct kiln_token_info **ret, size_t *ret_n,
-			    struct kiln_error **err)
+                            struct kiln_error **err)
 {
 	struct kiln_token_info *v = NULL;
 	size_t n = 0;
 	pthread_mutex_lock(&s->lock);
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
-	int r = kiln_db_prepare(s->db,
-				"SELECT id, owner, name, created_us, last_used_us, revoked FROM tokens"
-				" ORDER BY created_us, id",
-				&st, err);
+	int r =
+	    kiln_db_prepare(s->db,
+	                    "SELECT id, owner, name, created_us, last_used_us, revoked FROM tokens"
+	                    " ORDER BY created_us, id",
+	                    &st, err);
 	while (r == 0 && (r = kiln_db_step(st, err)) == 1) {
 		v = xreallocarray(v, n + 1, sizeof(*v));
 		struct kiln_token_info *t = &v[n++];
@@ -158,7 +159,7 @@ static bool secret_well_formed(const char *s)
 }
 
 int kiln_service_token_check(struct kiln_service *s, const char *secret, char **ret_owner,
-			     struct kiln_error **err)
+                             struct kiln_error **err)
 {
 	if (!secret_well_formed(secret))
 		return kiln_error_set(err, EACCES, "invalid token");
@@ -171,9 +172,9 @@ int kiln_service_token_check(struct kiln_service *s, const char *secret, char **
 	pthread_mutex_lock(&s->lock);
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 	int r = kiln_db_prepare(s->db,
-				"SELECT id, owner, revoked, last_used_us FROM tokens"
-				" WHERE secret_sha256 = $1",
-				&st, err);
+	                        "SELECT id, owner, revoked, last_used_us FROM tokens"
+	                        " WHERE secret_sha256 = $1",
+	                        &st, err);
 	if (r == 0) {
 		kiln_db_bind_text(st, 1, digest);
 		r = kiln_db_step(st, err);
@@ -192,7 +193,7 @@ int kiln_service_token_check(struct kiln_service *s, const char *secret, char **
 		r = kiln_error_set(err, EACCES, "token revoked");
 	if (r == 0 && now - last >= LAST_USED_GRANULARITY_US) {
 		r = kiln_db_prepare(s->db, "UPDATE tokens SET last_used_us = $2 WHERE id = $1", &st,
-				    err);
+		                    err);
 		if (r == 0) {
 			kiln_db_bind_text(st, 1, id);
 			kiln_db_bind_int64(st, 2, now);

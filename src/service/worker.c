@@ -69,18 +69,19 @@ static int claim_locked(struct kiln_service *s, struct claim *c, struct kiln_err
 	{
 		_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 		r = kiln_db_prepare(s->db,
-				    "UPDATE builds SET status = 'building', started_us = $1"
-				    " WHERE id = (SELECT id FROM builds WHERE status = 'pending'"
-				    "  ORDER BY created_us, id LIMIT 1) AND status = 'pending'"
-				    " RETURNING id, build_key, recipe, context_sha256",
-				    &st, err);
+		                    "UPDATE builds SET status = 'building', started_us = $1"
+		                    " WHERE id = (SELECT id FROM builds WHERE status = 'pending'"
+		                    "  ORDER BY created_us, id LIMIT 1) AND status = 'pending'"
+		                    " RETURNING id, build_key, recipe, context_sha256",
+		                    &st, err);
 		if (r == 0) {
 			kiln_db_bind_int64(st, 1, kiln_now_us());
 			r = kiln_db_step(st, err);
 		}
 		if (r == 1) {
 			snprintf(c->id, sizeof(c->id), "%s", kiln_db_column_text(st, 0));
-			snprintf(c->build_key, sizeof(c->build_key), "%s", kiln_db_column_text(st, 1));
+			snprintf(c->build_key, sizeof(c->build_key), "%s",
+			         kiln_db_column_text(st, 1));
 			c->recipe = xstrdup(kiln_db_column_text(st, 2));
 			const char *ctx = kiln_db_column_text(st, 3);
 			c->context = ctx ? xstrdup(ctx) : NULL;
@@ -116,22 +117,22 @@ static int claim_locked(struct kiln_service *s, struct claim *c, struct kiln_err
 enum outcome { OUT_COMPLETED, OUT_CACHED, OUT_CANCELLED, OUT_REQUEUED, OUT_FAILED };
 
 static int update_status_locked(struct kiln_service *s, const char *id, enum outcome o,
-				const char *msg, const struct kiln_build_artifact *a, size_t n,
-				const char *cached_from, struct kiln_error **err)
+                                const char *msg, const struct kiln_build_artifact *a, size_t n,
+                                const char *cached_from, struct kiln_error **err)
 {
 	static const char *const sql[] = {
-		[OUT_COMPLETED] = "UPDATE builds SET status = 'completed', completed_us = $2,"
-				  " error = NULL WHERE id = $1 AND status = 'building'",
-		[OUT_CACHED] = "UPDATE builds SET status = 'completed', completed_us = $2,"
-			       " error = NULL, cached = 1, cached_from = $3"
-			       " WHERE id = $1 AND status = 'building'",
-		[OUT_CANCELLED] = "UPDATE builds SET status = 'cancelled', completed_us = $2,"
-				  " error = $3 WHERE id = $1 AND status = 'building'",
-		[OUT_REQUEUED] = "UPDATE builds SET status = 'pending', started_us = NULL,"
-				 " current_step = 0, total_steps = 0, current_what = NULL,"
-				 " warning = 0 WHERE id = $1 AND status = 'building'",
-		[OUT_FAILED] = "UPDATE builds SET status = 'failed', completed_us = $2,"
-			       " error = $3 WHERE id = $1 AND status = 'building'",
+	    [OUT_COMPLETED] = "UPDATE builds SET status = 'completed', completed_us = $2,"
+	                      " error = NULL WHERE id = $1 AND status = 'building'",
+	    [OUT_CACHED] = "UPDATE builds SET status = 'completed', completed_us = $2,"
+	                   " error = NULL, cached = 1, cached_from = $3"
+	                   " WHERE id = $1 AND status = 'building'",
+	    [OUT_CANCELLED] = "UPDATE builds SET status = 'cancelled', completed_us = $2,"
+	                      " error = $3 WHERE id = $1 AND status = 'building'",
+	    [OUT_REQUEUED] = "UPDATE builds SET status = 'pending', started_us = NULL,"
+	                     " current_step = 0, total_steps = 0, current_what = NULL,"
+	                     " warning = 0 WHERE id = $1 AND status = 'building'",
+	    [OUT_FAILED] = "UPDATE builds SET status = 'failed', completed_us = $2,"
+	                   " error = $3 WHERE id = $1 AND status = 'building'",
 	};
 	int r = kiln_db_begin(s->db, err);
 	if (r < 0)
@@ -146,9 +147,9 @@ static int update_status_locked(struct kiln_service *s, const char *id, enum out
 		for (size_t i = 0; r == 0 && i < n; i++) {
 			_cleanup_stmt_ struct kiln_db_stmt *ins = NULL;
 			r = kiln_db_prepare(s->db,
-					    "INSERT INTO artifacts (build_id, name, sha256, size)"
-					    " VALUES ($1, $2, $3, $4)",
-					    &ins, err);
+			                    "INSERT INTO artifacts (build_id, name, sha256, size)"
+			                    " VALUES ($1, $2, $3, $4)",
+			                    &ins, err);
 			if (r == 0) {
 				kiln_db_bind_text(ins, 1, id);
 				kiln_db_bind_text(ins, 2, a[i].name);
@@ -186,8 +187,8 @@ static int update_status_locked(struct kiln_service *s, const char *id, enum out
  * subscribers. rc is the pipeline's result; cached_from non-NULL means the
  * cache answered at claim time. */
 static int end_build(struct kiln_service *s, struct run *run, struct log_writer *w, int rc,
-		     const char *msg, const struct kiln_build_artifact *a, size_t n,
-		     const char *cached_from, struct kiln_error **err)
+                     const char *msg, const struct kiln_build_artifact *a, size_t n,
+                     const char *cached_from, struct kiln_error **err)
 {
 	char id[KILN_BUILD_ID_LEN + 1];
 	memcpy(id, run->id, sizeof(id));
@@ -200,15 +201,15 @@ static int end_build(struct kiln_service *s, struct run *run, struct log_writer 
 	if (rc == 0 && cached_from) {
 		o = OUT_CACHED;
 		line = xasprintf("==> cached: build %s completed with the same build key meanwhile;"
-				 " its artifacts answer this build\n",
-				 cached_from);
+		                 " its artifacts answer this build\n",
+		                 cached_from);
 	} else if (rc == 0) {
 		o = OUT_COMPLETED;
 		line = xasprintf("==> completed: %zu artifacts\n", n);
 	} else if (stop == RUN_REQUEUE) {
 		o = OUT_REQUEUED;
 		line = xstrdup("==> stopped: the server is shutting down; the build is queued again"
-			       " and starts over at the next start\n");
+		               " and starts over at the next start\n");
 	} else if (rc == -ECANCELED || stop == RUN_CANCEL) {
 		o = OUT_CANCELLED;
 		msg = "cancelled";
@@ -252,9 +253,9 @@ static void on_progress(void *ud, unsigned step, unsigned total, const char *wha
 	pthread_mutex_lock(&j->s->lock);
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 	if (kiln_db_prepare(j->s->db,
-			    "UPDATE builds SET current_step = $2, total_steps = $3,"
-			    " current_what = $4 WHERE id = $1",
-			    &st, NULL) == 0) {
+	                    "UPDATE builds SET current_step = $2, total_steps = $3,"
+	                    " current_what = $4 WHERE id = $1",
+	                    &st, NULL) == 0) {
 		kiln_db_bind_text(st, 1, j->id);
 		kiln_db_bind_int64(st, 2, step);
 		kiln_db_bind_int64(st, 3, total);
@@ -302,8 +303,8 @@ static bool stop_requested(struct kiln_service *s, struct run *run)
 }
 
 static int ensure_base(struct kiln_service *s, const struct kiln_recipe *r,
-		       const struct kiln_image_hooks *hooks, struct log_writer *w,
-		       struct kiln_error **err)
+                       const struct kiln_image_hooks *hooks, struct log_writer *w,
+                       struct kiln_error **err)
 {
 	_cleanup_free_ char *p = NULL;
 	if (kiln_image_base_path(s->state_dir, r->base, &p, NULL, NULL) == 0)
@@ -324,13 +325,13 @@ static void run_claimed(struct kiln_service *s, struct claim *c)
 {
 	struct log_writer w;
 	svc_log_writer_open(&w, s, c->id);
-	struct job j = { s, c->id, &w };
+	struct job j = {s, c->id, &w};
 	struct kiln_image_hooks hooks = {
-		.log = on_log,
-		.progress = on_progress,
-		.warning = on_warning,
-		.userdata = &j,
-		.cancel_fd = c->run->cancel_pipe[0],
+	    .log = on_log,
+	    .progress = on_progress,
+	    .warning = on_warning,
+	    .userdata = &j,
+	    .cancel_fd = c->run->cancel_pipe[0],
 	};
 	_cleanup_error_ struct kiln_error *err = NULL;
 	logf_job(&w, "==> build %s: started\n", c->id);
@@ -378,13 +379,13 @@ static void run_claimed(struct kiln_service *s, struct claim *c)
 	}
 	if (rc == 0) {
 		struct kiln_image_build_opts o = {
-			.state_dir = s->state_dir,
-			.recipe = recipe,
-			.context_path = ctx,
-			.out_dir = out,
-			.build_id = c->id,
-			.offline = s->offline,
-			.hooks = hooks,
+		    .state_dir = s->state_dir,
+		    .recipe = recipe,
+		    .context_path = ctx,
+		    .out_dir = out,
+		    .build_id = c->id,
+		    .offline = s->offline,
+		    .hooks = hooks,
 		};
 		rc = kiln_image_build(&o, &res, &err);
 	}
@@ -398,8 +399,7 @@ static void run_claimed(struct kiln_service *s, struct claim *c)
 		/* The manifest lists the other artifacts, so the pipeline cannot
 		 * list it among them: store it here. */
 		_cleanup_free_ char *mp = xasprintf("%s/manifest.json", out);
-		rc = kiln_cas_put_file(s->state_dir, mp, NULL, arts[n].sha256, &arts[n].size,
-				       &err);
+		rc = kiln_cas_put_file(s->state_dir, mp, NULL, arts[n].sha256, &arts[n].size, &err);
 		if (rc == 0)
 			arts[n++].name = (char *)"manifest.json";
 	}
@@ -415,7 +415,7 @@ static void *worker_main(void *arg)
 	struct kiln_service *s = arg;
 	pthread_mutex_lock(&s->lock);
 	while (!s->stopping) {
-		struct claim c = { 0 };
+		struct claim c = {0};
 		int r = claim_locked(s, &c, NULL);
 		if (r == 1) {
 			pthread_mutex_unlock(&s->lock);
@@ -474,9 +474,9 @@ void svc_workers_stop(struct kiln_service *s)
 /* ---- test hooks (internal.h) -------------------------------------------------- */
 
 int kiln_service_test_claim(struct kiln_service *s, char ret_id[KILN_BUILD_ID_LEN + 1],
-			    struct kiln_error **err)
+                            struct kiln_error **err)
 {
-	struct claim c = { 0 };
+	struct claim c = {0};
 	pthread_mutex_lock(&s->lock);
 	int r = claim_locked(s, &c, err);
 	pthread_mutex_unlock(&s->lock);
@@ -487,7 +487,7 @@ int kiln_service_test_claim(struct kiln_service *s, char ret_id[KILN_BUILD_ID_LE
 }
 
 int kiln_service_test_finish(struct kiln_service *s, const char *id, int rc, const char *msg,
-			     const struct kiln_build_artifact *a, size_t n, struct kiln_error **err)
+                             const struct kiln_build_artifact *a, size_t n, struct kiln_error **err)
 {
 	pthread_mutex_lock(&s->lock);
 	struct run *run = run_find_locked(s, id);

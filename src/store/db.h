@@ -46,7 +46,7 @@ int kiln_db_exec(struct kiln_db *db, const char *sql, struct kiln_error **err);
  * the SQL text), so preparing the same query again is cheap. Give it back
  * with kiln_db_stmt_done (which resets it and clears its bindings). */
 int kiln_db_prepare(struct kiln_db *db, const char *sql, struct kiln_db_stmt **ret,
-		    struct kiln_error **err);
+                    struct kiln_error **err);
 void kiln_db_stmt_done(struct kiln_db_stmt *st);
 static inline void kiln_db_stmt_donep(struct kiln_db_stmt **st)
 {
@@ -90,4 +90,4 @@ struct kiln_db_migration {
  * safe against a concurrent opener (the transaction takes the write lock
  * first). A database newer than the newest migration is refused (-EPROTO). */
 int kiln_db_migrate(struct kiln_db *db, const struct kiln_db_migration *m, size_t n,
-		    int *ret_version, struct kiln_error **err);
+                    int *ret_version, struct kiln_error **err);

@@ -43,18 +43,13 @@ struct kiln_db {
 static int map_rc(int rc)
 {
 	switch (rc & 0xff) {
-	case SQLITE_CONSTRAINT:
-		return -EEXIST;
+	case SQLITE_CONSTRAINT: return -EEXIST;
 	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return -EAGAIN;
-	case SQLITE_NOMEM:
-		return -ENOMEM;
+	case SQLITE_LOCKED: return -EAGAIN;
+	case SQLITE_NOMEM: return -ENOMEM;
 	case SQLITE_RANGE:
-	case SQLITE_MISUSE:
-		return -EINVAL;
-	default:
-		return -EIO;
+	case SQLITE_MISUSE: return -EINVAL;
+	default: return -EIO;
 	}
 }
 
@@ -71,15 +66,15 @@ int kiln_db_open(const char *url, struct kiln_db **ret, struct kiln_error **err)
 		path = url + 7;
 	else if (strstr(url, "://"))
 		return kiln_error_set(err, EPROTONOSUPPORT,
-				      "database %s: only SQLite is supported in this build", url);
+		                      "database %s: only SQLite is supported in this build", url);
 	sqlite3 *h = NULL;
 	int rc = sqlite3_open_v2(path, &h,
-				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
-					 SQLITE_OPEN_EXRESCODE,
-				 NULL);
+	                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
+	                             SQLITE_OPEN_EXRESCODE,
+	                         NULL);
 	if (rc != SQLITE_OK) {
 		int r = kiln_error_set(err, -map_rc(rc), "database %s: %s", path,
-				       h ? sqlite3_errmsg(h) : sqlite3_errstr(rc));
+		                       h ? sqlite3_errmsg(h) : sqlite3_errstr(rc));
 		sqlite3_close(h);
 		return r;
 	}
@@ -87,9 +82,9 @@ int kiln_db_open(const char *url, struct kiln_db **ret, struct kiln_error **err)
 	db->h = h;
 	sqlite3_busy_timeout(h, 5000);
 	static const char *const pragmas[] = {
-		"PRAGMA journal_mode=WAL",
-		"PRAGMA synchronous=NORMAL",
-		"PRAGMA foreign_keys=ON",
+	    "PRAGMA journal_mode=WAL",
+	    "PRAGMA synchronous=NORMAL",
+	    "PRAGMA foreign_keys=ON",
 	};
 	for (size_t i = 0; i < ELEMENTSOF(pragmas); i++) {
 		rc = sqlite3_exec(h, pragmas[i], NULL, NULL, NULL);
@@ -129,7 +124,7 @@ int kiln_db_exec(struct kiln_db *db, const char *sql, struct kiln_error **err)
 }
 
 int kiln_db_prepare(struct kiln_db *db, const char *sql, struct kiln_db_stmt **ret,
-		    struct kiln_error **err)
+                    struct kiln_error **err)
 {
 	for (size_t i = 0; i < db->n_cache; i++) {
 		struct kiln_db_stmt *c = &db->cache[i];
@@ -147,10 +142,10 @@ int kiln_db_prepare(struct kiln_db *db, const char *sql, struct kiln_db_stmt **r
 	struct kiln_db_stmt *s;
 	if (db->n_cache < STMT_CACHE) {
 		s = &db->cache[db->n_cache++];
-		*s = (struct kiln_db_stmt){ db, st, xstrdup(sql), true, true, 0 };
+		*s = (struct kiln_db_stmt){db, st, xstrdup(sql), true, true, 0};
 	} else {
 		s = xcalloc(1, sizeof(*s));
-		*s = (struct kiln_db_stmt){ db, st, NULL, false, true, 0 };
+		*s = (struct kiln_db_stmt){db, st, NULL, false, true, 0};
 	}
 	*ret = s;
 	return 0;
@@ -193,7 +188,7 @@ void kiln_db_bind_text(struct kiln_db_stmt *st, int n, const char *text)
 	if (!i)
 		return;
 	bind_result(st, text ? sqlite3_bind_text(st->st, i, text, -1, SQLITE_TRANSIENT)
-			     : sqlite3_bind_null(st->st, i));
+	                     : sqlite3_bind_null(st->st, i));
 }
 
 void kiln_db_bind_int64(struct kiln_db_stmt *st, int n, int64_t v)
@@ -275,22 +270,22 @@ static int current_version(struct kiln_db *db, int *ret, struct kiln_error **err
 }
 
 int kiln_db_migrate(struct kiln_db *db, const struct kiln_db_migration *m, size_t n,
-		    int *ret_version, struct kiln_error **err)
+                    int *ret_version, struct kiln_error **err)
 {
 	int r = kiln_db_begin(db, err);
 	if (r < 0)
 		return r;
 	int version = 0;
 	r = kiln_db_exec(db,
-			 "CREATE TABLE IF NOT EXISTS schema_version ("
-			 " version INTEGER PRIMARY KEY, applied_us BIGINT NOT NULL)",
-			 err);
+	                 "CREATE TABLE IF NOT EXISTS schema_version ("
+	                 " version INTEGER PRIMARY KEY, applied_us BIGINT NOT NULL)",
+	                 err);
 	if (r == 0)
 		r = current_version(db, &version, err);
 	if (r == 0 && n > 0 && version > m[n - 1].version)
 		r = kiln_error_set(err, EPROTO,
-				   "database schema version %d is newer than this kiln knows (%d)",
-				   version, m[n - 1].version);
+		                   "database schema version %d is newer than this kiln knows (%d)",
+		                   version, m[n - 1].version);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		if (m[i].version <= version)
 			continue;
@@ -301,9 +296,9 @@ int kiln_db_migrate(struct kiln_db *db, const struct kiln_db_migration *m, size_
 		}
 		_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 		r = kiln_db_prepare(db,
-				    "INSERT INTO schema_version (version, applied_us)"
-				    " VALUES ($1, $2)",
-				    &st, err);
+		                    "INSERT INTO schema_version (version, applied_us)"
+		                    " VALUES ($1, $2)",
+		                    &st, err);
 		if (r == 0) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);

@@ -46,8 +46,7 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
 
 static struct kiln_service *open_service(const char *dir, bool no_workers)
 {
-	struct kiln_service_config cfg = { .state_dir = dir, .workers = 1,
-					   .no_workers = no_workers };
+	struct kiln_service_config cfg = {.state_dir = dir, .workers = 1, .no_workers = no_workers};
 	struct kiln_service *s = NULL;
 	_cleanup_error_ struct kiln_error *err = NULL;
 	int r = kiln_service_open(&cfg, &s, &err);
@@ -77,9 +76,9 @@ static int fx_teardown(void **state)
 }
 
 static struct kiln_build_info *submit(struct kiln_service *s, const char *recipe, const char *owner,
-				      enum kiln_submit_outcome want)
+                                      enum kiln_submit_outcome want)
 {
-	struct kiln_submit in = { recipe, strlen(recipe), NULL, owner };
+	struct kiln_submit in = {recipe, strlen(recipe), NULL, owner};
 	enum kiln_submit_outcome got;
 	struct kiln_build_info *b = NULL;
 	_cleanup_error_ struct kiln_error *err = NULL;
@@ -94,7 +93,7 @@ static char *recipe_named(const char *name)
 {
 	/* name is not part of the identity: a step makes the builds differ. */
 	return xasprintf("{\"name\":\"%s\",\"steps\":[\"RUN echo %s\"],\"outputs\":[\"tar\"]}",
-			 name, name);
+	                 name, name);
 }
 
 /* ---- db ------------------------------------------------------------------------ */
@@ -107,8 +106,8 @@ static void test_db_migrations(void **state)
 	struct kiln_db *db = NULL;
 	assert_int_equal(kiln_db_open(url, &db, &err), 0);
 	const struct kiln_db_migration m[] = {
-		{ 1, "CREATE TABLE t (a TEXT PRIMARY KEY, b BIGINT)" },
-		{ 2, "CREATE INDEX t_b ON t (b)" },
+	    {1, "CREATE TABLE t (a TEXT PRIMARY KEY, b BIGINT)"},
+	    {2, "CREATE INDEX t_b ON t (b)"},
 	};
 	int v = 0;
 	assert_int_equal(kiln_db_migrate(db, m, 2, &v, &err), 0);
@@ -119,16 +118,15 @@ static void test_db_migrations(void **state)
 
 	/* A failing migration rolls back entirely: version stays 2, no table. */
 	const struct kiln_db_migration bad[] = {
-		m[0], m[1], { 3, "CREATE TABLE u (x TEXT); THIS IS NOT SQL" }
-	};
+	    m[0], m[1], {3, "CREATE TABLE u (x TEXT); THIS IS NOT SQL"}};
 	assert_true(kiln_db_migrate(db, bad, 3, &v, &err) < 0);
 	assert_non_null(err);
 	assert_non_null(strstr(err->msg, "migration 3"));
 	err = kiln_error_free(err);
 	struct kiln_db_stmt *st = NULL;
-	assert_int_equal(kiln_db_prepare(db, "SELECT COUNT(*) FROM sqlite_master WHERE name = $1",
-					 &st, &err),
-			 0);
+	assert_int_equal(
+	    kiln_db_prepare(db, "SELECT COUNT(*) FROM sqlite_master WHERE name = $1", &st, &err),
+	    0);
 	kiln_db_bind_text(st, 1, "u");
 	assert_int_equal(kiln_db_step(st, &err), 1);
 	assert_int_equal(kiln_db_column_int64(st, 0), 0);
@@ -151,7 +149,7 @@ static void test_db_migrations(void **state)
 	err = kiln_error_free(err);
 	kiln_db_stmt_done(st);
 	assert_int_equal(
-		kiln_db_prepare(db, "SELECT a, b FROM t WHERE b = $1 AND b >= $1", &st, &err), 0);
+	    kiln_db_prepare(db, "SELECT a, b FROM t WHERE b = $1 AND b >= $1", &st, &err), 0);
 	kiln_db_bind_int64(st, 1, 42);
 	assert_int_equal(kiln_db_step(st, &err), 1);
 	assert_string_equal(kiln_db_column_text(st, 0), "x");
@@ -171,7 +169,7 @@ static void test_db_migrations(void **state)
 	_cleanup_free_ char *surl = xasprintf("%s/kiln.db", f->dir);
 	assert_int_equal(kiln_db_open(surl, &db, &err), 0);
 	assert_int_equal(
-		kiln_db_prepare(db, "SELECT COUNT(*), MAX(version) FROM schema_version", &st, &err), 0);
+	    kiln_db_prepare(db, "SELECT COUNT(*), MAX(version) FROM schema_version", &st, &err), 0);
 	assert_int_equal(kiln_db_step(st, &err), 1);
 	assert_int_equal(kiln_db_column_int64(st, 0), 1);
 	assert_int_equal(kiln_db_column_int64(st, 1), 1);
@@ -189,7 +187,7 @@ static void test_submit_invalid(void **state)
 {
 	struct fx *f = *state;
 	static const char bad[] = "{\"packages\":[1]}";
-	struct kiln_submit in = { bad, strlen(bad), NULL, "alice" };
+	struct kiln_submit in = {bad, strlen(bad), NULL, "alice"};
 	struct kiln_build_info *b = NULL;
 	_cleanup_error_ struct kiln_error *err = NULL;
 	assert_int_equal(kiln_service_submit(f->s, &in, NULL, &b, &err), -EINVAL);
@@ -199,7 +197,7 @@ static void test_submit_invalid(void **state)
 	assert_true(strncmp(err->msg, "packages[0]: ", 13) == 0);
 	err = kiln_error_free(err);
 
-	in = (struct kiln_submit){ "{", 1, NULL, "alice" };
+	in = (struct kiln_submit){"{", 1, NULL, "alice"};
 	assert_int_equal(kiln_service_submit(f->s, &in, NULL, &b, &err), -EINVAL);
 	err = kiln_error_free(err);
 
@@ -216,7 +214,7 @@ static void test_submit_queue_and_coalesce(void **state)
 {
 	struct fx *f = *state;
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *a =
-		submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
+	    submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
 	assert_int_equal(a->status, KILN_BUILD_PENDING);
 	assert_true(kiln_is_uuid(a->id));
 	assert_string_equal(a->owner, "alice");
@@ -229,15 +227,15 @@ static void test_submit_queue_and_coalesce(void **state)
 
 	/* Identical, same owner, while pending: the same build. */
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b =
-		submit(f->s, recipe_a, "alice", KILN_SUBMIT_COALESCED);
+	    submit(f->s, recipe_a, "alice", KILN_SUBMIT_COALESCED);
 	assert_string_equal(b->id, a->id);
 	/* Formatting does not matter: the identity is the normalized recipe. */
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *c = submit(
-		f->s, "{ \"outputs\": [\"tar\"], \"name\": \"a\" }", "alice", KILN_SUBMIT_COALESCED);
+	    f->s, "{ \"outputs\": [\"tar\"], \"name\": \"a\" }", "alice", KILN_SUBMIT_COALESCED);
 	assert_string_equal(c->id, a->id);
 	/* Another owner gets a build of their own. */
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *d =
-		submit(f->s, recipe_a, "bob", KILN_SUBMIT_QUEUED);
+	    submit(f->s, recipe_a, "bob", KILN_SUBMIT_QUEUED);
 	assert_string_not_equal(d->id, a->id);
 	assert_string_equal(d->build_key, a->build_key);
 
@@ -247,7 +245,7 @@ static void test_submit_queue_and_coalesce(void **state)
 	assert_int_equal(kiln_service_test_claim(f->s, id, &err), 1);
 	assert_string_equal(id, a->id); /* oldest first */
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *e =
-		submit(f->s, recipe_a, "alice", KILN_SUBMIT_COALESCED);
+	    submit(f->s, recipe_a, "alice", KILN_SUBMIT_COALESCED);
 	assert_string_equal(e->id, a->id);
 	assert_int_equal(e->status, KILN_BUILD_BUILDING);
 	assert_true(e->started_us >= e->created_us);
@@ -259,7 +257,7 @@ static void test_submit_context(void **state)
 	_cleanup_free_ char *bad = xasprintf("%s/ctx.txt", f->dir);
 	_cleanup_free_ char *tar = xasprintf("%s/ctx.tar", f->dir);
 	static const char text[] = "just some text, not an archive\n";
-	char hdr[1536] = { 0 };
+	char hdr[1536] = {0};
 	memcpy(hdr, "hello.txt", 9);
 	memcpy(hdr + 257, "ustar", 6);
 	FILE *fp = fopen(bad, "w");
@@ -269,7 +267,7 @@ static void test_submit_context(void **state)
 	fwrite(hdr, 1, sizeof(hdr), fp);
 	fclose(fp);
 
-	struct kiln_submit in = { recipe_a, strlen(recipe_a), bad, "alice" };
+	struct kiln_submit in = {recipe_a, strlen(recipe_a), bad, "alice"};
 	struct kiln_build_info *b = NULL;
 	_cleanup_error_ struct kiln_error *err = NULL;
 	assert_int_equal(kiln_service_submit(f->s, &in, NULL, &b, &err), -EPROTO);
@@ -281,7 +279,7 @@ static void test_submit_context(void **state)
 	assert_int_equal(kiln_service_submit(f->s, &in, &o, &b, &err), 0);
 	assert_int_equal(o, KILN_SUBMIT_QUEUED);
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *plain =
-		submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
+	    submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
 	/* The context is part of the build key. */
 	assert_string_not_equal(b->build_key, plain->build_key);
 	assert_string_equal(b->config_hash, plain->config_hash);
@@ -295,7 +293,7 @@ static void *submit_many(void *arg)
 {
 	struct kiln_service *s = arg;
 	for (int i = 0; i < 20; i++) {
-		struct kiln_submit in = { recipe_a, strlen(recipe_a), NULL, "alice" };
+		struct kiln_submit in = {recipe_a, strlen(recipe_a), NULL, "alice"};
 		struct kiln_build_info *b = NULL;
 		if (kiln_service_submit(s, &in, NULL, &b, NULL) < 0)
 			return NULL;
@@ -340,13 +338,13 @@ static void test_list_pagination(void **state)
 	char ids[7][KILN_BUILD_ID_LEN + 1];
 	for (int i = 0; i < 7; i++) {
 		_cleanup_free_ char *r2 =
-			xasprintf("{\"name\":\"b\",\"steps\":[\"RUN echo %d\"]}", i);
+		    xasprintf("{\"name\":\"b\",\"steps\":[\"RUN echo %d\"]}", i);
 		struct kiln_build_info *b = submit(f->s, r2, "alice", KILN_SUBMIT_QUEUED);
 		memcpy(ids[i], b->id, sizeof(ids[i]));
 		kiln_build_info_free(b);
 	}
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *other =
-		submit(f->s, recipe_a, "bob", KILN_SUBMIT_QUEUED);
+	    submit(f->s, recipe_a, "bob", KILN_SUBMIT_QUEUED);
 	_cleanup_error_ struct kiln_error *err = NULL;
 	/* Cancel two to have a second status. */
 	struct kiln_build_info *c = NULL;
@@ -363,7 +361,7 @@ static void test_list_pagination(void **state)
 		size_t n = 0;
 		char *next = NULL;
 		assert_int_equal(
-			kiln_service_list(f->s, "alice", -1, cursor, 3, &v, &n, &next, &err), 0);
+		    kiln_service_list(f->s, "alice", -1, cursor, 3, &v, &n, &next, &err), 0);
 		for (size_t i = 0; i < n; i++) {
 			assert_string_equal(v[i]->id, ids[6 - seen]);
 			seen++;
@@ -382,37 +380,36 @@ static void test_list_pagination(void **state)
 	struct kiln_build_info **v = NULL;
 	size_t n = 0;
 	char *next = NULL;
-	assert_int_equal(kiln_service_list(f->s, "alice", KILN_BUILD_CANCELLED, NULL, 10, &v, &n,
-					   &next, &err),
-			 0);
+	assert_int_equal(
+	    kiln_service_list(f->s, "alice", KILN_BUILD_CANCELLED, NULL, 10, &v, &n, &next, &err),
+	    0);
 	assert_int_equal(n, 2);
 	assert_string_equal(v[0]->id, ids[4]);
 	assert_string_equal(v[1]->id, ids[1]);
 	assert_null(next);
 	kiln_build_info_list_free(v, n);
 	/* Any owner (admin). */
-	assert_int_equal(kiln_service_list(f->s, NULL, KILN_BUILD_PENDING, NULL, 100, &v, &n, &next,
-					   &err),
-			 0);
+	assert_int_equal(
+	    kiln_service_list(f->s, NULL, KILN_BUILD_PENDING, NULL, 100, &v, &n, &next, &err), 0);
 	assert_int_equal(n, 6);
 	assert_string_equal(v[0]->id, other->id);
 	kiln_build_info_list_free(v, n);
 
 	/* Bad arguments. */
 	assert_int_equal(kiln_service_list(f->s, NULL, -1, "garbage", 10, &v, &n, &next, &err),
-			 -EINVAL);
+	                 -EINVAL);
 	err = kiln_error_free(err);
 	assert_int_equal(kiln_service_list(f->s, NULL, -1, NULL, 0, &v, &n, &next, &err), -EINVAL);
 	err = kiln_error_free(err);
 	assert_int_equal(kiln_service_list(f->s, NULL, -1, NULL, 101, &v, &n, &next, &err),
-			 -EINVAL);
+	                 -EINVAL);
 }
 
 static void test_owner_isolation(void **state)
 {
 	struct fx *f = *state;
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *a =
-		submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
+	    submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
 	struct kiln_build_info *b = NULL;
 	_cleanup_error_ struct kiln_error *err = NULL;
 	assert_int_equal(kiln_service_get(f->s, a->id, "mallory", &b, &err), -ENOENT);
@@ -423,12 +420,11 @@ static void test_owner_isolation(void **state)
 	size_t n = 0;
 	bool done;
 	assert_int_equal(
-		kiln_service_log_read(f->s, a->id, "mallory", 0, 0, &lines, &n, &done, &err),
-		-ENOENT);
+	    kiln_service_log_read(f->s, a->id, "mallory", 0, 0, &lines, &n, &done, &err), -ENOENT);
 	err = kiln_error_free(err);
 	struct kiln_log_sub *sub = NULL;
 	assert_int_equal(kiln_service_log_subscribe(f->s, a->id, "mallory", NULL, NULL, &sub, &err),
-			 -ENOENT);
+	                 -ENOENT);
 	err = kiln_error_free(err);
 	struct kiln_build_info **v = NULL;
 	assert_int_equal(kiln_service_list(f->s, "mallory", -1, NULL, 10, &v, &n, NULL, &err), 0);
@@ -439,9 +435,9 @@ static void test_owner_isolation(void **state)
 	b = kiln_build_info_free(b);
 	assert_int_equal(kiln_service_get(f->s, a->id, NULL, &b, &err), 0);
 	b = kiln_build_info_free(b);
-	assert_int_equal(kiln_service_get(f->s, "00000000-0000-4000-8000-000000000000", NULL, &b,
-					  &err),
-			 -ENOENT);
+	assert_int_equal(
+	    kiln_service_get(f->s, "00000000-0000-4000-8000-000000000000", NULL, &b, &err),
+	    -ENOENT);
 	err = kiln_error_free(err);
 	assert_int_equal(kiln_service_get(f->s, "../../etc/passwd", NULL, &b, &err), -ENOENT);
 }
@@ -452,7 +448,7 @@ static void test_cancel_pending(void **state)
 {
 	struct fx *f = *state;
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *a =
-		submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
+	    submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *c = NULL;
 	_cleanup_error_ struct kiln_error *err = NULL;
 	assert_int_equal(kiln_service_cancel(f->s, a->id, "alice", &c, &err), 0);
@@ -471,8 +467,8 @@ static void test_cancel_pending(void **state)
 	struct kiln_log_line *lines = NULL;
 	size_t n = 0;
 	bool done = false;
-	assert_int_equal(
-		kiln_service_log_read(f->s, a->id, "alice", 0, 0, &lines, &n, &done, &err), 0);
+	assert_int_equal(kiln_service_log_read(f->s, a->id, "alice", 0, 0, &lines, &n, &done, &err),
+	                 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(lines[0].seq, 1);
 	assert_string_equal(lines[0].text, "==> cancelled before it started");
@@ -480,12 +476,12 @@ static void test_cancel_pending(void **state)
 	kiln_log_lines_free(lines, n);
 	/* A new identical submit is not coalesced with the cancelled one. */
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *again =
-		submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
+	    submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
 	assert_string_not_equal(again->id, a->id);
 }
 
 static void put_blob(const char *dir, const char *name, const char *content,
-		     struct kiln_build_artifact *a)
+                     struct kiln_build_artifact *a)
 {
 	_cleanup_free_ char *p = xasprintf("%s/%s", dir, name);
 	FILE *fp = fopen(p, "w");
@@ -503,9 +499,9 @@ static void test_queue_complete_and_cache(void **state)
 	_cleanup_free_ char *r1 = recipe_named("one");
 	_cleanup_free_ char *r2 = recipe_named("two");
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *a =
-		submit(f->s, r1, "alice", KILN_SUBMIT_QUEUED);
+	    submit(f->s, r1, "alice", KILN_SUBMIT_QUEUED);
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b =
-		submit(f->s, r2, "alice", KILN_SUBMIT_QUEUED);
+	    submit(f->s, r2, "alice", KILN_SUBMIT_QUEUED);
 	char id[KILN_BUILD_ID_LEN + 1];
 	_cleanup_error_ struct kiln_error *err = NULL;
 	assert_int_equal(kiln_service_test_claim(f->s, id, &err), 1);
@@ -529,7 +525,7 @@ static void test_queue_complete_and_cache(void **state)
 
 	/* The same recipe again, from anyone: answered from the cache. */
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *hit =
-		submit(f->s, r1, "bob", KILN_SUBMIT_CACHED);
+	    submit(f->s, r1, "bob", KILN_SUBMIT_CACHED);
 	assert_string_not_equal(hit->id, a->id);
 	assert_string_equal(hit->owner, "bob");
 	assert_int_equal(hit->status, KILN_BUILD_COMPLETED);
@@ -541,20 +537,19 @@ static void test_queue_complete_and_cache(void **state)
 	/* Artifacts resolve to CAS paths, for the owner only. */
 	char *path = NULL;
 	struct kiln_build_artifact info;
-	assert_int_equal(kiln_service_artifact(f->s, hit->id, "bob", "rootfs.tar.gz", &path, &info,
-					       &err),
-			 0);
+	assert_int_equal(
+	    kiln_service_artifact(f->s, hit->id, "bob", "rootfs.tar.gz", &path, &info, &err), 0);
 	_cleanup_free_ char *want = kiln_cas_path(f->dir, arts[0].sha256);
 	assert_string_equal(path, want);
 	assert_int_equal(info.size, 20);
 	free(info.name);
 	free(path);
-	assert_int_equal(kiln_service_artifact(f->s, hit->id, "alice", "rootfs.tar.gz", &path,
-					       NULL, &err),
-			 -ENOENT);
+	assert_int_equal(
+	    kiln_service_artifact(f->s, hit->id, "alice", "rootfs.tar.gz", &path, NULL, &err),
+	    -ENOENT);
 	err = kiln_error_free(err);
 	assert_int_equal(kiln_service_artifact(f->s, hit->id, "bob", "nope", &path, NULL, &err),
-			 -ENOENT);
+	                 -ENOENT);
 	err = kiln_error_free(err);
 
 	/* Cancel of a finished build: -EBUSY. */
@@ -567,15 +562,15 @@ static void test_queue_complete_and_cache(void **state)
 	assert_int_equal(kiln_service_test_claim(f->s, id, &err), 1);
 	assert_string_equal(id, b->id);
 	assert_int_equal(kiln_service_test_finish(f->s, b->id, -ETIME,
-						  "Build timed out after 5 seconds", NULL, 0, &err),
-			 0);
+	                                          "Build timed out after 5 seconds", NULL, 0, &err),
+	                 0);
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *failed = NULL;
 	assert_int_equal(kiln_service_get(f->s, b->id, NULL, &failed, &err), 0);
 	assert_int_equal(failed->status, KILN_BUILD_FAILED);
 	assert_string_equal(failed->error, "Build timed out after 5 seconds");
 	/* A failed build is not a cache entry. */
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *retry =
-		submit(f->s, r2, "alice", KILN_SUBMIT_QUEUED);
+	    submit(f->s, r2, "alice", KILN_SUBMIT_QUEUED);
 	assert_int_equal(kiln_service_test_claim(f->s, id, &err), 1);
 	assert_string_equal(id, retry->id);
 	assert_int_equal(kiln_service_test_claim(f->s, id, &err), 0);
@@ -595,13 +590,13 @@ static void test_cancel_building(void **state)
 {
 	struct fx *f = *state;
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *a =
-		submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
+	    submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
 	char id[KILN_BUILD_ID_LEN + 1];
 	_cleanup_error_ struct kiln_error *err = NULL;
 	assert_int_equal(kiln_service_test_claim(f->s, id, &err), 1);
 	int fd = kiln_service_test_cancel_fd(f->s, id);
 	assert_true(fd >= 0);
-	struct pollfd p = { fd, POLLIN, 0 };
+	struct pollfd p = {fd, POLLIN, 0};
 	assert_int_equal(poll(&p, 1, 0), 0); /* not cancelled yet */
 
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *c = NULL;
@@ -610,9 +605,8 @@ static void test_cancel_building(void **state)
 	assert_int_equal(poll(&p, 1, 0), 1);
 	assert_int_equal(c->status, KILN_BUILD_BUILDING);
 	/* ... and the pipeline returns -ECANCELED: the build ends cancelled. */
-	assert_int_equal(kiln_service_test_finish(f->s, id, -ECANCELED, "build cancelled", NULL, 0,
-						  &err),
-			 0);
+	assert_int_equal(
+	    kiln_service_test_finish(f->s, id, -ECANCELED, "build cancelled", NULL, 0, &err), 0);
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *d = NULL;
 	assert_int_equal(kiln_service_get(f->s, a->id, NULL, &d, &err), 0);
 	assert_int_equal(d->status, KILN_BUILD_CANCELLED);
@@ -630,7 +624,7 @@ static void test_logs(void **state)
 {
 	struct fx *f = *state;
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *a =
-		submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
+	    submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
 	char id[KILN_BUILD_ID_LEN + 1];
 	_cleanup_error_ struct kiln_error *err = NULL;
 	assert_int_equal(kiln_service_test_claim(f->s, id, &err), 1);
@@ -638,7 +632,7 @@ static void test_logs(void **state)
 	int calls = 0;
 	struct kiln_log_sub *sub = NULL;
 	assert_int_equal(
-		kiln_service_log_subscribe(f->s, id, "alice", count_notify, &calls, &sub, &err), 0);
+	    kiln_service_log_subscribe(f->s, id, "alice", count_notify, &calls, &sub, &err), 0);
 
 	struct log_writer w;
 	assert_int_equal(svc_log_writer_open(&w, f->s, id), 0);
@@ -650,7 +644,8 @@ static void test_logs(void **state)
 	struct kiln_log_line *lines = NULL;
 	size_t n = 0;
 	bool done = true;
-	assert_int_equal(kiln_service_log_read(f->s, id, "alice", 0, 0, &lines, &n, &done, &err), 0);
+	assert_int_equal(kiln_service_log_read(f->s, id, "alice", 0, 0, &lines, &n, &done, &err),
+	                 0);
 	assert_int_equal(n, 3);
 	assert_string_equal(lines[0].text, "==> [1/3] fetch");
 	assert_string_equal(lines[1].text, "line 2");
@@ -676,7 +671,7 @@ static void test_logs(void **state)
 	/* Read in the middle, several times (the index is reused). */
 	for (int round = 0; round < 2; round++) {
 		assert_int_equal(
-			kiln_service_log_read(f->s, id, "alice", 600, 3, &lines, &n, &done, &err), 0);
+		    kiln_service_log_read(f->s, id, "alice", 600, 3, &lines, &n, &done, &err), 0);
 		assert_int_equal(n, 3);
 		assert_int_equal(lines[0].seq, 601);
 		assert_string_equal(lines[0].text, "line 601");
@@ -684,39 +679,41 @@ static void test_logs(void **state)
 		kiln_log_lines_free(lines, n);
 	}
 	assert_int_equal(kiln_service_log_read(f->s, id, "alice", 256, 1, &lines, &n, &done, &err),
-			 0);
+	                 0);
 	assert_string_equal(lines[0].text, "line 257");
 	kiln_log_lines_free(lines, n);
 	assert_int_equal(kiln_service_log_read(f->s, id, "alice", 999, 0, &lines, &n, &done, &err),
-			 0);
+	                 0);
 	assert_int_equal(n, 3); /* line 1000 and the long line in two pieces */
 	assert_string_equal(lines[0].text, "line 1000");
 	assert_int_equal(strlen(lines[1].text), KILN_LOG_LINE_MAX);
 	assert_string_equal(lines[2].text, "xxxxxxxxxx");
 	assert_int_equal(lines[2].seq, 1002);
 	kiln_log_lines_free(lines, n);
-	assert_int_equal(
-		kiln_service_log_read(f->s, id, "alice", 5000, 0, &lines, &n, &done, &err), 0);
+	assert_int_equal(kiln_service_log_read(f->s, id, "alice", 5000, 0, &lines, &n, &done, &err),
+	                 0);
 	assert_int_equal(n, 0);
 	assert_false(done);
 	free(lines);
 
 	/* Finishing appends the final line, notifies, and makes the log done. */
 	int before = calls;
-	assert_int_equal(kiln_service_test_finish(f->s, id, -EIO, "step 1 (RUN false): exited with "
-						  "status 1", NULL, 0, &err),
-			 0);
+	assert_int_equal(kiln_service_test_finish(f->s, id, -EIO,
+	                                          "step 1 (RUN false): exited with "
+	                                          "status 1",
+	                                          NULL, 0, &err),
+	                 0);
 	assert_true(calls > before);
 	svc_log_writer_close(&w);
-	assert_int_equal(
-		kiln_service_log_read(f->s, id, "alice", 1002, 0, &lines, &n, &done, &err), 0);
+	assert_int_equal(kiln_service_log_read(f->s, id, "alice", 1002, 0, &lines, &n, &done, &err),
+	                 0);
 	assert_int_equal(n, 1);
 	assert_string_equal(lines[0].text, "==> failed: step 1 (RUN false): exited with status 1");
 	assert_true(done);
 	kiln_log_lines_free(lines, n);
 	/* Not done when lines remain past max_lines. */
 	assert_int_equal(kiln_service_log_read(f->s, id, "alice", 0, 10, &lines, &n, &done, &err),
-			 0);
+	                 0);
 	assert_int_equal(n, 10);
 	assert_false(done);
 	kiln_log_lines_free(lines, n);
@@ -735,38 +732,39 @@ static void test_logs(void **state)
 static void test_info_json(void **state)
 {
 	(void)state;
-	struct kiln_build_artifact art = { (char *)"live.iso", "", 123 };
+	struct kiln_build_artifact art = {(char *)"live.iso", "", 123};
 	memset(art.sha256, 'a', 64);
 	art.sha256[64] = 0;
 	struct kiln_build_info b = {
-		.id = "0b0e0c3a-1234-4abc-8def-0123456789ab",
-		.name = (char *)"web \"server\"",
-		.status = KILN_BUILD_COMPLETED,
-		.source_date_epoch = 1700000000,
-		.created_us = 1700000000123456,
-		.completed_us = 1700000001999999,
-		.current_step = 2,
-		.total_steps = 5,
-		.current_what = (char *)"step 2 of 5: RUN make",
-		.cached = true,
-		.artifacts = &art,
-		.n_artifacts = 1,
+	    .id = "0b0e0c3a-1234-4abc-8def-0123456789ab",
+	    .name = (char *)"web \"server\"",
+	    .status = KILN_BUILD_COMPLETED,
+	    .source_date_epoch = 1700000000,
+	    .created_us = 1700000000123456,
+	    .completed_us = 1700000001999999,
+	    .current_step = 2,
+	    .total_steps = 5,
+	    .current_what = (char *)"step 2 of 5: RUN make",
+	    .cached = true,
+	    .artifacts = &art,
+	    .n_artifacts = 1,
 	};
 	memset(b.config_hash, 'c', 64);
 	memset(b.build_key, 'k', 64);
 	_cleanup_free_ char *j = kiln_build_info_json(&b);
 	static const char *const want[] = {
-		"{\"id\":\"0b0e0c3a-1234-4abc-8def-0123456789ab\",\"name\":\"web \\\"server\\\"\","
-		"\"status\":\"completed\",",
-		"\"source_date_epoch\":1700000000,",
-		"\"created_at\":\"2023-11-14T22:13:20.123Z\",\"started_at\":null,"
-		"\"completed_at\":\"2023-11-14T22:13:21.999Z\",\"error\":null,",
-		"\"progress\":{\"current_step\":2,\"total_steps\":5,\"current\":\"step 2 of 5: RUN make\"}",
-		"\"cached\":true,\"warning\":false,",
-		"\"url\":\"/api/v1/builds/0b0e0c3a-1234-4abc-8def-0123456789ab/artifacts/live.iso\"",
-		"\"size\":123,",
-		"\"links\":{\"self\":\"/api/v1/builds/0b0e0c3a-1234-4abc-8def-0123456789ab\",",
-		"\"cancel\":\"/api/v1/builds/0b0e0c3a-1234-4abc-8def-0123456789ab/cancel\"}}",
+	    "{\"id\":\"0b0e0c3a-1234-4abc-8def-0123456789ab\",\"name\":\"web \\\"server\\\"\","
+	    "\"status\":\"completed\",",
+	    "\"source_date_epoch\":1700000000,",
+	    "\"created_at\":\"2023-11-14T22:13:20.123Z\",\"started_at\":null,"
+	    "\"completed_at\":\"2023-11-14T22:13:21.999Z\",\"error\":null,",
+	    "\"progress\":{\"current_step\":2,\"total_steps\":5,\"current\":\"step 2 of 5: RUN "
+	    "make\"}",
+	    "\"cached\":true,\"warning\":false,",
+	    "\"url\":\"/api/v1/builds/0b0e0c3a-1234-4abc-8def-0123456789ab/artifacts/live.iso\"",
+	    "\"size\":123,",
+	    "\"links\":{\"self\":\"/api/v1/builds/0b0e0c3a-1234-4abc-8def-0123456789ab\",",
+	    "\"cancel\":\"/api/v1/builds/0b0e0c3a-1234-4abc-8def-0123456789ab/cancel\"}}",
 	};
 	for (size_t i = 0; i < ELEMENTSOF(want); i++)
 		if (!strstr(j, want[i]))
@@ -817,7 +815,7 @@ static void test_tokens(void **state)
 	/* Wrong, malformed, one character off. */
 	_cleanup_free_ char *off = xstrdup(secret);
 	off[47] = off[47] == 'A' ? 'B' : 'A';
-	const char *bad[] = { off, "kiln_", "", "Bearer x", secret + 1 };
+	const char *bad[] = {off, "kiln_", "", "Bearer x", secret + 1};
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
 		assert_int_equal(kiln_service_token_check(f->s, bad[i], &owner, &err), -EACCES);
 		err = kiln_error_free(err);
@@ -851,7 +849,7 @@ static void test_tokens(void **state)
 	assert_int_equal(kiln_service_token_check(f->s, secret2, &owner, &err), 0);
 	free(owner);
 	assert_int_equal(
-		kiln_service_token_revoke(f->s, "00000000-0000-4000-8000-000000000000", &err), -ENOENT);
+	    kiln_service_token_revoke(f->s, "00000000-0000-4000-8000-000000000000", &err), -ENOENT);
 	err = kiln_error_free(err);
 	assert_int_equal(kiln_service_token_create(f->s, "", "x", &secret2, NULL, &err), -EINVAL);
 	kiln_token_info_clear(&t);
@@ -864,7 +862,7 @@ static void test_crash_recovery(void **state)
 {
 	struct fx *f = *state;
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *a =
-		submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
+	    submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
 	char id[KILN_BUILD_ID_LEN + 1];
 	_cleanup_error_ struct kiln_error *err = NULL;
 	assert_int_equal(kiln_service_test_claim(f->s, id, &err), 1);
@@ -887,7 +885,7 @@ static void test_crash_recovery(void **state)
 	assert_true(kiln_service_ready(f->s));
 	assert_int_equal(kiln_service_workers(f->s), 1);
 	/* A second server on the same state directory is refused. */
-	struct kiln_service_config cfg = { .state_dir = f->dir, .workers = 1 };
+	struct kiln_service_config cfg = {.state_dir = f->dir, .workers = 1};
 	struct kiln_service *s2 = NULL;
 	assert_int_equal(kiln_service_open(&cfg, &s2, &err), -EBUSY);
 	err = kiln_error_free(err);
@@ -896,7 +894,7 @@ static void test_crash_recovery(void **state)
 	assert_int_equal(kiln_service_get(f->s, id, NULL, &b, &err), 0);
 	assert_int_equal(b->status, KILN_BUILD_FAILED);
 	assert_string_equal(b->error,
-			    "interrupted: the server stopped while this build was running");
+	                    "interrupted: the server stopped while this build was running");
 	assert_true(b->completed_us > 0);
 	struct stat st;
 	assert_int_equal(stat(out, &st), -1);
@@ -906,8 +904,9 @@ static void test_crash_recovery(void **state)
 	assert_int_equal(kiln_service_log_read(f->s, id, NULL, 0, 0, &lines, &n, &done, &err), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(lines[0].text, "==> [2/4] inst");
-	assert_string_equal(lines[1].text,
-			    "==> error: interrupted: the server stopped while this build was running");
+	assert_string_equal(
+	    lines[1].text,
+	    "==> error: interrupted: the server stopped while this build was running");
 	assert_true(done);
 	kiln_log_lines_free(lines, n);
 	uint64_t us = 0;
@@ -918,23 +917,20 @@ static void test_crash_recovery(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_db_migrations, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_submit_invalid, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_submit_queue_and_coalesce, fx_setup,
-						fx_teardown),
-		cmocka_unit_test_setup_teardown(test_submit_context, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_submit_concurrent_coalesce, fx_setup,
-						fx_teardown),
-		cmocka_unit_test_setup_teardown(test_list_pagination, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_owner_isolation, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_cancel_pending, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_queue_complete_and_cache, fx_setup,
-						fx_teardown),
-		cmocka_unit_test_setup_teardown(test_cancel_building, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_logs, fx_setup, fx_teardown),
-		cmocka_unit_test(test_info_json),
-		cmocka_unit_test_setup_teardown(test_tokens, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_crash_recovery, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_db_migrations, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_submit_invalid, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_submit_queue_and_coalesce, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_submit_context, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_submit_concurrent_coalesce, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_list_pagination, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_owner_isolation, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_pending, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_queue_complete_and_cache, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_building, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_logs, fx_setup, fx_teardown),
+	    cmocka_unit_test(test_info_json),
+	    cmocka_unit_test_setup_teardown(test_tokens, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_crash_recovery, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
