@@ -11,6 +11,7 @@ clang-14 libclang-rt-14-dev
 libseccomp-dev libcap-dev
 busybox-static bubblewrap hyperfine systemd-container
 libarchive-dev
+libmicrohttpd-dev libgnutls28-dev
 libsqlite3-dev
 mmdebstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-bin grub-common
 mtools dosfstools qemu-system-x86 ovmf util-linux

@@ -26,6 +26,7 @@ extern const struct kiln_command kiln_cmd_profile;
 extern const struct kiln_command kiln_cmd_setup;
 extern const struct kiln_command kiln_cmd_build;
 extern const struct kiln_command kiln_cmd_run;
+extern const struct kiln_command kiln_cmd_serve;
 
 /* Prints "kiln: <fmt>" to stderr. */
 void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

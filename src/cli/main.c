@@ -11,6 +11,7 @@ static const struct kiln_command *const commands[] = {
 	&kiln_cmd_setup,
 	&kiln_cmd_build,
 	&kiln_cmd_run,
+	&kiln_cmd_serve,
 };
 
 static const struct kiln_command *find_command(const char *name)

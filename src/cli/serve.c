@@ -1,0 +1,179 @@
+/* kiln serve — the build service over HTTP. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "http/http.h"
+#include "service/service.h"
+#include "store/cas.h"
+#include "util/alloc.h"
+#include "util/parse.h"
+
+#define MAX_LIST 32
+
+static int add(const char **v, size_t *n, const char *s)
+{
+	if (*n >= MAX_LIST)
+		return -1;
+	v[(*n)++] = s;
+	return 0;
+}
+
+static int parse_uint(const char *opt, const char *s, unsigned min, unsigned max, unsigned *ret)
+{
+	uint64_t v;
+	if (kiln_parse_u64(s, 10, min, max, &v) < 0)
+		return cli_usage_error(&kiln_cmd_serve, "%s: expected an integer from %u to %u",
+		                       opt, min, max);
+	*ret = (unsigned)v;
+	return 0;
+}
+
+static int run(int argc, char **argv)
+{
+	enum {
+		OPT_NO_AUTH = 256,
+		OPT_TLS_CERT,
+		OPT_TLS_KEY,
+		OPT_REDIRECT,
+		OPT_ALLOWED_HOST,
+		OPT_CORS,
+		OPT_RATE,
+		OPT_STATE,
+		OPT_WORKERS,
+		OPT_OFFLINE,
+	};
+	static const struct option opts[] = {
+	    {"help", no_argument, NULL, 'h'},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"state-dir", required_argument, NULL, OPT_STATE},
+	    {"workers", required_argument, NULL, OPT_WORKERS},
+	    {"no-auth", no_argument, NULL, OPT_NO_AUTH},
+	    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+	    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+	    {"redirect-http", required_argument, NULL, OPT_REDIRECT},
+	    {"allowed-host", required_argument, NULL, OPT_ALLOWED_HOST},
+	    {"cors-origin", required_argument, NULL, OPT_CORS},
+	    {"rate-limit", required_argument, NULL, OPT_RATE},
+	    {"offline", no_argument, NULL, OPT_OFFLINE},
+	    {},
+	};
+	const char *listen[MAX_LIST], *hosts[MAX_LIST], *origins[MAX_LIST];
+	struct kiln_http_config hc = {.access_log = stderr};
+	struct kiln_service_config sc = {0};
+	int c, r;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+hl:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'h': cli_print_help(&kiln_cmd_serve); return KILN_EXIT_OK;
+		case 'l':
+			if (add(listen, &hc.n_listen, optarg) < 0)
+				return cli_usage_error(&kiln_cmd_serve, "too many --listen");
+			break;
+		case OPT_STATE: sc.state_dir = optarg; break;
+		case OPT_WORKERS:
+			if ((r = parse_uint("--workers", optarg, 1, 256, &sc.workers)) != 0)
+				return r;
+			break;
+		case OPT_NO_AUTH: hc.no_auth = true; break;
+		case OPT_TLS_CERT: hc.tls_cert = optarg; break;
+		case OPT_TLS_KEY: hc.tls_key = optarg; break;
+		case OPT_REDIRECT:
+			if ((r = parse_uint("--redirect-http", optarg, 1, 65535,
+			                    &hc.redirect_port)) != 0)
+				return r;
+			break;
+		case OPT_ALLOWED_HOST:
+			if (add(hosts, &hc.n_allowed_hosts, optarg) < 0)
+				return cli_usage_error(&kiln_cmd_serve, "too many --allowed-host");
+			break;
+		case OPT_CORS:
+			if (add(origins, &hc.n_cors_origins, optarg) < 0)
+				return cli_usage_error(&kiln_cmd_serve, "too many --cors-origin");
+			break;
+		case OPT_RATE:
+			if ((r = parse_uint("--rate-limit", optarg, 1, 1000000, &hc.rate_limit)) !=
+			    0)
+				return r;
+			break;
+		case OPT_OFFLINE: sc.offline = true; break;
+		default: return cli_usage_error(&kiln_cmd_serve, "unknown option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage_error(&kiln_cmd_serve, "unexpected argument '%s'", argv[optind]);
+	if (!sc.state_dir)
+		sc.state_dir = kiln_state_dir_default();
+	hc.listen = listen;
+	hc.allowed_hosts = hosts;
+	hc.cors_origins = origins;
+	hc.state_dir = sc.state_dir;
+
+	/* Every thread started from here on inherits the blocked set; the
+	 * main thread takes SIGINT/SIGTERM with sigwait. A client vanishing
+	 * mid-response must not kill the server. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	_cleanup_error_ struct kiln_error *err = NULL;
+	struct kiln_service *svc = NULL;
+	if (kiln_service_open(&sc, &svc, &err) < 0) {
+		cli_errorf("serve: %s", err->msg);
+		return KILN_EXIT_FAILURE;
+	}
+	struct kiln_http_server *srv = NULL;
+	if (kiln_http_start(&hc, svc, &srv, &err) < 0) {
+		cli_errorf("serve: %s", err->msg);
+		kiln_service_free(svc);
+		return KILN_EXIT_FAILURE;
+	}
+	const char *const *urls;
+	size_t n = kiln_http_urls(srv, &urls);
+	for (size_t i = 0; i < n; i++)
+		printf("kiln: serving on %s (state %s, %u workers%s)\n", urls[i], sc.state_dir,
+		       kiln_service_workers(svc), hc.no_auth ? ", no authentication" : "");
+	fflush(stdout);
+
+	int sig = 0;
+	sigwait(&set, &sig);
+	fprintf(stderr, "kiln: %s: shutting down\n", strsignal(sig));
+	kiln_http_stop(srv);
+	kiln_service_free(svc);
+	return KILN_EXIT_OK;
+}
+
+const struct kiln_command kiln_cmd_serve = {
+    .name = "serve",
+    .summary = "run the build service (HTTP API)",
+    .usage = "Usage: kiln serve [--listen ADDR:PORT]... [--state-dir DIR] [--workers N]\n"
+             "                  [--no-auth] [--tls-cert FILE --tls-key FILE]\n"
+             "                  [--redirect-http PORT] [--allowed-host HOST]...\n"
+             "                  [--cors-origin ORIGIN]... [--rate-limit N] [--offline]\n"
+             "\n"
+             "Serves the build API (docs/api.md) until SIGINT or SIGTERM, then stops\n"
+             "gracefully: live log streams end, running builds go back to pending.\n"
+             "\n"
+             "  -l, --listen ADDR:PORT   listen here (repeatable; default 127.0.0.1:8080;\n"
+             "                           IPv6 as [::1]:8080; port 0 picks a free one)\n"
+             "      --state-dir DIR      default $KILN_STATE_DIR or /var/lib/kiln\n"
+             "      --workers N          concurrent builds (default one per two cores)\n"
+             "      --no-auth            no tokens: everyone is \"anonymous\" (loopback only)\n"
+             "      --tls-cert FILE      PEM certificate: serve HTTPS\n"
+             "      --tls-key FILE       PEM private key for --tls-cert\n"
+             "      --redirect-http PORT also answer plain HTTP on PORT with 301 to https\n"
+             "      --allowed-host HOST  accept this Host header (repeatable; NAME or NAME:PORT)\n"
+             "      --cors-origin ORIGIN allow cross-origin calls from ORIGIN (repeatable)\n"
+             "      --rate-limit N       mutating requests per minute per client (default 100)\n"
+             "      --offline            builds never fetch (warm store only)\n"
+             "\n"
+             "Prints one line per URL served, then one line per request on stderr.\n"
+             "\n"
+             "Exit status: 0 after a clean shutdown, 1 failure, 2 usage error.\n",
+    .run = run,
+};

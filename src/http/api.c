@@ -1,0 +1,362 @@
+/* http/api.c — the /api/v1 route table and its handlers. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "http/internal.h"
+#include "util/alloc.h"
+#include "util/json.h"
+
+/* The OpenAPI document, embedded at build time from openapi.json. */
+extern const unsigned char kiln_http_openapi_json[];
+extern const size_t kiln_http_openapi_json_len;
+
+static enum MHD_Result respond_owned_json(struct kiln_http_request *r, unsigned status, char *json)
+{
+	struct MHD_Response *resp =
+	    MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(json);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
+	return http_respond(r, status, resp);
+}
+
+/* ---- health ------------------------------------------------------------------ */
+
+static int h_health(struct kiln_http_request *r)
+{
+	static const char body[] = "{\"status\":\"ok\"}\n";
+	return http_respond_json(r, MHD_HTTP_OK, body, sizeof(body) - 1);
+}
+
+static int h_ready(struct kiln_http_request *r)
+{
+	if (!kiln_service_ready(r->srv->svc))
+		return http_respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "not_ready",
+		                          "the database or the workers are not ready");
+	return respond_owned_json(r, MHD_HTTP_OK,
+	                          xasprintf("{\"status\":\"ready\",\"workers\":%u}\n",
+	                                    kiln_service_workers(r->srv->svc)));
+}
+
+static int h_db(struct kiln_http_request *r)
+{
+	uint64_t us = 0;
+	_cleanup_error_ struct kiln_error *err = NULL;
+	if (kiln_service_db_ping(r->srv->svc, &us, &err) < 0)
+		return http_respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "database_unavailable",
+		                          "database: %s", err ? err->msg : "unreachable");
+	return respond_owned_json(
+	    r, MHD_HTTP_OK,
+	    xasprintf("{\"status\":\"ok\",\"latency_us\":%llu}\n", (unsigned long long)us));
+}
+
+static int h_openapi(struct kiln_http_request *r)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(
+	    kiln_http_openapi_json_len, (void *)kiln_http_openapi_json, MHD_RESPMEM_PERSISTENT);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
+	MHD_add_response_header(resp, "Cache-Control", "public, max-age=300");
+	return http_respond(r, MHD_HTTP_OK, resp);
+}
+
+/* ---- builds -------------------------------------------------------------------- */
+
+/* The build's JSON with the submit outcome made explicit. */
+static char *submit_json(const struct kiln_build_info *b, enum kiln_submit_outcome outcome)
+{
+	_cleanup_free_ char *raw = kiln_build_info_json(b);
+	json_t *o = json_loads(raw, 0, NULL);
+	if (!o || !json_is_object(o)) {
+		json_decref(o);
+		return TAKE_PTR(raw);
+	}
+	json_object_set_new(o, "cached", json_boolean(outcome == KILN_SUBMIT_CACHED || b->cached));
+	json_object_set_new(o, "coalesced", json_boolean(outcome == KILN_SUBMIT_COALESCED));
+	char *out = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	if (!out)
+		return TAKE_PTR(raw);
+	char *ret = xasprintf("%s\n", out);
+	free(out);
+	return ret;
+}
+
+static const struct {
+	int code;
+	unsigned status;
+	const char *err;
+	const char *msg;
+} part_errors[] = {
+    {-EFBIG, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+     "the 'recipe' part is over the body limit"},
+    {-ENOKEY, MHD_HTTP_BAD_REQUEST, "bad_request",
+     "unexpected form field: the parts are 'recipe' and 'context'"},
+    {-EINVAL, MHD_HTTP_BAD_REQUEST, "bad_request", "more than one 'context' part"},
+    {-EBADMSG, MHD_HTTP_BAD_REQUEST, "bad_request", "malformed multipart body"},
+};
+
+static int h_submit(struct kiln_http_request *r)
+{
+	const char *recipe;
+	size_t len;
+	if (r->media == KILN_HTTP_MEDIA_MULTIPART) {
+		MHD_destroy_post_processor(r->pp); /* flushes the last part */
+		r->pp = NULL;
+		if (r->part_error) {
+			for (size_t i = 0; i < ELEMENTSOF(part_errors); i++)
+				if (part_errors[i].code == r->part_error)
+					return http_respond_error(r, part_errors[i].status,
+					                          part_errors[i].err, "%s",
+					                          part_errors[i].msg);
+			return http_respond_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR,
+			                          "internal_error", "storing the upload: %s",
+			                          strerror(-r->part_error));
+		}
+		if (r->context_fd >= 0 && fsync(r->context_fd) < 0)
+			return http_respond_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR,
+			                          "internal_error", "storing the upload failed");
+		recipe = r->recipe_part.data;
+		len = r->recipe_part.len;
+		if (len == 0)
+			return http_respond_error(r, MHD_HTTP_BAD_REQUEST, "bad_request",
+			                          "multipart body without a 'recipe' part");
+	} else {
+		recipe = r->body.data;
+		len = r->body.len;
+		if (len == 0)
+			return http_respond_error(r, MHD_HTTP_BAD_REQUEST, "bad_request",
+			                          "empty body: send the recipe as JSON");
+	}
+	/* Bad JSON is a malformed request (400); a well-formed recipe that
+	 * breaks the rules is unprocessable (422, from the service). */
+	json_error_t jerr;
+	json_t *probe = json_loadb(recipe, len, 0, &jerr);
+	if (!probe)
+		return http_respond_error(r, MHD_HTTP_BAD_REQUEST, "invalid_json",
+		                          "body is not valid JSON: line %d column %d: %s",
+		                          jerr.line, jerr.column, jerr.text);
+	json_decref(probe);
+
+	struct kiln_submit in = {
+	    .recipe = recipe,
+	    .recipe_len = len,
+	    .context_path = r->context_seen ? r->context_path : NULL,
+	    .owner = r->owner,
+	};
+	enum kiln_submit_outcome outcome;
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;
+	_cleanup_error_ struct kiln_error *err = NULL;
+	int rc = kiln_service_submit(r->srv->svc, &in, &outcome, &b, &err);
+	if (rc < 0)
+		return http_respond_service_error(r, rc, err);
+	char *json = submit_json(b, outcome);
+	struct MHD_Response *resp =
+	    MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(json);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
+	_cleanup_free_ char *loc = xasprintf("/api/v1/builds/%s", b->id);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, loc);
+	return http_respond(r, outcome == KILN_SUBMIT_QUEUED ? MHD_HTTP_ACCEPTED : MHD_HTTP_OK,
+	                    resp);
+}
+
+static int h_list(struct kiln_http_request *r)
+{
+	struct kiln_http_list_query q;
+	_cleanup_error_ struct kiln_error *err = NULL;
+	if (kiln_http_list_query_parse(http_query(r, "status"), http_query(r, "cursor"),
+	                               http_query(r, "limit"), kiln_build_status_parse, &q,
+	                               &err) < 0)
+		return http_respond_error(r, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", err->msg);
+	struct kiln_build_info **v = NULL;
+	size_t n = 0;
+	_cleanup_free_ char *next = NULL;
+	int rc = kiln_service_list(r->srv->svc, r->owner, q.status, q.cursor, q.limit, &v, &n,
+	                           &next, &err);
+	if (rc == -EINVAL)
+		return http_respond_error(r, MHD_HTTP_BAD_REQUEST, "bad_request", "%s",
+		                          err ? err->msg : "bad cursor");
+	if (rc < 0)
+		return http_respond_service_error(r, rc, err);
+	struct kiln_buf b = KILN_BUF_INIT;
+	kiln_buf_puts(&b, "{\"builds\":[");
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *one = kiln_build_info_json(v[i]);
+		if (i)
+			kiln_buf_putc(&b, ',');
+		kiln_buf_puts(&b, one);
+	}
+	kiln_buf_puts(&b, "],\"next_cursor\":");
+	if (next)
+		kiln_json_put_string(&b, next, strlen(next), true);
+	else
+		kiln_buf_puts(&b, "null");
+	kiln_buf_puts(&b, "}\n");
+	kiln_build_info_list_free(v, n);
+	return respond_owned_json(r, MHD_HTTP_OK, kiln_buf_steal(&b, NULL));
+}
+
+static int h_get(struct kiln_http_request *r)
+{
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;
+	_cleanup_error_ struct kiln_error *err = NULL;
+	int rc = kiln_service_get(r->srv->svc, r->params[0], r->owner, &b, &err);
+	if (rc < 0)
+		return http_respond_service_error(r, rc, err);
+	return respond_owned_json(r, MHD_HTTP_OK, kiln_build_info_json(b));
+}
+
+static int h_cancel(struct kiln_http_request *r)
+{
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;
+	_cleanup_error_ struct kiln_error *err = NULL;
+	int rc = kiln_service_cancel(r->srv->svc, r->params[0], r->owner, &b, &err);
+	if (rc < 0)
+		return http_respond_service_error(r, rc, err);
+	return respond_owned_json(r, MHD_HTTP_OK, kiln_build_info_json(b));
+}
+
+static int h_logs(struct kiln_http_request *r)
+{
+	bool sse = kiln_http_accepts(http_header(r, MHD_HTTP_HEADER_ACCEPT), "text/event-stream");
+	return http_logs_respond(r, r->params[0], sse);
+}
+
+static int h_artifacts(struct kiln_http_request *r)
+{
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;
+	_cleanup_error_ struct kiln_error *err = NULL;
+	int rc = kiln_service_get(r->srv->svc, r->params[0], r->owner, &b, &err);
+	if (rc < 0)
+		return http_respond_service_error(r, rc, err);
+	struct kiln_buf o = KILN_BUF_INIT;
+	kiln_buf_puts(&o, "{\"artifacts\":[");
+	for (size_t i = 0; i < b->n_artifacts; i++) {
+		const struct kiln_build_artifact *a = &b->artifacts[i];
+		if (i)
+			kiln_buf_putc(&o, ',');
+		kiln_buf_puts(&o, "{\"name\":");
+		kiln_json_put_cstr(&o, a->name);
+		kiln_buf_printf(&o, ",\"sha256\":\"%s\",\"size\":%llu,\"url\":", a->sha256,
+		                (unsigned long long)a->size);
+		_cleanup_free_ char *url =
+		    xasprintf("/api/v1/builds/%s/artifacts/%s", b->id, a->name);
+		kiln_json_put_cstr(&o, url);
+		kiln_buf_putc(&o, '}');
+	}
+	kiln_buf_puts(&o, "]}\n");
+	return respond_owned_json(r, MHD_HTTP_OK, kiln_buf_steal(&o, NULL));
+}
+
+static const char *artifact_type(const char *name)
+{
+	size_t n = strlen(name);
+	if (n >= 5 && strcmp(name + n - 5, ".json") == 0)
+		return "application/json; charset=utf-8";
+	if (n >= 4 && strcmp(name + n - 4, ".iso") == 0)
+		return "application/x-iso9660-image";
+	if (n >= 7 && strcmp(name + n - 7, ".tar.gz") == 0)
+		return "application/gzip";
+	return "application/octet-stream";
+}
+
+static int h_artifact(struct kiln_http_request *r)
+{
+	_cleanup_free_ char *path = NULL;
+	struct kiln_build_artifact info = {0};
+	_cleanup_error_ struct kiln_error *err = NULL;
+	int rc = kiln_service_artifact(r->srv->svc, r->params[0], r->owner, r->params[1], &path,
+	                               &info, &err);
+	free(info.name);
+	if (rc < 0)
+		return http_respond_service_error(r, rc, err);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		struct kiln_error e = {.code = EIO, .msg = (char *)"artifact file unreadable"};
+		return http_respond_service_error(r, -EIO, &e);
+	}
+	uint64_t size = (uint64_t)st.st_size;
+	char etag[KILN_SHA256_HEX_LEN + 3];
+	snprintf(etag, sizeof(etag), "\"%s\"", info.sha256);
+
+	if (kiln_http_etag_match(http_header(r, MHD_HTTP_HEADER_IF_NONE_MATCH), etag)) {
+		struct MHD_Response *resp =
+		    MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+		MHD_add_response_header(resp, "Cache-Control", "private, no-cache");
+		return http_respond(r, MHD_HTTP_NOT_MODIFIED, resp);
+	}
+
+	const char *range = http_header(r, MHD_HTTP_HEADER_RANGE);
+	const char *if_range = http_header(r, MHD_HTTP_HEADER_IF_RANGE);
+	if (if_range && strcmp(if_range, etag) != 0)
+		range = NULL; /* the client's copy is stale: send it all */
+	uint64_t start = 0, len = size;
+	unsigned status = MHD_HTTP_OK;
+	char content_range[96] = "";
+	switch (kiln_http_range_parse(range, size, &start, &len)) {
+	case KILN_HTTP_RANGE_NONE: start = 0, len = size; break;
+	case KILN_HTTP_RANGE_OK:
+		status = MHD_HTTP_PARTIAL_CONTENT;
+		snprintf(content_range, sizeof(content_range), "bytes %llu-%llu/%llu",
+		         (unsigned long long)start, (unsigned long long)(start + len - 1),
+		         (unsigned long long)size);
+		break;
+	case KILN_HTTP_RANGE_UNSATISFIABLE: {
+		struct MHD_Response *resp =
+		    MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+		snprintf(content_range, sizeof(content_range), "bytes */%llu",
+		         (unsigned long long)size);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, content_range);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+		return http_respond(r, MHD_HTTP_RANGE_NOT_SATISFIABLE, resp);
+	}
+	}
+	/* MHD sends straight from the fd (sendfile on plain HTTP). */
+	struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(len, fd, start);
+	if (!resp)
+		return MHD_NO;
+	TAKE_FD(fd);
+	MHD_add_response_header(resp, "Content-Type", artifact_type(r->params[1]));
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
+	MHD_add_response_header(resp, "Cache-Control", "private, no-cache");
+	if (status == MHD_HTTP_PARTIAL_CONTENT)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, content_range);
+	struct kiln_buf cd = KILN_BUF_INIT;
+	kiln_http_content_disposition(&cd, r->params[1]);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, cd.data);
+	kiln_buf_free(&cd);
+	return http_respond(r, status, resp);
+}
+
+/* ---- the table ------------------------------------------------------------------ */
+
+#define B "/api/v1/builds"
+const struct kiln_http_route http_routes[] = {
+    {KILN_HTTP_GET, "/api/v1/health", 0, h_health},
+    {KILN_HTTP_GET, "/api/v1/health/ready", 0, h_ready},
+    {KILN_HTTP_GET, "/api/v1/health/db", 0, h_db},
+    {KILN_HTTP_GET, "/api/v1/openapi.json", 0, h_openapi},
+    {KILN_HTTP_POST, B, ROUTE_AUTH | ROUTE_MUTATING | ROUTE_BODY, h_submit},
+    {KILN_HTTP_GET, B, ROUTE_AUTH, h_list},
+    {KILN_HTTP_GET, B "/{id}", ROUTE_AUTH, h_get},
+    {KILN_HTTP_POST, B "/{id}/cancel", ROUTE_AUTH | ROUTE_MUTATING, h_cancel},
+    {KILN_HTTP_GET, B "/{id}/logs", ROUTE_AUTH, h_logs},
+    {KILN_HTTP_GET, B "/{id}/artifacts", ROUTE_AUTH, h_artifacts},
+    {KILN_HTTP_GET, B "/{id}/artifacts/{name}", ROUTE_AUTH, h_artifact},
+};
+#undef B
+const size_t http_n_routes = ELEMENTSOF(http_routes);
