@@ -891,6 +891,10 @@ int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service
 	}
 	if (r == 0 && !s->no_workers)
 		r = recover(s, err);
+	/* The tool versions (part of every build key) run a few host tools the
+	 * first time: do it now, not in the first submit's request. */
+	if (r == 0 && !s->no_workers)
+		(void)kiln_image_tool_versions();
 	if (r == 0 && !s->no_workers) {
 		unsigned n = cfg->workers;
 		if (n == 0) {
