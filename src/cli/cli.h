@@ -25,6 +25,7 @@ extern const struct kiln_command kiln_cmd_hash;
 extern const struct kiln_command kiln_cmd_profile;
 extern const struct kiln_command kiln_cmd_setup;
 extern const struct kiln_command kiln_cmd_build;
+extern const struct kiln_command kiln_cmd_token;
 extern const struct kiln_command kiln_cmd_run;
 extern const struct kiln_command kiln_cmd_serve;
 

@@ -10,6 +10,7 @@ static const struct kiln_command *const commands[] = {
 	&kiln_cmd_profile,
 	&kiln_cmd_setup,
 	&kiln_cmd_build,
+	&kiln_cmd_token,
 	&kiln_cmd_run,
 	&kiln_cmd_serve,
 };

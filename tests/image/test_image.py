@@ -163,7 +163,7 @@ FULL = {
         "USER root",
         "COPY app /opt/app",
         "RUN hello > /etc/hello-output",
-        "RUN ls -l /etc > /etc/listing",
+        "RUN ls -l /etc > /root/listing",
     ],
     "outputs": ["tar", "squashfs"],
 }
