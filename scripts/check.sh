@@ -27,7 +27,7 @@ pytests() {
 	build=$1
 	shift
 	KILN="$(pwd)/$build/src/cli/kiln" "$PYTHON" -m pytest -q -p no:cacheprovider -rfE "$@" \
-		tests/integration tests/security tests/image
+		tests/integration tests/security tests/image tests/api
 }
 
 suite lint ./scripts/lint.sh

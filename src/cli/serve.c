@@ -44,6 +44,7 @@ static int run(int argc, char **argv)
 		OPT_STATE,
 		OPT_WORKERS,
 		OPT_OFFLINE,
+		OPT_NO_WORKERS,
 	};
 	static const struct option opts[] = {
 	    {"help", no_argument, NULL, 'h'},
@@ -58,6 +59,7 @@ static int run(int argc, char **argv)
 	    {"cors-origin", required_argument, NULL, OPT_CORS},
 	    {"rate-limit", required_argument, NULL, OPT_RATE},
 	    {"offline", no_argument, NULL, OPT_OFFLINE},
+	    {"no-workers", no_argument, NULL, OPT_NO_WORKERS},
 	    {},
 	};
 	const char *listen[MAX_LIST], *hosts[MAX_LIST], *origins[MAX_LIST];
@@ -99,6 +101,7 @@ static int run(int argc, char **argv)
 				return r;
 			break;
 		case OPT_OFFLINE: sc.offline = true; break;
+		case OPT_NO_WORKERS: sc.no_workers = true; break;
 		default: return cli_usage_error(&kiln_cmd_serve, "unknown option");
 		}
 	}
@@ -155,6 +158,7 @@ const struct kiln_command kiln_cmd_serve = {
              "                  [--no-auth] [--tls-cert FILE --tls-key FILE]\n"
              "                  [--redirect-http PORT] [--allowed-host HOST]...\n"
              "                  [--cors-origin ORIGIN]... [--rate-limit N] [--offline]\n"
+             "                  [--no-workers]\n"
              "\n"
              "Serves the build API (docs/api.md) until SIGINT or SIGTERM, then stops\n"
              "gracefully: live log streams end, running builds go back to pending.\n"
@@ -171,6 +175,8 @@ const struct kiln_command kiln_cmd_serve = {
              "      --cors-origin ORIGIN allow cross-origin calls from ORIGIN (repeatable)\n"
              "      --rate-limit N       mutating requests per minute per client (default 100)\n"
              "      --offline            builds never fetch (warm store only)\n"
+             "      --no-workers         queue builds but run none here (tests; API-only\n"
+             "                           front ends); no crash recovery at start-up\n"
              "\n"
              "Prints one line per URL served, then one line per request on stderr.\n"
              "\n"

@@ -80,7 +80,8 @@ struct kiln_http_request {
 	enum kiln_http_media media;
 	struct kiln_buf body;
 	uint64_t body_seen;
-	bool body_failed; /* a response (413, ...) is already queued */
+	bool body_failed;       /* a response (413, ...) is already queued */
+	size_t too_large_limit; /* the body passed this limit: 413 at its end */
 	struct MHD_PostProcessor *pp;
 	struct kiln_buf recipe_part;
 	int context_fd;

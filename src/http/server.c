@@ -24,6 +24,7 @@
 
 #define RATE_SLOTS 4096
 #define RATE_PROBES 16
+#define DRAIN_MAX (8u << 20)
 
 struct rate_slot {
 	bool used;
@@ -470,39 +471,40 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
 	return MHD_NO;
 }
 
-static void body_consume(struct kiln_http_request *r, const char *data, size_t size)
+/* MHD can only queue a response before the body starts or after it ends,
+ * so a body found too large while streaming (chunked, no Content-Length)
+ * is drained and answered 413 at its end — up to a bound past which the
+ * connection is simply closed. Returns false to close. */
+static bool body_too_large(struct kiln_http_request *r, size_t limit)
+{
+	if (r->body_seen <= limit)
+		return false;
+	r->too_large_limit = limit;
+	return true;
+}
+
+static bool body_consume(struct kiln_http_request *r, const char *data, size_t size)
 {
 	r->body_seen += size;
+	if (r->too_large_limit)
+		return r->body_seen - r->too_large_limit <= DRAIN_MAX;
 	if (!(r->route->flags & ROUTE_BODY)) {
-		/* a body nobody reads: bounded all the same */
-		if (r->body_seen > r->srv->body_limit) {
-			r->body_failed = true;
-			http_respond_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
-			                   "request body over the limit of %zu bytes",
-			                   r->srv->body_limit);
-		}
-		return;
+		body_too_large(r,
+		               r->srv->body_limit); /* a body nobody reads: bounded all the same */
+		return true;
 	}
 	if (r->media == KILN_HTTP_MEDIA_MULTIPART) {
-		if (r->body_seen > r->srv->upload_limit) {
-			r->body_failed = true;
-			http_respond_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
-			                   "request body over the limit of %zu bytes",
-			                   r->srv->upload_limit);
-			return;
-		}
+		if (body_too_large(r, r->srv->upload_limit))
+			return true;
 		if (r->part_error == 0 && MHD_post_process(r->pp, data, size) != MHD_YES &&
 		    r->part_error == 0)
 			r->part_error = -EBADMSG;
-		return;
+		return true;
 	}
-	if (r->body_seen > r->srv->body_limit) {
-		r->body_failed = true;
-		http_respond_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
-		                   "request body over the limit of %zu bytes", r->srv->body_limit);
-		return;
-	}
+	if (body_too_large(r, r->srv->body_limit))
+		return true;
 	kiln_buf_append(&r->body, data, size);
+	return true;
 }
 
 /* ---- the request lifecycle -------------------------------------------------- */
@@ -577,14 +579,17 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		return MHD_YES;
 	}
 	if (*upload_data_size > 0) {
-		if (!r->body_failed)
-			body_consume(r, upload_data, *upload_data_size);
+		bool keep = r->body_failed || body_consume(r, upload_data, *upload_data_size);
 		*upload_data_size = 0;
-		return MHD_YES;
+		return keep ? MHD_YES : MHD_NO;
 	}
 	if (r->body_failed)
 		return MHD_YES;
 	r->body_failed = true;
+	if (r->too_large_limit)
+		return http_respond_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+		                          "request body over the limit of %zu bytes",
+		                          r->too_large_limit);
 	return (enum MHD_Result)r->route->handler(r);
 }
 
