@@ -644,7 +644,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	free(r);
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+_printf_(2, 0) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	struct kiln_http_server *s = cls;
 	if (!s->access_log)

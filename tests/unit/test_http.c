@@ -1,0 +1,353 @@
+/* Unit tests of http/'s pure parsers (http/parse.h): routes, Host
+ * allowlist, Range, If-None-Match, Bearer, Accept, Content-Type, list
+ * parameters, listen addresses, the rate limiter's bucket, SSE framing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <string.h>
+
+#include "http/parse.h"
+#include "util/alloc.h"
+
+static int h(struct kiln_http_request *r)
+{
+	(void)r;
+	return 0;
+}
+
+static const struct kiln_http_route routes[] = {
+    {KILN_HTTP_GET, "/api/v1/health", 0, h},
+    {KILN_HTTP_POST, "/api/v1/builds", 0, h},
+    {KILN_HTTP_GET, "/api/v1/builds", 0, h},
+    {KILN_HTTP_GET, "/api/v1/builds/{id}", 0, h},
+    {KILN_HTTP_POST, "/api/v1/builds/{id}/cancel", 0, h},
+    {KILN_HTTP_GET, "/api/v1/builds/{id}/artifacts/{name}", 0, h},
+};
+
+static int find(unsigned m, const char *path, unsigned *allow, struct kiln_http_param *p, size_t *n)
+{
+	return kiln_http_route_find(routes, ELEMENTSOF(routes), m, path, p, n, allow);
+}
+
+static void test_routes(void **state)
+{
+	(void)state;
+	struct kiln_http_param p[KILN_HTTP_MAX_PARAMS];
+	size_t n = 99;
+	unsigned allow;
+	assert_int_equal(find(KILN_HTTP_GET, "/api/v1/health", &allow, p, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(find(KILN_HTTP_HEAD, "/api/v1/health", &allow, p, &n), 0);
+	assert_int_equal(find(KILN_HTTP_GET, "/api/v1/builds", &allow, p, &n), 2);
+	assert_int_equal(allow, KILN_HTTP_GET | KILN_HTTP_POST);
+	assert_int_equal(find(KILN_HTTP_POST, "/api/v1/builds", &allow, p, &n), 1);
+	assert_int_equal(find(KILN_HTTP_GET, "/api/v1/builds/abc/artifacts/x.iso", &allow, p, &n),
+	                 5);
+	assert_int_equal(n, 2);
+	assert_int_equal(p[0].len, 3);
+	assert_memory_equal(p[0].s, "abc", 3);
+	assert_int_equal(p[1].len, 5);
+	assert_memory_equal(p[1].s, "x.iso", 5);
+	/* wrong method on a known path */
+	assert_int_equal(find(KILN_HTTP_DELETE, "/api/v1/builds/abc", &allow, p, &n),
+	                 KILN_HTTP_ROUTE_BAD_METHOD);
+	assert_int_equal(allow, KILN_HTTP_GET);
+	assert_int_equal(find(KILN_HTTP_GET, "/api/v1/builds/abc/cancel", &allow, p, &n),
+	                 KILN_HTTP_ROUTE_BAD_METHOD);
+	/* not found: extra/missing/empty segments, trailing slash, no slash */
+	static const char *const nf[] = {
+	    "/api/v1/builds/",
+	    "/api/v1/builds//cancel",
+	    "/api/v1/healthz",
+	    "/api/v1",
+	    "/api/v1/builds/a/b",
+	    "api/v1/health",
+	    "",
+	    "/",
+	    "/api/v1/health/",
+	    "/api/v1/builds/a/artifacts/",
+	};
+	for (size_t i = 0; i < ELEMENTSOF(nf); i++)
+		assert_int_equal(find(KILN_HTTP_GET, nf[i], &allow, p, &n),
+		                 KILN_HTTP_ROUTE_NOT_FOUND);
+	assert_int_equal(kiln_http_method_parse("GET"), KILN_HTTP_GET);
+	assert_int_equal(kiln_http_method_parse("get"), 0);
+	assert_int_equal(kiln_http_method_parse("BREW"), 0);
+	struct kiln_buf b = KILN_BUF_INIT;
+	kiln_http_allow_header(KILN_HTTP_GET | KILN_HTTP_POST, &b);
+	assert_string_equal(b.data, "GET, HEAD, POST, OPTIONS");
+	kiln_buf_free(&b);
+}
+
+static void test_host_allowlist(void **state)
+{
+	(void)state;
+	static const char *const allow[] = {"localhost:8080", "127.0.0.1:8080", "[::1]:8080",
+	                                    "kiln.example"};
+	const size_t n = ELEMENTSOF(allow);
+	assert_true(kiln_http_host_allowed("localhost:8080", allow, n));
+	assert_true(kiln_http_host_allowed("LocalHost:8080", allow, n));
+	assert_true(kiln_http_host_allowed("[::1]:8080", allow, n));
+	assert_true(kiln_http_host_allowed("kiln.example", allow, n));
+	assert_true(kiln_http_host_allowed("kiln.example:9999", allow, n));
+	assert_false(kiln_http_host_allowed("localhost", allow, n)); /* port 80 is not ours */
+	assert_false(kiln_http_host_allowed("localhost:8081", allow, n));
+	assert_false(kiln_http_host_allowed("evil.example:8080", allow, n));
+	assert_false(kiln_http_host_allowed("localhost.evil.example:8080", allow, n));
+	assert_false(kiln_http_host_allowed("kiln.example.evil", allow, n));
+	assert_false(kiln_http_host_allowed("127.0.0.1:8080@evil", allow, n));
+	assert_false(kiln_http_host_allowed("", allow, n));
+	assert_false(kiln_http_host_allowed(NULL, allow, n));
+	assert_false(kiln_http_host_allowed(":8080", allow, n));
+	assert_false(kiln_http_host_allowed("localhost:", allow, n));
+	assert_false(kiln_http_host_allowed("localhost:99999", allow, n));
+	assert_false(kiln_http_host_allowed("localhost:8080 ", allow, n));
+	assert_false(kiln_http_host_allowed("[::1", allow, n));
+	assert_false(kiln_http_host_allowed("[]:8080", allow, n));
+	assert_false(kiln_http_host_allowed("[::1]x", allow, n));
+}
+
+static void test_range(void **state)
+{
+	(void)state;
+	uint64_t s = 7, l = 7;
+	assert_int_equal(kiln_http_range_parse(NULL, 100, &s, &l), KILN_HTTP_RANGE_NONE);
+	assert_int_equal(kiln_http_range_parse("bytes=0-9", 100, &s, &l), KILN_HTTP_RANGE_OK);
+	assert_int_equal(s, 0);
+	assert_int_equal(l, 10);
+	assert_int_equal(kiln_http_range_parse("bytes=90-", 100, &s, &l), KILN_HTTP_RANGE_OK);
+	assert_int_equal(s, 90);
+	assert_int_equal(l, 10);
+	assert_int_equal(kiln_http_range_parse("bytes=90-1000", 100, &s, &l), KILN_HTTP_RANGE_OK);
+	assert_int_equal(l, 10);
+	assert_int_equal(kiln_http_range_parse("bytes=-10", 100, &s, &l), KILN_HTTP_RANGE_OK);
+	assert_int_equal(s, 90);
+	assert_int_equal(l, 10);
+	assert_int_equal(kiln_http_range_parse("bytes=-1000", 100, &s, &l), KILN_HTTP_RANGE_OK);
+	assert_int_equal(s, 0);
+	assert_int_equal(l, 100);
+	assert_int_equal(kiln_http_range_parse(" Bytes = 5-5 ", 100, &s, &l), KILN_HTTP_RANGE_OK);
+	assert_int_equal(s, 5);
+	assert_int_equal(l, 1);
+	assert_int_equal(kiln_http_range_parse("bytes=100-", 100, &s, &l),
+	                 KILN_HTTP_RANGE_UNSATISFIABLE);
+	assert_int_equal(kiln_http_range_parse("bytes=-0", 100, &s, &l),
+	                 KILN_HTTP_RANGE_UNSATISFIABLE);
+	assert_int_equal(kiln_http_range_parse("bytes=0-", 0, &s, &l),
+	                 KILN_HTTP_RANGE_UNSATISFIABLE);
+	assert_int_equal(kiln_http_range_parse("bytes=99999999999999999999999-", 100, &s, &l),
+	                 KILN_HTTP_RANGE_UNSATISFIABLE);
+	static const char *const ignored[] = {
+	    "bytes=5-1", "bytes=0-1,5-6", "bytes=",     "bytes=-",   "items=0-1",
+	    "bytes 0-1", "bytes=a-b",     "bytes=1-2x", "bytes=--1", "",
+	};
+	for (size_t i = 0; i < ELEMENTSOF(ignored); i++)
+		assert_int_equal(kiln_http_range_parse(ignored[i], 100, &s, &l),
+		                 KILN_HTTP_RANGE_NONE);
+	/* the largest sizes do not overflow */
+	assert_int_equal(kiln_http_range_parse("bytes=0-", UINT64_MAX, &s, &l), KILN_HTTP_RANGE_OK);
+	assert_true(l == UINT64_MAX);
+}
+
+static void test_etag(void **state)
+{
+	(void)state;
+	const char *e = "\"abc\"";
+	assert_true(kiln_http_etag_match("\"abc\"", e));
+	assert_true(kiln_http_etag_match("W/\"abc\"", e));
+	assert_true(kiln_http_etag_match("\"x\", \"abc\"", e));
+	assert_true(kiln_http_etag_match("*", e));
+	assert_false(kiln_http_etag_match("\"abcd\"", e));
+	assert_false(kiln_http_etag_match("abc", e));
+	assert_false(kiln_http_etag_match("\"abc", e));
+	assert_false(kiln_http_etag_match("", e));
+	assert_false(kiln_http_etag_match(NULL, e));
+}
+
+static void test_bearer_accept_media(void **state)
+{
+	(void)state;
+	const char *t;
+	size_t n;
+	assert_true(kiln_http_bearer_parse("Bearer kiln_abc-DEF_123", &t, &n));
+	assert_int_equal(n, strlen("kiln_abc-DEF_123"));
+	assert_true(kiln_http_bearer_parse("bearer  tok==", &t, &n));
+	assert_int_equal(n, 5);
+	assert_false(kiln_http_bearer_parse("Bearer", &t, &n));
+	assert_false(kiln_http_bearer_parse("Bearer ", &t, &n));
+	assert_false(kiln_http_bearer_parse("Basic eDp5", &t, &n));
+	assert_false(kiln_http_bearer_parse("Bearer a b", &t, &n));
+	assert_false(kiln_http_bearer_parse("Bearer a\"b", &t, &n));
+	assert_false(kiln_http_bearer_parse("Bearertok", &t, &n));
+
+	assert_true(kiln_http_accepts("text/event-stream", "text/event-stream"));
+	assert_true(kiln_http_accepts("text/html, Text/Event-Stream;q=0.5", "text/event-stream"));
+	assert_false(kiln_http_accepts("text/event-stream;q=0", "text/event-stream"));
+	assert_false(kiln_http_accepts("text/event-streams", "text/event-stream"));
+	assert_false(kiln_http_accepts("*/*", "text/event-stream"));
+	assert_false(kiln_http_accepts(NULL, "text/event-stream"));
+
+	assert_int_equal(kiln_http_media_type("application/json"), KILN_HTTP_MEDIA_JSON);
+	assert_int_equal(kiln_http_media_type("Application/JSON; charset=UTF-8"),
+	                 KILN_HTTP_MEDIA_JSON);
+	assert_int_equal(kiln_http_media_type("application/json; charset=latin1"),
+	                 KILN_HTTP_MEDIA_OTHER);
+	assert_int_equal(kiln_http_media_type("multipart/form-data; boundary=xyz"),
+	                 KILN_HTTP_MEDIA_MULTIPART);
+	assert_int_equal(kiln_http_media_type("multipart/form-data; boundary=\"a b\""),
+	                 KILN_HTTP_MEDIA_MULTIPART);
+	assert_int_equal(kiln_http_media_type("multipart/form-data"), KILN_HTTP_MEDIA_OTHER);
+	assert_int_equal(kiln_http_media_type("application/jsonx"), KILN_HTTP_MEDIA_OTHER);
+	assert_int_equal(kiln_http_media_type("text/plain"), KILN_HTTP_MEDIA_OTHER);
+	assert_int_equal(kiln_http_media_type(NULL), KILN_HTTP_MEDIA_NONE);
+}
+
+static int status_parse(const char *s)
+{
+	return strcmp(s, "pending") == 0 ? 0 : strcmp(s, "failed") == 0 ? 3 : -1;
+}
+
+static void test_list_query(void **state)
+{
+	(void)state;
+	struct kiln_http_list_query q;
+	struct kiln_error *err = NULL;
+	assert_int_equal(kiln_http_list_query_parse(NULL, NULL, NULL, status_parse, &q, &err), 0);
+	assert_int_equal(q.status, -1);
+	assert_null(q.cursor);
+	assert_int_equal(q.limit, 20);
+	assert_int_equal(
+	    kiln_http_list_query_parse("failed", "abc=", "100", status_parse, &q, &err), 0);
+	assert_int_equal(q.status, 3);
+	assert_string_equal(q.cursor, "abc=");
+	assert_int_equal(q.limit, 100);
+	static const char *const bad[][3] = {
+	    {"bogus", NULL, NULL}, {NULL, NULL, "0"},    {NULL, NULL, "101"},
+	    {NULL, NULL, "-1"},    {NULL, NULL, "1x"},   {NULL, "a b", NULL},
+	    {NULL, "\x01", NULL},  {NULL, "\xff", NULL}, {NULL, NULL, ""},
+	};
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		assert_int_equal(kiln_http_list_query_parse(bad[i][0], bad[i][1], bad[i][2],
+		                                            status_parse, &q, &err),
+		                 -EINVAL);
+		assert_non_null(err);
+		err = kiln_error_free(err);
+	}
+	uint64_t v;
+	assert_int_equal(kiln_http_last_event_id_parse("42", &v), 0);
+	assert_int_equal(v, 42);
+	assert_true(kiln_http_last_event_id_parse("4x", &v) < 0);
+}
+
+static void test_listen(void **state)
+{
+	(void)state;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	struct kiln_buf b = KILN_BUF_INIT;
+	assert_int_equal(kiln_http_listen_parse("127.0.0.1:8080", &ss, &len, NULL), 0);
+	assert_true(kiln_http_addr_is_loopback((struct sockaddr *)&ss));
+	kiln_http_addr_format((struct sockaddr *)&ss, &b, true);
+	assert_string_equal(b.data, "127.0.0.1:8080");
+	kiln_buf_reset(&b);
+	assert_int_equal(kiln_http_listen_parse("[::1]:0", &ss, &len, NULL), 0);
+	assert_true(kiln_http_addr_is_loopback((struct sockaddr *)&ss));
+	kiln_http_addr_format((struct sockaddr *)&ss, &b, true);
+	assert_string_equal(b.data, "[::1]:0");
+	kiln_buf_free(&b);
+	assert_int_equal(kiln_http_listen_parse("localhost:1", &ss, &len, NULL), 0);
+	assert_true(kiln_http_addr_is_loopback((struct sockaddr *)&ss));
+	assert_int_equal(kiln_http_listen_parse("127.8.9.10:1", &ss, &len, NULL), 0);
+	assert_true(kiln_http_addr_is_loopback((struct sockaddr *)&ss));
+	assert_int_equal(kiln_http_listen_parse("0.0.0.0:8080", &ss, &len, NULL), 0);
+	assert_false(kiln_http_addr_is_loopback((struct sockaddr *)&ss));
+	assert_int_equal(kiln_http_listen_parse("[::]:8080", &ss, &len, NULL), 0);
+	assert_false(kiln_http_addr_is_loopback((struct sockaddr *)&ss));
+	static const char *const bad[] = {
+	    "8080",     "127.0.0.1", "127.0.0.1:",     "127.0.0.1:70000",
+	    "::1:8080", "[::1:8080", "example.com:80", "127.0.0.1:8080x"};
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		struct kiln_error *err = NULL;
+		assert_int_equal(kiln_http_listen_parse(bad[i], &ss, &len, &err), -EINVAL);
+		assert_non_null(strstr(err->msg, bad[i]));
+		kiln_error_free(err);
+	}
+}
+
+static void test_bucket(void **state)
+{
+	(void)state;
+	struct kiln_http_bucket b = {0};
+	struct kiln_http_rate r;
+	uint64_t t = 1000000000;
+	/* a full bucket: `limit` requests at once, then refused */
+	for (unsigned i = 0; i < 100; i++) {
+		assert_true(kiln_http_bucket_take(&b, t, 100, &r));
+		assert_int_equal(r.limit, 100);
+		assert_int_equal(r.remaining, 99 - i);
+	}
+	assert_false(kiln_http_bucket_take(&b, t, 100, &r));
+	assert_int_equal(r.remaining, 0);
+	assert_int_equal(r.retry_after_s, 1); /* 0.6 s until the next token, rounded up */
+	assert_int_equal(r.reset_s, 60);
+	/* a refused request costs nothing; one token every 0.6 s */
+	assert_false(kiln_http_bucket_take(&b, t + 500000, 100, &r));
+	assert_true(kiln_http_bucket_take(&b, t + 600000, 100, &r));
+	assert_false(kiln_http_bucket_take(&b, t + 600000, 100, &r));
+	/* after a quiet minute it is full again, and never more than full */
+	t += 10 * 60 * 1000000ull;
+	for (unsigned i = 0; i < 100; i++)
+		assert_true(kiln_http_bucket_take(&b, t, 100, &r));
+	assert_false(kiln_http_bucket_take(&b, t, 100, &r));
+	/* limit 1: one per minute */
+	struct kiln_http_bucket one = {0};
+	assert_true(kiln_http_bucket_take(&one, t, 1, &r));
+	assert_false(kiln_http_bucket_take(&one, t + 59000000, 1, &r));
+	assert_int_equal(r.retry_after_s, 1);
+	assert_true(kiln_http_bucket_take(&one, t + 60000000, 1, &r));
+}
+
+static void test_sse_and_disposition(void **state)
+{
+	(void)state;
+	struct kiln_buf b = KILN_BUF_INIT;
+	kiln_http_sse_event(&b, "log", 7, "hello", 5);
+	assert_string_equal(b.data, "id: 7\nevent: log\ndata: hello\n\n");
+	kiln_buf_reset(&b);
+	/* a line can never break the framing: CR, LF and CRLF all split */
+	kiln_http_sse_event(&b, "log", 8, "a\rb\r\nc\nd\n", 9);
+	assert_string_equal(b.data,
+	                    "id: 8\nevent: log\ndata: a\ndata: b\ndata: c\ndata: d\ndata: \n\n");
+	kiln_buf_reset(&b);
+	kiln_http_sse_event(&b, "status", 0, "", 0);
+	assert_string_equal(b.data, "event: status\ndata: \n\n");
+	kiln_buf_reset(&b);
+	kiln_http_content_disposition(&b, "live.iso");
+	assert_string_equal(b.data, "attachment; filename=\"live.iso\"; filename*=UTF-8''live.iso");
+	kiln_buf_reset(&b);
+	kiln_http_content_disposition(&b, "a\"b\r\nc é");
+	assert_string_equal(b.data, "attachment; filename=\"a_b__c __\"; "
+	                            "filename*=UTF-8''a%22b%0D%0Ac%20%C3%A9");
+	kiln_buf_free(&b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_routes),
+	    cmocka_unit_test(test_host_allowlist),
+	    cmocka_unit_test(test_range),
+	    cmocka_unit_test(test_etag),
+	    cmocka_unit_test(test_bearer_accept_media),
+	    cmocka_unit_test(test_list_query),
+	    cmocka_unit_test(test_listen),
+	    cmocka_unit_test(test_bucket),
+	    cmocka_unit_test(test_sse_and_disposition),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
