@@ -830,7 +830,7 @@ int kiln_http_start(const struct kiln_http_config *cfg, struct kiln_service *svc
 	for (size_t i = 0; i < cfg->n_allowed_hosts; i++)
 		strv_push(&s->allowed_hosts, &s->n_allowed_hosts, xstrdup(cfg->allowed_hosts[i]));
 
-	int r;
+	int r = 0;
 	if (s->tls) {
 		if ((r = read_pem(cfg->tls_cert, &s->tls_cert_pem, err)) < 0 ||
 		    (r = read_pem(cfg->tls_key, &s->tls_key_pem, err)) < 0) {
