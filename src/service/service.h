@@ -122,8 +122,8 @@ int kiln_service_get(struct kiln_service *s, const char *id, const char *owner,
 		     struct kiln_build_info **ret, struct kiln_error **err);
 
 /* Newest first. status < 0: any. cursor: NULL for the first page, else the
- * next_cursor of the previous page (opaque). limit 1..100. *ret_next is NULL
- * on the last page. */
+ * next_cursor of the previous page (opaque; one the service did not issue is
+ * -EINVAL → 400). limit 1..100. *ret_next is NULL on the last page. */
 int kiln_service_list(struct kiln_service *s, const char *owner, int status, const char *cursor,
 		      unsigned limit, struct kiln_build_info ***ret, size_t *ret_n,
 		      char **ret_next, struct kiln_error **err);
@@ -162,6 +162,8 @@ struct kiln_log_sub;
 int kiln_service_log_subscribe(struct kiln_service *s, const char *id, const char *owner,
 			       void (*notify)(void *ud), void *ud, struct kiln_log_sub **ret,
 			       struct kiln_error **err);
+/* Once this returns, no notify call for sub is running and none will start:
+ * the caller may free what ud points to. */
 void kiln_service_log_unsubscribe(struct kiln_service *s, struct kiln_log_sub *sub);
 
 /* ---- health ---------------------------------------------------------------- */
