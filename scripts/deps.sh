@@ -15,6 +15,7 @@ libmicrohttpd-dev libgnutls28-dev
 libsqlite3-dev
 mmdebstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-bin grub-common
 mtools dosfstools qemu-system-x86 ovmf util-linux
+chromium
 "
 
 missing=""

@@ -14,7 +14,7 @@ const TOKEN = 'kiln_mocktoken';
 const sessions = new Map(); // sid -> {owner, csrf}
 const builds = [];
 const logs = new Map();
-const port = Number(process.argv[2] || 8099);
+const port = Number(/^\d+$/.test(process.argv[2] || '') ? process.argv[2] : 8099);
 
 function send(res, status, body, type, extra) {
 	const headers = {
@@ -74,6 +74,25 @@ function newBuild(recipe, owner) {
 	return b;
 }
 
+// --upstream URL --token T: sessions and CSRF here, /api/v1/builds* passed
+// on to a real `kiln serve` with the bearer token (real builds, real SSE).
+const argv = process.argv.slice(2);
+const opt = (k) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : null; };
+const UPSTREAM = opt('--upstream'), UPTOKEN = opt('--token');
+function proxy(req, res, body) {
+	const u = new URL(req.url, UPSTREAM);
+	const headers = { Authorization: `Bearer ${UPTOKEN}`, Accept: req.headers.accept || '*/*' };
+	if (req.headers['content-type']) headers['Content-Type'] = req.headers['content-type'];
+	if (req.headers['last-event-id']) headers['Last-Event-ID'] = req.headers['last-event-id'];
+	const up = http.request(u, { method: req.method, headers }, (ur) => {
+		const h = { ...ur.headers, 'content-security-policy': CSP };
+		res.writeHead(ur.statusCode, h);
+		ur.pipe(res);
+	});
+	req.on('close', () => up.destroy());
+	up.end(body);
+}
+
 const pub = (b) => { const { owner, _data, ...rest } = b; return rest; };
 
 http.createServer(async (req, res) => {
@@ -86,8 +105,9 @@ http.createServer(async (req, res) => {
 		const type = f.endsWith('.js') ? 'text/javascript; charset=utf-8' : f.endsWith('.css') ? 'text/css; charset=utf-8' : 'application/json; charset=utf-8';
 		return send(res, 200, fs.readFileSync(f), type);
 	}
-	let body = '';
-	for await (const c of req) body += c;
+	const chunks = [];
+	for await (const c of req) chunks.push(c);
+	const body = Buffer.concat(chunks);
 	const sid = cookies(req)['__Host-kiln_session'];
 	const sess = sid && sessions.get(sid);
 	if (p === '/api/v1/session') {
@@ -97,14 +117,16 @@ http.createServer(async (req, res) => {
 			const id = crypto.randomBytes(16).toString('hex'), csrf = crypto.randomBytes(16).toString('hex');
 			sessions.set(id, { owner: 'mock', csrf });
 			return send(res, 200, { owner: 'mock', csrf_token: csrf, expires_at: new Date(Date.now() + 864e5).toISOString() }, null,
-				{ 'Set-Cookie': [`__Host-kiln_session=${id}; Path=/; Secure; HttpOnly; SameSite=Strict`, `__Host-kiln_csrf=${csrf}; Path=/; Secure; SameSite=Strict`] });
+				{ 'Set-Cookie': [`__Host-kiln_session=${id}; Path=/; Max-Age=86400; Secure; HttpOnly; SameSite=Strict`, `__Host-kiln_csrf=${csrf}; Path=/; Max-Age=86400; Secure; SameSite=Strict`] });
 		}
 		if (!sess) return err(res, 401, 'unauthorized', 'no session');
+		if (req.method === 'DELETE' && req.headers['x-csrf-token'] !== sess.csrf) return err(res, 403, 'csrf', 'missing or wrong CSRF token');
 		if (req.method === 'DELETE') { sessions.delete(sid); return send(res, 204, ''); }
 		return send(res, 200, { owner: sess.owner, csrf_token: sess.csrf, expires_at: null });
 	}
 	if (!sess) return err(res, 401, 'unauthorized', 'no session');
-	if (req.method === 'POST' && req.headers['x-csrf-token'] !== sess.csrf) return err(res, 403, 'csrf', 'missing or wrong CSRF token');
+	if (req.method === 'POST' && (req.headers['x-csrf-token'] !== sess.csrf || (req.headers['sec-fetch-site'] && req.headers['sec-fetch-site'] !== 'same-origin') || (req.headers.origin && req.headers.origin !== `http://${req.headers.host}`))) return err(res, 403, 'csrf', 'missing or wrong CSRF token');
+	if (UPSTREAM && !(req.method === 'GET' && /\/cancel$/.test(p))) return proxy(req, res, body);
 	let m;
 	if (p === '/api/v1/builds' && req.method === 'POST') {
 		let r;
@@ -127,6 +149,7 @@ http.createServer(async (req, res) => {
 		const b = builds.find((x) => x.id === m[1]);
 		if (!b) return err(res, 404, 'not_found', 'no such build');
 		if (!m[2]) return send(res, 200, pub(b));
+		if (m[2] === '/cancel' && req.method !== 'POST') return err(res, 405, 'method_not_allowed', 'use POST');
 		if (m[2] === '/cancel' && req.method === 'POST') {
 			if (['completed', 'failed', 'cancelled'].includes(b.status)) return err(res, 409, 'conflict', 'build already finished');
 			b.status = 'cancelled'; b.error = 'cancelled'; b.completed_at = new Date().toISOString();

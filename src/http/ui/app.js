@@ -792,9 +792,11 @@
 			submit.disabled = false;
 			submit.textContent = 'Build';
 			if (r.handled) return;
-			if ((r.status === 200 || r.status === 202) && r.data && r.data.build) {
-				const b = r.data.build;
-				const notice = r.data.cached || b.cached ? 'cached' : r.data.coalesced ? 'coalesced' : '';
+			/* The answer is the build object with "cached"/"coalesced" set
+			 * (older drafts of the API wrapped it as {"build": ...}). */
+			const b = r.data && (r.data.build || r.data);
+			if ((r.status === 200 || r.status === 202) && b && typeof b.id === 'string') {
+				const notice = r.data.cached || b.cached ? 'cached' : r.data.coalesced || b.coalesced ? 'coalesced' : '';
 				if (notice) sessionStorage.setItem(`kiln.notice.${b.id}`, notice);
 				location.hash = `#/builds/${encodeURIComponent(b.id)}`;
 				return;
