@@ -110,6 +110,18 @@ function sha256File(p) {
 	return crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');
 }
 
+/* Later tests need the page served and a signed-in session; when an earlier
+ * test found either missing they fail at once with that reason instead of
+ * each waiting out its timeouts. */
+let blocked = null;
+function uiTest(name, opts, fn) {
+	if (typeof opts === 'function') { fn = opts; opts = {}; }
+	test(name, opts, async (t) => {
+		if (blocked) throw new Error(`not run: ${blocked}`);
+		return fn(t);
+	});
+}
+
 /* ---- setup --------------------------------------------------------------- */
 
 before(async () => {
@@ -170,6 +182,7 @@ test('the page and its assets are served with a strict CSP; every response has o
 		if (r.status !== 204 && ct) assert.match(ct, /charset=/i, `${p}: charset in Content-Type ${ct}`);
 	}
 	const index = await fetch(`${base}/`);
+	if (index.status !== 200) blocked = `kiln serve does not serve the web UI at / (GET / answered ${index.status})`;
 	assert.equal(index.status, 200, 'GET / serves the page');
 	assert.match(index.headers.get('content-type'), /^text\/html/);
 	const csp = index.headers.get('content-security-policy');
@@ -189,7 +202,7 @@ test('the page and its assets are served with a strict CSP; every response has o
 		'/ui/examples/minimal.json is examples/minimal.json');
 });
 
-test('sign in: the form on 401, a wrong token refused, the right one lets you in', async () => {
+uiTest('sign in: the form on 401, a wrong token refused, the right one lets you in', async () => {
 	await page.goto(`${base}/`);
 	const input = page.getByLabel('API token');
 	await input.waitFor();
@@ -200,12 +213,14 @@ test('sign in: the form on 401, a wrong token refused, the right one lets you in
 	assert.equal(await input.getAttribute('aria-invalid'), 'true');
 	await input.fill(token);
 	await input.press('Enter'); /* keyboard works */
+	blocked = 'signing in did not work';
 	await page.getByRole('heading', { name: 'Builds' }).waitFor();
+	blocked = null;
 	await page.getByRole('button', { name: 'Sign out' }).waitFor();
 	await shot('builds');
 });
 
-test('session cookie: __Host- prefix, HttpOnly, SameSite=Strict, Path=/, Secure, host-only', async () => {
+uiTest('session cookie: __Host- prefix, HttpOnly, SameSite=Strict, Path=/, Secure, host-only', async () => {
 	const cookies = await ctx.cookies(base);
 	const s = cookies.find((c) => c.name === '__Host-kiln_session');
 	assert.ok(s, `no __Host-kiln_session cookie; have ${cookies.map((c) => c.name).join(', ')}`);
@@ -232,7 +247,7 @@ test('session cookie: __Host- prefix, HttpOnly, SameSite=Strict, Path=/, Secure,
 	assert.ok(body.owner && body.csrf_token && body.expires_at, 'session JSON: owner, csrf_token, expires_at');
 });
 
-test('a bad package name shows the server\'s validation error next to its field', async () => {
+uiTest('a bad package name shows the server\'s validation error next to its field', async () => {
 	await newRecipe();
 	await page.fill('#package-new', 'curl Bad');
 	await page.click('#add-package');
@@ -259,7 +274,7 @@ test('a bad package name shows the server\'s validation error next to its field'
 	await shot('editor-validation');
 });
 
-test('every editor control has a label', async () => {
+uiTest('every editor control has a label', async () => {
 	await newRecipe();
 	await page.getByRole('button', { name: 'Add overlay' }).click();
 	await addStep('RUN true');
@@ -271,7 +286,7 @@ test('every editor control has a label', async () => {
 	assert.deepEqual(unlabelled, []);
 });
 
-test('build the minimal example from the editor: live log, completion, artifact SHA-256', { timeout: BUILD_TIMEOUT }, async () => {
+uiTest('build the minimal example from the editor: live log, completion, artifact SHA-256', { timeout: BUILD_TIMEOUT }, async () => {
 	await newRecipe();
 	await page.selectOption('#example', 'minimal');
 	await page.click('#load-example');
@@ -312,7 +327,7 @@ test('build the minimal example from the editor: live log, completion, artifact 
 	fs.rmSync(file);
 });
 
-test('the same recipe again is answered from the cache, with a notice', async () => {
+uiTest('the same recipe again is answered from the cache, with a notice', async () => {
 	await page.goto(`${base}/#/new`);
 	await page.getByRole('heading', { name: 'New build' }).waitFor();
 	assert.ok((await page.locator('input.step').count()) >= 1, 'the draft survived navigation');
@@ -323,7 +338,7 @@ test('the same recipe again is answered from the cache, with a notice', async ()
 	await shot('build-cached');
 });
 
-test('build list: newest first, status filter, next page', async () => {
+uiTest('build list: newest first, status filter, next page', async () => {
 	await page.goto(`${base}/#/builds`);
 	const first = page.locator('table.builds tbody tr').first();
 	await first.waitFor();
@@ -349,7 +364,7 @@ test('build list: newest first, status filter, next page', async () => {
 	await shot('builds-completed');
 });
 
-test('XSS in a recipe name and a log line renders as text; cancel a running build', { timeout: BUILD_TIMEOUT }, async () => {
+uiTest('XSS in a recipe name and a log line renders as text; cancel a running build', { timeout: BUILD_TIMEOUT }, async () => {
 	await newRecipe();
 	await page.fill('#recipe-name', XSS_NAME);
 	await addStep(`RUN echo '${XSS_LOG}' ${NONCE}`);
@@ -383,7 +398,7 @@ test('XSS in a recipe name and a log line renders as text; cancel a running buil
 	assert.equal(again.status, 409, 'cancelling a finished build: 409');
 });
 
-test('CSRF: missing, wrong or another session\'s token → 403; cross-site → 403; bearer unaffected', async () => {
+uiTest('CSRF: missing, wrong or another session\'s token → 403; cross-site → 403; bearer unaffected', async () => {
 	assert.ok(builtId, 'needs the completed build');
 	const url = `/api/v1/builds/${builtId}/cancel`; /* a finished build: a passing request answers 409 */
 	const csrf = await csrfFromPage();
@@ -423,7 +438,7 @@ test('CSRF: missing, wrong or another session\'s token → 403; cross-site → 4
 	assert.equal(bearer.status, 409, 'bearer call without X-CSRF-Token is not a CSRF failure');
 });
 
-test('phone width (375 px): no horizontal scrolling', async () => {
+uiTest('phone width (375 px): no horizontal scrolling', async () => {
 	await page.setViewportSize({ width: 375, height: 800 });
 	for (const [hash, name] of [['#/builds', 'phone-builds'], ['#/new', 'phone-editor'], [`#/builds/${builtId}`, 'phone-build']]) {
 		await page.goto(`${base}/${hash}`);
@@ -436,7 +451,7 @@ test('phone width (375 px): no horizontal scrolling', async () => {
 	await page.setViewportSize({ width: 1200, height: 900 });
 });
 
-test('keyboard: visible focus on controls', async () => {
+uiTest('keyboard: visible focus on controls', async () => {
 	await page.goto(`${base}/#/new`);
 	await page.getByRole('heading', { name: 'New build' }).waitFor();
 	await page.keyboard.press('Tab');
@@ -449,7 +464,7 @@ test('keyboard: visible focus on controls', async () => {
 	assert.notEqual(outline.style, 'none', `focused ${outline.tag} shows an outline`);
 });
 
-test('sign out ends the session', async () => {
+uiTest('sign out ends the session', async () => {
 	const old = (await ctx.cookies(base)).find((c) => c.name === '__Host-kiln_session');
 	await page.goto(`${base}/#/builds`);
 	await page.getByRole('button', { name: 'Sign out' }).click();
