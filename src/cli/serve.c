@@ -31,6 +31,40 @@ static int parse_uint(const char *opt, const char *s, unsigned min, unsigned max
 	return 0;
 }
 
+/* First run: nobody could sign in without a token, and `kiln token create`
+ * is one more thing a newcomer has to find. The secret is shown once, on
+ * stderr (not stdout, which scripts parse for the URL); only its hash is
+ * kept. Any token at all — even a revoked one — means this is not a first
+ * run, so the message never repeats. */
+static int bootstrap_admin(struct kiln_service *svc, const char *url)
+{
+	_cleanup_error_ struct kiln_error *err = NULL;
+	struct kiln_token_info *v = NULL;
+	size_t n = 0;
+	if (kiln_service_token_list(svc, &v, &n, &err) < 0) {
+		cli_errorf("serve: listing tokens: %s", err->msg);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		kiln_token_info_clear(&v[i]);
+	free(v);
+	if (n > 0)
+		return 0;
+	_cleanup_free_ char *secret = NULL;
+	if (kiln_service_token_create(svc, "admin", "first-run admin", &secret, NULL, &err) < 0) {
+		cli_errorf("serve: creating the first-run admin token: %s", err->msg);
+		return -1;
+	}
+	fprintf(stderr,
+	        "kiln: first run: admin token %s\n"
+	        "kiln: sign in with it at %s/ (shown only this once; more tokens: kiln token "
+	        "create)\n",
+	        secret, url);
+	fflush(stderr);
+	explicit_bzero(secret, strlen(secret));
+	return 0;
+}
+
 static int run(int argc, char **argv)
 {
 	enum {
@@ -45,6 +79,8 @@ static int run(int argc, char **argv)
 		OPT_WORKERS,
 		OPT_OFFLINE,
 		OPT_NO_WORKERS,
+		OPT_TLS_SELF_SIGNED,
+		OPT_SESSION_TTL,
 	};
 	static const struct option opts[] = {
 	    {"help", no_argument, NULL, 'h'},
@@ -60,12 +96,15 @@ static int run(int argc, char **argv)
 	    {"rate-limit", required_argument, NULL, OPT_RATE},
 	    {"offline", no_argument, NULL, OPT_OFFLINE},
 	    {"no-workers", no_argument, NULL, OPT_NO_WORKERS},
+	    {"tls-self-signed", no_argument, NULL, OPT_TLS_SELF_SIGNED},
+	    {"session-ttl", required_argument, NULL, OPT_SESSION_TTL},
 	    {},
 	};
 	const char *listen[MAX_LIST], *hosts[MAX_LIST], *origins[MAX_LIST];
 	struct kiln_http_config hc = {.access_log = stderr};
 	struct kiln_service_config sc = {0};
 	int c, r;
+	bool self_signed = false;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+hl:", opts, NULL)) != -1) {
 		switch (c) {
@@ -102,11 +141,21 @@ static int run(int argc, char **argv)
 			break;
 		case OPT_OFFLINE: sc.offline = true; break;
 		case OPT_NO_WORKERS: sc.no_workers = true; break;
+		case OPT_TLS_SELF_SIGNED: self_signed = true; break;
+		case OPT_SESSION_TTL:
+			if ((r = parse_uint("--session-ttl", optarg, 1, 30 * 24 * 3600,
+			                    &hc.session_ttl_s)) != 0)
+				return r;
+			break;
 		default: return cli_usage_error(&kiln_cmd_serve, "unknown option");
 		}
 	}
 	if (optind != argc)
 		return cli_usage_error(&kiln_cmd_serve, "unexpected argument '%s'", argv[optind]);
+	if (self_signed && (hc.tls_cert || hc.tls_key))
+		return cli_usage_error(
+		    &kiln_cmd_serve,
+		    "--tls-self-signed and --tls-cert/--tls-key exclude each other");
 	if (!sc.state_dir)
 		sc.state_dir = kiln_state_dir_default();
 	hc.listen = listen;
@@ -130,6 +179,20 @@ static int run(int argc, char **argv)
 		cli_errorf("serve: %s", err->msg);
 		return KILN_EXIT_FAILURE;
 	}
+	_cleanup_free_ char *ss_cert = NULL, *ss_key = NULL;
+	if (self_signed) {
+		bool created = false;
+		if (kiln_http_tls_self_signed(sc.state_dir, &ss_cert, &ss_key, &created, &err) <
+		    0) {
+			cli_errorf("serve: %s", err->msg);
+			kiln_service_free(svc);
+			return KILN_EXIT_FAILURE;
+		}
+		fprintf(stderr, "kiln: %s self-signed certificate %s (browsers will warn once)\n",
+		        created ? "created the" : "using the", ss_cert);
+		hc.tls_cert = ss_cert;
+		hc.tls_key = ss_key;
+	}
 	struct kiln_http_server *srv = NULL;
 	if (kiln_http_start(&hc, svc, &srv, &err) < 0) {
 		cli_errorf("serve: %s", err->msg);
@@ -142,6 +205,11 @@ static int run(int argc, char **argv)
 		printf("kiln: serving on %s (state %s, %u workers%s)\n", urls[i], sc.state_dir,
 		       kiln_service_workers(svc), hc.no_auth ? ", no authentication" : "");
 	fflush(stdout);
+	if (!hc.no_auth && n > 0 && bootstrap_admin(svc, urls[0]) < 0) {
+		kiln_http_stop(srv);
+		kiln_service_free(svc);
+		return KILN_EXIT_FAILURE;
+	}
 
 	int sig = 0;
 	sigwait(&set, &sig);
@@ -158,7 +226,7 @@ const struct kiln_command kiln_cmd_serve = {
              "                  [--no-auth] [--tls-cert FILE --tls-key FILE]\n"
              "                  [--redirect-http PORT] [--allowed-host HOST]...\n"
              "                  [--cors-origin ORIGIN]... [--rate-limit N] [--offline]\n"
-             "                  [--no-workers]\n"
+             "                  [--no-workers] [--tls-self-signed] [--session-ttl SECONDS]\n"
              "\n"
              "Serves the build API (docs/api.md) until SIGINT or SIGTERM, then stops\n"
              "gracefully: live log streams end, running builds go back to pending.\n"
@@ -170,6 +238,8 @@ const struct kiln_command kiln_cmd_serve = {
              "      --no-auth            no tokens: everyone is \"anonymous\" (loopback only)\n"
              "      --tls-cert FILE      PEM certificate: serve HTTPS\n"
              "      --tls-key FILE       PEM private key for --tls-cert\n"
+             "      --tls-self-signed    serve HTTPS with a certificate for localhost made on\n"
+             "                           first use and kept in STATE/tls/\n"
              "      --redirect-http PORT also answer plain HTTP on PORT with 301 to https\n"
              "      --allowed-host HOST  accept this Host header (repeatable; NAME or NAME:PORT)\n"
              "      --cors-origin ORIGIN allow cross-origin calls from ORIGIN (repeatable)\n"
@@ -178,7 +248,11 @@ const struct kiln_command kiln_cmd_serve = {
              "      --no-workers         queue builds but run none here (tests; API-only\n"
              "                           front ends); no crash recovery at start-up\n"
              "\n"
-             "Prints one line per URL served, then one line per request on stderr.\n"
+             "      --session-ttl SECONDS web page sign-ins last this long (default 43200)\n"
+             "\n"
+             "Prints one line per URL served, then one line per request on stderr. The\n"
+             "web page is at the URL's /. On the first start (no token exists yet, and\n"
+             "not --no-auth) an admin token is created and printed once on stderr.\n"
              "\n"
              "Exit status: 0 after a clean shutdown, 1 failure, 2 usage error.\n",
     .run = run,

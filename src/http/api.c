@@ -1,4 +1,4 @@
-/* http/api.c — the /api/v1 route table and its handlers. */
+/* http/api.c — the route table and the /api/v1 build and health handlers. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -350,6 +350,13 @@ const struct kiln_http_route http_routes[] = {
     {KILN_HTTP_GET, "/api/v1/health/ready", 0, h_ready},
     {KILN_HTTP_GET, "/api/v1/health/db", 0, h_db},
     {KILN_HTTP_GET, "/api/v1/openapi.json", 0, h_openapi},
+    {KILN_HTTP_GET, "/", ROUTE_UI, http_ui_index},
+    {KILN_HTTP_GET, "/ui/{name}", ROUTE_UI, http_ui_file},
+    {KILN_HTTP_GET, "/ui/examples/{name}", ROUTE_UI, http_ui_file},
+    {KILN_HTTP_POST, "/api/v1/session", ROUTE_SESSION | ROUTE_MUTATING | ROUTE_BODY,
+     http_session_create},
+    {KILN_HTTP_GET, "/api/v1/session", ROUTE_SESSION, http_session_get},
+    {KILN_HTTP_DELETE, "/api/v1/session", ROUTE_SESSION | ROUTE_MUTATING, http_session_delete},
     {KILN_HTTP_POST, B, ROUTE_AUTH | ROUTE_MUTATING | ROUTE_BODY, h_submit},
     {KILN_HTTP_GET, B, ROUTE_AUTH, h_list},
     {KILN_HTTP_GET, B "/{id}", ROUTE_AUTH, h_get},

@@ -4,8 +4,9 @@
  * that redirects to HTTPS), the routing table, the middleware every request
  * passes in a fixed order (security headers on every response, Host
  * allowlist, CORS, route/405/404, body limit, per-client rate limit,
- * authentication), the /api/v1 handlers, Server-Sent Events for live logs
- * and streamed artifact downloads. docs/api.md describes the wire format.
+ * authentication by token or session cookie, CSRF), the /api/v1 handlers,
+ * Server-Sent Events for live logs, streamed artifact downloads, and the
+ * web page (embedded at build time) with its sign-in sessions. docs/api.md describes the wire format.
  *
  * Must not: touch the database, the store or the pipeline — every build,
  * log, artifact, token and health answer comes from service/service.h. */
@@ -48,6 +49,7 @@ struct kiln_http_config {
 	size_t connection_memory_limit;   /* request line + headers + buffers; 0: 32 KiB */
 	unsigned threads;                 /* event-loop threads per listener; 0: CPUs (≤ 8) */
 	unsigned sse_heartbeat_s;         /* SSE comment lines keep streams alive; 0: 15 */
+	unsigned session_ttl_s;           /* web UI sessions last; 0: 12 hours */
 	const char *state_dir;            /* multipart uploads go to state_dir/tmp */
 	FILE *access_log; /* one line per request (method, path, status, ms); NULL: off */
 };
@@ -63,3 +65,11 @@ int kiln_http_start(const struct kiln_http_config *cfg, struct kiln_service *svc
 struct kiln_http_server *kiln_http_stop(struct kiln_http_server *s);
 /* The base URLs served ("http://127.0.0.1:8080"), with the bound ports. */
 size_t kiln_http_urls(const struct kiln_http_server *s, const char *const **ret);
+
+/* --tls-self-signed: state_dir/tls/cert.pem and key.pem (0600), created
+ * the first time (an ECDSA P-256 key, a certificate for localhost,
+ * 127.0.0.1 and ::1) and reused after; made again when the certificate is
+ * unreadable or within a day of expiry. *ret_created says which. Returns
+ * the two paths (caller frees). */
+int kiln_http_tls_self_signed(const char *state_dir, char **ret_cert, char **ret_key,
+                              bool *ret_created, struct kiln_error **err);

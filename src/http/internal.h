@@ -15,6 +15,16 @@ enum {
 	ROUTE_MUTATING = 1u << 1, /* counts against the rate limit */
 	ROUTE_BODY = 1u << 2,     /* the handler runs once the body is in */
 	ROUTE_NO_LOG_BODY = 1u << 3,
+	ROUTE_UI = 1u << 4,      /* the web page's files: the UI's CSP */
+	ROUTE_SESSION = 1u << 5, /* /api/v1/session: reads the session cookie itself */
+};
+
+/* How a request authenticated (mw_auth); the CSRF stage depends on it. */
+enum http_auth {
+	HTTP_AUTH_NONE,
+	HTTP_AUTH_BEARER, /* Authorization: Bearer: no ambient credential, no CSRF check */
+	HTTP_AUTH_COOKIE, /* the session cookie: Origin + Sec-Fetch-Site + CSRF token */
+	HTTP_AUTH_ANON,   /* --no-auth: Origin + Sec-Fetch-Site */
 };
 
 struct log_stream;
@@ -26,6 +36,13 @@ struct kiln_http_server {
 	size_t body_limit, upload_limit;
 	unsigned sse_heartbeat_s;
 	unsigned https_port; /* where the redirect listener points */
+	unsigned session_ttl_s;
+	/* "__Host-kiln_session"/"__Host-kiln_csrf" with Secure when the
+	 * browser will accept them (TLS, or loopback-only listeners: Chromium
+	 * and Firefox treat http://localhost and 127.0.0.1 as secure contexts),
+	 * else "kiln_session"/"kiln_csrf" without Secure. */
+	const char *cookie_session, *cookie_csrf;
+	bool cookie_secure;
 	char *upload_dir;
 	FILE *access_log;
 
@@ -72,6 +89,7 @@ struct kiln_http_request {
 	char *params[KILN_HTTP_MAX_PARAMS];
 	size_t n_params;
 	char *owner;
+	enum http_auth auth;
 	const char *cors_origin; /* the request's Origin when allowed */
 	bool rate_limited_route;
 	struct kiln_http_rate rate;
@@ -104,9 +122,19 @@ enum MHD_Result http_respond_service_error(struct kiln_http_request *r, int rc,
 const char *http_header(struct kiln_http_request *r, const char *name);
 const char *http_query(struct kiln_http_request *r, const char *name);
 
+/* Cookie value by name (MHD parses the Cookie header), or NULL. */
+const char *http_cookie(struct kiln_http_request *r, const char *name);
+
 /* api.c */
 extern const struct kiln_http_route http_routes[];
 extern const size_t http_n_routes;
+
+/* web.c */
+int http_ui_index(struct kiln_http_request *r);
+int http_ui_file(struct kiln_http_request *r);
+int http_session_create(struct kiln_http_request *r);
+int http_session_get(struct kiln_http_request *r);
+int http_session_delete(struct kiln_http_request *r);
 
 /* logs.c */
 enum MHD_Result http_logs_respond(struct kiln_http_request *r, const char *id, bool sse);

@@ -181,6 +181,35 @@ bool kiln_http_host_allowed(const char *host, const char *const *allow, size_t n
 	return false;
 }
 
+bool kiln_http_origin_same(const char *origin, const char *host, bool tls)
+{
+	if (!origin || !host)
+		return false;
+	const char *scheme = tls ? "https://" : "http://";
+	size_t sl = strlen(scheme);
+	if (strncasecmp(origin, scheme, sl) != 0)
+		return false;
+	const char *oh = origin + sl;
+	size_t olen = strlen(oh), hlen = strlen(host), oname, hname;
+	long oport, hport;
+	/* An origin is scheme://host[:port] and nothing else: a path, a
+	 * userinfo or a trailing slash is not an origin. */
+	if (!kiln_http_host_split(oh, olen, &oname, &oport) ||
+	    !kiln_http_host_split(host, hlen, &hname, &hport))
+		return false;
+	long def = tls ? 443 : 80;
+	if (oport < 0)
+		oport = def;
+	if (hport < 0)
+		hport = def;
+	return oname == hname && strncasecmp(oh, host, hname) == 0 && oport == hport;
+}
+
+bool kiln_http_fetch_site_ok(const char *v)
+{
+	return !v || strcmp(v, "same-origin") == 0 || strcmp(v, "none") == 0;
+}
+
 /* Parses a run of decimal digits, saturating at UINT64_MAX. */
 static const char *parse_digits(const char *s, uint64_t *ret)
 {

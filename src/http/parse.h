@@ -77,6 +77,17 @@ bool kiln_http_host_allowed(const char *host, const char *const *allow, size_t n
  * Returns false when malformed (empty name, bad port, junk). */
 bool kiln_http_host_split(const char *host, size_t len, size_t *ret_name_len, long *ret_port);
 
+/* CSRF defence: Origin (as a browser serialises it, RFC 6454) names this
+ * server as the client reached it through `host` (the Host header, already
+ * allowlisted): scheme https when tls else http, the same host name
+ * (case-insensitive) and port (a missing port is the scheme's default).
+ * "null", a path, userinfo or anything malformed is not the same origin. */
+bool kiln_http_origin_same(const char *origin, const char *host, bool tls);
+/* Sec-Fetch-Site allows a state change: absent (not a browser, or an old
+ * one), "same-origin" or "none" (typed into the address bar); not
+ * "same-site" (a sibling subdomain) nor "cross-site". */
+bool kiln_http_fetch_site_ok(const char *v);
+
 enum kiln_http_range_result {
 	KILN_HTTP_RANGE_NONE,          /* absent, malformed or multi-range: send it all (200) */
 	KILN_HTTP_RANGE_OK,            /* one satisfiable range (206) */

@@ -1,10 +1,11 @@
 /* http/server.c — listeners, the request lifecycle and the middleware.
  *
  * Every request walks the same stages, in this order, before its handler:
- *   host → cors → route → body-limit → rate-limit → auth → content-type
+ *   host → cors → route → body-limit → rate-limit → auth → csrf → content-type
  * and every response leaves through http_respond(), which adds the
- * security headers. The web UI (issue 6) slots `session` before `auth` and
- * `csrf` after it, and picks its CSP by route flag. */
+ * security headers (the web page's files get their own CSP, by route
+ * flag). `auth` takes a bearer token, else the web UI's session cookie;
+ * `csrf` guards every state change a browser could be tricked into. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -55,16 +56,31 @@ const char *http_query(struct kiln_http_request *r, const char *name)
 	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+const char *http_cookie(struct kiln_http_request *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_COOKIE_KIND, name);
+}
+
 /* ---- responses ------------------------------------------------------------- */
+
+/* The web page: its own scripts, styles and images only, requests only to
+ * this origin. No 'unsafe-inline': an injected <script> or style=""
+ * attribute does not run even if escaping failed somewhere. */
+#define UI_CSP                                                                                     \
+	"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "                \
+	"connect-src 'self'; form-action 'self'; object-src 'none'; base-uri 'none'; "             \
+	"frame-ancestors 'none'"
 
 static void add_security_headers(struct kiln_http_request *r, struct MHD_Response *resp)
 {
 	/* The API serves data, never documents: nothing may load, run or
-	 * frame anything from it. The web UI's routes will get their own CSP
-	 * (script-src 'self' ...) chosen by route flag. */
-	MHD_add_response_header(resp, "Content-Security-Policy",
-	                        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
-	                        "form-action 'none'");
+	 * frame anything from it. */
+	MHD_add_response_header(
+	    resp, "Content-Security-Policy",
+	    r->route && (r->route->flags & ROUTE_UI)
+	        ? UI_CSP
+	        : "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
+	          "form-action 'none'");
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
 	MHD_add_response_header(resp, "X-Frame-Options", "DENY");
 	MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
@@ -355,19 +371,37 @@ static int mw_auth(struct kiln_http_request *r)
 		return STAGE_NEXT;
 	if (r->srv->no_auth) {
 		r->owner = xstrdup("anonymous");
+		r->auth = HTTP_AUTH_ANON;
 		return STAGE_NEXT;
 	}
 	const char *authz = http_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+	const char *sid = http_cookie(r, r->srv->cookie_session);
 	const char *tok;
 	size_t len;
-	const char *why = "authentication required: send Authorization: Bearer <token>";
-	if (authz && kiln_http_bearer_parse(authz, &tok, &len)) {
+	const char *why = "authentication required: send Authorization: Bearer <token> (or sign "
+	                  "in to the web page)";
+	if (!authz && sid) {
+		/* The web page's session. A bearer token, when both are sent,
+		 * wins: it is the explicit credential. */
+		_cleanup_error_ struct kiln_error *err = NULL;
+		struct kiln_session_info si = {0};
+		int rc = kiln_service_session_check(r->srv->svc, sid, &si, &err);
+		if (rc == 0) {
+			r->owner = TAKE_PTR(si.owner);
+			r->auth = HTTP_AUTH_COOKIE;
+			return STAGE_NEXT;
+		}
+		if (rc != -EACCES)
+			return STAGE_DONE(http_respond_service_error(r, rc, err));
+		why = "session expired or signed out: sign in again";
+	} else if (authz && kiln_http_bearer_parse(authz, &tok, &len)) {
 		_cleanup_free_ char *secret = xstrndup(tok, len);
 		_cleanup_error_ struct kiln_error *err = NULL;
 		char *owner = NULL;
 		int rc = kiln_service_token_check(r->srv->svc, secret, &owner, &err);
 		if (rc == 0) {
 			r->owner = owner;
+			r->auth = HTTP_AUTH_BEARER;
 			return STAGE_NEXT;
 		}
 		if (rc != -EACCES)
@@ -388,6 +422,66 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
                                const char *filename, const char *content_type,
                                const char *transfer_encoding, const char *data, uint64_t off,
                                size_t size);
+
+static int csrf_refuse(struct kiln_http_request *r, const char *why)
+{
+	return STAGE_DONE(http_respond_error(r, MHD_HTTP_FORBIDDEN, "csrf", "%s", why));
+}
+
+static bool ct_streq(const char *a, const char *b)
+{
+	size_t n = strlen(a);
+	if (n != strlen(b))
+		return false;
+	unsigned char d = 0;
+	for (size_t i = 0; i < n; i++)
+		d |= (unsigned char)(a[i] ^ b[i]);
+	return d == 0;
+}
+
+/* Cross-site request forgery: a page elsewhere makes the browser send a
+ * request here with the user's ambient credentials — the session cookie,
+ * or no credential at all with --no-auth (a multipart POST is a "simple"
+ * request that needs no preflight). Bearer tokens are never ambient, so
+ * bearer calls skip all of this. Three independent checks, any one of
+ * which stops the attack in browsers that implement it:
+ *   - Sec-Fetch-Site: the browser says where the request comes from;
+ *   - Origin: must be this server as the client reached it;
+ *   - the double-submit token: X-CSRF-Token must equal the csrf cookie
+ *     (which only a same-origin script can read) and the HMAC of the
+ *     session id (so a token or cookie planted from another session, or
+ *     tossed in by a sibling subdomain, does not match). */
+static int mw_csrf(struct kiln_http_request *r)
+{
+	enum {
+		STATE_CHANGING = KILN_HTTP_POST | KILN_HTTP_PUT | KILN_HTTP_PATCH | KILN_HTTP_DELETE
+	};
+	if (!(r->method & STATE_CHANGING) || r->auth == HTTP_AUTH_BEARER)
+		return STAGE_NEXT;
+	const char *sid = NULL;
+	if (r->auth == HTTP_AUTH_COOKIE)
+		sid = http_cookie(r, r->srv->cookie_session);
+	else if (r->route->flags & ROUTE_SESSION)
+		sid = r->srv->no_auth ? NULL : http_cookie(r, r->srv->cookie_session);
+	else if (r->auth != HTTP_AUTH_ANON)
+		return STAGE_NEXT;
+	if (!kiln_http_fetch_site_ok(http_header(r, "Sec-Fetch-Site")))
+		return csrf_refuse(r, "cross-site request refused (Sec-Fetch-Site)");
+	const char *origin = http_header(r, "Origin");
+	if (origin &&
+	    !kiln_http_origin_same(origin, http_header(r, MHD_HTTP_HEADER_HOST), r->srv->tls))
+		return csrf_refuse(r, "cross-origin request refused (Origin)");
+	if (!sid)
+		return STAGE_NEXT;
+	const char *hdr = http_header(r, "X-CSRF-Token");
+	const char *cookie = http_cookie(r, r->srv->cookie_csrf);
+	if (!hdr || !*hdr)
+		return csrf_refuse(r, "missing X-CSRF-Token header");
+	if (!cookie || !ct_streq(hdr, cookie) ||
+	    !kiln_service_session_csrf_ok(r->srv->svc, sid, hdr))
+		return csrf_refuse(r, "wrong CSRF token: reload the page");
+	return STAGE_NEXT;
+}
 
 static int mw_content_type(struct kiln_http_request *r)
 {
@@ -416,6 +510,7 @@ static const struct {
     {"body-limit", mw_body_limit},
     {"rate-limit", mw_rate_limit},
     {"auth", mw_auth},
+    {"csrf", mw_csrf},
     {"content-type", mw_content_type},
 };
 
@@ -788,7 +883,8 @@ int kiln_http_start(const struct kiln_http_config *cfg, struct kiln_service *svc
 	if (!!cfg->tls_cert != !!cfg->tls_key)
 		return kiln_error_set(err, EINVAL, "--tls-cert and --tls-key go together");
 	if (cfg->redirect_port && !cfg->tls_cert)
-		return kiln_error_set(err, EINVAL, "--redirect-http needs --tls-cert/--tls-key");
+		return kiln_error_set(
+		    err, EINVAL, "--redirect-http needs --tls-cert/--tls-key or --tls-self-signed");
 	if (cfg->tls_cert && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
 		return kiln_error_set(err, ENOTSUP, "this libmicrohttpd was built without TLS");
 
@@ -814,6 +910,17 @@ int kiln_http_start(const struct kiln_http_config *cfg, struct kiln_service *svc
 	s->body_limit = cfg->body_limit ? cfg->body_limit : 1 << 20;
 	s->upload_limit = cfg->upload_limit ? cfg->upload_limit : (size_t)512 << 20;
 	s->sse_heartbeat_s = cfg->sse_heartbeat_s ? cfg->sse_heartbeat_s : 15;
+	s->session_ttl_s = cfg->session_ttl_s ? cfg->session_ttl_s : 12 * 3600;
+	/* The __Host- prefix needs Secure, and a browser keeps a Secure
+	 * cookie only from a secure context: https, or http to a loopback
+	 * address (tests/browser checks Chromium does). Plain HTTP on a
+	 * network address gets unprefixed names (docs/web-ui.md). */
+	bool all_loopback = true;
+	for (size_t i = 0; i < n_listen; i++)
+		all_loopback &= kiln_http_addr_is_loopback((struct sockaddr *)&addrs[i]);
+	s->cookie_secure = s->tls || all_loopback;
+	s->cookie_session = s->cookie_secure ? "__Host-kiln_session" : "kiln_session";
+	s->cookie_csrf = s->cookie_secure ? "__Host-kiln_csrf" : "kiln_csrf";
 	s->access_log = cfg->access_log;
 	s->upload_dir = xasprintf("%s/tmp", cfg->state_dir ? cfg->state_dir : "/var/lib/kiln");
 	s->n_rate_slots = RATE_SLOTS;

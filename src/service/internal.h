@@ -63,6 +63,8 @@ struct kiln_service {
 	struct log_index *idx;
 
 	pthread_mutex_t setup_lock;
+
+	uint8_t csrf_key[32]; /* HMAC key of CSRF tokens (session.c) */
 };
 
 int64_t kiln_now_us(void);
@@ -79,6 +81,16 @@ int svc_copy_artifacts_locked(struct kiln_service *s, const char *from, const ch
 
 /* rm -rf without crossing mounts or following symlinks. */
 void svc_rmtree(const char *path);
+
+/* token.c: base64url without padding of n bytes into out (4n/3+2 bytes). */
+void svc_base64url(const uint8_t *p, size_t n, char *out);
+
+/* token.c: kiln_service_token_check that also returns the token's id. */
+int svc_token_check(struct kiln_service *s, const char *secret,
+                    char ret_id[KILN_BUILD_ID_LEN + 1], char **ret_owner, struct kiln_error **err);
+
+/* session.c: loads (creating it on first use) the CSRF key into s. */
+int svc_session_secret_load(struct kiln_service *s, struct kiln_error **err);
 
 /* worker.c */
 int svc_workers_start(struct kiln_service *s, unsigned n, struct kiln_error **err);

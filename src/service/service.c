@@ -222,6 +222,24 @@ static const struct kiln_db_migration migrations[] = {
         " revoked INTEGER NOT NULL DEFAULT 0"
         ");"
         "CREATE INDEX tokens_owner ON tokens (owner);"},
+    /* Browser sessions (session.c): the id is stored as its SHA-256 only,
+     * like a token; token_id ties a session to the token that opened it,
+     * so revoking the token ends its sessions. server_secrets holds the
+     * CSRF HMAC key in the database rather than the state directory so
+     * that several servers sharing one database agree on it. */
+    {2, "CREATE TABLE sessions ("
+        " id_sha256 TEXT PRIMARY KEY,"
+        " token_id TEXT NOT NULL,"
+        " owner TEXT NOT NULL,"
+        " created_us BIGINT NOT NULL,"
+        " expires_us BIGINT NOT NULL,"
+        " revoked INTEGER NOT NULL DEFAULT 0"
+        ");"
+        "CREATE INDEX sessions_expires ON sessions (expires_us);"
+        "CREATE TABLE server_secrets ("
+        " name TEXT PRIMARY KEY,"
+        " value TEXT NOT NULL"
+        ");"},
 };
 
 /* ---- reading builds ---------------------------------------------------------- */
@@ -877,6 +895,8 @@ int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service
 	r = kiln_db_open(url, &s->db, err);
 	if (r == 0)
 		r = kiln_db_migrate(s->db, migrations, ELEMENTSOF(migrations), NULL, err);
+	if (r == 0)
+		r = svc_session_secret_load(s, err);
 	if (r == 0 && !s->no_workers) {
 		/* One server per state directory: crash recovery must never fail
 		 * the builds of a server that is alive. */
@@ -919,6 +939,7 @@ struct kiln_service *kiln_service_free(struct kiln_service *s)
 	svc_log_free_all(s);
 	kiln_db_close(s->db);
 	safe_close(s->lock_fd);
+	explicit_bzero(s->csrf_key, sizeof(s->csrf_key));
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->queue_cond);
 	pthread_mutex_destroy(&s->subs_lock);

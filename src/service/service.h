@@ -195,3 +195,36 @@ int kiln_service_token_revoke(struct kiln_service *s, const char *id, struct kil
 int kiln_service_token_check(struct kiln_service *s, const char *secret, char **ret_owner,
 			     struct kiln_error **err);
 void kiln_token_info_clear(struct kiln_token_info *t);
+
+/* ---- browser sessions (stored as SHA-256 only) --------------------------------
+ * The web UI signs in with a token once and then holds a session id in a
+ * cookie. A session acts as the owner of the token that opened it, ends at
+ * expires_us, when revoked (sign-out), or when that token is revoked. */
+
+#define KILN_SESSION_ID_LEN 43 /* base64url of 32 random bytes */
+#define KILN_CSRF_TOKEN_LEN 43 /* base64url of an HMAC-SHA256 */
+
+struct kiln_session_info {
+	char *owner;
+	int64_t created_us, expires_us; /* Unix µs */
+	char csrf_token[KILN_CSRF_TOKEN_LEN + 1];
+};
+void kiln_session_info_clear(struct kiln_session_info *i);
+
+/* Checks token (-EACCES when bad or revoked) and opens a session lasting
+ * ttl_s seconds (0: 12 hours). *ret_id is the secret session id, shown once. */
+int kiln_service_session_create(struct kiln_service *s, const char *token, unsigned ttl_s,
+				char **ret_id, struct kiln_session_info *ret,
+				struct kiln_error **err);
+/* The live session with this id, or -EACCES (unknown, expired, revoked, its
+ * token revoked). */
+int kiln_service_session_check(struct kiln_service *s, const char *id,
+			       struct kiln_session_info *ret, struct kiln_error **err);
+/* Ends a session (-EACCES when it is not live). */
+int kiln_service_session_revoke(struct kiln_service *s, const char *id, struct kiln_error **err);
+/* The session's CSRF token: base64url(HMAC-SHA256(server key, id)). Pure
+ * computation, defined for any string, live session or not. */
+void kiln_service_session_csrf(struct kiln_service *s, const char *id,
+			       char ret[KILN_CSRF_TOKEN_LEN + 1]);
+/* token == the CSRF token of id, compared in constant time. */
+bool kiln_service_session_csrf_ok(struct kiln_service *s, const char *id, const char *token);

@@ -18,7 +18,7 @@
  * request must not turn every read into a database write. */
 #define LAST_USED_GRANULARITY_US 1000000
 
-static void base64url(const uint8_t *p, size_t n, char *out)
+void svc_base64url(const uint8_t *p, size_t n, char *out)
 {
 	static const char tab[] =
 	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -57,7 +57,7 @@ int kiln_service_token_create(struct kiln_service *s, const char *owner, const c
 	if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
 		return kiln_error_set_errno(err, errno ? errno : EIO, "getrandom");
 	char b64[SECRET_B64_LEN + 1];
-	base64url(raw, sizeof(raw), b64);
+	svc_base64url(raw, sizeof(raw), b64);
 	explicit_bzero(raw, sizeof(raw));
 	_cleanup_free_ char *secret = xasprintf(SECRET_PREFIX "%s", b64);
 	explicit_bzero(b64, sizeof(b64));
@@ -158,8 +158,8 @@ static bool secret_well_formed(const char *s)
 	return true;
 }
 
-int kiln_service_token_check(struct kiln_service *s, const char *secret, char **ret_owner,
-                             struct kiln_error **err)
+int svc_token_check(struct kiln_service *s, const char *secret, char ret_id[KILN_BUILD_ID_LEN + 1],
+                    char **ret_owner, struct kiln_error **err)
 {
 	if (!secret_well_formed(secret))
 		return kiln_error_set(err, EACCES, "invalid token");
@@ -204,6 +204,14 @@ int kiln_service_token_check(struct kiln_service *s, const char *secret, char **
 	pthread_mutex_unlock(&s->lock);
 	if (r < 0)
 		return r;
+	if (ret_id)
+		memcpy(ret_id, id, sizeof(id));
 	*ret_owner = TAKE_PTR(owner);
 	return 0;
+}
+
+int kiln_service_token_check(struct kiln_service *s, const char *secret, char **ret_owner,
+                             struct kiln_error **err)
+{
+	return svc_token_check(s, secret, NULL, ret_owner, err);
 }

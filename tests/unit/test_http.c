@@ -84,6 +84,40 @@ static void test_routes(void **state)
 	kiln_buf_free(&b);
 }
 
+static void test_origin_and_fetch_site(void **state)
+{
+	(void)state;
+	assert_true(kiln_http_origin_same("http://127.0.0.1:8080", "127.0.0.1:8080", false));
+	assert_true(kiln_http_origin_same("http://LOCALHOST:8080", "localhost:8080", false));
+	assert_true(kiln_http_origin_same("https://kiln.example", "kiln.example:443", true));
+	assert_true(kiln_http_origin_same("https://kiln.example:443", "kiln.example", true));
+	assert_true(kiln_http_origin_same("http://[::1]:8080", "[::1]:8080", false));
+	/* scheme, host or port differ */
+	assert_false(kiln_http_origin_same("https://127.0.0.1:8080", "127.0.0.1:8080", false));
+	assert_false(kiln_http_origin_same("http://127.0.0.1:8080", "127.0.0.1:8080", true));
+	assert_false(kiln_http_origin_same("http://evil.example:8080", "127.0.0.1:8080", false));
+	assert_false(kiln_http_origin_same("http://127.0.0.1:8081", "127.0.0.1:8080", false));
+	assert_false(kiln_http_origin_same("http://127.0.0.1", "127.0.0.1:8080", false));
+	assert_false(kiln_http_origin_same("http://127.0.0.10:8080", "127.0.0.1:8080", false));
+	assert_false(kiln_http_origin_same("http://127.0.0.1:8080.evil", "127.0.0.1:8080", false));
+	/* not an origin */
+	assert_false(kiln_http_origin_same("null", "127.0.0.1:8080", false));
+	assert_false(kiln_http_origin_same("", "127.0.0.1:8080", false));
+	assert_false(kiln_http_origin_same("http://127.0.0.1:8080/", "127.0.0.1:8080", false));
+	assert_false(kiln_http_origin_same("http://u@127.0.0.1:8080", "127.0.0.1:8080", false));
+	assert_false(kiln_http_origin_same("http://", "127.0.0.1:8080", false));
+	assert_false(kiln_http_origin_same(NULL, "127.0.0.1:8080", false));
+	assert_false(kiln_http_origin_same("http://127.0.0.1:8080", NULL, false));
+
+	assert_true(kiln_http_fetch_site_ok(NULL));
+	assert_true(kiln_http_fetch_site_ok("same-origin"));
+	assert_true(kiln_http_fetch_site_ok("none"));
+	assert_false(kiln_http_fetch_site_ok("same-site"));
+	assert_false(kiln_http_fetch_site_ok("cross-site"));
+	assert_false(kiln_http_fetch_site_ok("Same-Origin"));
+	assert_false(kiln_http_fetch_site_ok(""));
+}
+
 static void test_host_allowlist(void **state)
 {
 	(void)state;
@@ -341,6 +375,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_routes),
 	    cmocka_unit_test(test_host_allowlist),
+	    cmocka_unit_test(test_origin_and_fetch_site),
 	    cmocka_unit_test(test_range),
 	    cmocka_unit_test(test_etag),
 	    cmocka_unit_test(test_bearer_accept_media),

@@ -163,7 +163,7 @@ static void test_db_migrations(void **state)
 	kiln_db_stmt_done(st);
 	kiln_db_close(db);
 
-	/* The service's own schema: version 1, and reopening changes nothing. */
+	/* The service's own schema: versions 1 and 2, and reopening changes nothing. */
 	kiln_service_free(f->s);
 	f->s = open_service(f->dir, true);
 	_cleanup_free_ char *surl = xasprintf("%s/kiln.db", f->dir);
@@ -171,8 +171,8 @@ static void test_db_migrations(void **state)
 	assert_int_equal(
 	    kiln_db_prepare(db, "SELECT COUNT(*), MAX(version) FROM schema_version", &st, &err), 0);
 	assert_int_equal(kiln_db_step(st, &err), 1);
-	assert_int_equal(kiln_db_column_int64(st, 0), 1);
-	assert_int_equal(kiln_db_column_int64(st, 1), 1);
+	assert_int_equal(kiln_db_column_int64(st, 0), 2);
+	assert_int_equal(kiln_db_column_int64(st, 1), 2);
 	kiln_db_stmt_done(st);
 	assert_int_equal(kiln_db_prepare(db, "PRAGMA journal_mode", &st, &err), 0);
 	assert_int_equal(kiln_db_step(st, &err), 1);
@@ -858,6 +858,89 @@ static void test_tokens(void **state)
 
 /* ---- crash recovery ---------------------------------------------------------------- */
 
+static void test_sessions(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_error_ struct kiln_error *err = NULL;
+	_cleanup_free_ char *tok = NULL, *tok2 = NULL;
+	struct kiln_token_info ti = {0}, ti2 = {0};
+	assert_int_equal(kiln_service_token_create(f->s, "alice", "web", &tok, &ti, &err), 0);
+	assert_int_equal(kiln_service_token_create(f->s, "bob", "web", &tok2, &ti2, &err), 0);
+
+	/* A bad token opens nothing. */
+	_cleanup_free_ char *id = NULL, *id2 = NULL, *id3 = NULL;
+	struct kiln_session_info si = {0}, si2 = {0}, chk = {0};
+	assert_int_equal(kiln_service_session_create(f->s, "kiln_nope", 0, &id, &si, &err),
+	                 -EACCES);
+	err = kiln_error_free(err);
+	assert_null(id);
+
+	assert_int_equal(kiln_service_session_create(f->s, tok, 0, &id, &si, &err), 0);
+	assert_int_equal(strlen(id), KILN_SESSION_ID_LEN);
+	assert_string_equal(si.owner, "alice");
+	/* Default lifetime: 12 hours. */
+	assert_true(si.expires_us - si.created_us == (int64_t)12 * 3600 * 1000000);
+	assert_int_equal(strlen(si.csrf_token), KILN_CSRF_TOKEN_LEN);
+	assert_int_equal(kiln_service_session_create(f->s, tok2, 60, &id2, &si2, &err), 0);
+	assert_string_equal(si2.owner, "bob");
+	assert_string_not_equal(id, id2);
+	assert_string_not_equal(si.csrf_token, si2.csrf_token);
+
+	/* The CSRF token is bound to its session. */
+	assert_true(kiln_service_session_csrf_ok(f->s, id, si.csrf_token));
+	assert_false(kiln_service_session_csrf_ok(f->s, id, si2.csrf_token));
+	assert_false(kiln_service_session_csrf_ok(f->s, id2, si.csrf_token));
+	assert_false(kiln_service_session_csrf_ok(f->s, id, ""));
+	assert_false(kiln_service_session_csrf_ok(f->s, id, NULL));
+
+	assert_int_equal(kiln_service_session_check(f->s, id, &chk, &err), 0);
+	assert_string_equal(chk.owner, "alice");
+	assert_string_equal(chk.csrf_token, si.csrf_token);
+	kiln_session_info_clear(&chk);
+
+	/* Only the hash is stored. */
+	_cleanup_free_ char *dbp = xasprintf("%s/kiln.db", f->dir);
+	kiln_service_free(f->s);
+	assert_false(file_contains(dbp, id));
+	/* The CSRF key persists: tokens stay valid across a restart. */
+	f->s = open_service(f->dir, true);
+	assert_true(kiln_service_session_csrf_ok(f->s, id, si.csrf_token));
+	assert_int_equal(kiln_service_session_check(f->s, id, &chk, &err), 0);
+	kiln_session_info_clear(&chk);
+
+	/* Sign-out ends it; a second sign-out finds nothing. */
+	assert_int_equal(kiln_service_session_revoke(f->s, id, &err), 0);
+	assert_int_equal(kiln_service_session_check(f->s, id, &chk, &err), -EACCES);
+	err = kiln_error_free(err);
+	assert_int_equal(kiln_service_session_revoke(f->s, id, &err), -EACCES);
+	err = kiln_error_free(err);
+	/* Malformed ids are refused before any lookup. */
+	assert_int_equal(kiln_service_session_check(f->s, "x';--", &chk, &err), -EACCES);
+	err = kiln_error_free(err);
+
+	/* Revoking the token ends the sessions it opened. */
+	assert_int_equal(kiln_service_session_check(f->s, id2, &chk, &err), 0);
+	kiln_session_info_clear(&chk);
+	assert_int_equal(kiln_service_token_revoke(f->s, ti2.id, &err), 0);
+	assert_int_equal(kiln_service_session_check(f->s, id2, &chk, &err), -EACCES);
+	err = kiln_error_free(err);
+
+	/* Expiry. */
+	struct kiln_session_info si3 = {0};
+	assert_int_equal(kiln_service_session_create(f->s, tok, 1, &id3, &si3, &err), 0);
+	assert_int_equal(kiln_service_session_check(f->s, id3, &chk, &err), 0);
+	kiln_session_info_clear(&chk);
+	usleep(1100 * 1000);
+	assert_int_equal(kiln_service_session_check(f->s, id3, &chk, &err), -EACCES);
+	err = kiln_error_free(err);
+
+	kiln_session_info_clear(&si);
+	kiln_session_info_clear(&si2);
+	kiln_session_info_clear(&si3);
+	kiln_token_info_clear(&ti);
+	kiln_token_info_clear(&ti2);
+}
+
 static void test_crash_recovery(void **state)
 {
 	struct fx *f = *state;
@@ -930,6 +1013,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_logs, fx_setup, fx_teardown),
 	    cmocka_unit_test(test_info_json),
 	    cmocka_unit_test_setup_teardown(test_tokens, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_sessions, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_recovery, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
