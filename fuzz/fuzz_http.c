@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 #include "http/parse.h"
 #include "util/alloc.h"
@@ -86,6 +87,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const char *const hosts[] = {"localhost:8080", "[::1]:8080", "kiln.example"};
 	if (kiln_http_host_allowed(f[2], hosts, ELEMENTSOF(hosts)))
 		CHECK(strlen(f[2]) > 0 && strchr(f[2], '/') == NULL && strchr(f[2], '@') == NULL);
+
+	/* Origin: same-origin only when it is exactly scheme://host[:port] */
+	for (int tls = 0; tls < 2; tls++) {
+		const char *scheme = tls ? "https://" : "http://";
+		size_t sl = strlen(scheme);
+		if (kiln_http_origin_same(f[5], f[2], tls))
+			CHECK(strncasecmp(f[5], scheme, sl) == 0 && strlen(f[5]) > sl &&
+			      strchr(f[5] + sl, '/') == NULL && strchr(f[5], '@') == NULL);
+	}
+	(void)kiln_http_fetch_site_ok(f[7]);
 
 	uint64_t rsize = 0;
 	for (size_t k = 0; k < 8 && k < strlen(f[4]); k++)
