@@ -10,7 +10,7 @@ libcmocka-dev python3-pytest python3-requests
 clang-14 libclang-rt-14-dev
 libseccomp-dev libcap-dev
 busybox-static bubblewrap hyperfine systemd-container
-libarchive-dev
+libarchive-dev libcurl4-gnutls-dev
 libmicrohttpd-dev libgnutls28-dev
 libsqlite3-dev
 mmdebstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-bin grub-common

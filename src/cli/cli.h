@@ -29,6 +29,12 @@ extern const struct kiln_command kiln_cmd_run;
 extern const struct kiln_command kiln_cmd_setup;
 extern const struct kiln_command kiln_cmd_build;
 extern const struct kiln_command kiln_cmd_token;
+extern const struct kiln_command kiln_cmd_submit;
+extern const struct kiln_command kiln_cmd_status;
+extern const struct kiln_command kiln_cmd_list;
+extern const struct kiln_command kiln_cmd_logs;
+extern const struct kiln_command kiln_cmd_cancel;
+extern const struct kiln_command kiln_cmd_download;
 extern const struct kiln_command kiln_cmd_serve;
 
 /* Prints "kiln: <fmt>" to stderr. */

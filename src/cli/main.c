@@ -30,6 +30,12 @@ static const struct {
 	{ "token", NULL },
 	{ "run", &kiln_cmd_run },
 	{ "serve", NULL },
+	{ "submit", NULL },
+	{ "status", NULL },
+	{ "list", NULL },
+	{ "logs", NULL },
+	{ "cancel", NULL },
+	{ "download", NULL },
 };
 
 /* Opens libkiln-full.so beside the executable (the build tree, or an install

@@ -93,6 +93,7 @@ struct build {
 	struct pkglist installed;
 	char build_key[KILN_SHA256_HEX_LEN + 1];
 	struct timespec start;
+	int64_t start_wall;
 	unsigned step, total;
 	bool warned;
 	size_t leaks;
@@ -393,14 +394,21 @@ static int install(struct build *b, struct kiln_error **err)
  * upper layer to SOURCE_DATE_EPOCH before every command closes that leak.
  * The walk runs while no sandbox is alive and never follows symlinks. */
 static _Thread_local int64_t clamp_epoch;
+static _Thread_local int64_t clamp_since;
 static _Thread_local uint64_t clamp_count;
 
+/* An mtime later than the epoch is clamped to it; so is any mtime from this
+ * build's own run (>= its start): with an epoch in the future — the derived
+ * one reaches 2031 — "clamping" alone would keep the wall clock. */
 static int clamp_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)flag;
 	(void)ftw;
-	if (st->st_mtim.tv_sec < clamp_epoch ||
-	    (st->st_mtim.tv_sec == clamp_epoch && st->st_mtim.tv_nsec == 0))
+	bool late = st->st_mtim.tv_sec > clamp_epoch ||
+		    (st->st_mtim.tv_sec == clamp_epoch && st->st_mtim.tv_nsec != 0);
+	if (!late && st->st_mtim.tv_sec < clamp_since)
+		return 0;
+	if (st->st_mtim.tv_sec == clamp_epoch && st->st_mtim.tv_nsec == 0)
 		return 0;
 	struct timespec ts[2] = { { clamp_epoch, 0 }, { clamp_epoch, 0 } };
 	if (utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW) == 0)
@@ -408,13 +416,19 @@ static int clamp_entry(const char *p, const struct stat *st, int flag, struct FT
 	return 0;
 }
 
-static int clamp_upper(struct build *b, struct kiln_error **err)
+static int clamp_tree(struct build *b, const char *dir, struct kiln_error **err)
 {
 	clamp_epoch = b->r->source_date_epoch;
+	clamp_since = b->start_wall - 2;
 	clamp_count = 0;
-	if (nftw(b->upper, clamp_entry, 64, FTW_PHYS | FTW_MOUNT) < 0)
-		return kiln_error_set_errno(err, errno, "%s: cannot clamp mtimes", b->upper);
+	if (nftw(dir, clamp_entry, 64, FTW_PHYS | FTW_MOUNT) < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot clamp mtimes", dir);
 	return 0;
+}
+
+static int clamp_upper(struct build *b, struct kiln_error **err)
+{
+	return clamp_tree(b, b->upper, err);
 }
 
 /* Looks for the build's wall-clock date, the host's name and the build id
@@ -710,6 +724,40 @@ static int run_step(struct build *b, size_t i, struct kiln_error **err)
 }
 
 /* ---- normalize and emit --------------------------------------------------- */
+
+/* mkinitramfs clamps only mtimes newer than SOURCE_DATE_EPOCH; with an epoch
+ * in the future the cpio keeps the wall clock of the build. Every initrd in
+ * /boot is unpacked and packed again with fixed times, sorted names,
+ * renumbered inodes and gzip -n — inside the sandbox, with the image's own
+ * tools. */
+static const char initramfs_script[] =
+	"set -eu\n"
+	"for f in /boot/initrd.img-*; do\n"
+	"  [ -f \"$f\" ] || continue\n"
+	"  if ! command -v unmkinitramfs >/dev/null || ! command -v cpio >/dev/null; then\n"
+	"    echo \"kiln: $f: unmkinitramfs/cpio missing, initramfs not repacked\" >&2; exit 0\n"
+	"  fi\n"
+	"  d=$(mktemp -d /var/tmp/kiln-initrd.XXXXXX)\n"
+	"  unmkinitramfs \"$f\" \"$d/x\"\n"
+	"  find \"$d/x\" -exec touch -h -d \"@$SOURCE_DATE_EPOCH\" {} +\n"
+	"  out=\"$d/initrd\"; : > \"$out\"\n"
+	"  main=\"$d/x\"\n"
+	"  if [ -d \"$d/x/main\" ]; then\n"
+	"    for e in \"$d\"/x/early*; do\n"
+	"      (cd \"$e\" && find . | LC_ALL=C sort | cpio --quiet --reproducible -o -H newc -R 0:0) >> \"$out\"\n"
+	"    done\n"
+	"    main=\"$d/x/main\"\n"
+	"  fi\n"
+	"  (cd \"$main\" && find . | LC_ALL=C sort | cpio --quiet --reproducible -o -H newc -R 0:0 | gzip -n -9) >> \"$out\"\n"
+	"  cat \"$out\" > \"$f\"\n"
+	"  rm -rf \"$d\"\n"
+	"  echo \"    $f: repacked reproducibly\"\n"
+	"done\n";
+
+static int repack_initramfs(struct build *b, struct kiln_error **err)
+{
+	return in_image(b, "initramfs", initramfs_script, NULL, NULL, 0, NULL, 0, err);
+}
 
 static int mount_merged(struct build *b, struct kiln_error **err)
 {
@@ -1045,6 +1093,8 @@ static int build_run(struct build *b, struct kiln_error **err)
 	for (size_t i = 0; i < r->n_steps; i++)
 		if ((rc = run_step(b, i, err)) < 0)
 			return rc;
+	if ((rc = repack_initramfs(b, err)) < 0)
+		return rc;
 	if ((rc = list_installed(b, err)) < 0)
 		return rc;
 
@@ -1068,6 +1118,11 @@ static int build_run(struct build *b, struct kiln_error **err)
 			"    removed %" PRIu64 ", emptied %" PRIu64 ", clamped %" PRIu64
 			" mtimes\n",
 			ns.removed, ns.emptied, ns.clamped);
+	/* normalize's removals touched directories just now: with an epoch in
+	 * the future its min(mtime, epoch) leaves those, so the build's own
+	 * times are reset here too. */
+	if ((rc = clamp_tree(b, b->merged, err)) < 0)
+		return rc;
 	/* After normalize: what it removed or emptied no longer leaks. */
 	scan_leaks(b);
 
@@ -1124,6 +1179,7 @@ int kiln_image_build(const struct kiln_image_build_opts *opts, struct kiln_image
 		.cancel_fd = opts->hooks.cancel_fd,
 	};
 	clock_gettime(CLOCK_MONOTONIC, &b.start);
+	b.start_wall = (int64_t)time(NULL);
 	b.res = xcalloc(1, sizeof(*b.res));
 	int rc = build_run(&b, err);
 	if (rc == 0)

@@ -1,0 +1,714 @@
+/* API client subcommands: submit, status, list, logs, cancel, download.
+ *
+ * They talk to a `kiln serve` (docs/api.md) with libcurl: --server URL (or
+ * $KILN_SERVER, default http://127.0.0.1:8080) and --token T (or
+ * $KILN_TOKEN). Server errors are printed as the server's message with the
+ * HTTP status; the exit status is 0 on success, 1 on failure (and for
+ * submit --wait / logs --follow, 1 unless the build completed), 2 on usage. */
+#include <curl/curl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "util/alloc.h"
+#include "util/buf.h"
+#include "util/fs.h"
+#include "util/sha256.h"
+
+struct client {
+	const char *server;
+	const char *token;
+	bool verbose;
+};
+
+static size_t to_buf(char *p, size_t sz, size_t n, void *ud)
+{
+	kiln_buf_append(ud, p, sz * n);
+	return sz * n;
+}
+
+static CURL *client_handle(const struct client *c, const char *path, struct curl_slist **hdrs)
+{
+	CURL *h = curl_easy_init();
+	if (!h) {
+		cli_errorf("cannot initialize libcurl");
+		return NULL;
+	}
+	_cleanup_free_ char *url = xasprintf("%s%s", c->server, path);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "kiln/" KILN_VERSION);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+	/* Only the server's own scheme: never follow a redirect to file:// etc. */
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	if (c->token) {
+		_cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", c->token);
+		*hdrs = curl_slist_append(*hdrs, auth);
+	}
+	if (getenv("KILN_CA_FILE"))
+		curl_easy_setopt(h, CURLOPT_CAINFO, getenv("KILN_CA_FILE"));
+	return h;
+}
+
+/* Prints the server's {"error":{...}} message (or the raw body). */
+static void print_http_error(const char *what, long status, const struct kiln_buf *body)
+{
+	json_error_t je;
+	json_t *j = body->data ? json_loadb(body->data, body->len, 0, &je) : NULL;
+	const char *msg = j ? json_string_value(json_object_get(json_object_get(j, "error"),
+								"message"))
+			    : NULL;
+	cli_errorf("%s: HTTP %ld: %s", what, status,
+		   msg ? msg : (body->data && body->len < 500 ? body->data : "(no message)"));
+	if (j)
+		json_decref(j);
+}
+
+/* A request with a JSON (or empty) body; returns the HTTP status or -1. */
+static long client_call(const struct client *c, const char *method, const char *path,
+			const char *body, curl_mime *mime, struct kiln_buf *resp)
+{
+	struct curl_slist *hdrs = NULL;
+	CURL *h = client_handle(c, path, &hdrs);
+	if (!h)
+		return -1;
+	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+	if (body) {
+		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+	} else if (mime) {
+		curl_easy_setopt(h, CURLOPT_MIMEPOST, mime);
+	}
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, to_buf);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
+	CURLcode rc = curl_easy_perform(h);
+	long status = -1;
+	if (rc != CURLE_OK)
+		cli_errorf("%s %s%s: %s", method, c->server, path, curl_easy_strerror(rc));
+	else
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(h);
+	return status;
+}
+
+static bool valid_id(const char *id)
+{
+	size_t n = strlen(id);
+	if (n == 0 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f') || id[i] == '-'))
+			return false;
+	return true;
+}
+
+/* ---- option parsing shared by every client command ------------------------ */
+
+enum {
+	OPT_SERVER = 1000,
+	OPT_TOKEN,
+	OPT_CONTEXT,
+	OPT_WAIT,
+	OPT_FOLLOW,
+	OPT_STATUS,
+	OPT_LIMIT,
+	OPT_CURSOR,
+	OPT_OUTPUT,
+	OPT_JSON,
+};
+
+struct client_opts {
+	struct client c;
+	const char *context, *status, *cursor, *output;
+	bool wait, follow, json;
+	unsigned limit;
+};
+
+static int parse_opts(const struct kiln_command *cmd, int argc, char **argv,
+		      struct client_opts *o)
+{
+	static const struct option opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "server", required_argument, NULL, OPT_SERVER },
+		{ "token", required_argument, NULL, OPT_TOKEN },
+		{ "context", required_argument, NULL, OPT_CONTEXT },
+		{ "wait", no_argument, NULL, OPT_WAIT },
+		{ "follow", no_argument, NULL, OPT_FOLLOW },
+		{ "status", required_argument, NULL, OPT_STATUS },
+		{ "limit", required_argument, NULL, OPT_LIMIT },
+		{ "cursor", required_argument, NULL, OPT_CURSOR },
+		{ "output", required_argument, NULL, OPT_OUTPUT },
+		{ "json", no_argument, NULL, OPT_JSON },
+		{},
+	};
+	memset(o, 0, sizeof(*o));
+	o->c.server = getenv("KILN_SERVER") ? getenv("KILN_SERVER") : "http://127.0.0.1:8080";
+	o->c.token = getenv("KILN_TOKEN");
+	o->limit = 20;
+	int ch;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "hfo:c:", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'h':
+			cli_print_help(cmd);
+			return -1;
+		case OPT_SERVER: o->c.server = optarg; break;
+		case OPT_TOKEN: o->c.token = optarg; break;
+		case 'c':
+		case OPT_CONTEXT: o->context = optarg; break;
+		case OPT_WAIT: o->wait = true; break;
+		case 'f':
+		case OPT_FOLLOW: o->follow = true; break;
+		case OPT_STATUS: o->status = optarg; break;
+		case OPT_CURSOR: o->cursor = optarg; break;
+		case 'o':
+		case OPT_OUTPUT: o->output = optarg; break;
+		case OPT_JSON: o->json = true; break;
+		case OPT_LIMIT: {
+			char *end = NULL;
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (!end || *end || v < 1 || v > 100)
+				return cli_usage_error(cmd, "--limit must be 1..100");
+			o->limit = (unsigned)v;
+			break;
+		}
+		default: return cli_usage_error(cmd, "unknown option");
+		}
+	}
+	size_t sl = strlen(o->c.server);
+	if (strncmp(o->c.server, "http://", 7) != 0 && strncmp(o->c.server, "https://", 8) != 0)
+		return cli_usage_error(cmd, "--server must be an http:// or https:// URL");
+	while (sl > 8 && o->c.server[sl - 1] == '/')
+		sl--;
+	o->c.server = xstrndup(o->c.server, sl); /* lives for the process */
+	return 0;
+}
+
+/* ---- logs: plain or followed over SSE -------------------------------------- */
+
+struct sse {
+	struct kiln_buf line;
+	char *event;
+	struct kiln_buf data;
+	char *final_status;
+};
+
+static void sse_dispatch(struct sse *s)
+{
+	const char *ev = s->event ? s->event : "message";
+	if (strcmp(ev, "log") == 0) {
+		fwrite(s->data.data ? s->data.data : "", 1, s->data.len, stdout);
+		fputc('\n', stdout);
+		fflush(stdout);
+	} else if (strcmp(ev, "status") == 0) {
+		json_error_t je;
+		json_t *j = json_loadb(s->data.data ? s->data.data : "", s->data.len, 0, &je);
+		const char *st = j ? json_string_value(json_object_get(j, "status")) : NULL;
+		free(s->final_status);
+		s->final_status = xstrdup(st ? st : "unknown");
+		if (j) {
+			const char *e = json_string_value(json_object_get(j, "error"));
+			if (e)
+				fprintf(stderr, "kiln: build %s: %s\n", s->final_status, e);
+			json_decref(j);
+		}
+	}
+	free(s->event);
+	s->event = NULL;
+	kiln_buf_reset(&s->data);
+	s->data.len = 0;
+}
+
+static size_t sse_write(char *p, size_t sz, size_t n, void *ud)
+{
+	struct sse *s = ud;
+	for (size_t i = 0; i < sz * n; i++) {
+		if (p[i] != '\n') {
+			kiln_buf_putc(&s->line, p[i]);
+			continue;
+		}
+		const char *l = s->line.data ? s->line.data : "";
+		size_t ll = s->line.len;
+		if (ll && l[ll - 1] == '\r')
+			ll--;
+		if (ll == 0) {
+			sse_dispatch(s);
+		} else if (ll >= 5 && strncmp(l, "data:", 5) == 0) {
+			size_t off = (ll > 5 && l[5] == ' ') ? 6 : 5;
+			if (s->data.len)
+				kiln_buf_putc(&s->data, '\n');
+			kiln_buf_append(&s->data, l + off, ll - off);
+		} else if (ll >= 6 && strncmp(l, "event:", 6) == 0) {
+			size_t off = (ll > 6 && l[6] == ' ') ? 7 : 6;
+			free(s->event);
+			s->event = xstrndup(l + off, ll - off);
+		}
+		kiln_buf_reset(&s->line);
+		s->line.len = 0;
+	}
+	return sz * n;
+}
+
+/* Streams the log until the build ends; returns the exit status. */
+static int follow_logs(const struct client *c, const char *id)
+{
+	_cleanup_free_ char *path = xasprintf("/api/v1/builds/%s/logs", id);
+	struct curl_slist *hdrs = NULL;
+	CURL *h = client_handle(c, path, &hdrs);
+	if (!h)
+		return KILN_EXIT_FAILURE;
+	hdrs = curl_slist_append(hdrs, "Accept: text/event-stream");
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	struct sse s = { KILN_BUF_INIT, NULL, KILN_BUF_INIT, NULL };
+	struct kiln_buf errbody = KILN_BUF_INIT;
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sse_write);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &s);
+	CURLcode rc = curl_easy_perform(h);
+	long status = 0;
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(h);
+	int ret = KILN_EXIT_FAILURE;
+	if (rc != CURLE_OK)
+		cli_errorf("logs: %s", curl_easy_strerror(rc));
+	else if (status != 200) {
+		kiln_buf_append(&errbody, s.line.data ? s.line.data : "", s.line.len);
+		print_http_error("logs", status, &errbody);
+	} else if (s.final_status && strcmp(s.final_status, "completed") == 0)
+		ret = KILN_EXIT_OK;
+	else if (!s.final_status)
+		cli_errorf("logs: the stream ended before the build finished");
+	kiln_buf_free(&s.line);
+	kiln_buf_free(&s.data);
+	kiln_buf_free(&errbody);
+	free(s.event);
+	free(s.final_status);
+	return ret;
+}
+
+static void print_build_summary(const char *json_text)
+{
+	json_error_t je;
+	json_t *j = json_loads(json_text, 0, &je);
+	if (!j) {
+		fputs(json_text, stdout);
+		return;
+	}
+	json_t *b = json_object_get(j, "build") ? json_object_get(j, "build") : j;
+	const char *id = json_string_value(json_object_get(b, "id"));
+	const char *st = json_string_value(json_object_get(b, "status"));
+	const char *err = json_string_value(json_object_get(b, "error"));
+	json_t *prog = json_object_get(b, "progress");
+	printf("%s  %s", id ? id : "?", st ? st : "?");
+	if (json_is_true(json_object_get(j, "cached")) || json_is_true(json_object_get(b, "cached")))
+		printf("  (cached)");
+	if (json_is_true(json_object_get(j, "coalesced")))
+		printf("  (joined an identical build)");
+	if (prog && json_integer_value(json_object_get(prog, "total_steps")))
+		printf("  step %lld/%lld",
+		       (long long)json_integer_value(json_object_get(prog, "current_step")),
+		       (long long)json_integer_value(json_object_get(prog, "total_steps")));
+	if (err)
+		printf("  error: %s", err);
+	putchar('\n');
+	json_t *arts = json_object_get(b, "artifacts");
+	size_t i;
+	json_t *a;
+	json_array_foreach(arts, i, a)
+	{
+		printf("  %-18s sha256:%s  %lld bytes\n",
+		       json_string_value(json_object_get(a, "name")),
+		       json_string_value(json_object_get(a, "sha256")),
+		       (long long)json_integer_value(json_object_get(a, "size")));
+	}
+	json_decref(j);
+}
+
+/* ---- the commands ----------------------------------------------------------- */
+
+static int cmd_submit(int argc, char **argv)
+{
+	struct client_opts o;
+	int rc = parse_opts(&kiln_cmd_submit, argc, argv, &o);
+	if (rc)
+		return rc < 0 ? KILN_EXIT_OK : rc;
+	if (argc - optind != 1)
+		return cli_usage_error(&kiln_cmd_submit, "expected exactly one RECIPE");
+	/* Validate locally first: the same rules as the server, a clearer error. */
+	_cleanup_recipe_ struct kiln_recipe *r = NULL;
+	rc = cli_load_recipe(argv[optind], &r);
+	if (rc)
+		return rc;
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	_cleanup_error_ struct kiln_error *err = NULL;
+	if (kiln_read_file(argv[optind], KILN_RECIPE_MAX_BYTES, &text, &len, &err) < 0) {
+		cli_errorf("%s: %s", argv[optind], err->msg);
+		return KILN_EXIT_FAILURE;
+	}
+	struct kiln_buf resp = KILN_BUF_INIT;
+	long status;
+	CURL *mh = NULL;
+	curl_mime *mime = NULL;
+	if (o.context) {
+		if (access(o.context, R_OK) != 0) {
+			cli_errorf("%s: cannot read context archive", o.context);
+			return KILN_EXIT_FAILURE;
+		}
+		mh = curl_easy_init();
+		mime = curl_mime_init(mh);
+		curl_mimepart *p = curl_mime_addpart(mime);
+		curl_mime_name(p, "recipe");
+		curl_mime_data(p, text, len);
+		curl_mime_type(p, "application/json");
+		p = curl_mime_addpart(mime);
+		curl_mime_name(p, "context");
+		curl_mime_filedata(p, o.context);
+		status = client_call(&o.c, "POST", "/api/v1/builds", NULL, mime, &resp);
+	} else {
+		status = client_call(&o.c, "POST", "/api/v1/builds", text, NULL, &resp);
+	}
+	if (mime)
+		curl_mime_free(mime);
+	if (mh)
+		curl_easy_cleanup(mh);
+	if (status < 0) {
+		kiln_buf_free(&resp);
+		return KILN_EXIT_FAILURE;
+	}
+	if (status != 200 && status != 201 && status != 202) {
+		print_http_error("submit", status, &resp);
+		kiln_buf_free(&resp);
+		return KILN_EXIT_FAILURE;
+	}
+	json_error_t je;
+	json_t *j = json_loadb(resp.data, resp.len, 0, &je);
+	json_t *b = j && json_object_get(j, "build") ? json_object_get(j, "build") : j;
+	const char *id = b ? json_string_value(json_object_get(b, "id")) : NULL;
+	_cleanup_free_ char *idc = id ? xstrdup(id) : NULL;
+	const char *st = b ? json_string_value(json_object_get(b, "status")) : NULL;
+	bool done = st && strcmp(st, "completed") == 0;
+	if (o.json)
+		fwrite(resp.data, 1, resp.len, stdout), putchar('\n');
+	else
+		print_build_summary(resp.data);
+	if (j)
+		json_decref(j);
+	kiln_buf_free(&resp);
+	if (!idc || !valid_id(idc)) {
+		cli_errorf("submit: the server's answer has no build id");
+		return KILN_EXIT_FAILURE;
+	}
+	if ((o.follow || o.wait) && !done) {
+		if (o.follow)
+			return follow_logs(&o.c, idc);
+		/* --wait without the log: follow quietly into /dev/null. */
+		fflush(stdout);
+		FILE *saved = stdout;
+		stdout = fopen("/dev/null", "w");
+		int r2 = follow_logs(&o.c, idc);
+		fclose(stdout);
+		stdout = saved;
+		return r2;
+	}
+	return KILN_EXIT_OK;
+}
+
+static int simple_get(const struct kiln_command *cmd, int argc, char **argv, const char *method,
+		      const char *suffix)
+{
+	struct client_opts o;
+	int rc = parse_opts(cmd, argc, argv, &o);
+	if (rc)
+		return rc < 0 ? KILN_EXIT_OK : rc;
+	if (argc - optind != 1)
+		return cli_usage_error(cmd, "expected exactly one build ID");
+	if (!valid_id(argv[optind]))
+		return cli_usage_error(cmd, "'%s' is not a build ID", argv[optind]);
+	_cleanup_free_ char *path = xasprintf("/api/v1/builds/%s%s", argv[optind], suffix);
+	struct kiln_buf resp = KILN_BUF_INIT;
+	long status = client_call(&o.c, method, path, NULL, NULL, &resp);
+	int ret = KILN_EXIT_FAILURE;
+	if (status == 200) {
+		if (o.json)
+			fwrite(resp.data, 1, resp.len, stdout), putchar('\n');
+		else
+			print_build_summary(resp.data);
+		ret = KILN_EXIT_OK;
+	} else if (status > 0) {
+		print_http_error(cmd->name, status, &resp);
+	}
+	kiln_buf_free(&resp);
+	return ret;
+}
+
+static int cmd_status(int argc, char **argv)
+{
+	return simple_get(&kiln_cmd_status, argc, argv, "GET", "");
+}
+
+static int cmd_cancel(int argc, char **argv)
+{
+	return simple_get(&kiln_cmd_cancel, argc, argv, "POST", "/cancel");
+}
+
+static int cmd_list(int argc, char **argv)
+{
+	struct client_opts o;
+	int rc = parse_opts(&kiln_cmd_list, argc, argv, &o);
+	if (rc)
+		return rc < 0 ? KILN_EXIT_OK : rc;
+	if (optind != argc)
+		return cli_usage_error(&kiln_cmd_list, "unexpected argument '%s'", argv[optind]);
+	CURL *e = curl_easy_init();
+	_cleanup_free_ char *q = xasprintf("/api/v1/builds?limit=%u", o.limit);
+	if (o.status) {
+		char *v = curl_easy_escape(e, o.status, 0);
+		char *nq = xasprintf("%s&status=%s", q, v);
+		curl_free(v);
+		free(q);
+		q = nq;
+	}
+	if (o.cursor) {
+		char *v = curl_easy_escape(e, o.cursor, 0);
+		char *nq = xasprintf("%s&cursor=%s", q, v);
+		curl_free(v);
+		free(q);
+		q = nq;
+	}
+	curl_easy_cleanup(e);
+	struct kiln_buf resp = KILN_BUF_INIT;
+	long status = client_call(&o.c, "GET", q, NULL, NULL, &resp);
+	int ret = KILN_EXIT_FAILURE;
+	if (status == 200 && o.json) {
+		fwrite(resp.data, 1, resp.len, stdout), putchar('\n');
+		ret = KILN_EXIT_OK;
+	} else if (status == 200) {
+		json_error_t je;
+		json_t *j = json_loadb(resp.data, resp.len, 0, &je);
+		size_t i;
+		json_t *b;
+		json_array_foreach(json_object_get(j, "builds"), i, b)
+		{
+			const char *name = json_string_value(json_object_get(b, "name"));
+			printf("%s  %-9s  %s  %s\n", json_string_value(json_object_get(b, "id")),
+			       json_string_value(json_object_get(b, "status")),
+			       json_string_value(json_object_get(b, "created_at")),
+			       name ? name : "");
+		}
+		const char *next = json_string_value(json_object_get(j, "next_cursor"));
+		if (next)
+			fprintf(stderr, "more: kiln list --cursor %s\n", next);
+		if (j)
+			json_decref(j);
+		ret = KILN_EXIT_OK;
+	} else if (status > 0) {
+		print_http_error("list", status, &resp);
+	}
+	kiln_buf_free(&resp);
+	return ret;
+}
+
+static int cmd_logs(int argc, char **argv)
+{
+	struct client_opts o;
+	int rc = parse_opts(&kiln_cmd_logs, argc, argv, &o);
+	if (rc)
+		return rc < 0 ? KILN_EXIT_OK : rc;
+	if (argc - optind != 1)
+		return cli_usage_error(&kiln_cmd_logs, "expected exactly one build ID");
+	if (!valid_id(argv[optind]))
+		return cli_usage_error(&kiln_cmd_logs, "'%s' is not a build ID", argv[optind]);
+	if (o.follow)
+		return follow_logs(&o.c, argv[optind]);
+	_cleanup_free_ char *path = xasprintf("/api/v1/builds/%s/logs", argv[optind]);
+	struct kiln_buf resp = KILN_BUF_INIT;
+	long status = client_call(&o.c, "GET", path, NULL, NULL, &resp);
+	int ret = KILN_EXIT_FAILURE;
+	if (status == 200) {
+		fwrite(resp.data ? resp.data : "", 1, resp.len, stdout);
+		ret = KILN_EXIT_OK;
+	} else if (status > 0) {
+		print_http_error("logs", status, &resp);
+	}
+	kiln_buf_free(&resp);
+	return ret;
+}
+
+struct dl {
+	FILE *f;
+	struct kiln_sha256 h;
+	uint64_t n;
+	struct kiln_buf err;
+	long status;
+	CURL *curl;
+};
+
+static size_t dl_write(char *p, size_t sz, size_t n, void *ud)
+{
+	struct dl *d = ud;
+	if (!d->status)
+		curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &d->status);
+	if (d->status != 200) {
+		if (d->err.len < 4096)
+			kiln_buf_append(&d->err, p, sz * n);
+		return sz * n;
+	}
+	kiln_sha256_update(&d->h, p, sz * n);
+	d->n += sz * n;
+	return fwrite(p, sz, n, d->f) * sz;
+}
+
+static size_t dl_header(char *p, size_t sz, size_t n, void *ud)
+{
+	struct kiln_buf *etag = ud;
+	size_t len = sz * n;
+	if (len > 6 && strncasecmp(p, "etag:", 5) == 0) {
+		kiln_buf_reset(etag);
+		etag->len = 0;
+		for (size_t i = 5; i < len; i++)
+			if (p[i] != '"' && p[i] != ' ' && p[i] != '\r' && p[i] != '\n')
+				kiln_buf_putc(etag, p[i]);
+	}
+	return len;
+}
+
+static int cmd_download(int argc, char **argv)
+{
+	struct client_opts o;
+	int rc = parse_opts(&kiln_cmd_download, argc, argv, &o);
+	if (rc)
+		return rc < 0 ? KILN_EXIT_OK : rc;
+	if (argc - optind != 2)
+		return cli_usage_error(&kiln_cmd_download, "expected a build ID and an artifact NAME");
+	const char *id = argv[optind], *name = argv[optind + 1];
+	if (!valid_id(id))
+		return cli_usage_error(&kiln_cmd_download, "'%s' is not a build ID", id);
+	if (strchr(name, '/') || name[0] == '.' || !*name)
+		return cli_usage_error(&kiln_cmd_download, "'%s' is not an artifact name", name);
+	const char *out = o.output ? o.output : name;
+	_cleanup_free_ char *tmp = xasprintf("%s.part", out);
+	struct dl d = { .f = fopen(tmp, "wb"), .err = KILN_BUF_INIT };
+	if (!d.f) {
+		cli_errorf("%s: %s", tmp, strerror(errno));
+		return KILN_EXIT_FAILURE;
+	}
+	kiln_sha256_init(&d.h);
+	_cleanup_free_ char *path = xasprintf("/api/v1/builds/%s/artifacts/%s", id, name);
+	struct curl_slist *hdrs = NULL;
+	CURL *h = client_handle(&o.c, path, &hdrs);
+	if (!h) {
+		fclose(d.f);
+		unlink(tmp);
+		return KILN_EXIT_FAILURE;
+	}
+	struct kiln_buf etag = KILN_BUF_INIT;
+	d.curl = h;
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, dl_write);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &d);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, dl_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, &etag);
+	CURLcode cr = curl_easy_perform(h);
+	long status = 0;
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(h);
+	int ret = KILN_EXIT_FAILURE;
+	bool ok_close = fclose(d.f) == 0;
+	char hex[KILN_SHA256_HEX_LEN + 1];
+	kiln_sha256_final_hex(&d.h, hex);
+	if (cr != CURLE_OK) {
+		cli_errorf("download: %s", curl_easy_strerror(cr));
+	} else if (status != 200) {
+		print_http_error("download", status, &d.err);
+	} else if (!ok_close) {
+		cli_errorf("%s: write failed", tmp);
+	} else if (etag.len && strcmp(etag.data, hex) != 0) {
+		/* The ETag is the artifact's SHA-256: a mismatch is corruption. */
+		cli_errorf("download: SHA-256 mismatch: server says %s, received %s", etag.data, hex);
+	} else if (rename(tmp, out) < 0) {
+		cli_errorf("%s: %s", out, strerror(errno));
+	} else {
+		printf("%s  sha256:%s  %llu bytes\n", out, hex, (unsigned long long)d.n);
+		ret = KILN_EXIT_OK;
+	}
+	if (ret != KILN_EXIT_OK)
+		unlink(tmp);
+	kiln_buf_free(&etag);
+	kiln_buf_free(&d.err);
+	return ret;
+}
+
+#define CLIENT_OPTS                                                                                \
+	"  --server URL   the kiln server (default $KILN_SERVER or http://127.0.0.1:8080)\n"  \
+	"  --token T      API token (default $KILN_TOKEN; see kiln token create)\n"              \
+	"  --json         print the server's JSON\n"
+
+const struct kiln_command kiln_cmd_submit = {
+	.name = "submit",
+	.summary = "submit a recipe to a kiln server",
+	.usage = "Usage: kiln submit [OPTIONS] RECIPE\n"
+		 "\n"
+		 "Validates RECIPE locally, submits it, prints the build (id, status,\n"
+		 "cached/joined notice, artifacts when already complete).\n"
+		 "\n"
+		 "Options:\n" CLIENT_OPTS
+		 "  -c, --context F  context archive for COPY steps (multipart upload)\n"
+		 "  -f, --follow   stream the live log until the build ends\n"
+		 "  --wait         wait quietly until the build ends\n"
+		 "\n"
+		 "Exit status: 0 submitted (with --follow/--wait: completed), 1 failure, 2 usage.\n",
+	.run = cmd_submit,
+};
+
+const struct kiln_command kiln_cmd_status = {
+	.name = "status",
+	.summary = "show a build on a kiln server",
+	.usage = "Usage: kiln status [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS,
+	.run = cmd_status,
+};
+
+const struct kiln_command kiln_cmd_list = {
+	.name = "list",
+	.summary = "list your builds on a kiln server, newest first",
+	.usage = "Usage: kiln list [OPTIONS]\n\nOptions:\n" CLIENT_OPTS
+		 "  --status S     only builds in this state (pending, building, completed,\n"
+		 "                 failed, cancelled)\n"
+		 "  --limit N      page size, 1..100 (default 20)\n"
+		 "  --cursor C     the next page (printed on stderr when there is one)\n",
+	.run = cmd_list,
+};
+
+const struct kiln_command kiln_cmd_logs = {
+	.name = "logs",
+	.summary = "print a build's log (--follow: live)",
+	.usage = "Usage: kiln logs [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS
+		 "  -f, --follow   stream new lines until the build ends (Server-Sent Events);\n"
+		 "                 exit 0 only if it completed\n",
+	.run = cmd_logs,
+};
+
+const struct kiln_command kiln_cmd_cancel = {
+	.name = "cancel",
+	.summary = "cancel a pending or running build",
+	.usage = "Usage: kiln cancel [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS
+		 "\nA finished build cannot be cancelled (HTTP 409).\n",
+	.run = cmd_cancel,
+};
+
+const struct kiln_command kiln_cmd_download = {
+	.name = "download",
+	.summary = "download a build artifact, verifying its SHA-256",
+	.usage = "Usage: kiln download [OPTIONS] ID NAME\n\nOptions:\n" CLIENT_OPTS
+		 "  -o, --output F  where to write (default: NAME in the current directory)\n"
+		 "\nThe file is written to F.part and renamed only after its SHA-256 matches\n"
+		 "the server's ETag.\n",
+	.run = cmd_download,
+};
