@@ -290,6 +290,7 @@ uiTest('build the minimal example from the editor: live log, completion, artifac
 	await newRecipe();
 	await page.selectOption('#example', 'minimal');
 	await page.click('#load-example');
+	await page.getByText('Loaded the minimal example.').waitFor();
 	assert.equal(await page.inputValue('#recipe-name'), 'minimal');
 	assert.equal(await page.isChecked('#out-tar'), true);
 	/* A step unique to this run keeps the build out of the cache, and a short

@@ -95,7 +95,7 @@
 	}
 
 	function csrfToken() {
-		return (state.session && state.session.csrf_token) || cookie('__Host-kiln_csrf') || '';
+		return (state.session && state.session.csrf_token) || cookie('__Host-kiln_csrf') || cookie('kiln_csrf') || '';
 	}
 
 	/* Returns {status, data, res}; data is the parsed JSON body or null.
@@ -947,8 +947,9 @@
 			}
 			cancelBtn.hidden = TERMINAL.has(st);
 			clear(errorBox);
-			if (b.error) errorBox.appendChild(h('p', { class: 'error' }, `${st === 'cancelled' ? 'Cancelled' : 'Failed'}: ${b.error}`));
-			else if (st === 'cancelled') errorBox.appendChild(h('p', { class: 'error' }, 'The build was cancelled.'));
+			if (st === 'cancelled')
+				errorBox.appendChild(h('p', { class: 'error' }, b.error && b.error !== 'cancelled' ? `The build was cancelled: ${b.error}` : 'The build was cancelled.'));
+			else if (b.error) errorBox.appendChild(h('p', { class: 'error' }, `Failed: ${b.error}`));
 			noticeFor(b);
 			renderDetails(b);
 			renderArtifacts(b);
