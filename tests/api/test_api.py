@@ -87,22 +87,15 @@ def serve(kiln_bin, tmp_path):
 
 @pytest.fixture
 def token(kiln_bin):
-    """Creates a token for an owner in a state directory: `kiln token create`
-    when it exists, else the tests/api/mktoken helper (through service.h)."""
+    """Creates a token for an owner in a state directory with `kiln token create`."""
 
     def make(state, owner):
         p = subprocess.run([kiln_bin, "token", "create", "--state-dir", str(state),
                             "--owner", owner, "--name", "tests-api"],
                            capture_output=True, text=True)
         m = re.search(r"kiln_[A-Za-z0-9_-]{20,}", p.stdout)
-        if p.returncode == 0 and m:
-            return m.group(0)
-        helper = pathlib.Path(kiln_bin).parent.parent.parent / "tests" / "api" / "mktoken"
-        if not helper.exists():
-            pytest.skip(f"no `kiln token create` and no helper at {helper}")
-        p = subprocess.run([str(helper), str(state), owner], capture_output=True, text=True)
-        assert p.returncode == 0, p.stderr
-        return p.stdout.strip()
+        assert p.returncode == 0 and m, p.stderr
+        return m.group(0)
 
     return make
 
