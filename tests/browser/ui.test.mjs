@@ -2,8 +2,11 @@
 // Debian's headless Chromium through playwright-core (no downloaded browser).
 //
 //   KILN             the binary (default build/src/cli/kiln)
-//   KILN_TEST_STATE  the state dir the server uses; it holds the bootstrapped
-//                    base, shared with tests/image (default /var/tmp/kiln-test-state)
+//   KILN_TEST_STATE  the state dir whose bootstrapped base (and package store)
+//                    tests/image set up (default /var/tmp/kiln-test-state); the
+//                    server gets a fresh state dir beside it whose bases/ and
+//                    cas/ link there, so it owns its own database and lock while
+//                    reusing the base
 //   CHROMIUM         the browser (default /usr/bin/chromium)
 //
 // For development only: KILN_UI_URL + KILN_UI_TOKEN point the test at a
@@ -36,6 +39,7 @@ let serverLog = '';
 let base = '';         // http://127.0.0.1:PORT
 let token = '';
 let userDir = '';
+let stateDir = '';     // the server's own state dir (bases/ and cas/ shared)
 let ctx = null;        // persistent browser context (fresh user-data-dir)
 let page = null;
 let builtId = '';      // the completed minimal build
@@ -50,7 +54,7 @@ function run(args, timeoutMs) {
 }
 
 async function startServer() {
-	server = spawn(KILN, ['serve', '--listen', '127.0.0.1:0', '--state-dir', STATE, '--workers', '1'],
+	server = spawn(KILN, ['serve', '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--workers', '1'],
 		{ stdio: ['ignore', 'pipe', 'pipe'] });
 	server.stderr.on('data', (d) => { serverLog = (serverLog + d).slice(-20000); });
 	base = await new Promise((resolve, reject) => {
@@ -132,7 +136,13 @@ before(async () => {
 		assert.ok(fs.existsSync(KILN), `kiln binary not found at ${KILN}; run 'make build' first`);
 		fs.mkdirSync(STATE, { recursive: true });
 		run(['setup', '--state-dir', STATE], 30 * 60 * 1000); /* idempotent; the first run bootstraps */
-		const out = run(['token', 'create', '--state-dir', STATE, '--name', 'tests/browser'], 60000);
+		/* beside STATE: same file system, so the store's renames work */
+		stateDir = fs.mkdtempSync(path.join(path.dirname(path.resolve(STATE)), 'kiln-ui-test-'));
+		for (const d of ['bases', 'cas']) {
+			fs.mkdirSync(path.join(STATE, d), { recursive: true });
+			fs.symlinkSync(path.join(path.resolve(STATE), d), path.join(stateDir, d));
+		}
+		const out = run(['token', 'create', '--state-dir', stateDir, '--name', 'tests/browser'], 60000);
 		const m = /^(kiln_\S+)$/m.exec(out);
 		assert.ok(m, `no kiln_ secret in the output of kiln token create: ${out}`);
 		token = m[1];
@@ -165,6 +175,7 @@ after(async () => {
 			server.on('exit', () => { clearTimeout(t); r(); });
 		});
 	}
+	if (stateDir) fs.rmSync(stateDir, { recursive: true, force: true });
 });
 
 /* ---- tests (in order; they share the browser and the session) ------------ */
@@ -304,7 +315,7 @@ uiTest('build the minimal example from the editor: live log, completion, artifac
 	/* live: the echo's line is on the page while the build is still building */
 	await page.locator('#log', { hasText: `kiln-ui-${NONCE}` }).waitFor({ timeout: BUILD_TIMEOUT });
 	assert.equal(await statusText(), 'building', 'the log line arrived while building');
-	assert.match(await page.locator('#progress-label').textContent(), /^Step \d+ of \d+/);
+	await page.locator('#progress-label', { hasText: /^Step \d+ of \d+/ }).waitFor({ timeout: 5000 });
 	await shot('build-running');
 	/* reload mid-build: the log comes back and keeps streaming */
 	await page.reload();

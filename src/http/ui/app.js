@@ -1024,6 +1024,11 @@
 				if (seq && seq <= lastSeq) return;
 				if (seq) lastSeq = seq;
 				addLine(e.data);
+				/* a step began: fetch the progress now rather than at the next poll */
+				if (/^==> \[\d+\/\d+\]/.test(e.data)) {
+					clearTimeout(pollTimer);
+					pollTimer = setTimeout(refresh, 200);
+				}
 			});
 			es.addEventListener('status', (e) => {
 				es.close();
