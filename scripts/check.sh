@@ -33,6 +33,8 @@ pytests() {
 suite lint ./scripts/lint.sh
 suite unit meson test -C "$BUILD" --print-errorlogs
 suite integration pytests "$BUILD"
+# The web UI in Debian's Chromium (Playwright), against the real server.
+suite browser env KILN="$(pwd)/$BUILD/src/cli/kiln" tests/browser/run.sh
 
 if [ ! -f "$BUILD_ASAN/build.ninja" ]; then
 	meson setup "$BUILD_ASAN" --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false >/dev/null

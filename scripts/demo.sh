@@ -4,7 +4,9 @@
 #  2. bootstrap the base (once; ~1 minute, then cached in ./var);
 #  3. build examples/web-server.json into ./var/out/web-server — a rootfs
 #     tarball and a squashfs image, byte-reproducible — and list the
-#     artifacts with their SHA-256.
+#     artifacts with their SHA-256;
+#  4. start `kiln serve` with the web UI on http://127.0.0.1:8080 and print a
+#     token to sign in with (KILN_DEMO_PORT changes the port).
 # The live ISO (examples/live-iso.json) builds the same way:
 #   sudo build/src/cli/kiln build --state-dir var -o var/out/live examples/live-iso.json
 set -eu
@@ -32,3 +34,16 @@ if ! "$KILN" build --state-dir "$STATE" -o "$STATE/out/web-server" examples/web-
 	exit 1
 fi
 grep '^==> \[' "$STATE/demo-build.log" || true
+ls -l "$STATE/out/web-server"
+
+# 4. The service with its web UI. The first start prints an admin token;
+#    later starts reuse the tokens in the database, so make a fresh one.
+PORT=${KILN_DEMO_PORT:-8080}
+echo "== web UI"
+TOKEN=$("$KILN" token create --state-dir "$STATE" --owner demo --name "make demo" 2>/dev/null)
+echo
+echo "   Open  http://127.0.0.1:$PORT/  and sign in with this token:"
+echo "   $TOKEN"
+echo "   (Ctrl-C stops the server; builds and tokens stay in $STATE)"
+echo
+exec "$KILN" serve --state-dir "$STATE" --listen "127.0.0.1:$PORT"

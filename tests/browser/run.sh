@@ -17,7 +17,12 @@ if [ ! -x "$CHROMIUM" ]; then
 	"$ROOT/scripts/deps.sh"
 fi
 [ -x "$CHROMIUM" ] || { echo "tests/browser: $CHROMIUM not found (apt-get install chromium)" >&2; exit 1; }
-command -v node >/dev/null || { echo "tests/browser: node (>= 20) not found" >&2; exit 1; }
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+	# Debian's own Node.js (18) runs playwright-core too.
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm >&2 ||
+		{ apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm >&2; }
+fi
+command -v node >/dev/null || { echo "tests/browser: node not found" >&2; exit 1; }
 
 # npm ci only when the installed tree does not match the lock file.
 if [ ! -f node_modules/.package-lock.json ] || ! cmp -s package-lock.json node_modules/.kiln-lock; then
