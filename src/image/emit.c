@@ -280,6 +280,9 @@ int kiln_emit_iso(const struct kiln_emit_ctx *c, const char *squashfs, const cha
 				  "--efi-boot", "efiboot.img", "-efi-boot-part", "--efi-boot-image",
 				  stage, NULL };
 	rc = kiln_image_host_cmd(c->hooks, xorriso, env, NULL, err);
+	/* The staged squashfs is a hardlink of the squashfs output, whose
+	 * mtime stage_times() just set to the epoch: give it back a real one. */
+	utimensat(AT_FDCWD, squashfs, NULL, 0);
 	if (rc < 0) {
 		unlink(tmp);
 		return rc;
