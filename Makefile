@@ -11,7 +11,7 @@ FUZZ_SECONDS ?= 600
 KILN        := $(BUILD)/src/cli/kiln
 STATE_DIR   ?= $(CURDIR)/var
 
-.PHONY: all deps build demo check test unit integration security asan lint fuzz fuzz-smoke bench clean format
+.PHONY: all deps build demo check check-e2e test unit integration security asan lint fuzz fuzz-smoke bench clean format
 
 all: build
 
@@ -30,6 +30,12 @@ demo: build
 # Every test suite runs even when an earlier one fails; the target fails if any did.
 check: build
 	@./scripts/check.sh
+
+# End to end: examples/live.json built twice from scratch (identical ISO
+# SHA-256), booted in QEMU with BIOS and UEFI (waits for KILN-BOOT-OK on the
+# serial console), a warm-store rebuild with an empty network namespace.
+check-e2e: build
+	KILN=$(CURDIR)/$(KILN) $(PYTHON) -m pytest -q -rfE -m heavy tests/image
 
 unit: build
 	meson test -C $(BUILD) --print-errorlogs

@@ -26,12 +26,13 @@ pytests() {
 	# namespaces, cgroups and mounts). $2 is an extra pytest -m expression.
 	build=$1
 	shift
-	KILN="$(pwd)/$build/src/cli/kiln" "$PYTHON" -m pytest -q -p no:cacheprovider -rfE "$@" \
-		tests/integration tests/security tests/image tests/api
+	KILN="$(pwd)/$build/src/cli/kiln" "$PYTHON" -m pytest -q -p no:cacheprovider -rfE \
+		-m "not heavy" "$@" tests/integration tests/security tests/image tests/api
 }
 
 suite lint ./scripts/lint.sh
 suite unit meson test -C "$BUILD" --print-errorlogs
+# Heavy image tests (ISO builds, QEMU boots) are `make check-e2e`.
 suite integration pytests "$BUILD"
 # The web UI in Debian's Chromium (Playwright), against the real server.
 suite browser env KILN="$(pwd)/$BUILD/src/cli/kiln" tests/browser/run.sh
@@ -43,9 +44,7 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 if ninja -C "$BUILD_ASAN" >/dev/null; then
 	suite unit-asan meson test -C "$BUILD_ASAN" --print-errorlogs
-	# Heavy image tests (ISO builds and boots) ran above; kiln's own code on
-	# those paths is covered under the sanitizers by the lighter image tests.
-	suite integration-asan pytests "$BUILD_ASAN" -m "not heavy"
+	suite integration-asan pytests "$BUILD_ASAN"
 else
 	echo "==> asan build: FAIL"
 	failed="$failed asan-build"

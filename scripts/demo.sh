@@ -2,13 +2,14 @@
 # make demo: kiln's main job on the example recipes.
 #  1. validate and print the identity of every recipe in examples/;
 #  2. bootstrap the base (once; ~1 minute, then cached in ./var);
-#  3. build examples/web-server.json into ./var/out/web-server — a rootfs
-#     tarball and a squashfs image, byte-reproducible — and list the
-#     artifacts with their SHA-256;
+#  3. build examples/live.json into ./var/out/live — a bootable, byte-
+#     reproducible live ISO — and print its path and SHA-256 (a second
+#     `make demo` is answered from the build cache);
 #  4. start `kiln serve` with the web UI on http://127.0.0.1:8080 and print a
 #     token to sign in with (KILN_DEMO_PORT changes the port).
-# The live ISO (examples/live-iso.json) builds the same way:
-#   sudo build/src/cli/kiln build --state-dir var -o var/out/live examples/live-iso.json
+# The web server example needs its context archive:
+#   build/src/cli/kiln build --state-dir var -o var/out/server \
+#       --context examples/server-context.tar.gz examples/server.json
 set -eu
 cd "$(dirname "$0")/.."
 KILN=${KILN:-build/src/cli/kiln}
@@ -26,15 +27,16 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "== base system (kiln setup)"
 "$KILN" setup --state-dir "$STATE"
-echo "== building examples/web-server.json (log: $STATE/demo-build.log)"
+echo "== building examples/live.json: a bootable live ISO (log: $STATE/demo-build.log)"
 mkdir -p "$STATE/out"
-if ! "$KILN" build --state-dir "$STATE" -o "$STATE/out/web-server" examples/web-server.json \
-	2>"$STATE/demo-build.log"; then
+if ! "$KILN" build --state-dir "$STATE" -o "$STATE/out/live" examples/live.json \
+	>"$STATE/demo-build.out" 2>"$STATE/demo-build.log"; then
 	tail -20 "$STATE/demo-build.log"
 	exit 1
 fi
 grep '^==> \[' "$STATE/demo-build.log" || true
-ls -l "$STATE/out/web-server"
+cat "$STATE/demo-build.out"
+echo "   Boot it: qemu-system-x86_64 -m 1024 -cdrom $STATE/out/live/live.iso -nographic"
 
 # 4. The service with its web UI. The first start prints an admin token;
 #    later starts reuse the tokens in the database, so make a fresh one.

@@ -182,7 +182,7 @@ after(async () => {
 
 test('the page and its assets are served with a strict CSP; every response has one', async () => {
 	const paths = ['/', '/ui/app.js', '/ui/style.css', '/ui/examples/minimal.json', '/ui/examples/web-server.json',
-		'/ui/examples/live-iso.json', '/api/v1/health', '/api/v1/session', '/api/v1/builds', '/no/such/page'];
+		'/ui/examples/live.json', '/api/v1/health', '/api/v1/session', '/api/v1/builds', '/no/such/page'];
 	for (const p of paths) {
 		const r = await fetch(base + p);
 		const csp = r.headers.get('content-security-policy');

@@ -19,7 +19,7 @@
 	const EXAMPLES = [
 		['minimal', 'minimal — an empty Debian base, tarball'],
 		['web-server', 'web-server — nginx with a site, tar + squashfs'],
-		['live-iso', 'live-iso — a bootable live ISO'],
+		['live', 'live — a bootable live ISO that prints KILN-BOOT-OK'],
 	];
 	/* Recipe keys the editor has its own inputs for; the rest go to the
 	 * "other settings" JSON box. */
