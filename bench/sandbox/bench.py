@@ -6,6 +6,10 @@ and ratios, plus kiln's own memory overhead. Needs root, bwrap,
 systemd-nspawn, busybox-static (scripts/deps.sh installs them).
 
     bench/sandbox/bench.py [--kiln build/src/cli/kiln] [--runs 200]
+                           [--also LABEL=PATH]...
+
+--also adds another kiln binary (e.g. an older build) to the same
+interleaved rounds, to compare two builds side by side.
 """
 import argparse
 import json
@@ -64,6 +68,8 @@ def main():
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--build", default=str(ROOT / "build"))
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--also", action="append", default=[], metavar="LABEL=PATH",
+                    help="another kiln binary to measure in the same rounds")
     args = ap.parse_args()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="kiln-bench-"))
     try:
@@ -79,6 +85,10 @@ def main():
             "systemd-nspawn": (f"systemd-nspawn -q --register=no --keep-unit --read-only "
                                f"-D {tree} /bin/true"),
         }
+        for also in args.also:
+            label, _, path = also.partition("=")
+            cmds[f"kiln --version ({label})"] = f"{path} --version"
+            cmds[f"kiln run ({label})"] = f"{path} run --root {tree} -- /bin/true"
         # Interleaved: each round runs every command once, in a shuffled
         # order, so load drifting on a shared machine hits all of them alike.
         times = {k: [] for k in cmds}
