@@ -66,10 +66,11 @@ static int run(int argc, char **argv)
 		{ "offline", no_argument, NULL, 'O' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "state-dir", required_argument, NULL, 's' },
+		{ "no-cache", no_argument, NULL, 'N' },
 		{},
 	};
 	const char *out = "kiln-out", *context = NULL, *state = NULL;
-	bool verify = false, json = false, offline = false, quiet = false;
+	bool verify = false, json = false, offline = false, quiet = false, no_cache = false;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+ho:c:q", opts, NULL)) != -1) {
@@ -84,6 +85,7 @@ static int run(int argc, char **argv)
 		case 'O': offline = true; break;
 		case 'q': quiet = true; break;
 		case 's': state = optarg; break;
+		case 'N': no_cache = true; break;
 		default: return cli_usage_error(&kiln_cmd_build, "unknown option");
 		}
 	}
@@ -108,13 +110,34 @@ static int run(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
+	_cleanup_(kiln_image_result_freep) struct kiln_image_result *res = NULL;
+	/* Identical recipe, same tools, warm store: answered from the local
+	 * cache without building (--verify always builds, twice). */
+	if (!no_cache && !verify) {
+		char key[KILN_SHA256_HEX_LEN + 1];
+		_cleanup_error_ struct kiln_error *e = NULL;
+		if (kiln_image_build_key(r, context, key, &e) < 0) {
+			cli_errorf("build: %s", e->msg);
+			return KILN_EXIT_FAILURE;
+		}
+		int cr = kiln_image_cache_lookup(state, key, out, &res, &e);
+		if (cr < 0 && cr != -ENOENT) {
+			cli_errorf("build: %s", e->msg);
+			return KILN_EXIT_FAILURE;
+		}
+		if (cr == 0 && !quiet)
+			fprintf(stderr, "==> build key %.12s is in the build cache: nothing to build "
+					"(--no-cache rebuilds)\n",
+				key);
+	}
+
 	struct ui u = { quiet, isatty(STDERR_FILENO) };
 	struct kiln_image_hooks hooks = {
 		.log = log_out, .progress = progress_out, .userdata = &u, .cancel_fd = cancel_pipe[0]
 	};
 
 	/* A missing base is set up on first use, as `kiln setup` would. */
-	{
+	if (!res) {
 		_cleanup_free_ char *p = NULL;
 		_cleanup_error_ struct kiln_error *e = NULL;
 		if (kiln_image_base_path(state, r->base, &p, NULL, NULL) < 0) {
@@ -134,12 +157,14 @@ static int run(int argc, char **argv)
 		.context_path = context,
 		.out_dir = out,
 		.offline = offline,
+		.want_tree = verify,
 		.hooks = hooks,
 	};
-	_cleanup_(kiln_image_result_freep) struct kiln_image_result *res = NULL;
-	rc = do_build(&o, &res);
-	if (rc)
-		return rc;
+	if (!res) {
+		rc = do_build(&o, &res);
+		if (rc)
+			return rc;
+	}
 
 	bool verified = false;
 	struct kiln_buf diff = KILN_BUF_INIT;
@@ -167,6 +192,16 @@ static int run(int argc, char **argv)
 							b2 ? b2->sha256 : "(missing)");
 			}
 			verified = diff.len == 0;
+			if (!verified) {
+				/* Which files inside the images differ, and how. */
+				_cleanup_free_ char *td = kiln_image_tree_diff(res->tree, res2->tree, 40);
+				if (td && *td)
+					kiln_buf_printf(&diff, "files that differ inside the image:\n%s", td);
+				else
+					kiln_buf_puts(&diff, "the two image trees are identical: the "
+							     "difference is in how the artifacts were "
+							     "written\n");
+			}
 		}
 		for (size_t i = 0; res2 && i < res2->n_artifacts; i++) {
 			_cleanup_free_ char *p = xasprintf("%s/%s", out2, res2->artifacts[i].name);
@@ -193,18 +228,17 @@ static int run(int argc, char **argv)
 			kiln_buf_printf(&b, ",\"sha256\":\"%s\",\"size\":%" PRIu64 "}",
 					res->artifacts[i].sha256, res->artifacts[i].size);
 		}
-		kiln_buf_puts(&b, "]");
+		kiln_buf_printf(&b, "],\"cached\":%s", res->cached ? "true" : "false");
 		if (verify)
 			kiln_buf_printf(&b, ",\"reproducible\":%s", verified ? "true" : "false");
 		kiln_buf_puts(&b, "}\n");
 		fwrite(b.data, 1, b.len, stdout);
 		kiln_buf_free(&b);
 	} else {
-		printf("build key %s\n", res->build_key);
+		printf("build key %s%s\n", res->build_key, res->cached ? " (from the build cache)" : "");
 		for (size_t i = 0; i < res->n_artifacts; i++)
 			printf("%s/%s  sha256:%s  %" PRIu64 " bytes\n", out, res->artifacts[i].name,
 			       res->artifacts[i].sha256, res->artifacts[i].size);
-		printf("%s/manifest.json\n", out);
 		if (verify)
 			printf("%s\n", verified ? "verify: reproducible (second build is byte-identical)"
 						: "verify: NOT reproducible");
@@ -227,14 +261,18 @@ const struct kiln_command kiln_cmd_build = {
 		 "networked phase), install them offline in the sandbox, write overlay\n"
 		 "files, run the steps, normalize, and write the recipe's outputs with\n"
 		 "manifest.json and sbom.spdx.json. Sets the base up first when needed.\n"
+		 "An identical recipe whose artifacts are in the store is answered from\n"
+		 "the build cache at once (the outputs are hard links into the store).\n"
 		 "Needs root.\n"
 		 "\n"
 		 "Options:\n"
 		 "  -o, --output DIR     where artifacts go (default ./kiln-out)\n"
 		 "  -c, --context FILE   context archive for COPY steps (tar, tar.gz, zip)\n"
-		 "      --verify         build twice from scratch and compare every byte\n"
+		 "      --verify         build twice from scratch and compare every byte;\n"
+		 "                       on a mismatch, list the files that differ\n"
 		 "      --json           print the result as JSON on stdout\n"
 		 "      --offline        never use the network (the store must be warm)\n"
+		 "      --no-cache       build even when the build cache has this build key\n"
 		 "  -q, --quiet          no build log on stderr\n"
 		 "      --state-dir DIR  state directory (default $KILN_STATE_DIR or\n"
 		 "                       /var/lib/kiln)\n"

@@ -984,6 +984,7 @@ struct kiln_image_result *kiln_image_result_free(struct kiln_image_result *r)
 	for (size_t i = 0; i < r->n_artifacts; i++)
 		free(r->artifacts[i].name);
 	free(r->artifacts);
+	free(r->tree);
 	free(r);
 	return NULL;
 }
@@ -1125,6 +1126,8 @@ static int build_run(struct build *b, struct kiln_error **err)
 		return rc;
 	/* After normalize: what it removed or emptied no longer leaks. */
 	scan_leaks(b);
+	if (o->want_tree)
+		b->res->tree = kiln_image_tree_list(b->merged);
 
 	if (r->outputs & KILN_OUTPUT_TAR) {
 		progress(b, "emit rootfs.tar.gz");
@@ -1163,7 +1166,9 @@ static int build_run(struct build *b, struct kiln_error **err)
 		return rc;
 	if ((rc = write_manifest(b, err)) < 0)
 		return rc;
-	return 0;
+	if ((rc = add_artifact(b, "manifest.json", err)) < 0)
+		return rc;
+	return kiln_image_cache_record(o->state_dir, b->res, err);
 }
 
 int kiln_image_build(const struct kiln_image_build_opts *opts, struct kiln_image_result **ret,

@@ -59,8 +59,13 @@ struct kiln_image_artifact {
 
 struct kiln_image_result {
 	char build_key[KILN_SHA256_HEX_LEN + 1];
-	struct kiln_image_artifact *artifacts; /* outputs, then manifest.json, sbom.spdx.json */
+	struct kiln_image_artifact *artifacts; /* outputs, then sbom.spdx.json, manifest.json */
 	size_t n_artifacts;
+	bool cached; /* answered from the local build cache: nothing was built */
+	/* With opts.want_tree: the normalized image tree, one line per entry
+	 * sorted by path ("path\ttype mode uid:gid mtime size sha256-or-target"),
+	 * for explaining a --verify mismatch. NULL otherwise. */
+	char *tree;
 };
 
 struct kiln_image_build_opts {
@@ -71,8 +76,27 @@ struct kiln_image_build_opts {
 	const char *build_id;	  /* names the scratch dir builds/<id>; NULL: random */
 	bool offline;		  /* never fetch: the lock and .debs must be in the store */
 	unsigned step_timeout_s;  /* per step; 0: the recipe's resources.step_timeout_s */
+	bool want_tree;		  /* fill kiln_image_result.tree */
 	struct kiln_image_hooks hooks;
 };
+
+/* The build key the pipeline will use for recipe r (tool versions included;
+ * context_path may be NULL). */
+int kiln_image_build_key(const struct kiln_recipe *r, const char *context_path,
+			 char ret[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err);
+
+/* The local build cache: every successful kiln_image_build records its
+ * artifacts under state_dir/results/<build_key>. When all of them are still
+ * in the store, they are linked into out_dir (hard links into the
+ * content-addressed store: treat them as read-only) and *ret is set with
+ * cached = true; -ENOENT when there is no complete entry. */
+int kiln_image_cache_lookup(const char *state_dir, const char *build_key, const char *out_dir,
+			    struct kiln_image_result **ret, struct kiln_error **err);
+
+/* Explains how two tree listings (kiln_image_result.tree) differ: one line
+ * per entry ("/etc/foo: content", "mode 0644 → 0600", ...), at most max
+ * lines. Caller frees. */
+char *kiln_image_tree_diff(const char *a, const char *b, size_t max);
 
 /* Runs the whole pipeline. The calling thread is moved into a private mount
  * namespace (unshare(CLONE_NEWNS)) if it is not in one of kiln's already.

@@ -53,6 +53,12 @@ static inline void kiln_image_rmtreep(char **p)
 /* mkdir owned by the sandbox's root (host uid/gid 100000), mode 0755. */
 int kiln_image_mkdir_sandbox(const char *path, struct kiln_error **err);
 
+/* cache.c */
+int kiln_image_cache_record(const char *state_dir, const struct kiln_image_result *res,
+			    struct kiln_error **err);
+/* The listing of kiln_image_result.tree for the tree at root. */
+char *kiln_image_tree_list(const char *root);
+
 #define KILN_IMAGE_ID_BASE 100000u
 /* The base tree's fixed SOURCE_DATE_EPOCH (2020-01-01): bases are shared by
  * recipes with different epochs; every build clamps again to its own. */

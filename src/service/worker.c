@@ -390,18 +390,13 @@ static void run_claimed(struct kiln_service *s, struct claim *c)
 		rc = kiln_image_build(&o, &res, &err);
 	}
 	if (rc == 0) {
+		/* The pipeline's artifacts include manifest.json, in the CAS. */
 		arts = xcalloc(res->n_artifacts + 1, sizeof(*arts));
 		for (; n < res->n_artifacts; n++) {
 			arts[n].name = res->artifacts[n].name;
 			memcpy(arts[n].sha256, res->artifacts[n].sha256, sizeof(arts[n].sha256));
 			arts[n].size = res->artifacts[n].size;
 		}
-		/* The manifest lists the other artifacts, so the pipeline cannot
-		 * list it among them: store it here. */
-		_cleanup_free_ char *mp = xasprintf("%s/manifest.json", out);
-		rc = kiln_cas_put_file(s->state_dir, mp, NULL, arts[n].sha256, &arts[n].size, &err);
-		if (rc == 0)
-			arts[n++].name = (char *)"manifest.json";
 	}
 	end_build(s, c->run, &w, rc, err ? err->msg : NULL, arts, n, NULL, NULL);
 	svc_log_writer_close(&w);

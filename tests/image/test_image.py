@@ -103,7 +103,7 @@ def test_minimal_build_is_reproducible(kiln_bin, base, tmp_path):
     res = json.loads(p.stdout)
     assert res["reproducible"] is True
     names = {a["name"] for a in res["artifacts"]}
-    assert names == {"rootfs.tar.gz", "sbom.spdx.json"}
+    assert names == {"rootfs.tar.gz", "sbom.spdx.json", "manifest.json"}
     for a in res["artifacts"]:
         assert sha256(out / a["name"]) == a["sha256"]
         assert (out / a["name"]).stat().st_size == a["size"]
@@ -129,6 +129,33 @@ def test_minimal_build_is_reproducible(kiln_bin, base, tmp_path):
     sbom = json.loads((out / "sbom.spdx.json").read_text())
     assert sbom["spdxVersion"] == "SPDX-2.3"
     assert any(p["name"] == "dpkg" for p in sbom["packages"])
+    assert leftovers() == ([], [])
+
+    # The same recipe again: answered from the build cache, same bytes.
+    p = build(kiln_bin, EXAMPLES / "minimal.json", tmp_path / "again")
+    assert p.returncode == 0, p.stderr[-2000:]
+    again = json.loads(p.stdout)
+    assert again["cached"] is True and "in the build cache" in p.stderr
+    assert {a["sha256"] for a in again["artifacts"]} == {a["sha256"] for a in res["artifacts"]}
+    for a in again["artifacts"]:
+        assert sha256(tmp_path / "again" / a["name"]) == a["sha256"]
+    # --no-cache builds, and still gets the same bytes.
+    p = build(kiln_bin, EXAMPLES / "minimal.json", tmp_path / "rebuilt", "--no-cache")
+    assert p.returncode == 0, p.stderr[-2000:]
+    rebuilt = json.loads(p.stdout)
+    assert rebuilt["cached"] is False
+    assert {a["sha256"] for a in rebuilt["artifacts"]} == {a["sha256"] for a in res["artifacts"]}
+
+
+def test_verify_names_the_files_that_differ(kiln_bin, base, tmp_path):
+    r = {"steps": ["RUN head -c 16 /dev/urandom > /root/random"]}
+    p = build(kiln_bin, r, tmp_path / "o", "--verify")
+    assert p.returncode == 1
+    assert "artifacts differ between two builds" in p.stderr
+    assert "rootfs.tar.gz:" in p.stderr
+    assert re.search(r"/root/random: content \(16 bytes sha256:[0-9a-f]{12} → 16 bytes", p.stderr), \
+        p.stderr[-3000:]
+    assert json.loads(p.stdout)["reproducible"] is False
     assert leftovers() == ([], [])
 
 

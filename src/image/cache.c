@@ -1,0 +1,279 @@
+/* The local build cache (results/<build_key>) and image tree listings.
+ *
+ * A cache entry is a text file of "name sha256 size" lines naming blobs in
+ * the CAS; it is written atomically after a build succeeded and trusted only
+ * while every blob it names is present. */
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "image/internal.h"
+#include "store/cas.h"
+#include "util/alloc.h"
+#include "util/fs.h"
+
+int kiln_image_build_key(const struct kiln_recipe *r, const char *context_path,
+			 char ret[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err)
+{
+	char ctx[KILN_SHA256_HEX_LEN + 1];
+	if (context_path) {
+		int rc = kiln_sha256_file(context_path, ctx, NULL);
+		if (rc < 0)
+			return kiln_error_set_errno(err, -rc, "%s: cannot read context archive",
+						    context_path);
+	}
+	struct kiln_build_inputs in = { context_path ? ctx : NULL, kiln_image_tool_versions() };
+	kiln_recipe_build_key(r, &in, ret);
+	return 0;
+}
+
+static char *entry_path(const char *state_dir, const char *key)
+{
+	return xasprintf("%s/results/%s", state_dir, key);
+}
+
+int kiln_image_cache_record(const char *state_dir, const struct kiln_image_result *res,
+			    struct kiln_error **err)
+{
+	_cleanup_free_ char *dir = xasprintf("%s/results", state_dir);
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return kiln_error_set_errno(err, errno, "%s: cannot create", dir);
+	struct kiln_buf b = KILN_BUF_INIT;
+	for (size_t i = 0; i < res->n_artifacts; i++)
+		kiln_buf_printf(&b, "%s %s %" PRIu64 "\n", res->artifacts[i].name,
+				res->artifacts[i].sha256, res->artifacts[i].size);
+	_cleanup_close_ int dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	int r = dfd < 0 ? -errno
+			: kiln_write_file_atomic_at(dfd, res->build_key, b.data ? b.data : "", b.len,
+						    0644);
+	kiln_buf_free(&b);
+	if (r < 0)
+		return kiln_error_set_errno(err, -r, "%s/%s: cannot write", dir, res->build_key);
+	return 0;
+}
+
+static bool safe_name(const char *n)
+{
+	return *n && n[0] != '.' && !strchr(n, '/');
+}
+
+int kiln_image_cache_lookup(const char *state_dir, const char *build_key, const char *out_dir,
+			    struct kiln_image_result **ret, struct kiln_error **err)
+{
+	_cleanup_free_ char *p = entry_path(state_dir, build_key);
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	_cleanup_error_ struct kiln_error *e2 = NULL;
+	if (kiln_read_file(p, 1 << 20, &text, &len, &e2) < 0)
+		return -ENOENT;
+	struct kiln_image_result *res = xcalloc(1, sizeof(*res));
+	memcpy(res->build_key, build_key, KILN_SHA256_HEX_LEN + 1);
+	res->cached = true;
+	int rc = 0;
+	for (char *line = text, *nl; *line && rc == 0; line = nl + 1) {
+		nl = strchr(line, '\n');
+		if (!nl)
+			break;
+		*nl = '\0';
+		char name[256], hex[KILN_SHA256_HEX_LEN + 1];
+		unsigned long long size = 0;
+		/* The file is kiln's own, but read it as untrusted all the same. */
+		if (sscanf(line, "%255s %64s %llu", name, hex, &size) != 3 || !safe_name(name) ||
+		    strlen(hex) != KILN_SHA256_HEX_LEN || !kiln_cas_has(state_dir, hex)) {
+			rc = -ENOENT;
+			break;
+		}
+		res->artifacts = xreallocarray(res->artifacts, res->n_artifacts + 1,
+					       sizeof(*res->artifacts));
+		struct kiln_image_artifact *a = &res->artifacts[res->n_artifacts++];
+		*a = (struct kiln_image_artifact){ xstrdup(name), "", size };
+		memcpy(a->sha256, hex, sizeof(hex));
+	}
+	if (rc == 0 && res->n_artifacts == 0)
+		rc = -ENOENT;
+	if (rc == 0 && mkdir(out_dir, 0755) < 0 && errno != EEXIST)
+		rc = kiln_error_set_errno(err, errno, "%s: cannot create output directory", out_dir);
+	for (size_t i = 0; rc == 0 && i < res->n_artifacts; i++) {
+		_cleanup_free_ char *src = kiln_cas_path(state_dir, res->artifacts[i].sha256);
+		_cleanup_free_ char *tmp = xasprintf("%s/.%s.kiln-tmp", out_dir, res->artifacts[i].name);
+		_cleanup_free_ char *dst = xasprintf("%s/%s", out_dir, res->artifacts[i].name);
+		unlink(tmp);
+		/* A hard link answers in microseconds whatever the size; a copy
+		 * when the output is on another file system. */
+		if (link(src, tmp) < 0) {
+			_cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
+			_cleanup_close_ int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+			ssize_t n = 0;
+			if (in >= 0 && out >= 0)
+				while ((n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0)) > 0)
+					;
+			if (in < 0 || out < 0 || n < 0)
+				rc = kiln_error_set_errno(err, errno, "%s: cannot copy from the store",
+							  dst);
+		}
+		if (rc == 0 && rename(tmp, dst) < 0)
+			rc = kiln_error_set_errno(err, errno, "%s: cannot rename", dst);
+		if (rc < 0)
+			unlink(tmp);
+	}
+	if (rc < 0) {
+		kiln_image_result_free(res);
+		return rc;
+	}
+	*ret = res;
+	return 0;
+}
+
+/* ---- tree listings ---------------------------------------------------------- */
+
+struct tree_ctx {
+	size_t root_len;
+	char **lines;
+	size_t n, cap;
+};
+static _Thread_local struct tree_ctx *tree_ctx;
+
+static int tree_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)flag;
+	(void)ftw;
+	struct tree_ctx *t = tree_ctx;
+	const char *rel = p + t->root_len;
+	if (!*rel)
+		rel = "/";
+	char type = S_ISDIR(st->st_mode)    ? 'd'
+		    : S_ISLNK(st->st_mode)  ? 'l'
+		    : S_ISREG(st->st_mode)  ? 'f'
+		    : S_ISCHR(st->st_mode)  ? 'c'
+		    : S_ISBLK(st->st_mode)  ? 'b'
+		    : S_ISFIFO(st->st_mode) ? 'p'
+					    : 's';
+	char what[KILN_SHA256_HEX_LEN + 1] = "-";
+	_cleanup_free_ char *target = NULL;
+	if (type == 'f') {
+		if (kiln_sha256_file(p, what, NULL) < 0)
+			snprintf(what, sizeof(what), "unreadable");
+	} else if (type == 'l') {
+		char buf[4096];
+		ssize_t n = readlink(p, buf, sizeof(buf) - 1);
+		target = xstrndup(buf, n > 0 ? (size_t)n : 0);
+	}
+	/* Owners as the image sees them: the sandbox's range mapped back. */
+	long uid = (long)st->st_uid - KILN_IMAGE_ID_BASE, gid = (long)st->st_gid - KILN_IMAGE_ID_BASE;
+	char *line = xasprintf("%s\t%c %04o %ld:%ld %lld %lld %s", rel, type,
+			       (unsigned)(st->st_mode & 07777), uid, gid,
+			       (long long)st->st_mtim.tv_sec, (long long)st->st_size,
+			       target ? target : what);
+	if (t->n == t->cap) {
+		t->cap = t->cap ? t->cap * 2 : 4096;
+		t->lines = xreallocarray(t->lines, t->cap, sizeof(char *));
+	}
+	t->lines[t->n++] = line;
+	return 0;
+}
+
+static int cmp_line(const void *a, const void *b)
+{
+	const char *x = *(char *const *)a, *y = *(char *const *)b;
+	size_t xl = strcspn(x, "\t"), yl = strcspn(y, "\t");
+	int c = memcmp(x, y, xl < yl ? xl : yl);
+	return c ? c : (xl < yl ? -1 : xl > yl);
+}
+
+char *kiln_image_tree_list(const char *root)
+{
+	struct tree_ctx t = { strlen(root), NULL, 0, 0 };
+	tree_ctx = &t;
+	nftw(root, tree_entry, 64, FTW_PHYS | FTW_MOUNT);
+	tree_ctx = NULL;
+	qsort(t.lines, t.n, sizeof(char *), cmp_line);
+	struct kiln_buf b = KILN_BUF_INIT;
+	for (size_t i = 0; i < t.n; i++) {
+		kiln_buf_puts(&b, t.lines[i]);
+		kiln_buf_putc(&b, '\n');
+		free(t.lines[i]);
+	}
+	free(t.lines);
+	return kiln_buf_steal(&b, NULL);
+}
+
+/* One listing line split into its fields. */
+struct tl {
+	char path[4096];
+	char type[4], mode[8], owner[32], mtime[32], size[32], what[4096];
+};
+
+static bool tl_parse(const char *line, size_t len, struct tl *t)
+{
+	const char *tab = memchr(line, '\t', len);
+	if (!tab || (size_t)(tab - line) >= sizeof(t->path))
+		return false;
+	memcpy(t->path, line, (size_t)(tab - line));
+	t->path[tab - line] = '\0';
+	_cleanup_free_ char *rest = xstrndup(tab + 1, len - (size_t)(tab - line) - 1);
+	return sscanf(rest, "%3s %7s %31s %31s %31s %4095[^\n]", t->type, t->mode, t->owner,
+		      t->mtime, t->size, t->what) == 6;
+}
+
+char *kiln_image_tree_diff(const char *a, const char *b, size_t max)
+{
+	struct kiln_buf out = KILN_BUF_INIT;
+	size_t shown = 0, total = 0;
+	const char *pa = a ? a : "", *pb = b ? b : "";
+	struct tl *ta = xmalloc(sizeof(*ta)), *tb = xmalloc(sizeof(*tb));
+	while (*pa || *pb) {
+		const char *ea = strchr(pa, '\n'), *eb = strchr(pb, '\n');
+		size_t la = ea ? (size_t)(ea - pa) : strlen(pa), lb = eb ? (size_t)(eb - pb) : strlen(pb);
+		bool ha = *pa && tl_parse(pa, la, ta), hb = *pb && tl_parse(pb, lb, tb);
+		if (*pa && !ha) { /* not a listing line: skip it */
+			pa = ea ? ea + 1 : pa + la;
+			continue;
+		}
+		if (*pb && !hb) {
+			pb = eb ? eb + 1 : pb + lb;
+			continue;
+		}
+		int c = !ha ? 1 : !hb ? -1 : strcmp(ta->path, tb->path);
+		struct kiln_buf line = KILN_BUF_INIT;
+		if (c < 0) {
+			kiln_buf_printf(&line, "  %s: only in the first build\n", ta->path);
+		} else if (c > 0) {
+			kiln_buf_printf(&line, "  %s: only in the second build\n", tb->path);
+		} else if (la != lb || memcmp(pa, pb, la) != 0) {
+			kiln_buf_printf(&line, "  %s:", ta->path);
+			if (strcmp(ta->type, tb->type))
+				kiln_buf_printf(&line, " type %s → %s", ta->type, tb->type);
+			if (strcmp(ta->what, tb->what) || strcmp(ta->size, tb->size))
+				kiln_buf_printf(&line, " content (%s bytes sha256:%.12s → %s bytes sha256:%.12s)",
+						ta->size, ta->what, tb->size, tb->what);
+			if (strcmp(ta->mode, tb->mode))
+				kiln_buf_printf(&line, " mode %s → %s", ta->mode, tb->mode);
+			if (strcmp(ta->owner, tb->owner))
+				kiln_buf_printf(&line, " owner %s → %s", ta->owner, tb->owner);
+			if (strcmp(ta->mtime, tb->mtime))
+				kiln_buf_printf(&line, " mtime %s → %s", ta->mtime, tb->mtime);
+			kiln_buf_putc(&line, '\n');
+		}
+		if (line.len) {
+			total++;
+			if (shown < max) {
+				kiln_buf_append(&out, line.data, line.len);
+				shown++;
+			}
+		}
+		kiln_buf_free(&line);
+		if (c <= 0 && *pa)
+			pa = ea ? ea + 1 : pa + la;
+		if (c >= 0 && *pb)
+			pb = eb ? eb + 1 : pb + lb;
+	}
+	free(ta);
+	free(tb);
+	if (total > shown)
+		kiln_buf_printf(&out, "  ... and %zu more\n", total - shown);
+	return kiln_buf_steal(&out, NULL);
+}
