@@ -524,9 +524,18 @@ static void apply_seccomp(void)
 _noreturn_ void sb_child_main(const struct sb_plan *p)
 {
 	plan = p;
-	/* Wait until the parent wrote uid_map/gid_map. EOF means the parent
-	 * gave up or died. */
+	/* Our copy of the parent's write end: closed, so that EOF (and the
+	 * POLLHUP check below) means the parent gave up or died. */
 	close(p->sync_parent_fd);
+	/* What needs no id mapping is done while the parent writes the maps:
+	 * this process already holds every capability over its new UTS and
+	 * network namespaces (and touches no file). */
+	const char *hn = p->hostname;
+	if (sethostname(hn, strlen(hn)) < 0 || setdomainname("", 0) < 0)
+		fail("sethostname", NULL, errno);
+	if (!p->host_network)
+		loopback_up();
+	/* Wait until the parent wrote uid_map/gid_map. */
 	char go;
 	if (read(p->sync_fd, &go, 1) != 1)
 		_exit(127);
@@ -544,11 +553,6 @@ _noreturn_ void sb_child_main(const struct sb_plan *p)
 	 * calls above, which clear it (commit_creds resets pdeath_signal). */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
 		fail("PR_SET_PDEATHSIG", NULL, errno);
-	const char *hn = p->hostname;
-	if (sethostname(hn, strlen(hn)) < 0 || setdomainname("", 0) < 0)
-		fail("sethostname", NULL, errno);
-	if (!p->host_network)
-		loopback_up();
 	setup_mounts();
 
 	/* Non-dumpable: PID 1 holds a copy of kiln's memory and full

@@ -296,6 +296,7 @@ struct run {
 	int pidfd;
 	int sync_w, err_r, status_r, out_r, errout_r;
 	int child_fds[5]; /* the child's ends, closed after clone */
+	bool stale_cleaned;
 };
 
 static void run_free(struct run *r)
@@ -557,7 +558,10 @@ static int supervise(struct run *r, struct kiln_sandbox_result *res, int *ret_st
 		struct pollfd p[5] = {
 		    {r->out_r, POLLIN, 0},
 		    {r->errout_r, POLLIN, 0},
-		    {r->err_r, POLLIN, 0},
+		    /* The error pipe is read once PID 1 is gone (below): polling
+		     * it would wake kiln when the command execs (close-on-exec
+		     * closes it), right when the command and PID 1 need the CPUs. */
+		    {-1, 0, 0},
 		    {r->pidfd, POLLIN, 0},
 		    {killed ? -1 : r->s.cancel_fd, POLLIN, 0},
 		};
@@ -656,6 +660,7 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 	    .binds = r->binds,
 	    .n_binds = r->n_binds,
 	    .sync_fd = sync[0],
+	    .sync_parent_fd = sync[1],
 	    .err_fd = errp[1],
 	    .status_fd = status[1],
 	    .out_fd = out[1],
@@ -706,6 +711,11 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 		return e;
 	if (write(r->sync_w, "2", 1) != 1)
 		return kiln_error_set_errno(err, errno, "cannot start the sandbox");
+	/* Orphans of a kiln killed with SIGKILL are removed now, while the
+	 * command runs, instead of before the clone where it delayed the start.
+	 * (Our own cgroup's name holds our pid, which no orphan can have.) */
+	kiln_sandbox_cleanup_stale();
+	r->stale_cleaned = true;
 	/* sync_w stays open until the end: the child checks it for a dead kiln. */
 
 	int st = 0;
@@ -747,7 +757,6 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_sandbox_r
 		return e;
 	if (geteuid() != 0)
 		return kiln_error_set(err, EPERM, "the sandbox needs root on the host");
-	kiln_sandbox_cleanup_stale();
 	struct run r = {
 	    .s = *spec,
 	    .root_fd = -1,
@@ -763,6 +772,8 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_sandbox_r
 	struct kiln_sandbox_result res = {0};
 	e = start_and_wait(&r, &res, err);
 	run_free(&r);
+	if (!r.stale_cleaned)
+		kiln_sandbox_cleanup_stale(); /* the run failed before it got there */
 	if (e < 0)
 		return e;
 	*ret = res;
