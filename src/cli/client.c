@@ -186,7 +186,13 @@ static int parse_opts(const struct kiln_command *cmd, int argc, char **argv,
 		return cli_usage_error(cmd, "--server must be an http:// or https:// URL");
 	while (sl > 8 && o->c.server[sl - 1] == '/')
 		sl--;
-	o->c.server = xstrndup(o->c.server, sl); /* lives for the process */
+	/* One server per process: the trimmed URL lives in static storage. */
+	static char server[2048];
+	if (sl >= sizeof(server))
+		return cli_usage_error(cmd, "--server URL is too long");
+	memcpy(server, o->c.server, sl);
+	server[sl] = '\0';
+	o->c.server = server;
 	return 0;
 }
 

@@ -155,6 +155,13 @@ static int h_submit(struct kiln_http_request *r)
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;
 	_cleanup_error_ struct kiln_error *err = NULL;
 	int rc = kiln_service_submit(r->srv->svc, &in, &outcome, &b, &err);
+	/* The service copied the upload into the store (or refused it): remove
+	 * it now, before the answer goes out, not when the connection ends. */
+	if (r->context_path) {
+		unlink(r->context_path);
+		free(r->context_path);
+		r->context_path = NULL;
+	}
 	if (rc < 0)
 		return http_respond_service_error(r, rc, err);
 	char *json = submit_json(b, outcome);

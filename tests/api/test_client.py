@@ -130,10 +130,12 @@ def test_submit_follow_download_and_cache(kiln_bin, server, tmp_path):
     srv = server("--no-auth", "--workers", "1", state=STATE)
     env = {"KILN_SERVER": srv.base}
     recipe = tmp_path / "r.json"
-    recipe.write_text(json.dumps({**MINIMAL, "steps": ["RUN echo client-follow-marker"]}))
+    # A fresh recipe every run: the shared state's cache must not answer it.
+    marker = "client-follow-marker-" + os.urandom(6).hex()
+    recipe.write_text(json.dumps({**MINIMAL, "steps": [f"RUN echo {marker}"]}))
     p = run(kiln_bin, "submit", "--follow", recipe, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "client-follow-marker" in p.stdout          # the live log, streamed
+    assert marker in p.stdout                          # the live log, streamed
     assert "==> [" in p.stdout
     bid = p.stdout.split()[0]
     p = run(kiln_bin, "status", "--json", bid, env=env)
@@ -143,7 +145,7 @@ def test_submit_follow_download_and_cache(kiln_bin, server, tmp_path):
     assert p.returncode == 0, p.stderr
     assert hashlib.sha256(out.read_bytes()).hexdigest() == art["rootfs.tar.gz"]["sha256"]
     p = run(kiln_bin, "logs", bid, env=env)
-    assert p.returncode == 0 and "client-follow-marker" in p.stdout
+    assert p.returncode == 0 and marker in p.stdout
     # The same recipe again is answered from the cache.
     p = run(kiln_bin, "submit", "--wait", recipe, env=env)
     assert p.returncode == 0 and "(cached)" in p.stdout
