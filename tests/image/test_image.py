@@ -241,7 +241,7 @@ def test_full_recipe_packages_overlays_steps_copy(kiln_bin, base, tmp_path):
     # Warm store: the same recipe builds with no network at all (a network
     # namespace with nothing but a down loopback: no route anywhere).
     out2 = tmp_path / "offline"
-    p = build(kiln_bin, FULL, out2, "--context", str(ctx), "--offline",
+    p = build(kiln_bin, FULL, out2, "--context", str(ctx), "--offline", "--no-cache",
               wrap=("unshare", "--net"))
     assert p.returncode == 0, p.stderr[-3000:]
     assert "no network needed" in p.stderr
