@@ -157,6 +157,20 @@ static int collect_sources(const char *dir, char ***ret, struct kiln_error **err
 	return 0;
 }
 
+/* Records every base package with the SHA-256 of its .deb from the index,
+ * while the index is still there (mmdebstrap removes the lists afterwards):
+ * the SBOM lists base packages too. One apt-cache call for all packages —
+ * each call reloads apt's cache, ~1 s apiece (docs/benchmarks.md). Runs as
+ * an mmdebstrap customize hook, $1 being the new root. */
+static const char base_packages_hook[] =
+	"set -eu\n"
+	"chroot \"$1\" dpkg-query -W -f='${Package} ${Version} ${Architecture}\\n' > /tmp/kiln-pkgs.txt\n"
+	"chroot \"$1\" apt-cache show --no-all-versions $(awk '{print $1\"=\"$2}' /tmp/kiln-pkgs.txt) "
+	"2>/dev/null | awk -F': ' '/^Package: /{p=$2} /^Version: /{v=$2} /^SHA256: /{print p\"=\"v, $2}' "
+	"> /tmp/kiln-hashes.txt || true\n"
+	"awk 'NR==FNR {h[$1]=$2; next} {k=$1\"=\"$2; print $1, $2, $3, (k in h ? h[k] : \"unknown\")}' "
+	"/tmp/kiln-hashes.txt /tmp/kiln-pkgs.txt > /mnt/base-packages.txt\n";
+
 static char *random_id(void)
 {
 	uint64_t r[2] = { 0, 0 };
@@ -202,6 +216,12 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 	_cleanup_strv_free_ char **sources = NULL;
 	if (rc == 0)
 		rc = collect_sources(srcdir, &sources, err);
+	if (rc == 0) {
+		_cleanup_close_ int sfd = open(srcdir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+		if (sfd < 0 || kiln_write_file_atomic_at(sfd, "kiln-base-packages.sh", base_packages_hook,
+							 strlen(base_packages_hook), 0644) < 0)
+			rc = kiln_error_set_errno(err, errno, "%s: cannot write the hook", srcdir);
+	}
 	_cleanup_rmtree_ char *tree_tmp = xasprintf("%s/bases/.tmp-%s", state_dir, id);
 	if (rc < 0)
 		return rc;
@@ -224,11 +244,7 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 		/* Record every base package with the SHA-256 of its .deb from the
 		 * index, while the index is still there (mmdebstrap removes the
 		 * lists afterwards): the SBOM lists base packages too. */
-		argv[a++] = "--customize-hook=chroot \"$1\" sh -c 'dpkg-query -W "
-			    "-f=\"\\${Package} \\${Version} \\${Architecture}\\n\" | "
-			    "while read p v a; do h=$(apt-cache show --no-all-versions \"$p=$v\" "
-			    "2>/dev/null | sed -n \"s/^SHA256: //p\" | head -n1); "
-			    "echo \"$p $v $a ${h:-unknown}\"; done' > /mnt/base-packages.txt";
+		argv[a++] = "--customize-hook=sh /srv/kiln-base-packages.sh \"$1\"";
 		argv[a++] = "--format=tar";
 		argv[a++] = b->suite;
 		argv[a++] = "/mnt/base.tar";

@@ -243,12 +243,19 @@ static const char fetch_script[] =
 	"cd /mnt\n"
 	"for f in *.deb; do\n"
 	"  [ -e \"$f\" ] || continue\n"
-	"  p=$(dpkg-deb -f \"$f\" Package); v=$(dpkg-deb -f \"$f\" Version)\n"
-	"  a=$(dpkg-deb -f \"$f\" Architecture)\n"
-	"  h=$(apt-cache show --no-all-versions \"$p=$v\" 2>/dev/null | sed -n 's/^SHA256: //p' "
-	"| head -n1)\n"
-	"  printf '%s %s %s %s %s\\n' \"$p\" \"$v\" \"$a\" \"${h:-none}\" \"$f\"\n"
-	"done > /mnt/lock.txt\n";
+	"  dpkg-deb -f \"$f\" Package Version Architecture | awk -v f=\"$f\" -F': ' "
+	"'{v[$1]=$2} END {print v[\"Package\"], v[\"Version\"], v[\"Architecture\"], f}'\n"
+	"done > /tmp/debs.txt\n"
+	/* One apt-cache call for every package: each call reloads apt's whole
+	 * cache, so a call per package cost ~1 s each (docs/benchmarks.md). */
+	"if [ -s /tmp/debs.txt ]; then\n"
+	"  apt-cache show --no-all-versions $(awk '{print $1\"=\"$2}' /tmp/debs.txt) 2>/dev/null |\n"
+	"    awk -F': ' '/^Package: /{p=$2} /^Version: /{v=$2} /^SHA256: /{print p\"=\"v, $2}' "
+	"> /tmp/hashes.txt\n"
+	"fi\n"
+	"touch /tmp/hashes.txt\n"
+	"awk 'NR==FNR {h[$1]=$2; next} {k=$1\"=\"$2; print $1, $2, $3, (k in h ? h[k] : \"none\"), $4}' "
+	"/tmp/hashes.txt /tmp/debs.txt > /mnt/lock.txt\n";
 
 static int fetch(struct build *b, struct kiln_error **err)
 {
