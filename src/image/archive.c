@@ -308,22 +308,6 @@ static int clear_slot(int dirfd, const char *base)
 	return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-	const char *p = data;
-	while (len) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 struct extract {
 	struct archive *a;
 	int root;
@@ -383,7 +367,7 @@ static int extract_file(struct extract *x, struct archive_entry *e, const char *
 			return kiln_error_set(err, EFBIG,
 			                      "archive expands past the limit of %llu bytes",
 			                      (unsigned long long)x->lim.max_total_bytes);
-		r = write_all(fd, x->buf, (size_t)n);
+		r = kiln_write_all(fd, x->buf, (size_t)n);
 		if (r < 0)
 			return kiln_error_set_errno(err, -r, "write failed");
 	}
@@ -659,7 +643,7 @@ static int copy_data(struct copy *c, int in, int out)
 			return -errno;
 		if (n == 0)
 			return 0;
-		int r = write_all(out, c->buf, (size_t)n);
+		int r = kiln_write_all(out, c->buf, (size_t)n);
 		if (r < 0)
 			return r;
 	}

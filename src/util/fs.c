@@ -107,7 +107,7 @@ int kiln_mkdir_p_in_root(int rootfd, const char *relpath, mode_t mode)
 	return TAKE_FD(cur);
 }
 
-static int write_all(int fd, const void *data, size_t len)
+int kiln_write_all(int fd, const void *data, size_t len)
 {
 	const char *p = data;
 	while (len) {
@@ -134,7 +134,7 @@ int kiln_write_file_atomic_at(int dirfd, const char *name, const void *data, siz
 		openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -errno;
-	int r = write_all(fd, data, len);
+	int r = kiln_write_all(fd, data, len);
 	if (r == 0 && fchmod(fd, mode) < 0)
 		r = -errno;
 	if (r == 0 && fsync(fd) < 0)

@@ -20,6 +20,8 @@ int kiln_read_fd(int fd, size_t max, char **ret, size_t *ret_len, struct kiln_er
 int kiln_read_file(const char *path, size_t max, char **ret, size_t *ret_len,
 		   struct kiln_error **err);
 
+/* write(2) until all of data is written (EINTR retried); 0 or -errno. */
+int kiln_write_all(int fd, const void *data, size_t len);
 /* openat2(rootfd, path, flags, RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS); -errno. */
 int kiln_open_in_root(int rootfd, const char *path, int flags, mode_t mode);
 /* Creates every directory of relpath under rootfd (like mkdir -p) and returns
