@@ -7,14 +7,14 @@ PACKAGES="
 build-essential pkg-config meson ninja-build
 libjansson-dev nettle-dev
 libcmocka-dev python3-pytest python3-requests
-clang-14 libclang-rt-14-dev
+clang clang-14 libclang-rt-14-dev
 libseccomp-dev libcap-dev
 busybox-static bubblewrap hyperfine systemd-container
 libarchive-dev libcurl4-gnutls-dev
 libmicrohttpd-dev libgnutls28-dev
 libsqlite3-dev
 mmdebstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-bin grub-common
-mtools dosfstools qemu-system-x86 ovmf util-linux
+mtools dosfstools qemu-system-x86 ovmf util-linux procps openssl tar
 chromium
 "
 
