@@ -171,16 +171,6 @@ static const char base_packages_hook[] =
 	"awk 'NR==FNR {h[$1]=$2; next} {k=$1\"=\"$2; print $1, $2, $3, (k in h ? h[k] : \"unknown\")}' "
 	"/tmp/kiln-hashes.txt /tmp/kiln-pkgs.txt > /mnt/base-packages.txt\n";
 
-static char *random_id(void)
-{
-	uint64_t r[2] = { 0, 0 };
-	if (getrandom(r, sizeof(r), 0) != sizeof(r))
-		r[0] = (uint64_t)getpid();
-	char hex[33];
-	kiln_hex_encode((const uint8_t *)r, sizeof(r), hex);
-	return xstrdup(hex);
-}
-
 int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_image_hooks *h,
 		     bool *ret_already, char ret_digest[KILN_SHA256_HEX_LEN + 1],
 		     struct kiln_error **err)
@@ -202,7 +192,7 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 	}
 
 	kiln_image_cleanup_stale(state_dir);
-	_cleanup_free_ char *id = random_id();
+	_cleanup_free_ char *id = kiln_image_random_id();
 	_cleanup_rmtree_ char *scratch = xasprintf("%s/builds/setup-%s", state_dir, id);
 	_cleanup_free_ char *srcdir = xasprintf("%s/sources", scratch);
 	_cleanup_free_ char *outdir = xasprintf("%s/out", scratch);

@@ -950,16 +950,6 @@ static int write_sbom(struct build *b, struct kiln_error **err)
 
 /* ---- driver --------------------------------------------------------------- */
 
-static char *random_id(void)
-{
-	uint64_t r[2] = { 0, 0 };
-	if (getrandom(r, sizeof(r), 0) != sizeof(r))
-		r[0] = (uint64_t)getpid() ^ (uint64_t)time(NULL);
-	char hex[33];
-	kiln_hex_encode((const uint8_t *)r, sizeof(r), hex);
-	return xstrdup(hex);
-}
-
 static void build_clear(struct build *b)
 {
 	if (b->mounted)
@@ -1061,7 +1051,7 @@ static int build_run(struct build *b, struct kiln_error **err)
 	kiln_recipe_build_key(r, &in, b->build_key);
 	memcpy(b->res->build_key, b->build_key, sizeof(b->build_key));
 
-	_cleanup_free_ char *id = o->build_id ? xstrdup(o->build_id) : random_id();
+	_cleanup_free_ char *id = o->build_id ? xstrdup(o->build_id) : kiln_image_random_id();
 	kiln_image_cleanup_stale(o->state_dir);
 	b->scratch = xasprintf("%s/builds/%s", o->state_dir, id);
 	if (mkdir(b->scratch, 0711) < 0)

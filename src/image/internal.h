@@ -39,6 +39,8 @@ int kiln_image_sandbox(const struct kiln_image_hooks *h, const struct kiln_image
 int kiln_image_host_cmd(const struct kiln_image_hooks *h, const char *const *argv,
 			const char *const *env, struct kiln_buf *capture, struct kiln_error **err);
 void kiln_image_logf(const struct kiln_image_hooks *h, const char *fmt, ...) _printf_(2, 3);
+/* 32 random hex digits: names of build and setup scratch directories. */
+char *kiln_image_random_id(void);
 /* rm -rf that never follows symlinks and stays on one file system. */
 int kiln_image_rmtree(const char *path);
 /* Cleanup for a scratch path: removes the tree, then frees the string. */

@@ -7,8 +7,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "image/internal.h"
@@ -218,4 +220,14 @@ int kiln_image_mkdir_sandbox(const char *path, struct kiln_error **err)
 	if (chown(path, KILN_IMAGE_ID_BASE, KILN_IMAGE_ID_BASE) < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot chown", path);
 	return 0;
+}
+
+char *kiln_image_random_id(void)
+{
+	uint64_t r[2] = { 0, 0 };
+	if (getrandom(r, sizeof(r), 0) != sizeof(r))
+		r[0] = (uint64_t)getpid() ^ (uint64_t)time(NULL);
+	char hex[33];
+	kiln_hex_encode((const uint8_t *)r, sizeof(r), hex);
+	return xstrdup(hex);
 }
