@@ -44,11 +44,11 @@ cleanup() {
 	rm -rf "$B"
 }
 trap cleanup EXIT
-# A private copy of kiln (and its libkiln-full.so beside it): other engineers
-# rebuild build/ while this runs.
+# A private copy of kiln (and kiln-full beside it, which it execs for
+# build): other engineers rebuild build/ while this runs.
 cp "$KILN_SRC" "$B/bin/kiln"
-[ -f "$(dirname "$KILN_SRC")/libkiln-full.so" ] &&
-	cp "$(dirname "$KILN_SRC")/libkiln-full.so" "$B/bin/"
+[ -f "$(dirname "$KILN_SRC")/kiln-full" ] &&
+	cp "$(dirname "$KILN_SRC")/kiln-full" "$B/bin/"
 KILN=$B/bin/kiln
 RESULTS=$B/results.txt
 : > "$RESULTS"

@@ -20,12 +20,12 @@ struct kiln_command {
 	int (*run)(int argc, char **argv);
 };
 
-/* In the kiln executable. */
+/* In both executables (kiln and kiln-full; src/cli/main.c). */
 extern const struct kiln_command kiln_cmd_validate;
 extern const struct kiln_command kiln_cmd_hash;
 extern const struct kiln_command kiln_cmd_profile;
 extern const struct kiln_command kiln_cmd_run;
-/* In libkiln-full.so, looked up by name (dlsym) by main.c. */
+/* In kiln-full only. */
 extern const struct kiln_command kiln_cmd_setup;
 extern const struct kiln_command kiln_cmd_build;
 extern const struct kiln_command kiln_cmd_token;
