@@ -73,7 +73,7 @@ static int run(int argc, char **argv)
 	bool verify = false, json = false, offline = false, quiet = false, no_cache = false;
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+ho:c:q", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "ho:c:q", opts, NULL)) != -1) {
 		switch (c) {
 		case 'h':
 			cli_print_help(&kiln_cmd_build);

@@ -18,7 +18,7 @@ static int run(int argc, char **argv)
 	const char *context = NULL;
 	int canonical = 0, c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+hc:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hc:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'h':
 			cli_print_help(&kiln_cmd_hash);

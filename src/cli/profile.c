@@ -14,7 +14,7 @@ static int run(int argc, char **argv)
 	const char *format = NULL;
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+hf:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hf:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'h':
 			cli_print_help(&kiln_cmd_profile);

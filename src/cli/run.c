@@ -1,14 +1,18 @@
 /* kiln run — one command in a sandbox, by hand (docs/sandbox.md). */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 #include "sandbox/sandbox.h"
 #include "util/alloc.h"
+#include "util/fs.h"
 #include "util/parse.h"
 
 static volatile sig_atomic_t cancel_fd = -1, cancel_sig;
@@ -53,25 +57,92 @@ static int parse_mb(const char *s, uint64_t *ret)
 	return 0;
 }
 
-static int parse_user(const char *s, uid_t *uid, gid_t *gid)
+/* Reads etc/<name> of the root the sandbox will see: the top-most layer
+ * that has it (the writable upper directory first). The layers are
+ * untrusted trees and kiln is host root here: the path resolves inside the
+ * layer (RESOLVE_IN_ROOT — a planted etc/passwd -> /etc/shadow reads the
+ * layer's own file, not the host's), and only a regular file is read
+ * (O_NONBLOCK + the type check: a FIFO there would hang kiln forever).
+ * NULL when no layer has one. */
+static char *read_image_file(const struct kiln_sandbox_spec *s, const char *rel)
 {
-	if (strcmp(s, "root") == 0) {
-		*uid = 0, *gid = 0;
-		return 0;
+	for (size_t i = 0; i <= s->n_layers; i++) {
+		const char *dir = i == 0 ? s->upper_dir : s->layers[i - 1];
+		if (!dir)
+			continue;
+		_cleanup_close_ int d = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (d < 0)
+			continue;
+		_cleanup_close_ int fd = kiln_open_in_root(d, rel, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
+		if (fd == -ENOENT)
+			continue;
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+			return NULL; /* also an overlayfs whiteout: deleted above */
+		char *data = NULL;
+		if (kiln_read_fd(fd, 16u << 20, &data, NULL, NULL) < 0)
+			return NULL;
+		return data;
 	}
-	char buf[32];
-	if (strlen(s) >= sizeof(buf))
+	return NULL;
+}
+
+/* Finds name in a passwd(5)/group(5) file: its id (field 3) and, for
+ * passwd, the primary group (field 4) and home (field 6). */
+static bool lookup_db(const char *db, const char *name, int *id, int *gid, char **home)
+{
+	size_t nl = strlen(name);
+	for (const char *line = db; line && *line;) {
+		const char *end = strchrnul(line, '\n');
+		if ((size_t)(end - line) > nl && strncmp(line, name, nl) == 0 && line[nl] == ':') {
+			char *f = xstrndup(line, (size_t)(end - line));
+			char *fields[7] = {0};
+			size_t n = 0;
+			for (char *p = f, *tok; n < ELEMENTSOF(fields) && (tok = strsep(&p, ":"));)
+				fields[n++] = tok;
+			bool ok = n >= 3 && kiln_parse_int(fields[2], 0, 65535, id) == 0 &&
+			          (!gid || (n >= 4 && kiln_parse_int(fields[3], 0, 65535, gid) == 0));
+			if (ok && home && n >= 6 && fields[5][0] == '/')
+				*home = xstrdup(fields[5]);
+			free(f);
+			return ok;
+		}
+		line = *end ? end + 1 : NULL;
+	}
+	return false;
+}
+
+/* --user USER[:GROUP], each a number or a name looked up in the image's
+ * /etc/passwd and /etc/group (never the host's: the same name can mean
+ * another id there). A name also gives the primary group and HOME. */
+static int resolve_user(const struct kiln_sandbox_spec *s, const char *arg, uid_t *uid,
+                        gid_t *gid, char **home)
+{
+	_cleanup_free_ char *buf = xstrdup(arg);
+	char *group = strchr(buf, ':');
+	if (group)
+		*group++ = '\0';
+	if (!buf[0] || (group && !group[0])) {
+		cli_errorf("run: --user: expected USER[:GROUP]");
 		return -1;
-	snprintf(buf, sizeof(buf), "%s", s);
-	char *colon = strchr(buf, ':');
-	if (colon)
-		*colon = '\0';
+	}
 	int u, g;
-	if (kiln_parse_int(buf, 0, 65535, &u) < 0)
-		return -1;
-	g = u;
-	if (colon && kiln_parse_int(colon + 1, 0, 65535, &g) < 0)
-		return -1;
+	if (kiln_parse_int(buf, 0, 65535, &u) == 0) {
+		g = u;
+	} else {
+		_cleanup_free_ char *passwd = read_image_file(s, "etc/passwd");
+		if (!passwd || !lookup_db(passwd, buf, &u, &g, home)) {
+			cli_errorf("run: --user: no user '%s' in the image's /etc/passwd", buf);
+			return -1;
+		}
+	}
+	if (group && kiln_parse_int(group, 0, 65535, &g) < 0) {
+		_cleanup_free_ char *groups = read_image_file(s, "etc/group");
+		if (!groups || !lookup_db(groups, group, &g, NULL, NULL)) {
+			cli_errorf("run: --user: no group '%s' in the image's /etc/group", group);
+			return -1;
+		}
+	}
 	*uid = (uid_t)u, *gid = (gid_t)g;
 	return 0;
 }
@@ -148,6 +219,8 @@ static int run(int argc, char **argv)
 	_cleanup_(arrays_free) struct arrays a = {0};
 	int c, v;
 	uint64_t u;
+	const char *user = NULL;
+	_cleanup_free_ char *home = NULL, *home_env = NULL;
 	int64_t i64;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
@@ -197,11 +270,7 @@ static int run(int argc, char **argv)
 			a.env = xreallocarray(a.env, a.n_env + 1, sizeof(char *));
 			a.env[a.n_env++] = optarg;
 			break;
-		case 'u':
-			if (parse_user(optarg, &spec.uid, &spec.gid) < 0)
-				return cli_usage_error(&kiln_cmd_run,
-				                       "--user: UID[:GID] (numeric) or root");
-			break;
+		case 'u': user = optarg; break;
 		case 'd': spec.workdir = optarg; break;
 		case OPT_PIDS:
 			if (kiln_parse_u64(optarg, 10, 8, 1 << 22, &u) < 0)
@@ -229,6 +298,16 @@ static int run(int argc, char **argv)
 		return cli_usage_error(&kiln_cmd_run, "expected at least one --root DIR");
 	spec.layers = a.layers;
 	spec.n_layers = a.n_layers;
+	if (user && resolve_user(&spec, user, &spec.uid, &spec.gid, &home) < 0)
+		return KILN_EXIT_USAGE;
+	bool have_home = false;
+	for (size_t i = 0; i < a.n_env; i++)
+		have_home |= strncmp(a.env[i], "HOME=", 5) == 0;
+	if (home && !have_home) {
+		home_env = xasprintf("HOME=%s", home);
+		a.env = xreallocarray(a.env, a.n_env + 1, sizeof(char *));
+		a.env[a.n_env++] = home_env;
+	}
 	spec.binds = a.binds;
 	spec.n_binds = a.n_binds;
 	spec.env = a.env;
@@ -299,7 +378,8 @@ const struct kiln_command kiln_cmd_run = {
              "  --warning S          warn on stderr after S seconds (default 900)\n"
              "  --env K=V            set an environment variable (repeatable)\n"
              "  --source-date-epoch N  export SOURCE_DATE_EPOCH=N\n"
-             "  --user UID[:GID]     run as this user inside (numeric; default root)\n"
+             "  --user USER[:GROUP]  run as this user inside (default root); names are\n"
+             "                       looked up in the image's /etc/passwd, /etc/group\n"
              "  --workdir D          working directory inside (default /)\n"
              "  --no-sys             do not mount /sys\n"
              "\n"

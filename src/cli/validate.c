@@ -8,7 +8,7 @@ static int run(int argc, char **argv)
 	static const struct option opts[] = { { "help", no_argument, NULL, 'h' }, {} };
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'h') {
 			cli_print_help(&kiln_cmd_validate);
 			return KILN_EXIT_OK;

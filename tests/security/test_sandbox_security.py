@@ -238,6 +238,38 @@ def test_user_and_workdir(kiln, rootfs):
     assert p.stdout.split() == ["1000", "1001", "/tmp"], p.stderr
 
 
+def test_user_names_resolve_in_the_image_not_on_the_host(kiln, probe_bin, fresh_dir):
+    root = make_root(fresh_dir / "root")
+    (root / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nbuilder:x:1500:1600:b:/home/builder:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\nstaff:x:50:\n")
+    p = run(kiln, root, "/bin/sh", "-c", "id -u; id -g; echo $HOME", opts=("--user", "builder"))
+    assert p.stdout.split() == ["1500", "1600", "/home/builder"], p.stderr
+    p = run(kiln, root, "/bin/sh", "-c", "id -u; id -g", opts=("--user", "builder:staff"))
+    assert p.stdout.split() == ["1500", "50"], p.stderr
+    p = run(kiln, root, "/bin/sh", "-c", "id -u; id -g", opts=("--user", "7:staff"))
+    assert p.stdout.split() == ["7", "50"], p.stderr
+    # An explicit HOME wins over the passwd entry's.
+    p = run(kiln, root, "/bin/sh", "-c", "echo $HOME",
+            opts=("--user", "builder", "--env", "HOME=/x"))
+    assert p.stdout.strip() == "/x"
+    # "daemon" exists on the host, not in the image: refused, named.
+    p = run(kiln, root, "/bin/true", opts=("--user", "daemon"))
+    assert p.returncode == 2 and "no user 'daemon' in the image's /etc/passwd" in p.stderr
+    p = run(kiln, root, "/bin/true", opts=("--user", "builder:nogroup"))
+    assert p.returncode == 2 and "no group 'nogroup'" in p.stderr
+    # A planted link to the host's group file resolves inside the image
+    # (where there is none), and a FIFO is not read (it would hang kiln).
+    (root / "etc" / "group").unlink()
+    os.symlink("/etc/group", root / "etc" / "group")
+    p = run(kiln, root, "/bin/true", opts=("--user", "builder:root"))
+    assert p.returncode == 2 and "no group 'root'" in p.stderr
+    (root / "etc" / "group").unlink()
+    os.mkfifo(root / "etc" / "group")
+    p = run(kiln, root, "/bin/true", opts=("--user", "builder:staff"), timeout=30)
+    assert p.returncode == 2 and "no group 'staff'" in p.stderr
+
+
 def test_missing_command_and_bad_root_fail_cleanly(kiln, rootfs):
     p = run(kiln, rootfs, "/nonexistent")
     assert p.returncode == 1 and "No such file" in p.stderr
