@@ -131,17 +131,69 @@ static void cgroup_destroyp(struct sb_cgroup **cg)
 	sb_cgroup_destroy(*cg);
 }
 
+/* Enables kiln's controllers for dir's children. One write for all three:
+ * the kernel vets it as a whole. Enabled one by one in a cgroup that holds
+ * processes, cpu and pids (threaded controllers) would be accepted alone and
+ * turn the cgroup into a thread root, after which memory is refused
+ * (EOPNOTSUPP) and no process can move to a domain child any more. */
+static int v2_enable(const char *dir)
+{
+	return write_str(dir, "cgroup.subtree_control", "+memory +cpu +pids");
+}
+
+/* Moves every process listed in from/cgroup.procs into the cgroup to.
+ * Failures are ignored: a process that exited meanwhile needs no move, and
+ * the caller retries the write that needed the move. */
+static void move_procs(const char *from, const char *to)
+{
+	_cleanup_free_ char *p = xasprintf("%s/cgroup.procs", from);
+	_cleanup_fclose_ FILE *f = fopen(p, "re");
+	if (!f)
+		return;
+	char line[32];
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		(void)write_str(to, "cgroup.procs", line);
+	}
+}
+
+/* Enables the controllers at the top of the hierarchy kiln sees. On a host,
+ * that is the real root, which may hold processes. In a container (docker,
+ * podman, a delegated systemd unit) /sys/fs/cgroup is the container's own
+ * cgroup: v2 refuses (EBUSY) to enable controllers for the children of a
+ * non-root cgroup that has processes of its own ("no internal processes"),
+ * so every sandbox failed there with "memory.max: No such file or
+ * directory". Its processes (kiln among them) move to a leaf, "init" (the
+ * name docker's dind and kind use for the same move), and the write is
+ * retried; a process forked meanwhile lands in the old place, hence the
+ * loop. The move changes no limit they are under: "init" sets none and its
+ * parent keeps its own. */
+static int v2_enable_root(void)
+{
+	int r = v2_enable(CG_ROOT);
+	for (int i = 0; r == -EBUSY && i < 5; i++) {
+		int m = mkdir_ok(CG_ROOT "/init");
+		if (m < 0)
+			return m;
+		move_procs(CG_ROOT, CG_ROOT "/init");
+		r = v2_enable(CG_ROOT);
+	}
+	return r;
+}
+
 static int create_v2(struct sb_cgroup *cg, const char *id, uint64_t mem, double cpus, uint64_t pids,
                      struct kiln_error **err)
 {
-	/* Controllers must be enabled on every ancestor. "Already enabled" and
-	 * "not available" both show up later as a missing memory.max, which is
-	 * the error reported, so the writes' results are not checked here. */
-	(void)write_str(CG_ROOT, "cgroup.subtree_control", "+memory +cpu +pids");
+	/* Controllers must be enabled on every ancestor. An error is not fatal
+	 * yet (they may be on already, in a hierarchy we cannot write); it is
+	 * the one reported if the limit files below are missing. */
+	const char *enable_dir = CG_ROOT;
+	int enable_err = v2_enable_root();
 	int r = mkdir_ok(CG_ROOT "/kiln");
 	if (r < 0)
 		return kiln_error_set_errno(err, -r, "cannot create %s/kiln", CG_ROOT);
-	(void)write_str(CG_ROOT "/kiln", "cgroup.subtree_control", "+memory +cpu +pids");
+	if ((r = v2_enable(CG_ROOT "/kiln")) < 0 && enable_err == 0)
+		enable_err = r, enable_dir = CG_ROOT "/kiln";
 	cg->dir[CG_UNIFIED] = xasprintf(CG_ROOT "/kiln/%s", id);
 	if (mkdir(cg->dir[CG_UNIFIED], 0755) < 0) {
 		r = -errno;
@@ -152,9 +204,15 @@ static int create_v2(struct sb_cgroup *cg, const char *id, uint64_t mem, double 
 	char v[64];
 	snprintf(v, sizeof(v), "%" PRIu64, mem);
 	const char *d = cg->dir[CG_UNIFIED];
-	if ((r = write_str(d, "memory.max", v)) < 0)
+	if ((r = write_str(d, "memory.max", v)) < 0) {
+		if (r == -ENOENT && enable_err < 0)
+			return kiln_error_set_errno(err, -enable_err,
+			                            "cannot enable the memory, cpu and pids "
+			                            "controllers in %s/cgroup.subtree_control",
+			                            enable_dir);
 		return kiln_error_set_errno(err, -r, "%s/memory.max (memory controller missing?)",
 		                            d);
+	}
 	/* Swap would let a memory bomb outgrow the limit slowly instead of dying. */
 	(void)write_str(d, "memory.swap.max", "0");
 	snprintf(v, sizeof(v), "%" PRIu64 " 100000", (uint64_t)(cpus * 100000.0));
