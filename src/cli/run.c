@@ -193,7 +193,7 @@ static int parse_bind(struct arrays *a, const char *arg)
 
 static int run(int argc, char **argv)
 {
-	enum { OPT_PIDS = 256, OPT_TMPFS, OPT_WARNING, OPT_NO_SYS, OPT_EPOCH };
+	enum { OPT_PIDS = 256, OPT_TMPFS, OPT_WARNING, OPT_NO_SYS, OPT_EPOCH, OPT_STATS };
 	static const struct option opts[] = {
 	    {"help", no_argument, NULL, 'h'},
 	    {"root", required_argument, NULL, 'r'},
@@ -212,6 +212,7 @@ static int run(int argc, char **argv)
 	    {"warning", required_argument, NULL, OPT_WARNING},
 	    {"no-sys", no_argument, NULL, OPT_NO_SYS},
 	    {"source-date-epoch", required_argument, NULL, OPT_EPOCH},
+	    {"stats", no_argument, NULL, OPT_STATS},
 	    {},
 	};
 	struct kiln_sandbox_spec spec;
@@ -220,6 +221,7 @@ static int run(int argc, char **argv)
 	int c, v;
 	uint64_t u;
 	const char *user = NULL;
+	bool stats = false;
 	_cleanup_free_ char *home = NULL, *home_env = NULL;
 	int64_t i64;
 	optind = 1;
@@ -283,6 +285,7 @@ static int run(int argc, char **argv)
 				                       "--tmpfs-size: a size in MiB");
 			break;
 		case OPT_NO_SYS: spec.no_sys = true; break;
+		case OPT_STATS: stats = true; break;
 		case OPT_EPOCH:
 			if (kiln_parse_i64(optarg, 0, INT64_MAX, &i64) < 0)
 				return cli_usage_error(&kiln_cmd_run,
@@ -345,9 +348,16 @@ static int run(int argc, char **argv)
 	}
 	if (res.cancelled)
 		return 128 + (cancel_sig ? cancel_sig : SIGTERM);
-	if (res.timed_out || res.oom_killed || res.term_signal) {
+	if (res.timed_out || res.oom_killed || res.term_signal || stats) {
 		_cleanup_free_ char *d = kiln_sandbox_result_describe(&res);
-		cli_errorf("run: command %s", d);
+		if (stats)
+			cli_errorf("run: command %s; wall %.3f s, cpu %.3f s, peak memory %.1f MiB%s%s",
+			           d, (double)res.wall_usec / 1e6, (double)res.cpu_usec / 1e6,
+			           (double)res.peak_memory / (1024.0 * 1024.0),
+			           res.stdout_truncated ? ", stdout truncated" : "",
+			           res.stderr_truncated ? ", stderr truncated" : "");
+		else
+			cli_errorf("run: command %s", d);
 	}
 	if (res.term_signal)
 		return 128 + res.term_signal;
@@ -382,6 +392,8 @@ const struct kiln_command kiln_cmd_run = {
              "                       looked up in the image's /etc/passwd, /etc/group\n"
              "  --workdir D          working directory inside (default /)\n"
              "  --no-sys             do not mount /sys\n"
+             "  --stats              print the outcome, wall and CPU time and peak memory\n"
+             "                       on stderr when the command ends\n"
              "\n"
              "Exit status: COMMAND's exit status; 128+N when it was killed by signal N\n"
              "(137 after a timeout or when out of memory, with a message on stderr;\n"

@@ -238,6 +238,24 @@ def test_user_and_workdir(kiln, rootfs):
     assert p.stdout.split() == ["1000", "1001", "/tmp"], p.stderr
 
 
+def test_stats_report_outcome_times_and_peak_memory(kiln, rootfs):
+    import re
+    # 32 MiB written to the sandbox's tmpfs is charged to its memory cgroup.
+    p = run(kiln, rootfs, "/bin/sh", "-c",
+            "dd if=/dev/zero of=/tmp/fill bs=1M count=32 2>/dev/null; exit 4",
+            opts=("--stats",))
+    assert p.returncode == 4
+    m = re.search(r"run: command exited with status 4; wall ([\d.]+) s, cpu ([\d.]+) s, "
+                  r"peak memory ([\d.]+) MiB", p.stderr)
+    assert m, p.stderr
+    wall, cpu, peak = (float(x) for x in m.groups())
+    assert peak >= 32, p.stderr
+    assert wall > 0 and cpu > 0
+    # Without --stats a normal exit prints nothing.
+    p = run(kiln, rootfs, "/bin/true")
+    assert p.returncode == 0 and p.stderr == ""
+
+
 def test_user_names_resolve_in_the_image_not_on_the_host(kiln, probe_bin, fresh_dir):
     root = make_root(fresh_dir / "root")
     (root / "etc" / "passwd").write_text(
