@@ -12,6 +12,9 @@
 #include "util/parse.h"
 
 #define MAX_LIST 32
+/* Each connection costs a descriptor and a 32 KiB pool; past this the
+ * process's fd limit is the real bound anyway. */
+#define MAX_CONNECTIONS 65536
 
 static int add(const char **v, size_t *n, const char *s)
 {
@@ -81,6 +84,9 @@ static int run(int argc, char **argv)
 		OPT_NO_WORKERS,
 		OPT_TLS_SELF_SIGNED,
 		OPT_SESSION_TTL,
+		OPT_IDLE_TIMEOUT,
+		OPT_MAX_CONN,
+		OPT_MAX_CONN_CLIENT,
 	};
 	static const struct option opts[] = {
 	    {"help", no_argument, NULL, 'h'},
@@ -98,6 +104,9 @@ static int run(int argc, char **argv)
 	    {"no-workers", no_argument, NULL, OPT_NO_WORKERS},
 	    {"tls-self-signed", no_argument, NULL, OPT_TLS_SELF_SIGNED},
 	    {"session-ttl", required_argument, NULL, OPT_SESSION_TTL},
+	    {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+	    {"max-connections", required_argument, NULL, OPT_MAX_CONN},
+	    {"max-connections-per-client", required_argument, NULL, OPT_MAX_CONN_CLIENT},
 	    {},
 	};
 	const char *listen[MAX_LIST], *hosts[MAX_LIST], *origins[MAX_LIST];
@@ -147,6 +156,21 @@ static int run(int argc, char **argv)
 			                    &hc.session_ttl_s)) != 0)
 				return r;
 			break;
+		case OPT_IDLE_TIMEOUT:
+			if ((r = parse_uint("--idle-timeout", optarg, 1, 24 * 3600,
+			                    &hc.connection_timeout_s)) != 0)
+				return r;
+			break;
+		case OPT_MAX_CONN:
+			if ((r = parse_uint("--max-connections", optarg, 1, MAX_CONNECTIONS,
+			                    &hc.connection_limit)) != 0)
+				return r;
+			break;
+		case OPT_MAX_CONN_CLIENT:
+			if ((r = parse_uint("--max-connections-per-client", optarg, 1,
+			                    MAX_CONNECTIONS, &hc.per_ip_connection_limit)) != 0)
+				return r;
+			break;
 		default: return cli_usage_error(&kiln_cmd_serve, "unknown option");
 		}
 	}
@@ -156,6 +180,15 @@ static int run(int argc, char **argv)
 		return cli_usage_error(
 		    &kiln_cmd_serve,
 		    "--tls-self-signed and --tls-cert/--tls-key exclude each other");
+	/* Only when both are given: the defaults (128 of 1024) are not a
+	 * choice the operator made, and a lower --max-connections alone is
+	 * simply the tighter of the two. */
+	if (hc.connection_limit && hc.per_ip_connection_limit &&
+	    hc.per_ip_connection_limit > hc.connection_limit)
+		return cli_usage_error(
+		    &kiln_cmd_serve,
+		    "--max-connections-per-client (%u) is over --max-connections (%u)",
+		    hc.per_ip_connection_limit, hc.connection_limit);
 	if (!sc.state_dir)
 		sc.state_dir = kiln_state_dir_default();
 	hc.listen = listen;
@@ -227,6 +260,8 @@ const struct kiln_command kiln_cmd_serve = {
              "                  [--redirect-http PORT] [--allowed-host HOST]...\n"
              "                  [--cors-origin ORIGIN]... [--rate-limit N] [--offline]\n"
              "                  [--no-workers] [--tls-self-signed] [--session-ttl SECONDS]\n"
+             "                  [--idle-timeout SECONDS] [--max-connections N]\n"
+             "                  [--max-connections-per-client N]\n"
              "\n"
              "Serves the build API (docs/api.md) until SIGINT or SIGTERM, then stops\n"
              "gracefully: live log streams end, running builds go back to pending.\n"
@@ -249,6 +284,16 @@ const struct kiln_command kiln_cmd_serve = {
              "                           front ends); no crash recovery at start-up\n"
              "\n"
              "      --session-ttl SECONDS web page sign-ins last this long (default 43200)\n"
+             "\n"
+             "Slow and greedy clients (slowloris):\n"
+             "      --idle-timeout SECONDS\n"
+             "                           close a connection that sends or reads nothing for\n"
+             "                           this long, or whose request headers take longer to\n"
+             "                           arrive (default 30)\n"
+             "      --max-connections N  open connections in all; more wait (default 1024)\n"
+             "      --max-connections-per-client N\n"
+             "                           open connections from one address; more are closed\n"
+             "                           (default 128)\n"
              "\n"
              "Prints one line per URL served, then one line per request on stderr. The\n"
              "web page is at the URL's /. On the first start (no token exists yet, and\n"

@@ -45,7 +45,8 @@ struct kiln_http_config {
 	size_t upload_limit;              /* multipart bodies (context archives); 0: 512 MiB */
 	unsigned connection_limit;        /* 0: 1024 */
 	unsigned per_ip_connection_limit; /* 0: 128 */
-	unsigned connection_timeout_s;    /* idle connections closed after; 0: 30 */
+	unsigned connection_timeout_s;    /* idle connections closed after, and request
+	                                   * headers must be in within; 0: 30 */
 	size_t connection_memory_limit;   /* request line + headers + buffers; 0: 32 KiB */
 	unsigned threads;                 /* event-loop threads per listener; 0: CPUs (≤ 8) */
 	unsigned sse_heartbeat_s;         /* SSE comment lines keep streams alive; 0: 15 */

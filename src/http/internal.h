@@ -28,6 +28,7 @@ enum http_auth {
 };
 
 struct log_stream;
+struct http_conn;
 
 struct kiln_http_server {
 	struct kiln_service *svc;
@@ -70,6 +71,12 @@ struct kiln_http_server {
 	bool stopping;
 	bool heartbeat_started;
 	pthread_t heartbeat;
+
+	/* every open connection and when its request headers are due; the
+	 * heartbeat thread cuts the late ones (server.c, conn_reap) */
+	pthread_mutex_t conns_lock;
+	struct http_conn *conns;
+	uint64_t header_timeout_us;
 };
 
 struct kiln_http_request {

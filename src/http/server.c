@@ -39,6 +39,13 @@ struct listener {
 	bool redirect;
 };
 
+/* One per open connection: MHD's socket context. */
+struct http_conn {
+	int fd;
+	uint64_t due_us; /* request headers complete by then; 0: inside a request */
+	struct http_conn *prev, *next;
+};
+
 uint64_t http_now_us(void)
 {
 	struct timespec ts;
@@ -602,6 +609,82 @@ static bool body_consume(struct kiln_http_request *r, const char *data, size_t s
 	return true;
 }
 
+/* ---- slow clients ------------------------------------------------------------ */
+
+/* Slowloris: MHD's connection timeout is an idle timeout — every byte
+ * received restarts it — so a client that dribbles its request headers a
+ * byte a second keeps its connection, and a place under the per-client
+ * and total limits, for as long as it likes (the 32 KiB header pool lasts
+ * nine hours at that rate; a few hundred such clients take every slot).
+ * So the headers must also be complete within header_timeout_us of the
+ * connection opening or of its previous request ending (keep-alive). Once
+ * they are in, only the idle timeout applies: an upload or a log stream
+ * may rightly take long, and its handler bounds it. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+	struct kiln_http_server *s = ((struct listener *)cls)->srv;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		if (!ci)
+			return;
+		struct http_conn *c = xcalloc(1, sizeof(*c));
+		c->fd = ci->connect_fd;
+		c->due_us = http_now_us() + s->header_timeout_us;
+		pthread_mutex_lock(&s->conns_lock);
+		c->next = s->conns;
+		if (c->next)
+			c->next->prev = c;
+		s->conns = c;
+		pthread_mutex_unlock(&s->conns_lock);
+		*socket_context = c;
+		return;
+	}
+	struct http_conn *c = *socket_context;
+	if (!c)
+		return;
+	/* MHD closes the descriptor after this returns: once c is off the
+	 * list, conn_reap cannot shut down a number the kernel has reused. */
+	pthread_mutex_lock(&s->conns_lock);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	pthread_mutex_unlock(&s->conns_lock);
+	*socket_context = NULL;
+	free(c);
+}
+
+static void conn_set_due(struct kiln_http_server *s, struct MHD_Connection *conn, uint64_t due_us)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct http_conn *c = ci ? ci->socket_context : NULL;
+	if (!c)
+		return;
+	pthread_mutex_lock(&s->conns_lock);
+	c->due_us = due_us;
+	pthread_mutex_unlock(&s->conns_lock);
+}
+
+static void conn_reap(struct kiln_http_server *s, uint64_t now)
+{
+	pthread_mutex_lock(&s->conns_lock);
+	for (struct http_conn *c = s->conns; c; c = c->next) {
+		if (!c->due_us || c->due_us > now)
+			continue;
+		/* Not close(): the descriptor stays MHD's. Its event loop
+		 * sees the hang-up and closes the connection itself, on its
+		 * own thread. */
+		shutdown(c->fd, SHUT_RDWR);
+		c->due_us = 0;
+	}
+	pthread_mutex_unlock(&s->conns_lock);
+}
+
 /* ---- the request lifecycle -------------------------------------------------- */
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
@@ -652,6 +735,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		return MHD_NO;
 	if (!r->started) {
 		r->started = true;
+		conn_set_due(r->srv, conn, 0);
 		r->conn = conn;
 		r->path = url;
 		r->method_name = method;
@@ -701,11 +785,13 @@ static void log_escaped(FILE *f, const char *s)
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-	(void)cls, (void)conn;
+	(void)cls;
 	struct kiln_http_request *r = *con_cls;
 	if (!r)
 		return;
 	*con_cls = NULL;
+	/* keep-alive: the next request's headers are due like the first's */
+	conn_set_due(r->srv, conn, http_now_us() + r->srv->header_timeout_us);
 	FILE *f = r->srv->access_log;
 	if (f && r->started) {
 		uint64_t us = http_now_us() - r->start_us;
@@ -824,10 +910,11 @@ static struct MHD_Daemon *start_daemon(struct kiln_http_server *s, const struct 
 	OPT(MHD_OPTION_LISTEN_SOCKET, fd, NULL);
 	OPT(MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, l);
 	OPT(MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, l);
-	/* Slowloris: idle connections time out; connections are bounded in
-	 * total and per client address; headers must fit a small pool. */
-	OPT(MHD_OPTION_CONNECTION_TIMEOUT, c->connection_timeout_s ? c->connection_timeout_s : 30,
-	    NULL);
+	OPT(MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, l);
+	/* Slowloris: idle connections time out (and late headers, see
+	 * on_connection); connections are bounded in total and per client
+	 * address; headers must fit a small pool. */
+	OPT(MHD_OPTION_CONNECTION_TIMEOUT, s->header_timeout_us / 1000000, NULL);
 	OPT(MHD_OPTION_CONNECTION_LIMIT, c->connection_limit ? c->connection_limit : 1024, NULL);
 	OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT,
 	    c->per_ip_connection_limit ? c->per_ip_connection_limit : 128, NULL);
@@ -847,21 +934,31 @@ static struct MHD_Daemon *start_daemon(struct kiln_http_server *s, const struct 
 	                        MHD_OPTION_END);
 }
 
+/* Ticks every second (the resolution of the header deadline): cuts
+ * connections whose headers are late, and every sse_heartbeat_s wakes the
+ * live log streams. */
 static void *heartbeat_main(void *ud)
 {
 	struct kiln_http_server *s = ud;
+	uint64_t beat_us = (uint64_t)s->sse_heartbeat_s * 1000000u;
+	uint64_t next_beat = http_now_us() + beat_us;
 	pthread_mutex_lock(&s->streams_lock);
 	while (!s->stopping) {
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += s->sse_heartbeat_s;
+		ts.tv_sec += 1;
 		int rc = 0;
 		while (!s->stopping && rc != ETIMEDOUT)
 			rc = pthread_cond_timedwait(&s->streams_cond, &s->streams_lock, &ts);
 		if (s->stopping)
 			break;
 		pthread_mutex_unlock(&s->streams_lock);
-		http_streams_wake_all(s, true);
+		uint64_t now = http_now_us();
+		conn_reap(s, now);
+		if (now >= next_beat) {
+			http_streams_wake_all(s, true);
+			next_beat = now + beat_us;
+		}
 		pthread_mutex_lock(&s->streams_lock);
 	}
 	pthread_mutex_unlock(&s->streams_lock);
@@ -911,6 +1008,8 @@ int kiln_http_start(const struct kiln_http_config *cfg, struct kiln_service *svc
 	s->upload_limit = cfg->upload_limit ? cfg->upload_limit : (size_t)512 << 20;
 	s->sse_heartbeat_s = cfg->sse_heartbeat_s ? cfg->sse_heartbeat_s : 15;
 	s->session_ttl_s = cfg->session_ttl_s ? cfg->session_ttl_s : 12 * 3600;
+	s->header_timeout_us =
+	    (uint64_t)(cfg->connection_timeout_s ? cfg->connection_timeout_s : 30) * 1000000u;
 	/* The __Host- prefix needs Secure, and a browser keeps a Secure
 	 * cookie only from a secure context: https, or http to a loopback
 	 * address (tests/browser checks Chromium does). Plain HTTP on a
@@ -927,6 +1026,7 @@ int kiln_http_start(const struct kiln_http_config *cfg, struct kiln_service *svc
 	s->rate_slots = xcalloc(RATE_SLOTS, sizeof(struct rate_slot));
 	pthread_mutex_init(&s->rate_lock, NULL);
 	pthread_mutex_init(&s->streams_lock, NULL);
+	pthread_mutex_init(&s->conns_lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1041,6 +1141,13 @@ struct kiln_http_server *kiln_http_stop(struct kiln_http_server *s)
 	pthread_mutex_unlock(&s->streams_lock);
 	for (size_t i = 0; i < s->n_daemons; i++)
 		MHD_stop_daemon(s->daemons[i]);
+	/* MHD reports every connection closed before it returns; should
+	 * one not be, its record must not outlive the server. */
+	while (s->conns) {
+		struct http_conn *c = s->conns;
+		s->conns = c->next;
+		free(c);
+	}
 	free(s->daemons);
 	free(s->listeners);
 	for (size_t i = 0; i < s->n_allowed_hosts; i++)
@@ -1058,6 +1165,7 @@ struct kiln_http_server *kiln_http_stop(struct kiln_http_server *s)
 	free(s->rate_slots);
 	pthread_mutex_destroy(&s->rate_lock);
 	pthread_mutex_destroy(&s->streams_lock);
+	pthread_mutex_destroy(&s->conns_lock);
 	pthread_cond_destroy(&s->streams_cond);
 	free(s);
 	return NULL;
