@@ -362,21 +362,79 @@ static int stage_debs(struct build *b, const char *dir, struct kiln_error **err)
 	return 0;
 }
 
+/* The recipe's packages go in with one apt run and the initramfs is built
+ * once, afterwards. Left alone, a kernel plus an initramfs hook package
+ * (live-boot) generates it twice: linux-image's postinst runs
+ * /etc/kernel/postinst.d/initramfs-tools (`update-initramfs -c`), then the
+ * hook package's `update-initramfs -u` trigger builds it again — minutes of
+ * mkinitramfs each, the first result thrown away. update-initramfs.conf's
+ * update_initramfs=no cannot help: it only stops -u, the kernel hook uses -c.
+ * INITRD=No in apt's environment is the interface the kernel hooks
+ * (initramfs-tools, dracut) and linux-update-symlinks honour; the trigger
+ * then finds no initrd to update. Nothing is written into the image to get
+ * there, so nothing has to be restored.
+ *
+ * Afterwards, for each kernel left without an initrd, what its postinst did
+ * is done again without INITRD: linux-update-symlinks (which left out the
+ * /initrd.img links under INITRD=No; "upgrade" keeps the default kernel it
+ * chose) and the /etc/kernel/postinst.d hooks, which build the initrd.
+ *
+ * They run with SOURCE_DATE_EPOCH=min(epoch, 2020-01-01): mkinitramfs sets
+ * every mtime newer than SOURCE_DATE_EPOCH to it, and everything it writes
+ * now is newer than that date whatever the clock says, while what it copies
+ * from the image and is older keeps the .deb's time. With the recipe's
+ * epoch (often in the future) files it creates would keep the wall clock.
+ * So its cpio (sorted, --reproducible, gzip -n / single-threaded zstd) is
+ * reproducible as it comes, and the initramfs repack after the steps skips
+ * an initrd whose SHA-256 is still the one recorded here (outside the
+ * image, in /mnt, a directory of this build's scratch).
+ *
+ * --force-unsafe-io: dpkg's fsync per unpacked file protects a system
+ * against a crash mid-upgrade; the upper layer is scratch that a crash
+ * throws away anyway. */
+static const char install_script[] =
+	"set -eu\n"
+	"export DEBIAN_FRONTEND=noninteractive\n"
+	"INITRD=No apt-get install -y -q --no-install-recommends "
+	"-o DPkg::Options::=--force-unsafe-io /srv/*.deb\n"
+	"for k in /boot/vmlinuz-*; do\n"
+	"  v=${k#/boot/vmlinuz-}\n"
+	"  if [ ! -f \"$k\" ] || [ ! -d \"/lib/modules/$v\" ] || [ -e \"/boot/initrd.img-$v\" ]; then\n"
+	"    continue\n"
+	"  fi\n"
+	"  if command -v linux-update-symlinks >/dev/null; then\n"
+	"    linux-update-symlinks upgrade \"$v\" \"$k\"\n"
+	"  fi\n"
+	"  if [ -d /etc/kernel/postinst.d ]; then\n"
+	"    SOURCE_DATE_EPOCH=$1 run-parts --report --exit-on-error --arg=\"$v\" --arg=\"$k\" "
+	"/etc/kernel/postinst.d\n"
+	"  fi\n"
+	"done\n"
+	"for f in /boot/initrd.img-*; do\n"
+	"  if [ -f \"$f\" ]; then (cd /boot && sha256sum \"${f#/boot/}\"); fi\n"
+	"done > /mnt/initrd.sha256\n";
+
+static char *initrd_record_dir(const struct build *b)
+{
+	return xasprintf("%s/initrd", b->scratch);
+}
+
 static int install(struct build *b, struct kiln_error **err)
 {
 	_cleanup_rmtree_ char *dir = xasprintf("%s/install-debs", b->scratch);
 	int rc = stage_debs(b, dir, err);
 	if (rc < 0)
 		return rc;
-	const char *argv[] = {
-		"/bin/sh", "-c",
-		"set -eu\n"
-		"export DEBIAN_FRONTEND=noninteractive\n"
-		"apt-get install -y -q --no-install-recommends /srv/*.deb\n",
-		NULL
-	};
+	_cleanup_free_ char *rec = initrd_record_dir(b);
+	if ((rc = kiln_image_mkdir_sandbox(rec, err)) < 0)
+		return rc;
+	char epoch[32];
+	snprintf(epoch, sizeof(epoch), "%" PRId64,
+		 b->r->source_date_epoch < KILN_BASE_EPOCH ? b->r->source_date_epoch
+							     : KILN_BASE_EPOCH);
+	const char *argv[] = { "/bin/sh", "-c", install_script, "kiln-install", epoch, NULL };
 	const char *layers[] = { b->base_tree };
-	struct kiln_sandbox_bind binds[] = { { dir, "/srv", true } };
+	struct kiln_sandbox_bind binds[] = { { dir, "/srv", true }, { rec, "/mnt", false } };
 	struct kiln_buf errs = KILN_BUF_INIT;
 	struct kiln_image_run r = {
 		.what = "install",
@@ -384,7 +442,7 @@ static int install(struct build *b, struct kiln_error **err)
 		.n_layers = 1,
 		.upper = b->upper,
 		.binds = binds,
-		.n_binds = 1,
+		.n_binds = 2,
 		.argv = argv,
 		.errors = &errs,
 	};
@@ -733,14 +791,22 @@ static int run_step(struct build *b, size_t i, struct kiln_error **err)
 /* ---- normalize and emit --------------------------------------------------- */
 
 /* mkinitramfs clamps only mtimes newer than SOURCE_DATE_EPOCH; with an epoch
- * in the future the cpio keeps the wall clock of the build. Every initrd in
- * /boot is unpacked and packed again with fixed times, sorted names,
- * renumbered inodes and gzip -n — inside the sandbox, with the image's own
- * tools. */
+ * in the future the cpio keeps the wall clock of the build. The initrds the
+ * install generated are reproducible already (install_script) and are left
+ * alone while their SHA-256 is the one recorded then. Any other initrd in
+ * /boot — made or changed by a step — is unpacked and packed again with
+ * fixed times, sorted names, renumbered inodes and gzip -n, inside the
+ * sandbox, with the image's own tools. The record is only a shortcut: an
+ * image that forges it can spoil its own reproducibility, nothing more. */
 static const char initramfs_script[] =
 	"set -eu\n"
 	"for f in /boot/initrd.img-*; do\n"
 	"  [ -f \"$f\" ] || continue\n"
+	"  if [ -f /mnt/initrd.sha256 ] &&\n"
+	"     grep -qxF \"$(cd /boot && sha256sum \"${f#/boot/}\")\" /mnt/initrd.sha256; then\n"
+	"    echo \"    $f: as generated after the install (reproducible), not repacked\"\n"
+	"    continue\n"
+	"  fi\n"
 	"  if ! command -v unmkinitramfs >/dev/null || ! command -v cpio >/dev/null; then\n"
 	"    echo \"kiln: $f: unmkinitramfs/cpio missing, initramfs not repacked\" >&2; exit 0\n"
 	"  fi\n"
@@ -763,7 +829,10 @@ static const char initramfs_script[] =
 
 static int repack_initramfs(struct build *b, struct kiln_error **err)
 {
-	return in_image(b, "initramfs", initramfs_script, NULL, NULL, 0, NULL, 0, err);
+	_cleanup_free_ char *rec = initrd_record_dir(b);
+	struct kiln_sandbox_bind binds[] = { { rec, "/mnt", true } };
+	size_t n = access(rec, F_OK) == 0 ? 1 : 0;
+	return in_image(b, "initramfs", initramfs_script, NULL, binds, n, NULL, 0, err);
 }
 
 static int mount_merged(struct build *b, struct kiln_error **err)
