@@ -14,6 +14,7 @@
 #include "util/alloc.h"
 #include "util/fs.h"
 #include "util/parse.h"
+#include "util/passwd.h"
 
 static volatile sig_atomic_t cancel_fd = -1, cancel_sig;
 
@@ -87,31 +88,6 @@ static char *read_image_file(const struct kiln_sandbox_spec *s, const char *rel)
 	return NULL;
 }
 
-/* Finds name in a passwd(5)/group(5) file: its id (field 3) and, for
- * passwd, the primary group (field 4) and home (field 6). */
-static bool lookup_db(const char *db, const char *name, int *id, int *gid, char **home)
-{
-	size_t nl = strlen(name);
-	for (const char *line = db; line && *line;) {
-		const char *end = strchrnul(line, '\n');
-		if ((size_t)(end - line) > nl && strncmp(line, name, nl) == 0 && line[nl] == ':') {
-			char *f = xstrndup(line, (size_t)(end - line));
-			char *fields[7] = {0};
-			size_t n = 0;
-			for (char *p = f, *tok; n < ELEMENTSOF(fields) && (tok = strsep(&p, ":"));)
-				fields[n++] = tok;
-			bool ok = n >= 3 && kiln_parse_int(fields[2], 0, 65535, id) == 0 &&
-			          (!gid || (n >= 4 && kiln_parse_int(fields[3], 0, 65535, gid) == 0));
-			if (ok && home && n >= 6 && fields[5][0] == '/')
-				*home = xstrdup(fields[5]);
-			free(f);
-			return ok;
-		}
-		line = *end ? end + 1 : NULL;
-	}
-	return false;
-}
-
 /* --user USER[:GROUP], each a number or a name looked up in the image's
  * /etc/passwd and /etc/group (never the host's: the same name can mean
  * another id there). A name also gives the primary group and HOME. */
@@ -131,14 +107,14 @@ static int resolve_user(const struct kiln_sandbox_spec *s, const char *arg, uid_
 		g = u;
 	} else {
 		_cleanup_free_ char *passwd = read_image_file(s, "etc/passwd");
-		if (!passwd || !lookup_db(passwd, buf, &u, &g, home)) {
+		if (!passwd || !kiln_passwd_lookup(passwd, buf, &u, &g, home)) {
 			cli_errorf("run: --user: no user '%s' in the image's /etc/passwd", buf);
 			return -1;
 		}
 	}
 	if (group && kiln_parse_int(group, 0, 65535, &g) < 0) {
 		_cleanup_free_ char *groups = read_image_file(s, "etc/group");
-		if (!groups || !lookup_db(groups, group, &g, NULL, NULL)) {
+		if (!groups || !kiln_passwd_lookup(groups, group, &g, NULL, NULL)) {
 			cli_errorf("run: --user: no group '%s' in the image's /etc/group", group);
 			return -1;
 		}

@@ -22,6 +22,7 @@
 #include "util/fs.h"
 #include "util/json.h"
 #include "util/parse.h"
+#include "util/passwd.h"
 #include "util/sha256.h"
 #include "util/utf8.h"
 
@@ -659,6 +660,47 @@ static void test_fs_read_limits(void **state)
 	close(pfd[0]);
 }
 
+/* ---- passwd ---------------------------------------------------------------- */
+
+static void test_passwd_lookup(void **state)
+{
+	(void)state;
+	const char *db = "root:x:0:0:root:/root:/bin/sh\n"
+	                 "broken\n"
+	                 "big:x:70000:1::/home/big:/bin/sh\n"
+	                 "nogid:x:5\n"
+	                 "builder:x:1500:1600:b:/home/builder:/bin/sh\n"
+	                 "rel:x:7:8::home:/bin/sh\n"
+	                 "last:x:9:10";
+	int id = -1, gid = -1;
+	char *home = NULL;
+	assert_true(kiln_passwd_lookup(db, "builder", &id, &gid, &home));
+	assert_int_equal(id, 1500);
+	assert_int_equal(gid, 1600);
+	assert_string_equal(home, "/home/builder");
+	free(home);
+	home = NULL;
+	/* A prefix of a name is not the name; a relative home is not taken. */
+	assert_false(kiln_passwd_lookup(db, "build", &id, &gid, NULL));
+	assert_true(kiln_passwd_lookup(db, "rel", &id, &gid, &home));
+	assert_null(home);
+	/* Ids out of the sandbox's range or missing: refused, nothing written. */
+	id = gid = -1;
+	assert_false(kiln_passwd_lookup(db, "big", &id, &gid, NULL));
+	assert_false(kiln_passwd_lookup(db, "nogid", &id, &gid, NULL));
+	assert_int_equal(id, -1);
+	assert_int_equal(gid, -1);
+	/* group(5): only the id is needed. */
+	assert_true(kiln_passwd_lookup(db, "nogid", &id, NULL, NULL));
+	assert_int_equal(id, 5);
+	/* No trailing newline; names with separators never match. */
+	assert_true(kiln_passwd_lookup(db, "last", &id, &gid, NULL));
+	assert_int_equal(gid, 10);
+	assert_false(kiln_passwd_lookup(db, "root:x", &id, NULL, NULL));
+	assert_false(kiln_passwd_lookup(db, "", &id, NULL, NULL));
+	assert_false(kiln_passwd_lookup("", "root", &id, NULL, NULL));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -692,6 +734,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_fs_open_in_root_clamps, tree_setup, tree_teardown),
 	    cmocka_unit_test_setup_teardown(test_fs_mkdir_p, tree_setup, tree_teardown),
 	    cmocka_unit_test_setup_teardown(test_fs_read_limits, tree_setup, tree_teardown),
+	    cmocka_unit_test(test_passwd_lookup),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
