@@ -141,20 +141,35 @@ static int v2_enable(const char *dir)
 	return write_str(dir, "cgroup.subtree_control", "+memory +cpu +pids");
 }
 
-/* Moves every process listed in from/cgroup.procs into the cgroup to.
- * Failures are ignored: a process that exited meanwhile needs no move, and
- * the caller retries the write that needed the move. */
-static void move_procs(const char *from, const char *to)
+/* Calls fn for every pid listed in dir/cgroup.procs. */
+static void each_listed(const char *dir, void (*fn)(int pid, const void *ud), const void *ud)
 {
-	_cleanup_free_ char *p = xasprintf("%s/cgroup.procs", from);
+	_cleanup_free_ char *p = xasprintf("%s/cgroup.procs", dir);
 	_cleanup_fclose_ FILE *f = fopen(p, "re");
 	if (!f)
 		return;
 	char line[32];
 	while (fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = '\0';
-		(void)write_str(to, "cgroup.procs", line);
+		int pid;
+		if (kiln_parse_int(line, 1, INT32_MAX, &pid) == 0)
+			fn(pid, ud);
 	}
+}
+
+static void move_one(int pid, const void *to)
+{
+	char v[16];
+	snprintf(v, sizeof(v), "%d", pid);
+	(void)write_str(to, "cgroup.procs", v);
+}
+
+/* Moves every process listed in from/cgroup.procs into the cgroup to.
+ * Failures are ignored: a process that exited meanwhile needs no move, and
+ * the caller retries the write that needed the move. */
+static void move_procs(const char *from, const char *to)
+{
+	each_listed(from, move_one, to);
 }
 
 /* Enables the controllers at the top of the hierarchy kiln sees. On a host,
@@ -291,19 +306,15 @@ int sb_cgroup_attach(struct sb_cgroup *cg, pid_t pid, struct kiln_error **err)
 	return 0;
 }
 
+static void kill_one(int pid, const void *ud)
+{
+	(void)ud;
+	kill(pid, SIGKILL);
+}
+
 static void kill_listed(const char *dir)
 {
-	_cleanup_free_ char *p = xasprintf("%s/cgroup.procs", dir);
-	_cleanup_fclose_ FILE *f = fopen(p, "re");
-	if (!f)
-		return;
-	char line[32];
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		int pid;
-		if (kiln_parse_int(line, 1, INT32_MAX, &pid) == 0)
-			kill(pid, SIGKILL);
-	}
+	each_listed(dir, kill_one, NULL);
 }
 
 void sb_cgroup_kill(struct sb_cgroup *cg)
