@@ -6,7 +6,7 @@
  *              sandbox) and the commands that need only it — validate, hash,
  *              profile, run. No dynamic loader, no shared-library mapping or
  *              relocation at start: `kiln run` starts like a static binary
- *              (docs/benchmarks.md, "Start-up cost").
+ *              (docs/benchmarks.md, "Sandbox start-to-exit").
  *   kiln-full  dynamically linked, every command. The image, store, service
  *              and http layers need libarchive, SQLite, libmicrohttpd and
  *              libcurl (→ libxml2, ICU, libstdc++, GnuTLS: ~7,000 symbol
