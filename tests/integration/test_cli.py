@@ -73,6 +73,18 @@ def test_validate_examples(kiln):
         kiln("validate", os.path.join(root, n), check=EXIT_OK)
 
 
+def test_options_may_follow_the_recipe(kiln):
+    ex = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+    recipe, ctx = os.path.join(ex, "server.json"), os.path.join(ex, "server-context.tar.gz")
+    before = kiln("hash", "--context", ctx, recipe, check=EXIT_OK).stdout
+    after = kiln("hash", recipe, "--context", ctx, check=EXIT_OK).stdout
+    plain = kiln("hash", recipe, check=EXIT_OK).stdout
+    assert before == after and before != plain
+    # "--" still ends the options: a recipe named like an option is a file.
+    p = kiln("validate", "--", "--no-such-file.json")
+    assert p.returncode != EXIT_OK and "--no-such-file.json" in p.stderr
+
+
 def test_validate_stdin(kiln):
     p = kiln("validate", "-", input=json.dumps(FULL))
     assert (p.returncode, p.stdout, p.stderr) == (EXIT_OK, "", "")
