@@ -1024,7 +1024,7 @@ static void build_clear(struct build *b)
 	if (b->mounted)
 		umount2(b->merged, MNT_DETACH);
 	if (b->scratch)
-		kiln_image_rmtree(b->scratch);
+		kiln_rmtree(b->scratch);
 	safe_close(b->lock_fd);
 	free(b->base_tree);
 	free(b->scratch);
@@ -1080,7 +1080,7 @@ void kiln_image_cleanup_stale(const char *state_dir)
 			stale = lstat(p, &st) == 0 && time(NULL) - st.st_mtime > 600;
 		}
 		if (stale)
-			kiln_image_rmtree(p);
+			kiln_rmtree(p);
 	}
 	closedir(d);
 }

@@ -8,6 +8,7 @@
 #include "image/image.h"
 #include "sandbox/sandbox.h"
 #include "util/buf.h"
+#include "util/fs.h"
 
 /* One command in the sandbox. */
 struct kiln_image_run {
@@ -41,17 +42,6 @@ int kiln_image_host_cmd(const struct kiln_image_hooks *h, const char *const *arg
 void kiln_image_logf(const struct kiln_image_hooks *h, const char *fmt, ...) _printf_(2, 3);
 /* 32 random hex digits: names of build and setup scratch directories. */
 char *kiln_image_random_id(void);
-/* rm -rf that never follows symlinks and stays on one file system. */
-int kiln_image_rmtree(const char *path);
-/* Cleanup for a scratch path: removes the tree, then frees the string. */
-static inline void kiln_image_rmtreep(char **p)
-{
-	if (*p) {
-		kiln_image_rmtree(*p);
-		free(*p);
-	}
-}
-#define _cleanup_rmtree_ _cleanup_(kiln_image_rmtreep)
 /* mkdir owned by the sandbox's root (host uid/gid 100000), mode 0755. */
 int kiln_image_mkdir_sandbox(const char *path, struct kiln_error **err);
 

@@ -192,27 +192,6 @@ int kiln_image_host_cmd(const struct kiln_image_hooks *h, const char *const *arg
 	return 0;
 }
 
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_DP)
-		return rmdir(p) < 0 && errno != ENOENT ? -1 : 0;
-	return unlink(p) < 0 && errno != ENOENT ? -1 : 0;
-}
-
-int kiln_image_rmtree(const char *path)
-{
-	struct stat st;
-	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	/* FTW_PHYS: never follow a symlink planted in a build tree;
-	 * FTW_MOUNT: never descend into something mounted below it. */
-	if (nftw(path, rm_entry, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0)
-		return -errno;
-	return 0;
-}
-
 int kiln_image_mkdir_sandbox(const char *path, struct kiln_error **err)
 {
 	if (mkdir(path, 0755) < 0 && errno != EEXIST)

@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <linux/capability.h>
 #include <poll.h>
@@ -33,6 +32,7 @@
 #include "sandbox/internal.h"
 #include "util/alloc.h"
 #include "util/buf.h"
+#include "util/fs.h"
 #include "util/parse.h"
 
 #define DEFAULT_ID_BASE 100000u
@@ -245,21 +245,6 @@ static int write_file(const char *path, const char *s)
 	return w < 0 ? -errno : (size_t)w == n ? 0 : -EIO;
 }
 
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-	(void)st;
-	(void)f;
-	if (flag == FTW_DP)
-		rmdir(p);
-	else
-		unlink(p);
-	return 0;
-}
-
-static void rm_rf(const char *p)
-{
-	nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
-}
 
 static int cap_last(void)
 {
@@ -313,7 +298,7 @@ static void run_free(struct run *r)
 		safe_close(r->binds[i].fd);
 	free(r->binds);
 	if (r->work_tmp) {
-		rm_rf(r->work_tmp);
+		kiln_rmtree(r->work_tmp);
 		free(r->work_tmp);
 	}
 	strv_free(r->envp);

@@ -5,7 +5,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <string.h>
 #include <sys/file.h>
@@ -21,6 +20,7 @@
 #include "store/cas.h"
 #include "util/alloc.h"
 #include "util/buf.h"
+#include "util/fs.h"
 #include "util/json.h"
 #include "util/parse.h"
 
@@ -792,21 +792,6 @@ unsigned kiln_service_workers(struct kiln_service *s)
 
 /* ---- open / recover / free ------------------------------------------------------- */
 
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-	(void)st;
-	(void)f;
-	if (flag == FTW_DP)
-		rmdir(p);
-	else
-		unlink(p);
-	return 0;
-}
-
-void svc_rmtree(const char *path)
-{
-	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
-}
 
 /* Builds that were `building` when the last server died: nothing can resume
  * them (the sandbox died with the server), so they end `failed`. */
@@ -869,7 +854,7 @@ static int recover(struct kiln_service *s, struct kiln_error **err)
 			if (len == KILN_BUILD_ID_LEN + 4 &&
 			    strcmp(de->d_name + KILN_BUILD_ID_LEN, "-out") == 0) {
 				_cleanup_free_ char *p = xasprintf("%s/%s", dir, de->d_name);
-				svc_rmtree(p);
+				kiln_rmtree(p);
 			}
 		}
 		closedir(d);

@@ -22,6 +22,7 @@
 #include "service/internal.h"
 #include "store/cas.h"
 #include "util/alloc.h"
+#include "util/fs.h"
 
 struct claim {
 	char id[KILN_BUILD_ID_LEN + 1];
@@ -365,7 +366,7 @@ static void run_claimed(struct kiln_service *s, struct claim *c)
 	size_t n = 0;
 	_cleanup_close_ int lock_fd = -1;
 	if (rc == 0) {
-		svc_rmtree(out);
+		kiln_rmtree(out);
 		if (mkdir(out, 0755) < 0)
 			rc = kiln_error_set_errno(&err, errno, "%s: cannot create", out);
 	}
@@ -402,7 +403,7 @@ static void run_claimed(struct kiln_service *s, struct claim *c)
 	svc_log_writer_close(&w);
 	free(arts);
 	safe_close(TAKE_FD(lock_fd));
-	svc_rmtree(out);
+	kiln_rmtree(out);
 }
 
 static void *worker_main(void *arg)

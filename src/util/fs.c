@@ -1,6 +1,8 @@
 #include "util/fs.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <linux/openat2.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -165,4 +167,23 @@ int kiln_write_file_in_root(int rootfd, const char *relpath, const void *data, s
 	if (dfd < 0)
 		return dfd;
 	return kiln_write_file_atomic_at(dfd, base, data, len, mode);
+}
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_DP)
+		return rmdir(p) < 0 && errno != ENOENT ? -1 : 0;
+	return unlink(p) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+int kiln_rmtree(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (nftw(path, rm_entry, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0)
+		return -errno;
+	return 0;
 }

@@ -10,9 +10,11 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <sys/types.h>
 
 #include "util/error.h"
+#include "util/macros.h"
 
 /* Reads all of fd, failing with -EFBIG past max bytes. *ret is NUL-terminated. */
 int kiln_read_fd(int fd, size_t max, char **ret, size_t *ret_len, struct kiln_error **err);
@@ -34,3 +36,18 @@ int kiln_write_file_atomic_at(int dirfd, const char *name, const void *data, siz
  * (an existing symlink at relpath is replaced, not followed). */
 int kiln_write_file_in_root(int rootfd, const char *relpath, const void *data, size_t len,
 			    mode_t mode);
+
+/* rm -rf that never follows a symlink (FTW_PHYS: one planted in a build tree
+ * would otherwise delete host files) and never descends into a file system
+ * mounted below path (FTW_MOUNT). 0 when path is gone (or never was);
+ * -errno otherwise. */
+int kiln_rmtree(const char *path);
+/* Cleanup for a scratch path: removes the tree, then frees the string. */
+static inline void kiln_rmtreep(char **p)
+{
+	if (*p) {
+		kiln_rmtree(*p);
+		free(*p);
+	}
+}
+#define _cleanup_rmtree_ _cleanup_(kiln_rmtreep)

@@ -660,6 +660,39 @@ static void test_fs_read_limits(void **state)
 	close(pfd[0]);
 }
 
+static void test_fs_rmtree_stays_inside(void **state)
+{
+	(void)state;
+	char top[] = "/tmp/kiln-rmtree-XXXXXX";
+	assert_non_null(mkdtemp(top));
+	_cleanup_free_ char *outside = xasprintf("%s/outside", top);
+	_cleanup_free_ char *victim = xasprintf("%s/outside/keep", top);
+	_cleanup_free_ char *tree = xasprintf("%s/tree", top);
+	_cleanup_free_ char *a = xasprintf("%s/tree/a", top);
+	_cleanup_free_ char *sub = xasprintf("%s/tree/a/b", top);
+	_cleanup_free_ char *link = xasprintf("%s/tree/a/escape", top);
+	_cleanup_free_ char *file = xasprintf("%s/tree/a/b/f", top);
+	assert_int_equal(mkdir(outside, 0755), 0);
+	assert_int_equal(mkdir(tree, 0755), 0);
+	assert_int_equal(mkdir(a, 0755), 0);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	int fd = open(victim, O_WRONLY | O_CREAT, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	fd = open(file, O_WRONLY | O_CREAT, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	/* A symlink to a directory outside: removed, not followed. */
+	assert_int_equal(symlink(outside, link), 0);
+	assert_int_equal(kiln_rmtree(tree), 0);
+	assert_int_equal(access(tree, F_OK), -1);
+	assert_int_equal(access(victim, F_OK), 0);
+	/* Gone already: not an error. */
+	assert_int_equal(kiln_rmtree(tree), 0);
+	assert_int_equal(kiln_rmtree(top), 0);
+	assert_int_equal(access(top, F_OK), -1);
+}
+
 /* ---- passwd ---------------------------------------------------------------- */
 
 static void test_passwd_lookup(void **state)
@@ -734,6 +767,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_fs_open_in_root_clamps, tree_setup, tree_teardown),
 	    cmocka_unit_test_setup_teardown(test_fs_mkdir_p, tree_setup, tree_teardown),
 	    cmocka_unit_test_setup_teardown(test_fs_read_limits, tree_setup, tree_teardown),
+	    cmocka_unit_test(test_fs_rmtree_stays_inside),
 	    cmocka_unit_test(test_passwd_lookup),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
