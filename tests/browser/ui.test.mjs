@@ -122,8 +122,34 @@ function uiTest(name, opts, fn) {
 	if (typeof opts === 'function') { fn = opts; opts = {}; }
 	test(name, opts, async (t) => {
 		if (blocked) throw new Error(`not run: ${blocked}`);
-		return fn(t);
+		try {
+			return await fn(t);
+		} catch (e) {
+			/* CI shows little more than the failing test's message: put
+			 * what the page and the server were doing into it. */
+			e.message += `\n${await diagnose(name)}`;
+			throw e;
+		}
 	});
+}
+
+async function diagnose(name) {
+	const out = [];
+	try {
+		out.push(`page: ${page.url()}`);
+		const st = await page.locator('.status-line').textContent({ timeout: 1000 }).catch(() => '(no status line)');
+		out.push(`status line: ${st}`);
+		const flashes = await page.locator('#flash, .notices, .build-error, .stream-state').allTextContents();
+		out.push(`messages: ${JSON.stringify(flashes)}`);
+		const log = await page.locator('#log').textContent({ timeout: 1000 }).catch(() => '');
+		out.push(`log (end): ${JSON.stringify((log || '').slice(-1500))}`);
+		await shot(`FAILED-${name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60)}`);
+	} catch (e) {
+		out.push(`(page state unavailable: ${e.message})`);
+	}
+	if (pageErrors.length) out.push(`page errors: ${JSON.stringify(pageErrors)}`);
+	out.push(`kiln serve stderr (end):\n${serverLog.slice(-6000)}`);
+	return out.join('\n');
 }
 
 /* ---- setup --------------------------------------------------------------- */
@@ -314,8 +340,12 @@ uiTest('build the minimal example from the editor: live log, completion, artifac
 	await page.getByRole('heading', { name: 'minimal' }).waitFor();
 	/* live: the echo's line is on the page while the build is still building */
 	await page.locator('#log', { hasText: `kiln-ui-${NONCE}` }).waitFor({ timeout: BUILD_TIMEOUT });
-	assert.equal(await statusText(), 'building', 'the log line arrived while building');
-	await page.locator('#progress-label', { hasText: /^Step \d+ of \d+/ }).waitFor({ timeout: 5000 });
+	/* (the server's word, not the badge: the page polls the status, so its
+	 * badge may still say `pending` when the first line is in) */
+	const now = await pageFetch(`/api/v1/builds/${builtId}`);
+	assert.equal((now.body.build || now.body).status, 'building', 'the log line arrived while building');
+	await waitStatus(/^building$|^completed$/, 30000);
+	await page.locator('#progress-label', { hasText: /^Step \d+ of \d+/ }).waitFor();
 	await shot('build-running');
 	/* reload mid-build: the log comes back and keeps streaming */
 	await page.reload();
@@ -401,8 +431,23 @@ uiTest('XSS in a recipe name and a log line renders as text; cancel a running bu
 	await page.goto(`${base}/#/builds/${id}`);
 	const cancel = page.getByRole('button', { name: 'Cancel build' });
 	await cancel.waitFor();
+	/* The answer to the cancel (status still `building`: the worker has not
+	 * stopped yet) arrives after the log stream's final `cancelled`, as it
+	 * may on a busy machine: the page must not go back to "building". */
+	let answered = false;
+	await page.route('**/api/v1/builds/*/cancel', async (route) => {
+		const res = await route.fetch();
+		await new Promise((r) => setTimeout(r, 1500));
+		await route.fulfill({ response: res });
+		answered = true;
+	});
 	await cancel.click();
 	await waitStatus(/^cancelled$/, 30000);
+	await page.waitForFunction(() => /Cancel requested|already finished|Cancel failed/.test(document.getElementById('flash').textContent), null, { timeout: 30000 });
+	await page.unroute('**/api/v1/builds/*/cancel');
+	assert.ok(answered, 'the delayed cancel answer reached the page');
+	assert.match(await page.locator('#flash').textContent(), /Cancel requested/);
+	assert.equal(await statusText(), 'cancelled', 'a late answer does not undo the final status');
 	assert.equal(await cancel.isHidden(), true);
 	assert.equal(await page.evaluate(() => window.__xss), undefined, 'no payload ran');
 	await shot('build-cancelled');

@@ -863,9 +863,10 @@
 			if (r.status === 409) flash('The build had already finished.', 'info');
 			else if (!r.res || !r.res.ok) flash(`Cancel failed: ${r.error}`, 'error');
 			else flash('Cancel requested.');
-			if (r.data && r.data.build) update(r.data.build);
-			else if (r.data && r.data.id) update(r.data);
-			else refresh();
+			const b = r.data && (r.data.build || (r.data.id && r.data));
+			if (!b) { refresh(); return; }
+			update(b);
+			schedulePoll(); /* polls until the final status, should the stream have ended */
 		});
 
 		mount(title,
@@ -923,6 +924,12 @@
 
 		function update(b) {
 			if (!b || !alive) return;
+			/* A finished build stays finished. Answers race: the cancel's
+			 * (still `building`, the worker has not stopped yet) or a poll's
+			 * can arrive after the log stream's final status; applied, they
+			 * would show a cancelled build as running again, with its cancel
+			 * button, and nothing left to correct it. */
+			if (build && TERMINAL.has(String(build.status)) && !TERMINAL.has(String(b.status))) return;
 			build = b;
 			title.textContent = b.name ? String(b.name) : `Build ${id.slice(0, 8)}`;
 			document.title = `${title.textContent} — kiln`;
