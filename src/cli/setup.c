@@ -67,11 +67,14 @@ const struct kiln_command kiln_cmd_setup = {
 	.summary = "bootstrap a base system into the state directory",
 	.usage = "Usage: kiln setup [--base NAME] [--state-dir DIR]\n"
 		 "\n"
-		 "Bootstraps NAME (default debian/bookworm) with mmdebstrap inside kiln's\n"
-		 "sandbox, from the host's configured apt sources only, and stores it\n"
-		 "content-addressed in the state directory (default $KILN_STATE_DIR or\n"
-		 "/var/lib/kiln). Idempotent: a second call says so and does nothing.\n"
-		 "Needs root.\n"
+		 "Bootstraps NAME with mmdebstrap inside kiln's sandbox, from the host's\n"
+		 "configured apt sources only, and stores it content-addressed in the state\n"
+		 "directory (default $KILN_STATE_DIR or /var/lib/kiln). Idempotent: a second\n"
+		 "call says so and does nothing. Needs root.\n"
+		 "\n"
+		 "Bases:\n"
+		 "  debian/bookworm  the default: Debian minbase (apt, dpkg, coreutils)\n"
+		 "  busybox          Debian's busybox-static alone (no packages, no ISO)\n"
 		 "\n"
 		 "Exit status: 0 success, 1 failure, 2 usage error.\n",
 	.run = run,

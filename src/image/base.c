@@ -21,10 +21,57 @@ struct base_def {
 	const char *name;
 	const char *suite;
 	const char *variant;
+	const char *include;      /* --include=..., or NULL */
+	const char *hook_option;  /* the mmdebstrap hook that records the packages */
+	const char *hook;         /* its script, run as `sh HOOK ROOT` */
+	const char *const *drop;  /* left out when the tarball is unpacked */
 };
 
+/* Records every base package with the SHA-256 of its .deb from the index,
+ * while the index is still there (mmdebstrap removes the lists afterwards):
+ * the SBOM lists base packages too. One apt-cache call for all packages —
+ * each call reloads apt's cache, ~1 s apiece (docs/benchmarks.md). Runs as
+ * an mmdebstrap customize hook, $1 being the new root. */
+static const char debian_hook[] =
+	"set -eu\n"
+	"chroot \"$1\" dpkg-query -W -f='${Package} ${Version} ${Architecture}\\n' > /tmp/kiln-pkgs.txt\n"
+	"chroot \"$1\" apt-cache show --no-all-versions $(awk '{print $1\"=\"$2}' /tmp/kiln-pkgs.txt) "
+	"2>/dev/null | awk -F': ' '/^Package: /{p=$2} /^Version: /{v=$2} /^SHA256: /{print p\"=\"v, $2}' "
+	"> /tmp/kiln-hashes.txt || true\n"
+	"awk 'NR==FNR {h[$1]=$2; next} {k=$1\"=\"$2; print $1, $2, $3, (k in h ? h[k] : \"unknown\")}' "
+	"/tmp/kiln-hashes.txt /tmp/kiln-pkgs.txt > /mnt/base-packages.txt\n";
+
+/* The tiny base: Debian's busybox-static extracted (the extract variant
+ * runs no maintainer script and installs no dpkg), its applets linked, a
+ * root and a nobody account. No package manager: recipes on it list no
+ * packages (recipe.c). Runs as an mmdebstrap extract hook — customize
+ * hooks do not run in the extract variant — with mmdebstrap's APT_CONFIG,
+ * so apt-cache reads the index it downloaded from. */
+static const char busybox_hook[] =
+	"set -eu\n"
+	"r=$1\n"
+	"apt-cache show --no-all-versions busybox-static 2>/dev/null | awk -F': ' "
+	"'/^Package: /{p=$2} /^Version: /{v=$2} /^Architecture: /{a=$2} /^SHA256: /{h=$2} "
+	"END {if (p != \"\") print p, v, a, h}' > /mnt/base-packages.txt\n"
+	"[ -s /mnt/base-packages.txt ] || { echo 'busybox-static is not in the index' >&2; exit 1; }\n"
+	/* the host's: they must not end up in the image */
+	"rm -f \"$r/etc/resolv.conf\" \"$r/etc/hostname\" \"$r/etc/fstab\"\n"
+	"mkdir -p \"$r/sbin\" \"$r/usr/bin\" \"$r/usr/sbin\" \"$r/root\" \"$r/home\" \"$r/srv\" \"$r/mnt\" "
+	"\"$r/proc\" \"$r/sys\" \"$r/dev\" \"$r/run\" \"$r/var/tmp\"\n"
+	"chroot \"$r\" /bin/busybox --install -s\n"
+	"printf 'root:x:0:0:root:/root:/bin/sh\\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\\n' "
+	"> \"$r/etc/passwd\"\n"
+	"printf 'root:x:0:\\nnogroup:x:65534:\\n' > \"$r/etc/group\"\n"
+	"chmod 700 \"$r/root\"\n"
+	"chmod 1777 \"$r/tmp\" \"$r/var/tmp\"\n";
+
+/* mmdebstrap's own apt and dpkg configuration, meaningless without them */
+static const char *const busybox_drop[] = { "./etc/apt", "./etc/dpkg", NULL };
+
 static const struct base_def bases[] = {
-	{ "debian/bookworm", "bookworm", "minbase" },
+	{ "debian/bookworm", "bookworm", "minbase", NULL, "--customize-hook", debian_hook, NULL },
+	{ "busybox", "bookworm", "extract", "busybox-static", "--extract-hook", busybox_hook,
+	  busybox_drop },
 };
 
 static const struct base_def *find_base(const char *name, struct kiln_error **err)
@@ -32,7 +79,7 @@ static const struct base_def *find_base(const char *name, struct kiln_error **er
 	for (size_t i = 0; i < ELEMENTSOF(bases); i++)
 		if (strcmp(bases[i].name, name) == 0)
 			return &bases[i];
-	kiln_error_set(err, ENOENT, "unknown base '%s' (supported: debian/bookworm)", name);
+	kiln_error_set(err, ENOENT, "unknown base '%s' (supported: debian/bookworm, busybox)", name);
 	return NULL;
 }
 
@@ -157,20 +204,6 @@ static int collect_sources(const char *dir, char ***ret, struct kiln_error **err
 	return 0;
 }
 
-/* Records every base package with the SHA-256 of its .deb from the index,
- * while the index is still there (mmdebstrap removes the lists afterwards):
- * the SBOM lists base packages too. One apt-cache call for all packages —
- * each call reloads apt's cache, ~1 s apiece (docs/benchmarks.md). Runs as
- * an mmdebstrap customize hook, $1 being the new root. */
-static const char base_packages_hook[] =
-	"set -eu\n"
-	"chroot \"$1\" dpkg-query -W -f='${Package} ${Version} ${Architecture}\\n' > /tmp/kiln-pkgs.txt\n"
-	"chroot \"$1\" apt-cache show --no-all-versions $(awk '{print $1\"=\"$2}' /tmp/kiln-pkgs.txt) "
-	"2>/dev/null | awk -F': ' '/^Package: /{p=$2} /^Version: /{v=$2} /^SHA256: /{print p\"=\"v, $2}' "
-	"> /tmp/kiln-hashes.txt || true\n"
-	"awk 'NR==FNR {h[$1]=$2; next} {k=$1\"=\"$2; print $1, $2, $3, (k in h ? h[k] : \"unknown\")}' "
-	"/tmp/kiln-hashes.txt /tmp/kiln-pkgs.txt > /mnt/base-packages.txt\n";
-
 int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_image_hooks *h,
 		     bool *ret_already, char ret_digest[KILN_SHA256_HEX_LEN + 1],
 		     struct kiln_error **err)
@@ -208,8 +241,8 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 		rc = collect_sources(srcdir, &sources, err);
 	if (rc == 0) {
 		_cleanup_close_ int sfd = open(srcdir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-		if (sfd < 0 || kiln_write_file_atomic_at(sfd, "kiln-base-packages.sh", base_packages_hook,
-							 strlen(base_packages_hook), 0644) < 0)
+		if (sfd < 0 || kiln_write_file_atomic_at(sfd, "kiln-base-packages.sh", b->hook,
+							 strlen(b->hook), 0644) < 0)
 			rc = kiln_error_set_errno(err, errno, "%s: cannot write the hook", srcdir);
 	}
 	_cleanup_rmtree_ char *tree_tmp = xasprintf("%s/bases/.tmp-%s", state_dir, id);
@@ -220,6 +253,13 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 			b->name);
 	{
 		_cleanup_free_ char *variant = xasprintf("--variant=%s", b->variant);
+		_cleanup_free_ char *include =
+		    b->include ? xasprintf("--include=%s", b->include) : NULL;
+		/* Record every base package with the SHA-256 of its .deb from the
+		 * index, while the index is still there (mmdebstrap removes the
+		 * lists afterwards): the SBOM lists base packages too. */
+		_cleanup_free_ char *hook =
+		    xasprintf("%s=sh /srv/kiln-base-packages.sh \"$1\"", b->hook_option);
 		size_t ns = 0;
 		while (sources[ns])
 			ns++;
@@ -228,25 +268,23 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 		argv[a++] = "mmdebstrap";
 		argv[a++] = "--mode=root";
 		argv[a++] = variant;
+		if (include)
+			argv[a++] = include;
 		/* mount(2) is denied by the sandbox's seccomp filter; a minbase
 		 * bootstrap needs no /proc or /dev inside its chroot. */
 		argv[a++] = "--skip=chroot/mount";
-		/* Record every base package with the SHA-256 of its .deb from the
-		 * index, while the index is still there (mmdebstrap removes the
-		 * lists afterwards): the SBOM lists base packages too. */
-		argv[a++] = "--customize-hook=sh /srv/kiln-base-packages.sh \"$1\"";
+		argv[a++] = hook;
 		argv[a++] = "--format=tar";
 		argv[a++] = b->suite;
 		argv[a++] = "/mnt/base.tar";
+		/* The sources dir is bound at /srv, so its files are /srv/<name>. */
+		size_t first_source = a;
 		for (size_t i = 0; i < ns; i++)
-			argv[a++] = sources[i];
+			argv[a++] = xasprintf("/srv/%s", strrchr(sources[i], '/') + 1);
 		struct kiln_sandbox_bind binds[] = {
 			{ srcdir, "/srv", true },
 			{ outdir, "/mnt", false },
 		};
-		/* The sources dir is bound at /srv, so its files are /srv/<name>. */
-		for (size_t i = 8; i < a; i++)
-			argv[i] = xasprintf("/srv/%s", strrchr(argv[i], '/') + 1);
 		struct kiln_buf errs = KILN_BUF_INIT;
 		struct kiln_image_run r = {
 			.what = "bootstrap (mmdebstrap)",
@@ -260,7 +298,7 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 		};
 		rc = kiln_image_sandbox(h, &r, err);
 		kiln_buf_free(&errs);
-		for (size_t i = 8; i < a; i++)
+		for (size_t i = first_source; i < a; i++)
 			free((char *)argv[i]);
 		free(argv);
 		if (rc < 0)
@@ -298,8 +336,13 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 		};
 		/* Device nodes cannot be created in a user namespace, and every
 		 * sandbox gets its own minimal /dev anyway. */
-		const char *argv[] = { "tar", "-C", "/mnt", "-xpf", "/srv/base.tar", "--numeric-owner",
-				       "--exclude=./dev/*", NULL };
+		const char *argv[16] = { "tar", "-C", "/mnt", "-xpf", "/srv/base.tar",
+					 "--numeric-owner", "--exclude=./dev/*" };
+		size_t a = 7;
+		_cleanup_strv_free_ char **drops = xcalloc(8, sizeof(char *));
+		for (size_t i = 0; b->drop && b->drop[i] && i < 7; i++)
+			argv[a++] = drops[i] = xasprintf("--exclude=%s", b->drop[i]);
+		argv[a] = NULL;
 		struct kiln_image_run r = {
 			.what = "unpack base",
 			.binds = binds,

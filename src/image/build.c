@@ -610,7 +610,12 @@ static int write_overlays(struct build *b, struct kiln_error **err)
 	if (dfd < 0)
 		return kiln_error_set_errno(err, errno, "%s", dir);
 	struct kiln_buf script = KILN_BUF_INIT;
-	kiln_buf_puts(&script, "set -eu\n");
+	/* Plain sh, cat, mkdir, chown and chmod — there in every base, busybox
+	 * too (whose applets have no install(1)). rm first: an existing file
+	 * or symlink at the path is replaced, never written through. */
+	kiln_buf_puts(&script, "set -eu\n"
+			       "put() { mkdir -p \"$(dirname \"$3\")\"; rm -f \"$3\"; "
+			       "cat \"$2\" > \"$3\"; chown 0:0 \"$3\"; chmod \"$1\" \"$3\"; }\n");
 	size_t n = 0;
 	int rc = 0;
 	/* The files are placed from inside the sandbox so that every path
@@ -628,8 +633,7 @@ static int write_overlays(struct build *b, struct kiln_error **err)
 				rc = kiln_error_set_errno(err, -w, "%s/%s: cannot write", dir, name);
 				break;
 			}
-			kiln_buf_printf(&script, "install -D -o 0 -g 0 -m %04o /srv/%s ", f->mode,
-					name);
+			kiln_buf_printf(&script, "put %04o /srv/%s ", f->mode, name);
 			sh_quote(&script, f->path);
 			kiln_buf_putc(&script, '\n');
 		}
@@ -675,17 +679,19 @@ static int extract_context(struct build *b, struct kiln_error **err)
 	return 0;
 }
 
+/* The context's files are the sandbox root's (extract_context), so cp's
+ * -a/-p give them owner 0:0 — in plain options busybox's cp has too. */
 static const char copy_script[] =
 	"set -eu\n"
 	"src=\"/srv/$1\"; dst=\"$2\"\n"
 	"[ -e \"$src\" ] || [ -L \"$src\" ] || { echo \"COPY: $1: not in the context archive\" "
 	">&2; exit 1; }\n"
 	"if [ -d \"$src\" ] && [ ! -L \"$src\" ]; then\n"
-	"  mkdir -p \"$dst\"; cp -a --no-preserve=ownership \"$src/.\" \"$dst/\"\n"
+	"  mkdir -p \"$dst\"; cp -a \"$src/.\" \"$dst/\"\n"
 	"elif [ -d \"$dst\" ] || [ \"${dst%/}\" != \"$dst\" ]; then\n"
-	"  mkdir -p \"$dst\"; cp -P -p --no-preserve=ownership \"$src\" \"$dst/\"\n"
+	"  mkdir -p \"$dst\"; cp -P -p \"$src\" \"$dst/\"\n"
 	"else\n"
-	"  mkdir -p \"$(dirname \"$dst\")\"; cp -P -p --no-preserve=ownership \"$src\" \"$dst\"\n"
+	"  mkdir -p \"$(dirname \"$dst\")\"; cp -P -p \"$src\" \"$dst\"\n"
 	"fi\n";
 
 static void env_set(struct build *b, const char *k, const char *v)
@@ -855,6 +861,17 @@ static int mount_merged(struct build *b, struct kiln_error **err)
 
 static int list_installed(struct build *b, struct kiln_error **err)
 {
+	/* A base without dpkg (busybox) had its packages extracted, never
+	 * installed, and takes no more: its record is the whole list. */
+	_cleanup_free_ char *query = xasprintf("%s/usr/bin/dpkg-query", b->base_tree);
+	if (b->lock.n == 0 && faccessat(AT_FDCWD, query, F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
+		_cleanup_free_ char *bp = xasprintf("%s/bases/%s.packages", b->o->state_dir,
+						    b->base_digest);
+		_cleanup_free_ char *btxt = NULL;
+		size_t bl = 0;
+		int r = kiln_read_file(bp, 64 << 20, &btxt, &bl, err);
+		return r < 0 ? r : pkglist_parse(btxt, false, &b->installed, err);
+	}
 	struct kiln_buf out = KILN_BUF_INIT;
 	int rc = in_image(b, "list packages",
 			  "dpkg-query -W -f='${Package} ${Version} ${Architecture}\\n'", NULL, NULL,

@@ -263,7 +263,7 @@ static int f_name(void *t, json_t *v, const char *path, struct kiln_error **err)
 	return 0;
 }
 
-static const char *const known_bases[] = { "debian/bookworm" };
+static const char *const known_bases[] = { "debian/bookworm", KILN_BASE_BUSYBOX };
 
 static int f_base(void *t, json_t *v, const char *path, struct kiln_error **err)
 {
@@ -280,7 +280,7 @@ static int f_base(void *t, json_t *v, const char *path, struct kiln_error **err)
 		}
 	struct kiln_buf q = KILN_BUF_INIT;
 	kiln_json_put_string(&q, s.s, s.len, true);
-	rc = fail(err, path, "unsupported base %s (supported: debian/bookworm)", q.data);
+	rc = fail(err, path, "unsupported base %s (supported: debian/bookworm, busybox)", q.data);
 	kiln_buf_free(&q);
 	return rc;
 }
@@ -1046,6 +1046,15 @@ int kiln_recipe_parse(const char *buf, size_t len, struct kiln_recipe **ret,
 	rc = parse_object(root, "", recipe_fields, ELEMENTSOF(recipe_fields), r, err);
 	if (rc < 0)
 		return rc;
+	/* The busybox base has no package manager and no kernel. */
+	if (strcmp(r->base, KILN_BASE_BUSYBOX) == 0 && r->n_packages > 0)
+		return fail(err, "packages",
+			    "base \"busybox\" has no package manager: packages must be empty "
+			    "(use base \"debian/bookworm\" to install packages)");
+	if (strcmp(r->base, KILN_BASE_BUSYBOX) == 0 && (r->outputs & KILN_OUTPUT_ISO))
+		return fail(err, "outputs",
+			    "\"iso\" needs a kernel and a boot loader, which base \"busybox\" "
+			    "does not have (use \"tar\" or \"squashfs\", or base \"debian/bookworm\")");
 
 	size_t clen;
 	_cleanup_free_ char *canon = kiln_recipe_config_canonical(r, &clen);

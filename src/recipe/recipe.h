@@ -25,6 +25,8 @@
 #define KILN_RECIPE_MAX_EPOCH INT64_C(253402300799) /* 9999-12-31T23:59:59Z */
 
 #define KILN_DEFAULT_BASE "debian/bookworm"
+/* Debian's busybox-static alone: no package manager, no kernel */
+#define KILN_BASE_BUSYBOX "busybox"
 #define KILN_DEFAULT_LOCALE "en_US.UTF-8"
 #define KILN_DEFAULT_TIMEZONE "UTC"
 #define KILN_DEFAULT_MODE "0644"

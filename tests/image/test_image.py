@@ -46,6 +46,21 @@ def base(kiln_bin):
     return STATE
 
 
+@pytest.fixture(scope="module")
+def tiny(kiln_bin):
+    """The busybox base: seconds to set up, a build in about one. For tests
+    of the pipeline's stages that are not about Debian (steps, limits,
+    contexts, --verify, cancel): the pipeline under test is the same."""
+    p = subprocess.run([kiln_bin, "setup", "--state-dir", STATE, "--base", "busybox"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return STATE
+
+
+def on_tiny(recipe):
+    return {**recipe, "base": "busybox"}
+
+
 def build(kiln_bin, recipe, out, *extra, timeout=1800, env=None, wrap=()):
     if isinstance(recipe, dict):
         path = out.parent / (out.name + "-recipe.json")
@@ -94,6 +109,62 @@ def test_setup_unknown_base(kiln_bin, tmp_path):
                         "debian/sid"], capture_output=True, text=True)
     assert p.returncode == 1
     assert "unknown base 'debian/sid'" in p.stderr
+
+
+def test_tiny_base_setup_and_full_pipeline(kiln_bin, tiny, tmp_path):
+    p = subprocess.run([kiln_bin, "setup", "--state-dir", STATE, "--base", "busybox"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "already set up" in p.stdout
+    digest = re.search(r"sha256:([0-9a-f]{64})", p.stdout).group(1)
+    tree = pathlib.Path(STATE, "bases", digest)
+    assert tree.stat().st_uid == 100000
+    assert (tree / "bin" / "busybox").is_file() and os.readlink(tree / "bin" / "sh") == "/bin/busybox"
+    # mmdebstrap's apt/dpkg configuration and the host's files stay out.
+    for gone in ("etc/apt", "etc/dpkg", "etc/resolv.conf", "etc/hostname"):
+        assert not (tree / gone).exists(), gone
+
+    ctx = tmp_path / "ctx.tar.gz"
+    context_archive(ctx)
+    recipe = on_tiny({
+        "overlays": [{"name": "o", "files": [
+            {"path": "/etc/motd", "content": "tiny\n", "mode": "0600"},
+            {"path": "/usr/local/bin/greet", "content": "#!/bin/sh\necho hi\n", "mode": "0755"}]}],
+        "steps": ["ENV GREETING=hello", "RUN echo \"$GREETING\" > /etc/greeting",
+                  "RUN mkdir -p /srv/out && chown nobody /srv/out", "USER nobody",
+                  "WORKDIR /srv/out", "RUN id -u > uid", "USER root", "COPY app /opt/app",
+                  "RUN /usr/local/bin/greet > /etc/greet-output"],
+        "outputs": ["tar", "squashfs"]})
+    out = tmp_path / "out"
+    p = build(kiln_bin, recipe, out, "--context", str(ctx), "--verify")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads(p.stdout)["reproducible"] is True
+    m = tar_members(out / "rootfs.tar.gz")
+    assert m["./etc/motd"][1] == b"tiny\n" and m["./etc/motd"][0].mode & 0o7777 == 0o600
+    assert m["./etc/greeting"][1] == b"hello\n"
+    assert m["./srv/out/uid"][1] == b"65534\n" and m["./srv/out/uid"][0].uid == 65534
+    assert m["./opt/app/hello.txt"][1] == b"copied from the context\n"
+    assert m["./etc/greet-output"][1] == b"hi\n"
+    assert (out / "rootfs.squashfs").read_bytes()[:4] == b"hsqs"
+    # The SBOM and the manifest name what the image is made of.
+    sbom = json.loads((out / "sbom.spdx.json").read_text())
+    names = [q["name"] for q in sbom["packages"]]
+    assert "busybox-static" in names
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["base"] == {"name": "busybox", "sha256": digest}
+    assert leftovers() == ([], [])
+
+
+@pytest.mark.parametrize("recipe,field,words", [
+    ({"base": "busybox", "packages": ["hello"]}, "packages", "no package manager"),
+    ({"base": "busybox", "outputs": ["iso"]}, "outputs", "needs a kernel"),
+])
+def test_tiny_base_refuses_what_it_cannot_do(kiln_bin, tmp_path, recipe, field, words):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(recipe))
+    p = subprocess.run([kiln_bin, "validate", str(path)], capture_output=True, text=True)
+    assert p.returncode == 1
+    assert f"{field}: " in p.stderr and words in p.stderr, p.stderr
 
 
 def test_minimal_build_is_reproducible(kiln_bin, base, tmp_path):
@@ -147,8 +218,8 @@ def test_minimal_build_is_reproducible(kiln_bin, base, tmp_path):
     assert {a["sha256"] for a in rebuilt["artifacts"]} == {a["sha256"] for a in res["artifacts"]}
 
 
-def test_verify_names_the_files_that_differ(kiln_bin, base, tmp_path):
-    r = {"steps": ["RUN head -c 16 /dev/urandom > /root/random"]}
+def test_verify_names_the_files_that_differ(kiln_bin, tiny, tmp_path):
+    r = on_tiny({"steps": ["RUN head -c 16 /dev/urandom > /root/random"]})
     p = build(kiln_bin, r, tmp_path / "o", "--verify")
     assert p.returncode == 1
     assert "artifacts differ between two builds" in p.stderr
@@ -264,8 +335,9 @@ def test_unknown_package_is_named(kiln_bin, base, tmp_path):
     assert leftovers() == ([], [])
 
 
-def test_failing_step_names_step_and_status(kiln_bin, base, tmp_path):
-    p = build(kiln_bin, {"steps": ["RUN true", "RUN echo boom >&2; exit 3"]}, tmp_path / "o")
+def test_failing_step_names_step_and_status(kiln_bin, tiny, tmp_path):
+    p = build(kiln_bin, on_tiny({"steps": ["RUN true", "RUN echo boom >&2; exit 3"]}),
+              tmp_path / "o")
     assert p.returncode == 1
     assert "boom" in p.stderr
     assert "step 2 (RUN echo boom >&2; exit 3): exited with status 3" in p.stderr
@@ -273,17 +345,17 @@ def test_failing_step_names_step_and_status(kiln_bin, base, tmp_path):
     assert leftovers() == ([], [])
 
 
-def test_step_timeout(kiln_bin, base, tmp_path):
-    r = {"steps": ["RUN sleep 60 & sleep 60"], "resources": {"step_timeout_s": 2}}
+def test_step_timeout(kiln_bin, tiny, tmp_path):
+    r = on_tiny({"steps": ["RUN sleep 60 & sleep 60"], "resources": {"step_timeout_s": 2}})
     p = build(kiln_bin, r, tmp_path / "o", timeout=120)
     assert p.returncode == 1
     assert "step 1 (RUN sleep 60 & sleep 60): timed out after 2 seconds" in p.stderr
     assert leftovers() == ([], [])
 
 
-def test_build_timeout_and_warning(kiln_bin, base, tmp_path):
-    r = {"steps": ["RUN sleep 1", "RUN sleep 60"],
-         "resources": {"timeout_s": 4, "warning_s": 2}}
+def test_build_timeout_and_warning(kiln_bin, tiny, tmp_path):
+    r = on_tiny({"steps": ["RUN sleep 1", "RUN sleep 60"],
+                 "resources": {"timeout_s": 4, "warning_s": 2}})
     p = build(kiln_bin, r, tmp_path / "o", timeout=120)
     assert p.returncode == 1
     assert "Build timed out after 4 seconds" in p.stderr
@@ -301,28 +373,29 @@ def test_steps_have_no_network(kiln_bin, base, tmp_path):
     assert "exited with status 7" in p.stderr
 
 
-def test_copy_needs_context(kiln_bin, base, tmp_path):
-    p = build(kiln_bin, {"steps": ["COPY a /a"]}, tmp_path / "o")
+def test_copy_needs_context(kiln_bin, tiny, tmp_path):
+    p = build(kiln_bin, on_tiny({"steps": ["COPY a /a"]}), tmp_path / "o")
     assert p.returncode == 1
     assert "COPY needs a context archive" in p.stderr
 
 
-def test_hostile_context_archive_refused(kiln_bin, base, tmp_path):
+def test_hostile_context_archive_refused(kiln_bin, tiny, tmp_path):
     ctx = tmp_path / "evil.tar"
     with tarfile.open(ctx, "w") as t:
         info = tarfile.TarInfo("../escape")
         info.size = 1
         t.addfile(info, io.BytesIO(b"x"))
-    p = build(kiln_bin, {"steps": ["COPY escape /x"]}, tmp_path / "o", "--context", str(ctx))
+    p = build(kiln_bin, on_tiny({"steps": ["COPY escape /x"]}), tmp_path / "o",
+              "--context", str(ctx))
     assert p.returncode == 1
     assert "../escape" in p.stderr
     assert not (tmp_path / "escape").exists()
     assert leftovers() == ([], [])
 
 
-def test_cancel_with_sigint_cleans_up(kiln_bin, base, tmp_path):
+def test_cancel_with_sigint_cleans_up(kiln_bin, tiny, tmp_path):
     path = tmp_path / "r.json"
-    path.write_text(json.dumps({"steps": ["RUN sleep 300"]}))
+    path.write_text(json.dumps(on_tiny({"steps": ["RUN sleep 300"]})))
     proc = subprocess.Popen([kiln_bin, "build", "--state-dir", STATE, "-o",
                              str(tmp_path / "o"), str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

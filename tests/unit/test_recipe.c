@@ -436,7 +436,17 @@ static void test_errors_ranges(void **state)
 	             "healthcheck.interval_s: must be between 1 and 86400, not 0");
 	expect_error("{\"healthcheck\":{\"cmd\":\"\"}}", "healthcheck.cmd: must not be empty");
 	expect_error("{\"base\":\"debian/sid\"}",
-	             "base: unsupported base \"debian/sid\" (supported: debian/bookworm)");
+	             "base: unsupported base \"debian/sid\" (supported: debian/bookworm, busybox)");
+	/* the busybox base has no package manager and no kernel; the field is named */
+	expect_error("{\"base\":\"busybox\",\"packages\":[\"vim\"]}",
+	             "packages: base \"busybox\" has no package manager: packages must be empty "
+	             "(use base \"debian/bookworm\" to install packages)");
+	expect_error("{\"outputs\":[\"tar\",\"iso\"],\"base\":\"busybox\"}",
+	             "outputs: \"iso\" needs a kernel and a boot loader, which base \"busybox\" "
+	             "does not have (use \"tar\" or \"squashfs\", or base \"debian/bookworm\")");
+	struct kiln_recipe *bb = parse_ok("{\"base\":\"busybox\",\"outputs\":[\"squashfs\"]}");
+	assert_string_equal(bb->base, "busybox");
+	kiln_recipe_free(bb);
 	expect_error("{\"locale\":\"en US\"}",
 	             "locale: must be a locale name like \"en_US.UTF-8\"");
 	expect_error("{\"timezone\":\"Europe/../etc\"}",
