@@ -4,7 +4,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -12,6 +14,7 @@
 #include "store/cas.h"
 #include "util/alloc.h"
 #include "util/buf.h"
+#include "util/fs.h"
 #include "util/json.h"
 
 static int cancel_pipe[2] = { -1, -1 };
@@ -174,7 +177,16 @@ static int run(int argc, char **argv)
 		uint32_t rnd = 0;
 		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
 			rnd = (uint32_t)getpid();
-		_cleanup_free_ char *out2 = xasprintf("%s/builds/verify-%08x", state, rnd);
+		_cleanup_rmtree_ char *out2 = xasprintf("%s/builds/verify-%08x", state, rnd);
+		/* Locked while it lives: another kiln's start-up cleanup removes
+		 * unlocked directories in builds/ that look abandoned. */
+		_cleanup_close_ int out2_lock = -1;
+		if (mkdir(out2, 0755) == 0) {
+			_cleanup_free_ char *lk = xasprintf("%s/.lock", out2);
+			out2_lock = open(lk, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+			if (out2_lock >= 0)
+				(void)flock(out2_lock, LOCK_EX | LOCK_NB);
+		}
 		if (!quiet)
 			fprintf(stderr, "==> --verify: building a second time from scratch\n");
 		o.out_dir = out2;
@@ -203,13 +215,7 @@ static int run(int argc, char **argv)
 							     "written\n");
 			}
 		}
-		for (size_t i = 0; res2 && i < res2->n_artifacts; i++) {
-			_cleanup_free_ char *p = xasprintf("%s/%s", out2, res2->artifacts[i].name);
-			unlink(p);
-		}
-		_cleanup_free_ char *m = xasprintf("%s/manifest.json", out2);
-		unlink(m);
-		rmdir(out2);
+		/* out2 goes with everything in it (_cleanup_rmtree_) */
 		if (rc)
 			return rc;
 	}

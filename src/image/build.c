@@ -174,7 +174,9 @@ static int run(struct build *b, struct kiln_image_run *r, unsigned step_limit,
 	if (left < 1)
 		return kiln_error_set(err, ETIME, "Build timed out after %" PRId64 " seconds",
 				      b->r->resources.timeout_s);
-	unsigned t = (unsigned)left;
+	/* rounded up: the build is killed at its limit, not up to a second
+	 * before it while saying "after N seconds" */
+	unsigned t = (unsigned)left + (left > (double)(unsigned)left);
 	bool build_limit = true;
 	if (step_limit && step_limit < t) {
 		t = step_limit;
@@ -182,7 +184,9 @@ static int run(struct build *b, struct kiln_image_run *r, unsigned step_limit,
 	}
 	r->timeout_s = t;
 	double warn_in = (double)b->r->resources.warning_s - el;
-	r->warning_s = !b->warned && warn_in >= 1 && warn_in < t ? (unsigned)warn_in : 0;
+	unsigned warn_t =
+	    warn_in >= 1 ? (unsigned)warn_in + (warn_in > (double)(unsigned)warn_in) : 0;
+	r->warning_s = !b->warned && warn_t && warn_t < t ? warn_t : 0;
 	if (!b->warned && warn_in < 1)
 		build_warning(b, 0);
 	r->epoch = b->r->source_date_epoch;

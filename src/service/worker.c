@@ -448,7 +448,10 @@ void svc_workers_stop(struct kiln_service *s)
 	pthread_mutex_lock(&s->lock);
 	s->stopping = true;
 	for (struct run *r = s->running; r; r = r->next) {
-		r->stop = RUN_REQUEUE;
+		/* A build the user cancelled stays cancelled: queued again, the
+		 * next start would run it. */
+		if (r->stop == RUN_GO)
+			r->stop = RUN_REQUEUE;
 		ssize_t w = write(r->cancel_pipe[1], "s", 1);
 		(void)w;
 	}

@@ -8,6 +8,7 @@ directory was left behind."""
 import os
 import pathlib
 import shutil
+import select
 import signal
 import subprocess
 import time
@@ -167,17 +168,22 @@ def test_daemon_and_stopped_processes_die_at_timeout(kiln, rootfs):
 
 
 def test_concurrent_sandboxes_cannot_see_or_signal_each_other(kiln, kiln_bin, rootfs):
-    a = subprocess.Popen([kiln_bin, "run", "--root", str(rootfs), "--", "/probe", "sleep", "60",
-                          "kiln-concurrent-marker"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+    # A says when its sandbox is up (the marker is in kiln run's own
+    # arguments too, so seeing it proves nothing); its probe is the
+    # process whose pid B then tries to signal.
+    a = subprocess.Popen([kiln_bin, "run", "--root", str(rootfs), "--", "/bin/sh", "-c",
+                          "echo up; exec /probe sleep 60 kiln-concurrent-marker"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
+        ready, _, _ = select.select([a.stdout], [], [], 60)
+        assert ready and a.stdout.readline() == b"up\n", "sandbox A did not start"
         pids = []
         for _ in range(200):
-            pids = marker_pids()
+            pids = [p for p in marker_pids() if p != a.pid]
             if pids:
                 break
             time.sleep(0.05)
-        assert pids, "sandbox A did not start"
+        assert pids, "sandbox A's probe did not start"
         b = run(kiln, rootfs, "/bin/sh", "-c",
                 f"/probe kill {pids[0]}; ls /proc | grep -c '^[0-9]'")
         assert b.returncode == 0, b.stderr
