@@ -92,12 +92,12 @@ def test_slowloris_is_cut_off_while_others_are_served(serve):
     s = serve("--no-auth", "--no-workers", "--idle-timeout", str(IDLE))
     result = {}
 
-    def attack(name, c, dribble):
+    def attack(name, c, t0, dribble):
         """A partial header, then nothing (silent: MHD's idle timeout) or
         one more byte every 0.4 s, well inside the idle timeout, so only a
         deadline for the whole header can stop it (dribble). Records when
-        the server closed the connection and what it sent first."""
-        t0 = time.monotonic()
+        the server closed the connection (from t0, taken at connect, when
+        the server's clock starts too) and what it sent first."""
         try:
             c.sendall(partial_header(s))
             while time.monotonic() - t0 < CLOSE_BOUND:
@@ -111,8 +111,13 @@ def test_slowloris_is_cut_off_while_others_are_served(serve):
         except (BrokenPipeError, ConnectionResetError):
             result[name] = (time.monotonic() - t0, b"")
 
-    socks = {f"{kind}{i}": connect(s) for kind in ("silent", "dribble") for i in range(4)}
-    threads = [threading.Thread(target=attack, args=(name, c, name.startswith("dribble")))
+    socks, started = {}, {}
+    for kind in ("silent", "dribble"):
+        for i in range(4):
+            started[f"{kind}{i}"] = time.monotonic()
+            socks[f"{kind}{i}"] = connect(s)
+    threads = [threading.Thread(target=attack,
+                                args=(name, c, started[name], name.startswith("dribble")))
                for name, c in socks.items()]
     for t in threads:
         t.start()
@@ -307,8 +312,14 @@ def test_stalled_upload_leaves_nothing_behind(serve, tmp_path):
         # Dribble more, up to half the archive, until the server has
         # started the upload file, so the check below has something to miss.
         sent = 64 * 1024
-        while not (upload_dir.exists() and list(upload_dir.glob("upload-*"))):
-            assert sent < len(archive) // 2, "upload file never appeared"
+        # (created empty, then written: wait for bytes in it)
+        def started_upload():
+            return upload_dir.exists() and [p for p in upload_dir.glob("upload-*")
+                                             if p.stat().st_size > 0]
+        deadline = time.monotonic() + 30
+        while not started_upload():
+            assert sent < len(archive) // 2 and time.monotonic() < deadline, \
+                "upload file never appeared"
             c.sendall(archive[sent:sent + 1024])
             sent += 1024
             time.sleep(0.1)
