@@ -798,6 +798,248 @@ static int run_step(struct build *b, size_t i, struct kiln_error **err)
 	return rc;
 }
 
+/* ---- time zone and locale -------------------------------------------------- */
+
+/* An overlay file at one of the paths this stage writes is the recipe's
+ * explicit choice and wins over the generated one. */
+static bool recipe_writes(const struct kiln_recipe *r, const char *path)
+{
+	for (size_t i = 0; i < r->n_overlays; i++)
+		for (size_t k = 0; k < r->overlays[i].n_files; k++)
+			if (strcmp(r->overlays[i].files[k].path, path) == 0)
+				return true;
+	return false;
+}
+
+/* The outcome of a configuration script: the one word it prints on stdout
+ * (its other output goes to stderr, the build log). */
+static void script_outcome(const struct kiln_buf *out, char word[static 32])
+{
+	size_t n = 0;
+	for (const char *s = out->data ? out->data : ""; *s && *s != '\n' && n < 31; s++)
+		word[n++] = *s;
+	word[n] = '\0';
+}
+
+/* $1 the zone, $2 "1" when kiln sets /etc/localtime, $3 "1" when it writes
+ * /etc/timezone. UTC needs no zone file: glibc falls back to UTC when
+ * /etc/localtime is missing, so an image without tzdata stays correct. */
+static const char timezone_script[] =
+	"set -eu\n"
+	"tz=$1\n"
+	"if [ \"$2\" = 1 ]; then\n"
+	"  if [ -f \"/usr/share/zoneinfo/$tz\" ]; then\n"
+	"    ln -sfn \"/usr/share/zoneinfo/$tz\" /etc/localtime\n"
+	"  elif [ \"$tz\" != UTC ] && [ \"$tz\" != Etc/UTC ]; then\n"
+	"    if dpkg-query -W -f='${db:Status-Status}' tzdata 2>/dev/null | grep -qx installed; then\n"
+	"      echo no-zone\n"
+	"    else\n"
+	"      echo no-tzdata\n"
+	"    fi\n"
+	"    exit 0\n"
+	"  fi\n"
+	"fi\n"
+	"if [ \"$3\" = 1 ]; then printf '%s\\n' \"$tz\" > /etc/timezone; fi\n"
+	"echo ok\n";
+
+static const struct {
+	const char *outcome, *why;
+} timezone_failures[] = {
+	{ "no-tzdata", "add the tzdata package" },
+	{ "no-zone", "not a zone of the image's tzdata" },
+};
+
+/* Runs after the overlays and before the steps, so steps (and the image at
+ * run time) see the recipe's zone. In the sandbox, like every command that
+ * touches the image: a package or overlay may have replaced ln or
+ * dpkg-query, and what they run can reach nothing but this build's upper
+ * layer. The zone goes in as $1, never into the script text: the recipe's
+ * validation already limits it to [A-Za-z0-9_+-/], but a script built from
+ * it would turn any gap in that check into shell injection. */
+static int configure_timezone(struct build *b, struct kiln_error **err)
+{
+	const char *tz = b->r->timezone;
+	progress(b, "timezone %s", tz);
+	bool link = !recipe_writes(b->r, "/etc/localtime");
+	bool name = !recipe_writes(b->r, "/etc/timezone");
+	if (!link)
+		kiln_image_logf(&b->o->hooks, "    /etc/localtime: the recipe's overlay file kept\n");
+	if (!name)
+		kiln_image_logf(&b->o->hooks, "    /etc/timezone: the recipe's overlay file kept\n");
+	const char *args[] = { tz, link ? "1" : "0", name ? "1" : "0", NULL };
+	struct kiln_buf out = KILN_BUF_INIT;
+	int rc = in_image(b, "timezone", timezone_script, args, NULL, 0, &out, 0, err);
+	char outcome[32];
+	script_outcome(&out, outcome);
+	kiln_buf_free(&out);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < ELEMENTSOF(timezone_failures); i++)
+		if (strcmp(outcome, timezone_failures[i].outcome) == 0)
+			return kiln_error_set(err, ENOENT,
+					      "timezone \"%s\": /usr/share/zoneinfo/%s is not in the "
+					      "image (%s)",
+					      tz, tz, timezone_failures[i].why);
+	if (strcmp(outcome, "ok") != 0)
+		return kiln_error_set(err, EBADMSG, "timezone: unexpected answer '%s'", outcome);
+	/* The sandbox pins TZ=UTC so that host settings cannot change tool
+	 * output; the steps get the image's own zone instead, which is part of
+	 * the recipe's identity and so just as reproducible. */
+	env_set(b, "TZ", ":/etc/localtime");
+	return 0;
+}
+
+/* $1 the locale, $2 "1" when kiln writes /etc/default/locale. With the
+ * locales package the locale is generated (its SUPPORTED line added to
+ * /etc/locale.gen, keeping what is there, then locale-gen); its output goes
+ * to stderr, the build log, and stdout carries only the outcome. The line is
+ * compared through ENVIRON, not awk -v, which would interpret escapes. */
+static const char locale_script[] =
+	"set -eu\n"
+	"loc=$1\n"
+	"if [ \"$2\" = 1 ]; then\n"
+	"  mkdir -p /etc/default\n"
+	"  printf 'LANG=%s\\n' \"$loc\" > /etc/default/locale\n"
+	"fi\n"
+	"case $loc in C|C.UTF-8|C.utf8|POSIX) echo ok; exit 0 ;; esac\n"
+	"if [ ! -x /usr/sbin/locale-gen ] || [ ! -f /usr/share/i18n/SUPPORTED ]; then\n"
+	"  echo not-generated; exit 0\n"
+	"fi\n"
+	"line=$(L=\"$loc\" awk '$1 == ENVIRON[\"L\"] { print; exit }' /usr/share/i18n/SUPPORTED)\n"
+	"if [ -z \"$line\" ]; then echo unknown; exit 0; fi\n"
+	"touch /etc/locale.gen\n"
+	"if ! grep -qxF \"$line\" /etc/locale.gen; then\n"
+	"  if grep -qxF \"# $line\" /etc/locale.gen; then\n"
+	"    L=\"$line\" awk '$0 == \"# \" ENVIRON[\"L\"] { print ENVIRON[\"L\"]; next } { print }' "
+	"/etc/locale.gen > /tmp/locale.gen\n"
+	"    cat /tmp/locale.gen > /etc/locale.gen\n"
+	"  else\n"
+	"    printf '%s\\n' \"$line\" >> /etc/locale.gen\n"
+	"  fi\n"
+	"fi\n"
+	"locale-gen >&2\n"
+	"echo ok\n";
+
+/* In the sandbox for the same reasons as the time zone, the locale passed
+ * as $1 for the same reason; locale-gen and localedef are the image's own
+ * binaries, run over the image's own data. */
+static int configure_locale(struct build *b, struct kiln_error **err)
+{
+	const char *loc = b->r->locale;
+	progress(b, "locale %s", loc);
+	bool write = !recipe_writes(b->r, "/etc/default/locale");
+	if (!write)
+		kiln_image_logf(&b->o->hooks,
+				"    /etc/default/locale: the recipe's overlay file kept\n");
+	const char *args[] = { loc, write ? "1" : "0", NULL };
+	struct kiln_buf out = KILN_BUF_INIT;
+	int rc = in_image(b, "locale", locale_script, args, NULL, 0, &out, 0, err);
+	char outcome[32];
+	script_outcome(&out, outcome);
+	kiln_buf_free(&out);
+	if (rc < 0)
+		return rc;
+	if (strcmp(outcome, "unknown") == 0)
+		return kiln_error_set(err, ENOENT,
+				      "locale \"%s\": not a locale the image can generate (not in "
+				      "its /usr/share/i18n/SUPPORTED)",
+				      loc);
+	if (strcmp(outcome, "not-generated") == 0)
+		kiln_image_logf(&b->o->hooks,
+				"    locale %s: set in /etc/default/locale but not generated: the "
+				"locales package is not in the recipe\n",
+				loc);
+	else if (strcmp(outcome, "ok") != 0)
+		return kiln_error_set(err, EBADMSG, "locale: unexpected answer '%s'", outcome);
+	return 0;
+}
+
+/* ---- healthcheck ------------------------------------------------------------ */
+
+/* Waits s seconds, or less when the build is cancelled or its time runs
+ * out first (run() then reports which). */
+static void wait_s(struct build *b, int64_t s)
+{
+	double left = (double)b->r->resources.timeout_s - elapsed_s(b);
+	double t = (double)s < left ? (double)s : left;
+	if (t <= 0)
+		return;
+	struct pollfd p = { b->o->hooks.cancel_fd, POLLIN, 0 };
+	if (b->o->hooks.cancel_fd >= 0) {
+		poll(&p, 1, (int)(t * 1000));
+		return;
+	}
+	struct timespec ts = { (time_t)t, (long)((t - (double)(time_t)t) * 1e9) };
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* The healthcheck runs `sh -c CMD` over the finished image with no network,
+ * no binds and a fresh upper layer per attempt that is thrown away: the
+ * image's upper layer is only a lower layer here, so nothing the check
+ * writes (a pid file, a cache, a deliberate change) can reach the image, and
+ * the image is the same bytes whether it ran or not. The command is the
+ * recipe's, so it is untrusted like any RUN step. */
+static int healthcheck(struct build *b, struct kiln_error **err)
+{
+	const struct kiln_healthcheck *hc = b->r->healthcheck;
+	progress(b, "healthcheck: %.60s%s", hc->cmd, strlen(hc->cmd) > 60 ? "..." : "");
+	if (hc->start_period_s > 0) {
+		kiln_image_logf(&b->o->hooks, "    waiting the start period (%" PRId64 " s)\n",
+				hc->start_period_s);
+		wait_s(b, hc->start_period_s);
+	}
+	int64_t attempts = hc->retries + 1;
+	_cleanup_free_ char *last = NULL;
+	for (int64_t i = 1; i <= attempts; i++) {
+		if (i > 1)
+			wait_s(b, hc->interval_s);
+		_cleanup_rmtree_ char *up = xasprintf("%s/healthcheck-upper", b->scratch);
+		int rc = kiln_image_mkdir_sandbox(up, err);
+		if (rc < 0)
+			return rc;
+		const char *argv[] = { "/bin/sh", "-c", hc->cmd, NULL };
+		const char *layers[] = { b->upper, b->base_tree };
+		const char *env[] = { "TZ=:/etc/localtime", NULL };
+		struct kiln_image_run r = {
+			.what = "healthcheck",
+			.layers = layers,
+			.n_layers = 2,
+			.upper = up,
+			.argv = argv,
+			.env = env,
+			.n_env = 1,
+		};
+		kiln_image_logf(&b->o->hooks, "    healthcheck attempt %" PRId64 " of %" PRId64 "\n",
+				i, attempts);
+		/* run() reports the build's own timeout when it is the shorter
+		 * limit; that, a cancel and a sandbox that cannot start end the
+		 * build, only the command's failure is a failed attempt. */
+		bool build_limit = (double)hc->timeout_s >=
+				   (double)b->r->resources.timeout_s - elapsed_s(b);
+		_cleanup_error_ struct kiln_error *e = NULL;
+		rc = run(b, &r, (unsigned)hc->timeout_s, &e);
+		if (rc == 0) {
+			kiln_image_logf(&b->o->hooks,
+					"    healthcheck attempt %" PRId64 ": ok (exit status 0)\n", i);
+			return 0;
+		}
+		if (!(rc == -EIO || (rc == -ETIME && !build_limit))) {
+			if (err && !*err)
+				*err = TAKE_PTR(e);
+			return rc;
+		}
+		const char *why = e ? e->msg : "failed";
+		if (strncmp(why, "healthcheck: ", 13) == 0)
+			why += 13;
+		free(last);
+		last = xstrdup(why);
+		kiln_image_logf(&b->o->hooks, "    healthcheck attempt %" PRId64 ": %s\n", i, why);
+	}
+	return kiln_error_set(err, EIO, "healthcheck failed after %" PRId64 " attempt%s: %s",
+			      attempts, attempts == 1 ? "" : "s", last ? last : "failed");
+}
+
 /* ---- normalize and emit --------------------------------------------------- */
 
 /* mkinitramfs clamps only mtimes newer than SOURCE_DATE_EPOCH; with an epoch
@@ -998,6 +1240,19 @@ static int write_manifest(struct build *b, struct kiln_error **err)
 	kiln_json_put_cstr(&m, r->base);
 	kiln_buf_printf(&m, ",\"sha256\":\"%s\"},\n  \"tools\": ", b->base_digest);
 	kiln_json_put_cstr(&m, kiln_image_tool_versions());
+	/* For a runtime that starts the image: the recipe's check, as given. */
+	kiln_buf_puts(&m, ",\n  \"healthcheck\": ");
+	if (r->healthcheck) {
+		const struct kiln_healthcheck *hc = r->healthcheck;
+		kiln_buf_puts(&m, "{\"cmd\":");
+		kiln_json_put_cstr(&m, hc->cmd);
+		kiln_buf_printf(&m,
+				",\"interval_s\":%" PRId64 ",\"timeout_s\":%" PRId64
+				",\"start_period_s\":%" PRId64 ",\"retries\":%" PRId64 "}",
+				hc->interval_s, hc->timeout_s, hc->start_period_s, hc->retries);
+	} else {
+		kiln_buf_puts(&m, "null");
+	}
 	kiln_buf_puts(&m, ",\n  \"lock\": ");
 	put_pkg_json(&m, &b->lock);
 	kiln_buf_puts(&m, ",\n  \"artifacts\": [");
@@ -1159,7 +1414,9 @@ static int build_run(struct build *b, struct kiln_error **err)
 		return rc;
 
 	unsigned n_out = (unsigned)__builtin_popcount(r->outputs);
-	b->total = 3 + (unsigned)r->n_steps + 1 + n_out;
+	/* fetch, install, overlays, timezone, locale, steps, [healthcheck],
+	 * normalize, outputs */
+	b->total = 5 + (unsigned)r->n_steps + (r->healthcheck ? 1 : 0) + 1 + n_out;
 	kiln_image_logf(&o->hooks,
 			"==> building %s: config %.12s, build key %.12s, SOURCE_DATE_EPOCH=%" PRId64
 			"\n",
@@ -1178,10 +1435,14 @@ static int build_run(struct build *b, struct kiln_error **err)
 	if ((rc = extract_context(b, err)) < 0)
 		return rc;
 	env_set(b, "HOME", "/root");
+	if ((rc = configure_timezone(b, err)) < 0 || (rc = configure_locale(b, err)) < 0)
+		return rc;
 	for (size_t i = 0; i < r->n_steps; i++)
 		if ((rc = run_step(b, i, err)) < 0)
 			return rc;
 	if ((rc = repack_initramfs(b, err)) < 0)
+		return rc;
+	if (r->healthcheck && (rc = healthcheck(b, err)) < 0)
 		return rc;
 	if ((rc = list_installed(b, err)) < 0)
 		return rc;

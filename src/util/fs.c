@@ -20,6 +20,7 @@ int kiln_read_fd(int fd, size_t max, char **ret, size_t *ret_len, struct kiln_er
 	struct kiln_buf b = KILN_BUF_INIT;
 	for (;;) {
 		kiln_buf_reserve(&b, 65536);
+		b.data[b.len] = '\0'; /* an empty read is "", not whatever malloc gave */
 		ssize_t n = read(fd, b.data + b.len, b.cap - b.len - 1);
 		if (n < 0) {
 			if (errno == EINTR)

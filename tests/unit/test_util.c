@@ -644,6 +644,14 @@ static void test_fs_read_limits(void **state)
 	assert_null(buf);
 	assert_string_equal(err->msg, "larger than the limit of 9 bytes");
 	err = kiln_error_free(err);
+	/* an empty file reads as "" (the buffer was left unterminated) */
+	_cleanup_free_ char *pe = xasprintf("%s/empty", t->root);
+	assert_int_equal(kiln_write_file_in_root(t->rootfd, "empty", "", 0, 0644), 0);
+	assert_int_equal(kiln_read_file(pe, 10, &buf, &len, &err), 0);
+	assert_int_equal(len, 0);
+	assert_string_equal(buf, "");
+	free(buf);
+	buf = NULL;
 	assert_int_equal(kiln_read_file(t->root, 100, &buf, &len, &err), -EISDIR);
 	assert_string_equal(err->msg, "is a directory");
 	err = kiln_error_free(err);
