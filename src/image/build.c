@@ -1242,17 +1242,7 @@ static int write_manifest(struct build *b, struct kiln_error **err)
 	kiln_json_put_cstr(&m, kiln_image_tool_versions());
 	/* For a runtime that starts the image: the recipe's check, as given. */
 	kiln_buf_puts(&m, ",\n  \"healthcheck\": ");
-	if (r->healthcheck) {
-		const struct kiln_healthcheck *hc = r->healthcheck;
-		kiln_buf_puts(&m, "{\"cmd\":");
-		kiln_json_put_cstr(&m, hc->cmd);
-		kiln_buf_printf(&m,
-				",\"interval_s\":%" PRId64 ",\"timeout_s\":%" PRId64
-				",\"start_period_s\":%" PRId64 ",\"retries\":%" PRId64 "}",
-				hc->interval_s, hc->timeout_s, hc->start_period_s, hc->retries);
-	} else {
-		kiln_buf_puts(&m, "null");
-	}
+	kiln_recipe_put_healthcheck(&m, r->healthcheck);
 	kiln_buf_puts(&m, ",\n  \"lock\": ");
 	put_pkg_json(&m, &b->lock);
 	kiln_buf_puts(&m, ",\n  \"artifacts\": [");

@@ -69,6 +69,20 @@ static void put_opt_string(struct kiln_buf *b, const char *s)
  * `name` (a label, never written into an image), memory_mb and cpus (limits,
  * not inputs) and timeout_s/warning_s (a build that ends in time produces the
  * same bytes whatever its limit). Keys sorted, no whitespace. */
+void kiln_recipe_put_healthcheck(struct kiln_buf *b, const struct kiln_healthcheck *h)
+{
+	if (!h) {
+		kiln_buf_puts(b, "null");
+		return;
+	}
+	kiln_buf_puts(b, "{\"cmd\":");
+	kiln_json_put_cstr(b, h->cmd);
+	kiln_buf_printf(b,
+			",\"interval_s\":%" PRId64 ",\"retries\":%" PRId64
+			",\"start_period_s\":%" PRId64 ",\"timeout_s\":%" PRId64 "}",
+			h->interval_s, h->retries, h->start_period_s, h->timeout_s);
+}
+
 char *kiln_recipe_build_canonical(const struct kiln_recipe *r,
 				  const struct kiln_build_inputs *in, size_t *ret_len)
 {
@@ -81,17 +95,7 @@ char *kiln_recipe_build_canonical(const struct kiln_recipe *r,
 	kiln_buf_printf(&b, ",\"config_hash\":\"%s\",\"context_sha256\":", r->config_hash);
 	put_opt_string(&b, in->context_sha256);
 	kiln_buf_puts(&b, ",\"format\":1,\"healthcheck\":");
-	if (r->healthcheck) {
-		const struct kiln_healthcheck *h = r->healthcheck;
-		kiln_buf_puts(&b, "{\"cmd\":");
-		kiln_json_put_cstr(&b, h->cmd);
-		kiln_buf_printf(&b,
-				",\"interval_s\":%" PRId64 ",\"retries\":%" PRId64
-				",\"start_period_s\":%" PRId64 ",\"timeout_s\":%" PRId64 "}",
-				h->interval_s, h->retries, h->start_period_s, h->timeout_s);
-	} else {
-		kiln_buf_puts(&b, "null");
-	}
+	kiln_recipe_put_healthcheck(&b, r->healthcheck);
 	kiln_buf_puts(&b, ",\"kiln_version\":");
 	kiln_json_put_cstr(&b, KILN_VERSION);
 	kiln_buf_puts(&b, ",\"outputs\":[");

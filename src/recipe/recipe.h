@@ -129,6 +129,11 @@ char *kiln_recipe_build_canonical(const struct kiln_recipe *r,
 void kiln_recipe_build_key(const struct kiln_recipe *r, const struct kiln_build_inputs *in,
 			   char ret[KILN_SHA256_HEX_LEN + 1]);
 
+/* h as canonical JSON (keys sorted), or null: in the build key and in a
+ * build's manifest.json. */
+struct kiln_buf;
+void kiln_recipe_put_healthcheck(struct kiln_buf *b, const struct kiln_healthcheck *h);
+
 /* Names of output kinds, in canonical order. */
 const char *kiln_output_name(enum kiln_output o);
 
