@@ -8,8 +8,6 @@ a fresh CI machine bootstraps once. Tests marked `heavy` (ISO builds and
 boots, package builds verified twice) run once per `make check`, with the
 normal build of kiln.
 """
-import gzip
-import hashlib
 import io
 import json
 import os
@@ -23,70 +21,9 @@ import time
 
 import pytest
 
-STATE = os.environ.get("KILN_TEST_STATE", "/var/tmp/kiln-test-state")
-ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
-EXAMPLES = ROOT / "examples"
+from imagelib import EXAMPLES, STATE, build, leftovers, on_tiny, sha256, tar_members
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the image pipeline needs root")
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@pytest.fixture(scope="module")
-def base(kiln_bin):
-    p = subprocess.run([kiln_bin, "setup", "--state-dir", STATE], capture_output=True,
-                       text=True, timeout=1800)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return STATE
-
-
-@pytest.fixture(scope="module")
-def tiny(kiln_bin):
-    """The busybox base: seconds to set up, a build in about one. For tests
-    of the pipeline's stages that are not about Debian (steps, limits,
-    contexts, --verify, cancel): the pipeline under test is the same."""
-    p = subprocess.run([kiln_bin, "setup", "--state-dir", STATE, "--base", "busybox"],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return STATE
-
-
-def on_tiny(recipe):
-    return {**recipe, "base": "busybox"}
-
-
-def build(kiln_bin, recipe, out, *extra, timeout=1800, env=None, wrap=()):
-    if isinstance(recipe, dict):
-        path = out.parent / (out.name + "-recipe.json")
-        path.write_text(json.dumps(recipe))
-        recipe = path
-    e = dict(os.environ)
-    if env:
-        e.update(env)
-    return subprocess.run([*wrap, kiln_bin, "build", "--state-dir", STATE, "-o", str(out),
-                           "--json", *extra, str(recipe)],
-                          capture_output=True, text=True, timeout=timeout, env=e)
-
-
-def tar_members(path):
-    with tarfile.open(path, "r:gz") as t:
-        return {m.name: (m, t.extractfile(m).read() if m.isfile() else None)
-                for m in t.getmembers()}
-
-
-def leftovers():
-    """Scratch directories and mounts a build may have left behind."""
-    builds = pathlib.Path(STATE, "builds")
-    left = [p.name for p in builds.iterdir()] if builds.exists() else []
-    with open("/proc/self/mountinfo") as f:
-        mounts = [l for l in f if STATE in l]
-    return left, mounts
 
 
 def test_setup_is_idempotent(kiln_bin, base):
@@ -400,7 +337,6 @@ def test_cancel_with_sigint_cleans_up(kiln_bin, tiny, tmp_path):
                              str(tmp_path / "o"), str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    seen = ""
     # Wait until the step is running, then interrupt like Ctrl-C.
     while time.time() < deadline:
         left, _ = leftovers()

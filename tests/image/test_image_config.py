@@ -1,72 +1,24 @@
 """The recipe's timezone, locale and healthcheck in the built image.
 
-Real builds over the shared base in KILN_TEST_STATE, like test_image.py (whose
-small helpers are copied here rather than imported: that file changes under
-other work). Every build passes --no-cache: a result recorded by an older kiln
-with the same build key would answer from the cache without running the stages
-under test.
+Real builds over the shared bases in KILN_TEST_STATE, with the helpers of
+imagelib.py and the fixtures of conftest.py. Every build passes --no-cache: a
+result recorded by an older kiln with the same build key would answer from the
+cache without running the stages under test.
 """
-import gzip
-import hashlib
 import json
 import os
-import pathlib
 import re
-import subprocess
-import tarfile
 
 import pytest
 
-STATE = os.environ.get("KILN_TEST_STATE", "/var/tmp/kiln-test-state")
+import imagelib
+from imagelib import leftovers, sha256, tar_members
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the image pipeline needs root")
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@pytest.fixture(scope="module")
-def base(kiln_bin):
-    p = subprocess.run([kiln_bin, "setup", "--state-dir", STATE], capture_output=True,
-                       text=True, timeout=1800)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return STATE
-
-
-@pytest.fixture(scope="module")
-def tiny(kiln_bin):
-    """The busybox base (no tzdata, no locales, no dpkg): seconds a build."""
-    p = subprocess.run([kiln_bin, "setup", "--state-dir", STATE, "--base", "busybox"],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return STATE
-
-
 def build(kiln_bin, recipe, out, *extra, timeout=900):
-    path = out.parent / (out.name + "-recipe.json")
-    path.write_text(json.dumps(recipe))
-    return subprocess.run([kiln_bin, "build", "--state-dir", STATE, "-o", str(out), "--json",
-                           "--no-cache", *extra, str(path)],
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def tar_members(path):
-    with tarfile.open(path, "r:gz") as t:
-        return {m.name: (m, t.extractfile(m).read() if m.isfile() else None)
-                for m in t.getmembers()}
-
-
-def leftovers():
-    builds = pathlib.Path(STATE, "builds")
-    left = [p.name for p in builds.iterdir()] if builds.exists() else []
-    with open("/proc/self/mountinfo") as f:
-        mounts = [l for l in f if STATE in l]
-    return left, mounts
+    return imagelib.build(kiln_bin, recipe, out, "--no-cache", *extra, timeout=timeout)
 
 
 def test_defaults_utc_and_en_us(kiln_bin, base, tmp_path):
