@@ -811,14 +811,28 @@ static bool recipe_writes(const struct kiln_recipe *r, const char *path)
 	return false;
 }
 
-/* The outcome of a configuration script: the one word it prints on stdout
- * (its other output goes to stderr, the build log). */
-static void script_outcome(const struct kiln_buf *out, char word[static 32])
+/* An overlay file at path is kept (and the log says so). */
+static bool overlay_kept(struct build *b, const char *path)
 {
+	if (!recipe_writes(b->r, path))
+		return false;
+	kiln_image_logf(&b->o->hooks, "    %s: the recipe's overlay file kept\n", path);
+	return true;
+}
+
+/* Runs a configuration script in the image; its outcome is the one word it
+ * prints on stdout (its other output goes to stderr, the build log). */
+static int config_script(struct build *b, const char *what, const char *script,
+			 const char *const *args, char outcome[static 32], struct kiln_error **err)
+{
+	struct kiln_buf out = KILN_BUF_INIT;
+	int rc = in_image(b, what, script, args, NULL, 0, &out, 0, err);
 	size_t n = 0;
-	for (const char *s = out->data ? out->data : ""; *s && *s != '\n' && n < 31; s++)
-		word[n++] = *s;
-	word[n] = '\0';
+	for (const char *s = out.data ? out.data : ""; *s && *s != '\n' && n < 31; s++)
+		outcome[n++] = *s;
+	outcome[n] = '\0';
+	kiln_buf_free(&out);
+	return rc;
 }
 
 /* $1 the zone, $2 "1" when kiln sets /etc/localtime, $3 "1" when it writes
@@ -860,18 +874,11 @@ static int configure_timezone(struct build *b, struct kiln_error **err)
 {
 	const char *tz = b->r->timezone;
 	progress(b, "timezone %s", tz);
-	bool link = !recipe_writes(b->r, "/etc/localtime");
-	bool name = !recipe_writes(b->r, "/etc/timezone");
-	if (!link)
-		kiln_image_logf(&b->o->hooks, "    /etc/localtime: the recipe's overlay file kept\n");
-	if (!name)
-		kiln_image_logf(&b->o->hooks, "    /etc/timezone: the recipe's overlay file kept\n");
+	bool link = !overlay_kept(b, "/etc/localtime");
+	bool name = !overlay_kept(b, "/etc/timezone");
 	const char *args[] = { tz, link ? "1" : "0", name ? "1" : "0", NULL };
-	struct kiln_buf out = KILN_BUF_INIT;
-	int rc = in_image(b, "timezone", timezone_script, args, NULL, 0, &out, 0, err);
 	char outcome[32];
-	script_outcome(&out, outcome);
-	kiln_buf_free(&out);
+	int rc = config_script(b, "timezone", timezone_script, args, outcome, err);
 	if (rc < 0)
 		return rc;
 	for (size_t i = 0; i < ELEMENTSOF(timezone_failures); i++)
@@ -927,16 +934,10 @@ static int configure_locale(struct build *b, struct kiln_error **err)
 {
 	const char *loc = b->r->locale;
 	progress(b, "locale %s", loc);
-	bool write = !recipe_writes(b->r, "/etc/default/locale");
-	if (!write)
-		kiln_image_logf(&b->o->hooks,
-				"    /etc/default/locale: the recipe's overlay file kept\n");
+	bool write = !overlay_kept(b, "/etc/default/locale");
 	const char *args[] = { loc, write ? "1" : "0", NULL };
-	struct kiln_buf out = KILN_BUF_INIT;
-	int rc = in_image(b, "locale", locale_script, args, NULL, 0, &out, 0, err);
 	char outcome[32];
-	script_outcome(&out, outcome);
-	kiln_buf_free(&out);
+	int rc = config_script(b, "locale", locale_script, args, outcome, err);
 	if (rc < 0)
 		return rc;
 	if (strcmp(outcome, "unknown") == 0)
