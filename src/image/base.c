@@ -46,7 +46,10 @@ static const char debian_hook[] =
  * root and a nobody account. No package manager: recipes on it list no
  * packages (recipe.c). Runs as an mmdebstrap extract hook — customize
  * hooks do not run in the extract variant — with mmdebstrap's APT_CONFIG,
- * so apt-cache reads the index it downloaded from. */
+ * so apt-cache reads the index it downloaded from. It executes the
+ * package's own binary (busybox --install), inside the setup sandbox like
+ * all of mmdebstrap: a tampered package could reach this scratch tree and
+ * the mirror, never the host's files or privileges. */
 static const char busybox_hook[] =
 	"set -eu\n"
 	"r=$1\n"
