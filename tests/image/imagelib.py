@@ -1,4 +1,6 @@
-"""Helpers shared by the image tests (fixtures are in conftest.py).
+"""Helpers and fixtures shared by the image tests (the test modules import
+the fixtures by name; a second conftest.py would shadow tests/security's
+`from conftest import ...`).
 
 The base and the package store live in KILN_TEST_STATE (default
 /var/tmp/kiln-test-state) so that repeated runs reuse the bootstrap."""
@@ -8,6 +10,8 @@ import os
 import pathlib
 import subprocess
 import tarfile
+
+import pytest
 
 STATE = os.environ.get("KILN_TEST_STATE", "/var/tmp/kiln-test-state")
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
@@ -59,3 +63,18 @@ def leftovers():
     with open("/proc/self/mountinfo") as f:
         mounts = [l for l in f if STATE in l]
     return left, mounts
+
+
+@pytest.fixture(scope="module")
+def base(kiln_bin):
+    """debian/bookworm: ~50 s the first time on a machine."""
+    return setup(kiln_bin)
+
+
+@pytest.fixture(scope="module")
+def tiny(kiln_bin):
+    """The busybox base: seconds to set up, a build in about one. For tests
+    of the pipeline's stages that are not about Debian (steps, limits,
+    contexts, --verify, cancel, healthcheck): the pipeline under test is the
+    same."""
+    return setup(kiln_bin, "--base", "busybox", timeout=600)

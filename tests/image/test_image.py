@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from imagelib import EXAMPLES, STATE, build, leftovers, on_tiny, sha256, tar_members
+from imagelib import (EXAMPLES, STATE, base, build, leftovers, on_tiny, sha256,  # noqa: F401
+                      tar_members, tiny)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the image pipeline needs root")
 

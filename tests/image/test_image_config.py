@@ -1,7 +1,7 @@
 """The recipe's timezone, locale and healthcheck in the built image.
 
-Real builds over the shared bases in KILN_TEST_STATE, with the helpers of
-imagelib.py and the fixtures of conftest.py. Every build passes --no-cache: a
+Real builds over the shared bases in KILN_TEST_STATE, with the helpers and
+fixtures of imagelib.py. Every build passes --no-cache: a
 result recorded by an older kiln with the same build key would answer from the
 cache without running the stages under test.
 """
@@ -12,7 +12,7 @@ import re
 import pytest
 
 import imagelib
-from imagelib import leftovers, sha256, tar_members
+from imagelib import base, leftovers, sha256, tar_members, tiny  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the image pipeline needs root")
 
