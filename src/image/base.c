@@ -24,7 +24,7 @@ struct base_def {
 	const char *include;      /* --include=..., or NULL */
 	const char *hook_option;  /* the mmdebstrap hook that records the packages */
 	const char *hook;         /* its script, run as `sh HOOK ROOT` */
-	const char *const *drop;  /* left out when the tarball is unpacked */
+	const char *const *drop;  /* tar --exclude options for the unpack */
 };
 
 /* Records every base package with the SHA-256 of its .deb from the index,
@@ -69,7 +69,7 @@ static const char busybox_hook[] =
 	"chmod 1777 \"$r/tmp\" \"$r/var/tmp\"\n";
 
 /* mmdebstrap's own apt and dpkg configuration, meaningless without them */
-static const char *const busybox_drop[] = { "./etc/apt", "./etc/dpkg", NULL };
+static const char *const busybox_drop[] = { "--exclude=./etc/apt", "--exclude=./etc/dpkg", NULL };
 
 static const struct base_def bases[] = {
 	{ "debian/bookworm", "bookworm", "minbase", NULL, "--customize-hook", debian_hook, NULL },
@@ -258,9 +258,7 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 		_cleanup_free_ char *variant = xasprintf("--variant=%s", b->variant);
 		_cleanup_free_ char *include =
 		    b->include ? xasprintf("--include=%s", b->include) : NULL;
-		/* Record every base package with the SHA-256 of its .deb from the
-		 * index, while the index is still there (mmdebstrap removes the
-		 * lists afterwards): the SBOM lists base packages too. */
+		/* the base's hook records its packages for the SBOM */
 		_cleanup_free_ char *hook =
 		    xasprintf("%s=sh /srv/kiln-base-packages.sh \"$1\"", b->hook_option);
 		size_t ns = 0;
@@ -341,11 +339,8 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 		 * sandbox gets its own minimal /dev anyway. */
 		const char *argv[16] = { "tar", "-C", "/mnt", "-xpf", "/srv/base.tar",
 					 "--numeric-owner", "--exclude=./dev/*" };
-		size_t a = 7;
-		_cleanup_strv_free_ char **drops = xcalloc(8, sizeof(char *));
-		for (size_t i = 0; b->drop && b->drop[i] && i < 7; i++)
-			argv[a++] = drops[i] = xasprintf("--exclude=%s", b->drop[i]);
-		argv[a] = NULL;
+		for (size_t i = 0, a = 7; b->drop && b->drop[i] && a < ELEMENTSOF(argv) - 1; i++)
+			argv[a++] = b->drop[i];
 		struct kiln_image_run r = {
 			.what = "unpack base",
 			.binds = binds,

@@ -162,6 +162,14 @@ static bool cancelled(const struct build *b)
  * build's, whichever is shorter; the build's warning fires inside it. */
 static int clamp_upper(struct build *b, struct kiln_error **err);
 
+/* Whole seconds, rounded up: a build is killed at its limit, not up to a
+ * second before it while saying "after N seconds". x >= 0. */
+static unsigned secs_up(double x)
+{
+	unsigned s = (unsigned)x;
+	return s + (x > (double)s);
+}
+
 static int run(struct build *b, struct kiln_image_run *r, unsigned step_limit,
 	       struct kiln_error **err)
 {
@@ -174,9 +182,7 @@ static int run(struct build *b, struct kiln_image_run *r, unsigned step_limit,
 	if (left < 1)
 		return kiln_error_set(err, ETIME, "Build timed out after %" PRId64 " seconds",
 				      b->r->resources.timeout_s);
-	/* rounded up: the build is killed at its limit, not up to a second
-	 * before it while saying "after N seconds" */
-	unsigned t = (unsigned)left + (left > (double)(unsigned)left);
+	unsigned t = secs_up(left);
 	bool build_limit = true;
 	if (step_limit && step_limit < t) {
 		t = step_limit;
@@ -184,8 +190,7 @@ static int run(struct build *b, struct kiln_image_run *r, unsigned step_limit,
 	}
 	r->timeout_s = t;
 	double warn_in = (double)b->r->resources.warning_s - el;
-	unsigned warn_t =
-	    warn_in >= 1 ? (unsigned)warn_in + (warn_in > (double)(unsigned)warn_in) : 0;
+	unsigned warn_t = warn_in >= 1 ? secs_up(warn_in) : 0;
 	r->warning_s = !b->warned && warn_t && warn_t < t ? warn_t : 0;
 	if (!b->warned && warn_in < 1)
 		build_warning(b, 0);
@@ -1001,15 +1006,15 @@ static int healthcheck(struct build *b, struct kiln_error **err)
 			return rc;
 		const char *argv[] = { "/bin/sh", "-c", hc->cmd, NULL };
 		const char *layers[] = { b->upper, b->base_tree };
-		const char *env[] = { "TZ=:/etc/localtime", NULL };
+		/* the steps' environment: the image's zone, ENV steps */
 		struct kiln_image_run r = {
 			.what = "healthcheck",
 			.layers = layers,
 			.n_layers = 2,
 			.upper = up,
 			.argv = argv,
-			.env = env,
-			.n_env = 1,
+			.env = (const char *const *)b->env,
+			.n_env = b->n_env,
 		};
 		kiln_image_logf(&b->o->hooks, "    healthcheck attempt %" PRId64 " of %" PRId64 "\n",
 				i, attempts);

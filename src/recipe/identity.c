@@ -65,10 +65,6 @@ static void put_opt_string(struct kiln_buf *b, const char *s)
 		kiln_buf_puts(b, "null");
 }
 
-/* Everything that can change the bytes of an artifact. Deliberately absent:
- * `name` (a label, never written into an image), memory_mb and cpus (limits,
- * not inputs) and timeout_s/warning_s (a build that ends in time produces the
- * same bytes whatever its limit). Keys sorted, no whitespace. */
 void kiln_recipe_put_healthcheck(struct kiln_buf *b, const struct kiln_healthcheck *h)
 {
 	if (!h) {
@@ -83,6 +79,10 @@ void kiln_recipe_put_healthcheck(struct kiln_buf *b, const struct kiln_healthche
 			h->interval_s, h->retries, h->start_period_s, h->timeout_s);
 }
 
+/* Everything that can change the bytes of an artifact. Deliberately absent:
+ * `name` (a label, never written into an image), memory_mb and cpus (limits,
+ * not inputs) and timeout_s/warning_s (a build that ends in time produces the
+ * same bytes whatever its limit). Keys sorted, no whitespace. */
 char *kiln_recipe_build_canonical(const struct kiln_recipe *r,
 				  const struct kiln_build_inputs *in, size_t *ret_len)
 {

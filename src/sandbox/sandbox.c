@@ -245,7 +245,6 @@ static int write_file(const char *path, const char *s)
 	return w < 0 ? -errno : (size_t)w == n ? 0 : -EIO;
 }
 
-
 static int cap_last(void)
 {
 	static atomic_int cached;

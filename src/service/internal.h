@@ -79,7 +79,6 @@ int svc_cache_lookup_locked(struct kiln_service *s, const char *build_key, const
 int svc_copy_artifacts_locked(struct kiln_service *s, const char *from, const char *to,
                               struct kiln_error **err);
 
-
 /* token.c: base64url without padding of n bytes into out (4n/3+2 bytes). */
 void svc_base64url(const uint8_t *p, size_t n, char *out);
 

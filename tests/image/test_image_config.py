@@ -198,3 +198,11 @@ def test_healthcheck_attempt_timeout(kiln_bin, tiny, tmp_path):
     assert "healthcheck failed after 1 attempt: timed out after 1 seconds" in p.stderr, \
         p.stderr[-2000:]
     assert leftovers() == ([], [])
+
+
+def test_healthcheck_sees_the_steps_environment(kiln_bin, tiny, tmp_path):
+    r = {"base": "busybox", "steps": ["ENV PROBE=from-env"],
+         "healthcheck": {"cmd": 'test "$PROBE" = from-env', "retries": 0}}
+    p = build(kiln_bin, r, tmp_path / "o", timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "healthcheck attempt 1: ok" in p.stderr
