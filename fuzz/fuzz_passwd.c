@@ -32,7 +32,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		__builtin_trap(); /* nothing is written on a miss */
 	}
 	int gid_only = -1;
-	if (kiln_passwd_lookup(db, name, &gid_only, NULL, NULL) && (gid_only < 0 || gid_only > 65535))
+	if (kiln_passwd_lookup(db, name, &gid_only, NULL, NULL) &&
+	    (gid_only < 0 || gid_only > 65535))
 		__builtin_trap();
 	free(home);
 	free(name);

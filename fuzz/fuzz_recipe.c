@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	char key[KILN_SHA256_HEX_LEN + 1];
-	struct kiln_build_inputs in = { "00", "fuzz" };
+	struct kiln_build_inputs in = {"00", "fuzz"};
 	kiln_recipe_build_key(r, &in, key);
 	if (strlen(key) != KILN_SHA256_HEX_LEN)
 		__builtin_trap();

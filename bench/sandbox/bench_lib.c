@@ -13,8 +13,8 @@ int main(int argc, char **argv)
 {
 	if (argc != 3)
 		return 2;
-	const char *layers[] = { argv[1] };
-	static const char *const cmd[] = { "/bin/true", NULL };
+	const char *layers[] = {argv[1]};
+	static const char *const cmd[] = {"/bin/true", NULL};
 	int runs = (int)strtol(argv[2], NULL, 10);
 	for (int i = 0; i < runs; i++) {
 		struct kiln_sandbox_spec s;

@@ -17,7 +17,7 @@
 #include "util/fs.h"
 #include "util/json.h"
 
-static int cancel_pipe[2] = { -1, -1 };
+static int cancel_pipe[2] = {-1, -1};
 
 static void on_signal(int sig)
 {
@@ -61,16 +61,11 @@ static int do_build(const struct kiln_image_build_opts *o, struct kiln_image_res
 static int run(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "output", required_argument, NULL, 'o' },
-		{ "context", required_argument, NULL, 'c' },
-		{ "verify", no_argument, NULL, 'V' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "offline", no_argument, NULL, 'O' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "state-dir", required_argument, NULL, 's' },
-		{ "no-cache", no_argument, NULL, 'N' },
-		{},
+	    {"help", no_argument, NULL, 'h'},          {"output", required_argument, NULL, 'o'},
+	    {"context", required_argument, NULL, 'c'}, {"verify", no_argument, NULL, 'V'},
+	    {"json", no_argument, NULL, 'j'},          {"offline", no_argument, NULL, 'O'},
+	    {"quiet", no_argument, NULL, 'q'},         {"state-dir", required_argument, NULL, 's'},
+	    {"no-cache", no_argument, NULL, 'N'},      {},
 	};
 	const char *out = "kiln-out", *context = NULL, *state = NULL;
 	bool verify = false, json = false, offline = false, quiet = false, no_cache = false;
@@ -78,9 +73,7 @@ static int run(int argc, char **argv)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "ho:c:q", opts, NULL)) != -1) {
 		switch (c) {
-		case 'h':
-			cli_print_help(&kiln_cmd_build);
-			return KILN_EXIT_OK;
+		case 'h': cli_print_help(&kiln_cmd_build); return KILN_EXIT_OK;
 		case 'o': out = optarg; break;
 		case 'c': context = optarg; break;
 		case 'V': verify = true; break;
@@ -109,7 +102,7 @@ static int run(int argc, char **argv)
 		cli_errorf("build: pipe: %s", strerror(errno));
 		return KILN_EXIT_FAILURE;
 	}
-	struct sigaction sa = { .sa_handler = on_signal };
+	struct sigaction sa = {.sa_handler = on_signal};
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
@@ -129,15 +122,15 @@ static int run(int argc, char **argv)
 			return KILN_EXIT_FAILURE;
 		}
 		if (cr == 0 && !quiet)
-			fprintf(stderr, "==> build key %.12s is in the build cache: nothing to build "
-					"(--no-cache rebuilds)\n",
-				key);
+			fprintf(stderr,
+			        "==> build key %.12s is in the build cache: nothing to build "
+			        "(--no-cache rebuilds)\n",
+			        key);
 	}
 
-	struct ui u = { quiet, isatty(STDERR_FILENO) };
+	struct ui u = {quiet, isatty(STDERR_FILENO)};
 	struct kiln_image_hooks hooks = {
-		.log = log_out, .progress = progress_out, .userdata = &u, .cancel_fd = cancel_pipe[0]
-	};
+	    .log = log_out, .progress = progress_out, .userdata = &u, .cancel_fd = cancel_pipe[0]};
 
 	/* A missing base is set up on first use, as `kiln setup` would. */
 	if (!res) {
@@ -145,8 +138,9 @@ static int run(int argc, char **argv)
 		_cleanup_error_ struct kiln_error *e = NULL;
 		if (kiln_image_base_path(state, r->base, &p, NULL, NULL) < 0) {
 			if (!quiet)
-				fprintf(stderr, "==> base %s is not set up yet; running kiln setup\n",
-					r->base);
+				fprintf(stderr,
+				        "==> base %s is not set up yet; running kiln setup\n",
+				        r->base);
 			if (kiln_image_setup(state, r->base, &hooks, NULL, NULL, &e) < 0) {
 				cli_errorf("build: setup: %s", e->msg);
 				return KILN_EXIT_FAILURE;
@@ -155,13 +149,13 @@ static int run(int argc, char **argv)
 	}
 
 	struct kiln_image_build_opts o = {
-		.state_dir = state,
-		.recipe = r,
-		.context_path = context,
-		.out_dir = out,
-		.offline = offline,
-		.want_tree = verify,
-		.hooks = hooks,
+	    .state_dir = state,
+	    .recipe = r,
+	    .context_path = context,
+	    .out_dir = out,
+	    .offline = offline,
+	    .want_tree = verify,
+	    .hooks = hooks,
 	};
 	if (!res) {
 		rc = do_build(&o, &res);
@@ -200,19 +194,22 @@ static int run(int argc, char **argv)
 					if (strcmp(res2->artifacts[k].name, a->name) == 0)
 						b2 = &res2->artifacts[k];
 				if (!b2 || strcmp(a->sha256, b2->sha256) != 0)
-					kiln_buf_printf(&diff, "  %s: %s vs %s\n", a->name, a->sha256,
-							b2 ? b2->sha256 : "(missing)");
+					kiln_buf_printf(&diff, "  %s: %s vs %s\n", a->name,
+					                a->sha256, b2 ? b2->sha256 : "(missing)");
 			}
 			verified = diff.len == 0;
 			if (!verified) {
 				/* Which files inside the images differ, and how. */
-				_cleanup_free_ char *td = kiln_image_tree_diff(res->tree, res2->tree, 40);
+				_cleanup_free_ char *td =
+				    kiln_image_tree_diff(res->tree, res2->tree, 40);
 				if (td && *td)
-					kiln_buf_printf(&diff, "files that differ inside the image:\n%s", td);
+					kiln_buf_printf(
+					    &diff, "files that differ inside the image:\n%s", td);
 				else
-					kiln_buf_puts(&diff, "the two image trees are identical: the "
-							     "difference is in how the artifacts were "
-							     "written\n");
+					kiln_buf_puts(&diff,
+					              "the two image trees are identical: the "
+					              "difference is in how the artifacts were "
+					              "written\n");
 			}
 		}
 		/* out2 goes with everything in it (_cleanup_rmtree_) */
@@ -222,17 +219,18 @@ static int run(int argc, char **argv)
 
 	if (json) {
 		struct kiln_buf b = KILN_BUF_INIT;
-		kiln_buf_printf(&b,
-				"{\"build_key\":\"%s\",\"config_hash\":\"%s\",\"source_date_epoch\":%" PRId64
-				",\"output_dir\":",
-				res->build_key, r->config_hash, r->source_date_epoch);
+		kiln_buf_printf(
+		    &b,
+		    "{\"build_key\":\"%s\",\"config_hash\":\"%s\",\"source_date_epoch\":%" PRId64
+		    ",\"output_dir\":",
+		    res->build_key, r->config_hash, r->source_date_epoch);
 		kiln_json_put_cstr(&b, out);
 		kiln_buf_puts(&b, ",\"artifacts\":[");
 		for (size_t i = 0; i < res->n_artifacts; i++) {
 			kiln_buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
 			kiln_json_put_cstr(&b, res->artifacts[i].name);
 			kiln_buf_printf(&b, ",\"sha256\":\"%s\",\"size\":%" PRIu64 "}",
-					res->artifacts[i].sha256, res->artifacts[i].size);
+			                res->artifacts[i].sha256, res->artifacts[i].size);
 		}
 		kiln_buf_printf(&b, "],\"cached\":%s", res->cached ? "true" : "false");
 		if (verify)
@@ -241,13 +239,15 @@ static int run(int argc, char **argv)
 		fwrite(b.data, 1, b.len, stdout);
 		kiln_buf_free(&b);
 	} else {
-		printf("build key %s%s\n", res->build_key, res->cached ? " (from the build cache)" : "");
+		printf("build key %s%s\n", res->build_key,
+		       res->cached ? " (from the build cache)" : "");
 		for (size_t i = 0; i < res->n_artifacts; i++)
 			printf("%s/%s  sha256:%s  %" PRIu64 " bytes\n", out, res->artifacts[i].name,
 			       res->artifacts[i].sha256, res->artifacts[i].size);
 		if (verify)
-			printf("%s\n", verified ? "verify: reproducible (second build is byte-identical)"
-						: "verify: NOT reproducible");
+			printf("%s\n", verified
+			                   ? "verify: reproducible (second build is byte-identical)"
+			                   : "verify: NOT reproducible");
 	}
 	if (verify && !verified) {
 		cli_errorf("build: --verify: artifacts differ between two builds:\n%s", diff.data);
@@ -259,32 +259,32 @@ static int run(int argc, char **argv)
 }
 
 const struct kiln_command kiln_cmd_build = {
-	.name = "build",
-	.summary = "build a recipe's images locally (tar, squashfs, iso)",
-	.usage = "Usage: kiln build [OPTIONS] RECIPE\n"
-		 "\n"
-		 "Runs the whole pipeline locally: fetch and lock the packages (the only\n"
-		 "networked phase), install them offline in the sandbox, write overlay\n"
-		 "files, run the steps, normalize, and write the recipe's outputs with\n"
-		 "manifest.json and sbom.spdx.json. Sets the base up first when needed.\n"
-		 "An identical recipe whose artifacts are in the store is answered from\n"
-		 "the build cache at once (the outputs are hard links into the store).\n"
-		 "Needs root.\n"
-		 "\n"
-		 "Options:\n"
-		 "  -o, --output DIR     where artifacts go (default ./kiln-out)\n"
-		 "  -c, --context FILE   context archive for COPY steps (tar, tar.gz, zip)\n"
-		 "      --verify         build twice from scratch and compare every byte;\n"
-		 "                       on a mismatch, list the files that differ\n"
-		 "      --json           print the result as JSON on stdout\n"
-		 "      --offline        never use the network (the store must be warm)\n"
-		 "      --no-cache       build even when the build cache has this build key\n"
-		 "  -q, --quiet          no build log on stderr\n"
-		 "      --state-dir DIR  state directory (default $KILN_STATE_DIR or\n"
-		 "                       /var/lib/kiln)\n"
-		 "\n"
-		 "Ctrl-C cancels the build and removes its scratch.\n"
-		 "Exit status: 0 success, 1 failure (or not reproducible with --verify),\n"
-		 "2 usage error.\n",
-	.run = run,
+    .name = "build",
+    .summary = "build a recipe's images locally (tar, squashfs, iso)",
+    .usage = "Usage: kiln build [OPTIONS] RECIPE\n"
+             "\n"
+             "Runs the whole pipeline locally: fetch and lock the packages (the only\n"
+             "networked phase), install them offline in the sandbox, write overlay\n"
+             "files, run the steps, normalize, and write the recipe's outputs with\n"
+             "manifest.json and sbom.spdx.json. Sets the base up first when needed.\n"
+             "An identical recipe whose artifacts are in the store is answered from\n"
+             "the build cache at once (the outputs are hard links into the store).\n"
+             "Needs root.\n"
+             "\n"
+             "Options:\n"
+             "  -o, --output DIR     where artifacts go (default ./kiln-out)\n"
+             "  -c, --context FILE   context archive for COPY steps (tar, tar.gz, zip)\n"
+             "      --verify         build twice from scratch and compare every byte;\n"
+             "                       on a mismatch, list the files that differ\n"
+             "      --json           print the result as JSON on stdout\n"
+             "      --offline        never use the network (the store must be warm)\n"
+             "      --no-cache       build even when the build cache has this build key\n"
+             "  -q, --quiet          no build log on stderr\n"
+             "      --state-dir DIR  state directory (default $KILN_STATE_DIR or\n"
+             "                       /var/lib/kiln)\n"
+             "\n"
+             "Ctrl-C cancels the build and removes its scratch.\n"
+             "Exit status: 0 success, 1 failure (or not reproducible with --verify),\n"
+             "2 usage error.\n",
+    .run = run,
 };

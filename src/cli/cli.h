@@ -41,7 +41,7 @@ extern const struct kiln_command kiln_cmd_serve;
 void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints the usage error and a hint; returns KILN_EXIT_USAGE. */
 int cli_usage_error(const struct kiln_command *cmd, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 /* Loads and validates a recipe file ("-" = stdin). On failure prints
  * "kiln: FILE: <error>" and returns KILN_EXIT_FAILURE. */
 int cli_load_recipe(const char *path, struct kiln_recipe **ret);

@@ -59,18 +59,17 @@ static void print_http_error(const char *what, long status, const struct kiln_bu
 {
 	json_error_t je;
 	json_t *j = body->data ? json_loadb(body->data, body->len, 0, &je) : NULL;
-	const char *msg = j ? json_string_value(json_object_get(json_object_get(j, "error"),
-								"message"))
-			    : NULL;
+	const char *msg =
+	    j ? json_string_value(json_object_get(json_object_get(j, "error"), "message")) : NULL;
 	cli_errorf("%s: HTTP %ld: %s", what, status,
-		   msg ? msg : (body->data && body->len < 500 ? body->data : "(no message)"));
+	           msg ? msg : (body->data && body->len < 500 ? body->data : "(no message)"));
 	if (j)
 		json_decref(j);
 }
 
 /* A request with a JSON (or empty) body; returns the HTTP status or -1. */
 static long client_call(const struct client *c, const char *method, const char *path,
-			const char *body, curl_mime *mime, struct kiln_buf *resp)
+                        const char *body, curl_mime *mime, struct kiln_buf *resp)
 {
 	struct curl_slist *hdrs = NULL;
 	CURL *h = client_handle(c, path, &hdrs);
@@ -103,7 +102,8 @@ static bool valid_id(const char *id)
 	if (n == 0 || n > 64)
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f') || id[i] == '-'))
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f') ||
+		      id[i] == '-'))
 			return false;
 	return true;
 }
@@ -130,22 +130,21 @@ struct client_opts {
 	unsigned limit;
 };
 
-static int parse_opts(const struct kiln_command *cmd, int argc, char **argv,
-		      struct client_opts *o)
+static int parse_opts(const struct kiln_command *cmd, int argc, char **argv, struct client_opts *o)
 {
 	static const struct option opts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "server", required_argument, NULL, OPT_SERVER },
-		{ "token", required_argument, NULL, OPT_TOKEN },
-		{ "context", required_argument, NULL, OPT_CONTEXT },
-		{ "wait", no_argument, NULL, OPT_WAIT },
-		{ "follow", no_argument, NULL, OPT_FOLLOW },
-		{ "status", required_argument, NULL, OPT_STATUS },
-		{ "limit", required_argument, NULL, OPT_LIMIT },
-		{ "cursor", required_argument, NULL, OPT_CURSOR },
-		{ "output", required_argument, NULL, OPT_OUTPUT },
-		{ "json", no_argument, NULL, OPT_JSON },
-		{},
+	    {"help", no_argument, NULL, 'h'},
+	    {"server", required_argument, NULL, OPT_SERVER},
+	    {"token", required_argument, NULL, OPT_TOKEN},
+	    {"context", required_argument, NULL, OPT_CONTEXT},
+	    {"wait", no_argument, NULL, OPT_WAIT},
+	    {"follow", no_argument, NULL, OPT_FOLLOW},
+	    {"status", required_argument, NULL, OPT_STATUS},
+	    {"limit", required_argument, NULL, OPT_LIMIT},
+	    {"cursor", required_argument, NULL, OPT_CURSOR},
+	    {"output", required_argument, NULL, OPT_OUTPUT},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {},
 	};
 	memset(o, 0, sizeof(*o));
 	o->c.server = getenv("KILN_SERVER") ? getenv("KILN_SERVER") : "http://127.0.0.1:8080";
@@ -155,9 +154,7 @@ static int parse_opts(const struct kiln_command *cmd, int argc, char **argv,
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "hfo:c:", opts, NULL)) != -1) {
 		switch (ch) {
-		case 'h':
-			cli_print_help(cmd);
-			return -1;
+		case 'h': cli_print_help(cmd); return -1;
 		case OPT_SERVER: o->c.server = optarg; break;
 		case OPT_TOKEN: o->c.token = optarg; break;
 		case 'c':
@@ -271,7 +268,7 @@ static int follow_logs(const struct client *c, const char *id)
 		return KILN_EXIT_FAILURE;
 	hdrs = curl_slist_append(hdrs, "Accept: text/event-stream");
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-	struct sse s = { KILN_BUF_INIT, NULL, KILN_BUF_INIT, NULL };
+	struct sse s = {KILN_BUF_INIT, NULL, KILN_BUF_INIT, NULL};
 	struct kiln_buf errbody = KILN_BUF_INIT;
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sse_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &s);
@@ -312,7 +309,8 @@ static void print_build_summary(const char *json_text)
 	const char *err = json_string_value(json_object_get(b, "error"));
 	json_t *prog = json_object_get(b, "progress");
 	printf("%s  %s", id ? id : "?", st ? st : "?");
-	if (json_is_true(json_object_get(j, "cached")) || json_is_true(json_object_get(b, "cached")))
+	if (json_is_true(json_object_get(j, "cached")) ||
+	    json_is_true(json_object_get(b, "cached")))
 		printf("  (cached)");
 	if (json_is_true(json_object_get(j, "coalesced")))
 		printf("  (joined an identical build)");
@@ -326,8 +324,7 @@ static void print_build_summary(const char *json_text)
 	json_t *arts = json_object_get(b, "artifacts");
 	size_t i;
 	json_t *a;
-	json_array_foreach(arts, i, a)
-	{
+	json_array_foreach (arts, i, a) {
 		printf("  %-18s sha256:%s  %lld bytes\n",
 		       json_string_value(json_object_get(a, "name")),
 		       json_string_value(json_object_get(a, "sha256")),
@@ -427,7 +424,7 @@ static int cmd_submit(int argc, char **argv)
 }
 
 static int simple_get(const struct kiln_command *cmd, int argc, char **argv, const char *method,
-		      const char *suffix)
+                      const char *suffix)
 {
 	struct client_opts o;
 	int rc = parse_opts(cmd, argc, argv, &o);
@@ -500,8 +497,7 @@ static int cmd_list(int argc, char **argv)
 		json_t *j = json_loadb(resp.data, resp.len, 0, &je);
 		size_t i;
 		json_t *b;
-		json_array_foreach(json_object_get(j, "builds"), i, b)
-		{
+		json_array_foreach (json_object_get(j, "builds"), i, b) {
 			const char *name = json_string_value(json_object_get(b, "name"));
 			printf("%s  %-9s  %s  %s\n", json_string_value(json_object_get(b, "id")),
 			       json_string_value(json_object_get(b, "status")),
@@ -592,7 +588,8 @@ static int cmd_download(int argc, char **argv)
 	if (rc)
 		return rc < 0 ? KILN_EXIT_OK : rc;
 	if (argc - optind != 2)
-		return cli_usage_error(&kiln_cmd_download, "expected a build ID and an artifact NAME");
+		return cli_usage_error(&kiln_cmd_download,
+		                       "expected a build ID and an artifact NAME");
 	const char *id = argv[optind], *name = argv[optind + 1];
 	if (!valid_id(id))
 		return cli_usage_error(&kiln_cmd_download, "'%s' is not a build ID", id);
@@ -600,7 +597,7 @@ static int cmd_download(int argc, char **argv)
 		return cli_usage_error(&kiln_cmd_download, "'%s' is not an artifact name", name);
 	const char *out = o.output ? o.output : name;
 	_cleanup_free_ char *tmp = xasprintf("%s.part", out);
-	struct dl d = { .f = fopen(tmp, "wb"), .err = KILN_BUF_INIT };
+	struct dl d = {.f = fopen(tmp, "wb"), .err = KILN_BUF_INIT};
 	if (!d.f) {
 		cli_errorf("%s: %s", tmp, strerror(errno));
 		return KILN_EXIT_FAILURE;
@@ -638,7 +635,8 @@ static int cmd_download(int argc, char **argv)
 		cli_errorf("%s: write failed", tmp);
 	} else if (etag.len && strcmp(etag.data, hex) != 0) {
 		/* The ETag is the artifact's SHA-256: a mismatch is corruption. */
-		cli_errorf("download: SHA-256 mismatch: server says %s, received %s", etag.data, hex);
+		cli_errorf("download: SHA-256 mismatch: server says %s, received %s", etag.data,
+		           hex);
 	} else if (rename(tmp, out) < 0) {
 		cli_errorf("%s: %s", out, strerror(errno));
 	} else {
@@ -653,68 +651,68 @@ static int cmd_download(int argc, char **argv)
 }
 
 #define CLIENT_OPTS                                                                                \
-	"  --server URL   the kiln server (default $KILN_SERVER or http://127.0.0.1:8080)\n"  \
-	"  --token T      API token (default $KILN_TOKEN; see kiln token create)\n"              \
+	"  --server URL   the kiln server (default $KILN_SERVER or http://127.0.0.1:8080)\n"       \
+	"  --token T      API token (default $KILN_TOKEN; see kiln token create)\n"                \
 	"  --json         print the server's JSON\n"
 
 const struct kiln_command kiln_cmd_submit = {
-	.name = "submit",
-	.summary = "submit a recipe to a kiln server",
-	.usage = "Usage: kiln submit [OPTIONS] RECIPE\n"
-		 "\n"
-		 "Validates RECIPE locally, submits it, prints the build (id, status,\n"
-		 "cached/joined notice, artifacts when already complete).\n"
-		 "\n"
-		 "Options:\n" CLIENT_OPTS
-		 "  -c, --context F  context archive for COPY steps (multipart upload)\n"
-		 "  -f, --follow   stream the live log until the build ends\n"
-		 "  --wait         wait quietly until the build ends\n"
-		 "\n"
-		 "Exit status: 0 submitted (with --follow/--wait: completed), 1 failure, 2 usage.\n",
-	.run = cmd_submit,
+    .name = "submit",
+    .summary = "submit a recipe to a kiln server",
+    .usage = "Usage: kiln submit [OPTIONS] RECIPE\n"
+             "\n"
+             "Validates RECIPE locally, submits it, prints the build (id, status,\n"
+             "cached/joined notice, artifacts when already complete).\n"
+             "\n"
+             "Options:\n" CLIENT_OPTS
+             "  -c, --context F  context archive for COPY steps (multipart upload)\n"
+             "  -f, --follow   stream the live log until the build ends\n"
+             "  --wait         wait quietly until the build ends\n"
+             "\n"
+             "Exit status: 0 submitted (with --follow/--wait: completed), 1 failure, 2 usage.\n",
+    .run = cmd_submit,
 };
 
 const struct kiln_command kiln_cmd_status = {
-	.name = "status",
-	.summary = "show a build on a kiln server",
-	.usage = "Usage: kiln status [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS,
-	.run = cmd_status,
+    .name = "status",
+    .summary = "show a build on a kiln server",
+    .usage = "Usage: kiln status [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS,
+    .run = cmd_status,
 };
 
 const struct kiln_command kiln_cmd_list = {
-	.name = "list",
-	.summary = "list your builds on a kiln server, newest first",
-	.usage = "Usage: kiln list [OPTIONS]\n\nOptions:\n" CLIENT_OPTS
-		 "  --status S     only builds in this state (pending, building, completed,\n"
-		 "                 failed, cancelled)\n"
-		 "  --limit N      page size, 1..100 (default 20)\n"
-		 "  --cursor C     the next page (printed on stderr when there is one)\n",
-	.run = cmd_list,
+    .name = "list",
+    .summary = "list your builds on a kiln server, newest first",
+    .usage = "Usage: kiln list [OPTIONS]\n\nOptions:\n" CLIENT_OPTS
+             "  --status S     only builds in this state (pending, building, completed,\n"
+             "                 failed, cancelled)\n"
+             "  --limit N      page size, 1..100 (default 20)\n"
+             "  --cursor C     the next page (printed on stderr when there is one)\n",
+    .run = cmd_list,
 };
 
 const struct kiln_command kiln_cmd_logs = {
-	.name = "logs",
-	.summary = "print a build's log (--follow: live)",
-	.usage = "Usage: kiln logs [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS
-		 "  -f, --follow   stream new lines until the build ends (Server-Sent Events);\n"
-		 "                 exit 0 only if it completed\n",
-	.run = cmd_logs,
+    .name = "logs",
+    .summary = "print a build's log (--follow: live)",
+    .usage = "Usage: kiln logs [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS
+             "  -f, --follow   stream new lines until the build ends (Server-Sent Events);\n"
+             "                 exit 0 only if it completed\n",
+    .run = cmd_logs,
 };
 
 const struct kiln_command kiln_cmd_cancel = {
-	.name = "cancel",
-	.summary = "cancel a pending or running build",
-	.usage = "Usage: kiln cancel [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS
-		 "\nA finished build cannot be cancelled (HTTP 409).\n",
-	.run = cmd_cancel,
+    .name = "cancel",
+    .summary = "cancel a pending or running build",
+    .usage = "Usage: kiln cancel [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS
+             "\nA finished build cannot be cancelled (HTTP 409).\n",
+    .run = cmd_cancel,
 };
 
 const struct kiln_command kiln_cmd_download = {
-	.name = "download",
-	.summary = "download a build artifact, verifying its SHA-256",
-	.usage = "Usage: kiln download [OPTIONS] ID NAME\n\nOptions:\n" CLIENT_OPTS
-		 "  -o, --output F  where to write (default: NAME in the current directory)\n"
-		 "\nThe file is written to F.part and renamed only after its SHA-256 matches\n"
-		 "the server's ETag.\n",
-	.run = cmd_download,
+    .name = "download",
+    .summary = "download a build artifact, verifying its SHA-256",
+    .usage = "Usage: kiln download [OPTIONS] ID NAME\n\nOptions:\n" CLIENT_OPTS
+             "  -o, --output F  where to write (default: NAME in the current directory)\n"
+             "\nThe file is written to F.part and renamed only after its SHA-256 matches\n"
+             "the server's ETag.\n",
+    .run = cmd_download,
 };

@@ -10,27 +10,20 @@
 static int run(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "context", required_argument, NULL, 'c' },
-		{ "canonical", no_argument, NULL, 'C' },
-		{},
+	    {"help", no_argument, NULL, 'h'},
+	    {"context", required_argument, NULL, 'c'},
+	    {"canonical", no_argument, NULL, 'C'},
+	    {},
 	};
 	const char *context = NULL;
 	int canonical = 0, c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "hc:", opts, NULL)) != -1) {
 		switch (c) {
-		case 'h':
-			cli_print_help(&kiln_cmd_hash);
-			return KILN_EXIT_OK;
-		case 'c':
-			context = optarg;
-			break;
-		case 'C':
-			canonical = 1;
-			break;
-		default:
-			return cli_usage_error(&kiln_cmd_hash, "unknown option");
+		case 'h': cli_print_help(&kiln_cmd_hash); return KILN_EXIT_OK;
+		case 'c': context = optarg; break;
+		case 'C': canonical = 1; break;
+		default: return cli_usage_error(&kiln_cmd_hash, "unknown option");
 		}
 	}
 	if (argc - optind != 1)
@@ -49,7 +42,7 @@ static int run(int argc, char **argv)
 	if (rc)
 		return rc;
 
-	struct kiln_build_inputs in = { context ? ctx_hex : NULL, NULL };
+	struct kiln_build_inputs in = {context ? ctx_hex : NULL, NULL};
 	char key[KILN_SHA256_HEX_LEN + 1];
 	kiln_recipe_build_key(r, &in, key);
 
@@ -67,26 +60,26 @@ static int run(int argc, char **argv)
 	if (context)
 		kiln_buf_printf(&b, ",\"context_sha256\":\"%s\"", ctx_hex);
 	kiln_buf_printf(&b, ",\"source_date_epoch\":%" PRId64 ",\"source_date_epoch_given\":%s}\n",
-			r->source_date_epoch, r->epoch_given ? "true" : "false");
+	                r->source_date_epoch, r->epoch_given ? "true" : "false");
 	fwrite(b.data, 1, b.len, stdout);
 	kiln_buf_free(&b);
 	return fflush(stdout) == 0 ? KILN_EXIT_OK : KILN_EXIT_FAILURE;
 }
 
 const struct kiln_command kiln_cmd_hash = {
-	.name = "hash",
-	.summary = "print a recipe's identity: config_hash, source_date_epoch, build_key",
-	.usage = "Usage: kiln hash [--context ARCHIVE] [--canonical] RECIPE\n"
-		 "\n"
-		 "Validates RECIPE (a file, or - for stdin) and prints one JSON object:\n"
-		 "  config_hash        SHA-256 of the canonical recipe (docs/recipe.md)\n"
-		 "  source_date_epoch  the recipe's, or derived from config_hash\n"
-		 "  build_key          SHA-256 of everything that can change the output\n"
-		 "\n"
-		 "Options:\n"
-		 "  --context ARCHIVE  include the context archive's digest in build_key\n"
-		 "  --canonical        also print the canonical JSON texts that are hashed\n"
-		 "\n"
-		 "Exit status: 0 success, 1 invalid recipe or unreadable file, 2 usage error.\n",
-	.run = run,
+    .name = "hash",
+    .summary = "print a recipe's identity: config_hash, source_date_epoch, build_key",
+    .usage = "Usage: kiln hash [--context ARCHIVE] [--canonical] RECIPE\n"
+             "\n"
+             "Validates RECIPE (a file, or - for stdin) and prints one JSON object:\n"
+             "  config_hash        SHA-256 of the canonical recipe (docs/recipe.md)\n"
+             "  source_date_epoch  the recipe's, or derived from config_hash\n"
+             "  build_key          SHA-256 of everything that can change the output\n"
+             "\n"
+             "Options:\n"
+             "  --context ARCHIVE  include the context archive's digest in build_key\n"
+             "  --canonical        also print the canonical JSON texts that are hashed\n"
+             "\n"
+             "Exit status: 0 success, 1 invalid recipe or unreadable file, 2 usage error.\n",
+    .run = run,
 };

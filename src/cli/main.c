@@ -24,23 +24,14 @@
 #include "cli/cli.h"
 
 static const struct kiln_command *const commands[] = {
-	&kiln_cmd_validate,
-	&kiln_cmd_hash,
-	&kiln_cmd_profile,
+    &kiln_cmd_validate, &kiln_cmd_hash,   &kiln_cmd_profile,
 #ifdef KILN_FULL
-	&kiln_cmd_setup,
-	&kiln_cmd_build,
-	&kiln_cmd_token,
+    &kiln_cmd_setup,    &kiln_cmd_build,  &kiln_cmd_token,
 #endif
-	&kiln_cmd_run,
+    &kiln_cmd_run,
 #ifdef KILN_FULL
-	&kiln_cmd_serve,
-	&kiln_cmd_submit,
-	&kiln_cmd_status,
-	&kiln_cmd_list,
-	&kiln_cmd_logs,
-	&kiln_cmd_cancel,
-	&kiln_cmd_download,
+    &kiln_cmd_serve,    &kiln_cmd_submit, &kiln_cmd_status,   &kiln_cmd_list,
+    &kiln_cmd_logs,     &kiln_cmd_cancel, &kiln_cmd_download,
 #endif
 };
 
@@ -52,7 +43,7 @@ static const struct kiln_command *const commands[] = {
 static int exec_full(char **argv)
 {
 	char exe[PATH_MAX];
-	const char *dirs[2] = { NULL, KILN_LIBEXECDIR };
+	const char *dirs[2] = {NULL, KILN_LIBEXECDIR};
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	if (n > 0) {
 		exe[n] = '\0';
@@ -64,7 +55,8 @@ static int exec_full(char **argv)
 	}
 	for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
 		char path[PATH_MAX];
-		if (!dirs[i] || snprintf(path, sizeof(path), "%s/kiln-full", dirs[i]) >= (int)sizeof(path))
+		if (!dirs[i] ||
+		    snprintf(path, sizeof(path), "%s/kiln-full", dirs[i]) >= (int)sizeof(path))
 			continue;
 		execv(path, argv);
 		if (errno != ENOENT) {
@@ -73,8 +65,8 @@ static int exec_full(char **argv)
 		}
 	}
 	cli_errorf("cannot find kiln-full (the part of kiln with setup, build, serve and the "
-		   "client commands) beside %s or in " KILN_LIBEXECDIR,
-		   dirs[0] ? dirs[0] : "the executable");
+	           "client commands) beside %s or in " KILN_LIBEXECDIR,
+	           dirs[0] ? dirs[0] : "the executable");
 	return KILN_EXIT_FAILURE;
 }
 #endif

@@ -74,7 +74,8 @@ static char *read_image_file(const struct kiln_sandbox_spec *s, const char *rel)
 		_cleanup_close_ int d = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 		if (d < 0)
 			continue;
-		_cleanup_close_ int fd = kiln_open_in_root(d, rel, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
+		_cleanup_close_ int fd =
+		    kiln_open_in_root(d, rel, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
 		if (fd == -ENOENT)
 			continue;
 		struct stat st;
@@ -91,8 +92,8 @@ static char *read_image_file(const struct kiln_sandbox_spec *s, const char *rel)
 /* --user USER[:GROUP], each a number or a name looked up in the image's
  * /etc/passwd and /etc/group (never the host's: the same name can mean
  * another id there). A name also gives the primary group and HOME. */
-static int resolve_user(const struct kiln_sandbox_spec *s, const char *arg, uid_t *uid,
-                        gid_t *gid, char **home)
+static int resolve_user(const struct kiln_sandbox_spec *s, const char *arg, uid_t *uid, gid_t *gid,
+                        char **home)
 {
 	_cleanup_free_ char *buf = xstrdup(arg);
 	char *group = strchr(buf, ':');
@@ -327,11 +328,12 @@ static int run(int argc, char **argv)
 	if (res.timed_out || res.oom_killed || res.term_signal || stats) {
 		_cleanup_free_ char *d = kiln_sandbox_result_describe(&res);
 		if (stats)
-			cli_errorf("run: command %s; wall %.3f s, cpu %.3f s, peak memory %.1f MiB%s%s",
-			           d, (double)res.wall_usec / 1e6, (double)res.cpu_usec / 1e6,
-			           (double)res.peak_memory / (1024.0 * 1024.0),
-			           res.stdout_truncated ? ", stdout truncated" : "",
-			           res.stderr_truncated ? ", stderr truncated" : "");
+			cli_errorf(
+			    "run: command %s; wall %.3f s, cpu %.3f s, peak memory %.1f MiB%s%s", d,
+			    (double)res.wall_usec / 1e6, (double)res.cpu_usec / 1e6,
+			    (double)res.peak_memory / (1024.0 * 1024.0),
+			    res.stdout_truncated ? ", stdout truncated" : "",
+			    res.stderr_truncated ? ", stderr truncated" : "");
 		else
 			cli_errorf("run: command %s", d);
 	}

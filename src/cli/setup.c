@@ -16,27 +16,20 @@ static void log_stderr(void *ud, const char *data, size_t len)
 static int run(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "base", required_argument, NULL, 'b' },
-		{ "state-dir", required_argument, NULL, 's' },
-		{},
+	    {"help", no_argument, NULL, 'h'},
+	    {"base", required_argument, NULL, 'b'},
+	    {"state-dir", required_argument, NULL, 's'},
+	    {},
 	};
 	const char *base = KILN_DEFAULT_BASE, *state = NULL;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+hb:", opts, NULL)) != -1) {
 		switch (c) {
-		case 'h':
-			cli_print_help(&kiln_cmd_setup);
-			return KILN_EXIT_OK;
-		case 'b':
-			base = optarg;
-			break;
-		case 's':
-			state = optarg;
-			break;
-		default:
-			return cli_usage_error(&kiln_cmd_setup, "unknown option");
+		case 'h': cli_print_help(&kiln_cmd_setup); return KILN_EXIT_OK;
+		case 'b': base = optarg; break;
+		case 's': state = optarg; break;
+		default: return cli_usage_error(&kiln_cmd_setup, "unknown option");
 		}
 	}
 	if (optind != argc)
@@ -47,7 +40,7 @@ static int run(int argc, char **argv)
 		cli_errorf("setup: must run as root (the sandbox needs namespaces and cgroups)");
 		return KILN_EXIT_FAILURE;
 	}
-	struct kiln_image_hooks hooks = { .log = log_stderr, .cancel_fd = -1 };
+	struct kiln_image_hooks hooks = {.log = log_stderr, .cancel_fd = -1};
 	bool already = false;
 	char digest[KILN_SHA256_HEX_LEN + 1];
 	_cleanup_error_ struct kiln_error *err = NULL;
@@ -63,19 +56,19 @@ static int run(int argc, char **argv)
 }
 
 const struct kiln_command kiln_cmd_setup = {
-	.name = "setup",
-	.summary = "bootstrap a base system into the state directory",
-	.usage = "Usage: kiln setup [--base NAME] [--state-dir DIR]\n"
-		 "\n"
-		 "Bootstraps NAME with mmdebstrap inside kiln's sandbox, from the host's\n"
-		 "configured apt sources only, and stores it content-addressed in the state\n"
-		 "directory (default $KILN_STATE_DIR or /var/lib/kiln). Idempotent: a second\n"
-		 "call says so and does nothing. Needs root.\n"
-		 "\n"
-		 "Bases:\n"
-		 "  debian/bookworm  the default: Debian minbase (apt, dpkg, coreutils)\n"
-		 "  busybox          Debian's busybox-static alone (no packages, no ISO)\n"
-		 "\n"
-		 "Exit status: 0 success, 1 failure, 2 usage error.\n",
-	.run = run,
+    .name = "setup",
+    .summary = "bootstrap a base system into the state directory",
+    .usage = "Usage: kiln setup [--base NAME] [--state-dir DIR]\n"
+             "\n"
+             "Bootstraps NAME with mmdebstrap inside kiln's sandbox, from the host's\n"
+             "configured apt sources only, and stores it content-addressed in the state\n"
+             "directory (default $KILN_STATE_DIR or /var/lib/kiln). Idempotent: a second\n"
+             "call says so and does nothing. Needs root.\n"
+             "\n"
+             "Bases:\n"
+             "  debian/bookworm  the default: Debian minbase (apt, dpkg, coreutils)\n"
+             "  busybox          Debian's busybox-static alone (no packages, no ISO)\n"
+             "\n"
+             "Exit status: 0 success, 1 failure, 2 usage error.\n",
+    .run = run,
 };

@@ -21,7 +21,7 @@ static void fmt_time(int64_t us, char *out, size_t n)
 
 static int open_db(const char *state, struct kiln_service **ret)
 {
-	struct kiln_service_config cfg = { .state_dir = state, .no_workers = true };
+	struct kiln_service_config cfg = {.state_dir = state, .no_workers = true};
 	_cleanup_error_ struct kiln_error *err = NULL;
 	if (kiln_service_open(&cfg, ret, &err) < 0) {
 		cli_errorf("token: %s", err->msg);
@@ -33,11 +33,11 @@ static int open_db(const char *state, struct kiln_service **ret)
 static int run(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "state-dir", required_argument, NULL, 's' },
-		{ "owner", required_argument, NULL, 'u' },
-		{ "name", required_argument, NULL, 'n' },
-		{},
+	    {"help", no_argument, NULL, 'h'},
+	    {"state-dir", required_argument, NULL, 's'},
+	    {"owner", required_argument, NULL, 'u'},
+	    {"name", required_argument, NULL, 'n'},
+	    {},
 	};
 	const char *state = NULL, *owner = NULL, *name = NULL;
 	const char *verb = NULL;
@@ -51,9 +51,7 @@ static int run(int argc, char **argv)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "hu:n:", opts, NULL)) != -1) {
 		switch (c) {
-		case 'h':
-			cli_print_help(&kiln_cmd_token);
-			return KILN_EXIT_OK;
+		case 'h': cli_print_help(&kiln_cmd_token); return KILN_EXIT_OK;
 		case 's': state = optarg; break;
 		case 'u': owner = optarg; break;
 		case 'n': name = optarg; break;
@@ -74,16 +72,16 @@ static int run(int argc, char **argv)
 		if (rc)
 			return rc;
 		char *secret = NULL;
-		struct kiln_token_info info = { 0 };
+		struct kiln_token_info info = {0};
 		if (kiln_service_token_create(s, owner ? owner : "admin", name ? name : "", &secret,
-					      &info, &err) < 0) {
+		                              &info, &err) < 0) {
 			cli_errorf("token create: %s", err->msg);
 			kiln_service_free(s);
 			return KILN_EXIT_FAILURE;
 		}
 		printf("%s\n", secret);
 		fprintf(stderr, "token %s for user '%s' created; the secret above is shown once\n",
-			info.id, info.owner);
+		        info.id, info.owner);
 		free(secret);
 		kiln_token_info_clear(&info);
 		kiln_service_free(s);
@@ -109,7 +107,8 @@ static int run(int argc, char **argv)
 			fmt_time(v[i].created_us, cr, sizeof(cr));
 			fmt_time(v[i].last_used_us, lu, sizeof(lu));
 			printf("%-36s  %-16s  %-20s  %-20s  %-20s  %s\n", v[i].id, v[i].owner,
-			       v[i].name ? v[i].name : "", cr, lu, v[i].revoked ? "revoked" : "active");
+			       v[i].name ? v[i].name : "", cr, lu,
+			       v[i].revoked ? "revoked" : "active");
 			kiln_token_info_clear(&v[i]);
 		}
 		free(v);
@@ -135,17 +134,17 @@ static int run(int argc, char **argv)
 }
 
 const struct kiln_command kiln_cmd_token = {
-	.name = "token",
-	.summary = "create, list and revoke API tokens",
-	.usage = "Usage: kiln token create [--owner USER] [--name LABEL] [--state-dir DIR]\n"
-		 "       kiln token list [--state-dir DIR]\n"
-		 "       kiln token revoke ID [--state-dir DIR]\n"
-		 "\n"
-		 "API tokens authenticate `kiln serve` clients (Authorization: Bearer TOKEN)\n"
-		 "and web UI sign-ins. A token acts as USER (default admin): a user sees and\n"
-		 "cancels only their own builds. `create` prints the secret once on stdout;\n"
-		 "the server stores only its SHA-256. Safe to run next to a running server.\n"
-		 "\n"
-		 "Exit status: 0 success, 1 failure, 2 usage error.\n",
-	.run = run,
+    .name = "token",
+    .summary = "create, list and revoke API tokens",
+    .usage = "Usage: kiln token create [--owner USER] [--name LABEL] [--state-dir DIR]\n"
+             "       kiln token list [--state-dir DIR]\n"
+             "       kiln token revoke ID [--state-dir DIR]\n"
+             "\n"
+             "API tokens authenticate `kiln serve` clients (Authorization: Bearer TOKEN)\n"
+             "and web UI sign-ins. A token acts as USER (default admin): a user sees and\n"
+             "cancels only their own builds. `create` prints the secret once on stdout;\n"
+             "the server stores only its SHA-256. Safe to run next to a running server.\n"
+             "\n"
+             "Exit status: 0 success, 1 failure, 2 usage error.\n",
+    .run = run,
 };

@@ -5,7 +5,7 @@
 
 static int run(int argc, char **argv)
 {
-	static const struct option opts[] = { { "help", no_argument, NULL, 'h' }, {} };
+	static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {}};
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -22,14 +22,14 @@ static int run(int argc, char **argv)
 }
 
 const struct kiln_command kiln_cmd_validate = {
-	.name = "validate",
-	.summary = "check a recipe; prints nothing when it is valid",
-	.usage = "Usage: kiln validate RECIPE\n"
-		 "\n"
-		 "Checks RECIPE (a file, or - for stdin) against recipe format v1.\n"
-		 "Prints nothing and exits 0 when it is valid; otherwise prints the\n"
-		 "first error with its JSON path, e.g.\n"
-		 "  kiln: recipe.json: overlays[0].files[1].path: must be absolute\n"
-		 "and exits 1. Usage errors exit 2.\n",
-	.run = run,
+    .name = "validate",
+    .summary = "check a recipe; prints nothing when it is valid",
+    .usage = "Usage: kiln validate RECIPE\n"
+             "\n"
+             "Checks RECIPE (a file, or - for stdin) against recipe format v1.\n"
+             "Prints nothing and exits 0 when it is valid; otherwise prints the\n"
+             "first error with its JSON path, e.g.\n"
+             "  kiln: recipe.json: overlays[0].files[1].path: must be absolute\n"
+             "and exits 1. Usage errors exit 2.\n",
+    .run = run,
 };

@@ -6,7 +6,8 @@
  * allowlist, CORS, route/405/404, body limit, per-client rate limit,
  * authentication by token or session cookie, CSRF), the /api/v1 handlers,
  * Server-Sent Events for live logs, streamed artifact downloads, and the
- * web page (embedded at build time) with its sign-in sessions. docs/api.md describes the wire format.
+ * web page (embedded at build time) with its sign-in sessions. docs/api.md describes the wire
+ * format.
  *
  * Must not: touch the database, the store or the pipeline — every build,
  * log, artifact, token and health answer comes from service/service.h. */

@@ -21,10 +21,10 @@ struct base_def {
 	const char *name;
 	const char *suite;
 	const char *variant;
-	const char *include;      /* --include=..., or NULL */
-	const char *hook_option;  /* the mmdebstrap hook that records the packages */
-	const char *hook;         /* its script, run as `sh HOOK ROOT` */
-	const char *const *drop;  /* tar --exclude options for the unpack */
+	const char *include;     /* --include=..., or NULL */
+	const char *hook_option; /* the mmdebstrap hook that records the packages */
+	const char *hook;        /* its script, run as `sh HOOK ROOT` */
+	const char *const *drop; /* tar --exclude options for the unpack */
 };
 
 /* Records every base package with the SHA-256 of its .deb from the index,
@@ -33,13 +33,15 @@ struct base_def {
  * each call reloads apt's cache, ~1 s apiece (docs/benchmarks.md). Runs as
  * an mmdebstrap customize hook, $1 being the new root. */
 static const char debian_hook[] =
-	"set -eu\n"
-	"chroot \"$1\" dpkg-query -W -f='${Package} ${Version} ${Architecture}\\n' > /tmp/kiln-pkgs.txt\n"
-	"chroot \"$1\" apt-cache show --no-all-versions $(awk '{print $1\"=\"$2}' /tmp/kiln-pkgs.txt) "
-	"2>/dev/null | awk -F': ' '/^Package: /{p=$2} /^Version: /{v=$2} /^SHA256: /{print p\"=\"v, $2}' "
-	"> /tmp/kiln-hashes.txt || true\n"
-	"awk 'NR==FNR {h[$1]=$2; next} {k=$1\"=\"$2; print $1, $2, $3, (k in h ? h[k] : \"unknown\")}' "
-	"/tmp/kiln-hashes.txt /tmp/kiln-pkgs.txt > /mnt/base-packages.txt\n";
+    "set -eu\n"
+    "chroot \"$1\" dpkg-query -W -f='${Package} ${Version} ${Architecture}\\n' > "
+    "/tmp/kiln-pkgs.txt\n"
+    "chroot \"$1\" apt-cache show --no-all-versions $(awk '{print $1\"=\"$2}' /tmp/kiln-pkgs.txt) "
+    "2>/dev/null | awk -F': ' '/^Package: /{p=$2} /^Version: /{v=$2} /^SHA256: /{print p\"=\"v, "
+    "$2}' "
+    "> /tmp/kiln-hashes.txt || true\n"
+    "awk 'NR==FNR {h[$1]=$2; next} {k=$1\"=\"$2; print $1, $2, $3, (k in h ? h[k] : \"unknown\")}' "
+    "/tmp/kiln-hashes.txt /tmp/kiln-pkgs.txt > /mnt/base-packages.txt\n";
 
 /* The tiny base: Debian's busybox-static extracted (the extract variant
  * runs no maintainer script and installs no dpkg), its applets linked, a
@@ -51,30 +53,32 @@ static const char debian_hook[] =
  * all of mmdebstrap: a tampered package could reach this scratch tree and
  * the mirror, never the host's files or privileges. */
 static const char busybox_hook[] =
-	"set -eu\n"
-	"r=$1\n"
-	"apt-cache show --no-all-versions busybox-static 2>/dev/null | awk -F': ' "
-	"'/^Package: /{p=$2} /^Version: /{v=$2} /^Architecture: /{a=$2} /^SHA256: /{h=$2} "
-	"END {if (p != \"\") print p, v, a, h}' > /mnt/base-packages.txt\n"
-	"[ -s /mnt/base-packages.txt ] || { echo 'busybox-static is not in the index' >&2; exit 1; }\n"
-	/* the host's: they must not end up in the image */
-	"rm -f \"$r/etc/resolv.conf\" \"$r/etc/hostname\" \"$r/etc/fstab\"\n"
-	"mkdir -p \"$r/sbin\" \"$r/usr/bin\" \"$r/usr/sbin\" \"$r/root\" \"$r/home\" \"$r/srv\" \"$r/mnt\" "
-	"\"$r/proc\" \"$r/sys\" \"$r/dev\" \"$r/run\" \"$r/var/tmp\"\n"
-	"chroot \"$r\" /bin/busybox --install -s\n"
-	"printf 'root:x:0:0:root:/root:/bin/sh\\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\\n' "
-	"> \"$r/etc/passwd\"\n"
-	"printf 'root:x:0:\\nnogroup:x:65534:\\n' > \"$r/etc/group\"\n"
-	"chmod 700 \"$r/root\"\n"
-	"chmod 1777 \"$r/tmp\" \"$r/var/tmp\"\n";
+    "set -eu\n"
+    "r=$1\n"
+    "apt-cache show --no-all-versions busybox-static 2>/dev/null | awk -F': ' "
+    "'/^Package: /{p=$2} /^Version: /{v=$2} /^Architecture: /{a=$2} /^SHA256: /{h=$2} "
+    "END {if (p != \"\") print p, v, a, h}' > /mnt/base-packages.txt\n"
+    "[ -s /mnt/base-packages.txt ] || { echo 'busybox-static is not in the index' >&2; exit 1; }\n"
+    /* the host's: they must not end up in the image */
+    "rm -f \"$r/etc/resolv.conf\" \"$r/etc/hostname\" \"$r/etc/fstab\"\n"
+    "mkdir -p \"$r/sbin\" \"$r/usr/bin\" \"$r/usr/sbin\" \"$r/root\" \"$r/home\" \"$r/srv\" "
+    "\"$r/mnt\" "
+    "\"$r/proc\" \"$r/sys\" \"$r/dev\" \"$r/run\" \"$r/var/tmp\"\n"
+    "chroot \"$r\" /bin/busybox --install -s\n"
+    "printf "
+    "'root:x:0:0:root:/root:/bin/sh\\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\\n' "
+    "> \"$r/etc/passwd\"\n"
+    "printf 'root:x:0:\\nnogroup:x:65534:\\n' > \"$r/etc/group\"\n"
+    "chmod 700 \"$r/root\"\n"
+    "chmod 1777 \"$r/tmp\" \"$r/var/tmp\"\n";
 
 /* mmdebstrap's own apt and dpkg configuration, meaningless without them */
-static const char *const busybox_drop[] = { "--exclude=./etc/apt", "--exclude=./etc/dpkg", NULL };
+static const char *const busybox_drop[] = {"--exclude=./etc/apt", "--exclude=./etc/dpkg", NULL};
 
 static const struct base_def bases[] = {
-	{ "debian/bookworm", "bookworm", "minbase", NULL, "--customize-hook", debian_hook, NULL },
-	{ "busybox", "bookworm", "extract", "busybox-static", "--extract-hook", busybox_hook,
-	  busybox_drop },
+    {"debian/bookworm", "bookworm", "minbase", NULL, "--customize-hook", debian_hook, NULL},
+    {"busybox", "bookworm", "extract", "busybox-static", "--extract-hook", busybox_hook,
+     busybox_drop},
 };
 
 static const struct base_def *find_base(const char *name, struct kiln_error **err)
@@ -82,7 +86,8 @@ static const struct base_def *find_base(const char *name, struct kiln_error **er
 	for (size_t i = 0; i < ELEMENTSOF(bases); i++)
 		if (strcmp(bases[i].name, name) == 0)
 			return &bases[i];
-	kiln_error_set(err, ENOENT, "unknown base '%s' (supported: debian/bookworm, busybox)", name);
+	kiln_error_set(err, ENOENT, "unknown base '%s' (supported: debian/bookworm, busybox)",
+	               name);
 	return NULL;
 }
 
@@ -96,7 +101,7 @@ static char *ref_path(const char *state_dir, const struct base_def *b)
 }
 
 int kiln_image_base_path(const char *state_dir, const char *base, char **ret_path,
-			 char ret_digest[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err)
+                         char ret_digest[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err)
 {
 	const struct base_def *b = find_base(base, err);
 	if (!b)
@@ -107,15 +112,15 @@ int kiln_image_base_path(const char *state_dir, const char *base, char **ret_pat
 	_cleanup_error_ struct kiln_error *e2 = NULL;
 	if (kiln_read_file(ref, 256, &digest, &len, &e2) < 0 || len < KILN_SHA256_HEX_LEN)
 		return kiln_error_set(err, ENOENT,
-				      "base %s is not set up in %s: run 'kiln setup --base %s'",
-				      base, state_dir, base);
+		                      "base %s is not set up in %s: run 'kiln setup --base %s'",
+		                      base, state_dir, base);
 	digest[KILN_SHA256_HEX_LEN] = '\0';
 	_cleanup_free_ char *tree = xasprintf("%s/bases/%s", state_dir, digest);
 	struct stat st;
 	if (stat(tree, &st) < 0 || !S_ISDIR(st.st_mode))
 		return kiln_error_set(err, ENOENT,
-				      "base %s: tree %s is missing: run 'kiln setup --base %s'", base,
-				      tree, base);
+		                      "base %s: tree %s is missing: run 'kiln setup --base %s'",
+		                      base, tree, base);
 	if (ret_digest)
 		memcpy(ret_digest, digest, KILN_SHA256_HEX_LEN + 1);
 	*ret_path = TAKE_PTR(tree);
@@ -164,7 +169,7 @@ static int collect_sources(const char *dir, char ***ret, struct kiln_error **err
 		const char *nm = ents[i]->d_name;
 		size_t l = strlen(nm);
 		bool ok = (l > 5 && strcmp(nm + l - 5, ".list") == 0) ||
-			  (l > 8 && strcmp(nm + l - 8, ".sources") == 0);
+		          (l > 8 && strcmp(nm + l - 8, ".sources") == 0);
 		if (ok && k < ELEMENTSOF(names)) {
 			_cleanup_free_ char *p = xasprintf("%s/%s", candidates_dir, nm);
 			char *c = NULL;
@@ -183,9 +188,11 @@ static int collect_sources(const char *dir, char ***ret, struct kiln_error **err
 		rc = kiln_error_set_errno(err, errno, "%s", dir);
 	for (size_t i = 0; i < k; i++) {
 		if (rc == 0) {
-			int r = kiln_write_file_atomic_at(dfd, names[i], contents[i], lens[i], 0644);
+			int r =
+			    kiln_write_file_atomic_at(dfd, names[i], contents[i], lens[i], 0644);
 			if (r < 0)
-				rc = kiln_error_set_errno(err, -r, "%s/%s: cannot write", dir, names[i]);
+				rc = kiln_error_set_errno(err, -r, "%s/%s: cannot write", dir,
+				                          names[i]);
 			list[n++] = xasprintf("/srv/sources/%s", names[i]);
 		}
 		free(contents[i]);
@@ -197,8 +204,8 @@ static int collect_sources(const char *dir, char ***ret, struct kiln_error **err
 	free(ents);
 	if (rc == 0 && n == 0)
 		rc = kiln_error_set(err, ENOENT,
-				    "no apt sources configured on the host (/etc/apt/sources.list, "
-				    "/etc/apt/sources.list.d/): kiln only fetches from those");
+		                    "no apt sources configured on the host (/etc/apt/sources.list, "
+		                    "/etc/apt/sources.list.d/): kiln only fetches from those");
 	if (rc < 0) {
 		strv_free(list);
 		return rc;
@@ -208,8 +215,8 @@ static int collect_sources(const char *dir, char ***ret, struct kiln_error **err
 }
 
 int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_image_hooks *h,
-		     bool *ret_already, char ret_digest[KILN_SHA256_HEX_LEN + 1],
-		     struct kiln_error **err)
+                     bool *ret_already, char ret_digest[KILN_SHA256_HEX_LEN + 1],
+                     struct kiln_error **err)
 {
 	const struct base_def *b = find_base(base, err);
 	if (!b)
@@ -245,15 +252,16 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 	if (rc == 0) {
 		_cleanup_close_ int sfd = open(srcdir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 		if (sfd < 0 || kiln_write_file_atomic_at(sfd, "kiln-base-packages.sh", b->hook,
-							 strlen(b->hook), 0644) < 0)
+		                                         strlen(b->hook), 0644) < 0)
 			rc = kiln_error_set_errno(err, errno, "%s: cannot write the hook", srcdir);
 	}
 	_cleanup_rmtree_ char *tree_tmp = xasprintf("%s/bases/.tmp-%s", state_dir, id);
 	if (rc < 0)
 		return rc;
 
-	kiln_image_logf(h, "==> bootstrapping %s with mmdebstrap (sources: the host's apt configuration)\n",
-			b->name);
+	kiln_image_logf(
+	    h, "==> bootstrapping %s with mmdebstrap (sources: the host's apt configuration)\n",
+	    b->name);
 	{
 		_cleanup_free_ char *variant = xasprintf("--variant=%s", b->variant);
 		_cleanup_free_ char *include =
@@ -283,19 +291,19 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 		for (size_t i = 0; i < ns; i++)
 			argv[a++] = xasprintf("/srv/%s", strrchr(sources[i], '/') + 1);
 		struct kiln_sandbox_bind binds[] = {
-			{ srcdir, "/srv", true },
-			{ outdir, "/mnt", false },
+		    {srcdir, "/srv", true},
+		    {outdir, "/mnt", false},
 		};
 		struct kiln_buf errs = KILN_BUF_INIT;
 		struct kiln_image_run r = {
-			.what = "bootstrap (mmdebstrap)",
-			.binds = binds,
-			.n_binds = ELEMENTSOF(binds),
-			.network = true,
-			.argv = argv,
-			.timeout_s = 3600,
-			.epoch = KILN_BASE_EPOCH,
-			.errors = &errs,
+		    .what = "bootstrap (mmdebstrap)",
+		    .binds = binds,
+		    .n_binds = ELEMENTSOF(binds),
+		    .network = true,
+		    .argv = argv,
+		    .timeout_s = 3600,
+		    .epoch = KILN_BASE_EPOCH,
+		    .errors = &errs,
 		};
 		rc = kiln_image_sandbox(h, &r, err);
 		kiln_buf_free(&errs);
@@ -312,7 +320,7 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 	if (rc < 0)
 		return rc;
 	kiln_image_logf(h, "==> base archive sha256:%s (%llu bytes); unpacking\n", digest,
-			(unsigned long long)size);
+	                (unsigned long long)size);
 	{
 		_cleanup_free_ char *pk = xasprintf("%s/base-packages.txt", outdir);
 		_cleanup_free_ char *dst = xasprintf("%s/bases/%s.packages", state_dir, digest);
@@ -322,7 +330,7 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 		_cleanup_free_ char *dir = xasprintf("%s/bases", state_dir);
 		_cleanup_close_ int dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 		if (rc == 0 && (dfd < 0 || kiln_write_file_atomic_at(dfd, strrchr(dst, '/') + 1,
-								     data, dlen, 0644) < 0))
+		                                                     data, dlen, 0644) < 0))
 			rc = kiln_error_set_errno(err, errno, "%s: cannot write", dst);
 		if (rc < 0)
 			return rc;
@@ -332,22 +340,27 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 		return rc;
 	{
 		struct kiln_sandbox_bind binds[] = {
-			{ outdir, "/srv", true },
-			{ tree_tmp, "/mnt", false },
+		    {outdir, "/srv", true},
+		    {tree_tmp, "/mnt", false},
 		};
 		/* Device nodes cannot be created in a user namespace, and every
 		 * sandbox gets its own minimal /dev anyway. */
-		const char *argv[16] = { "tar", "-C", "/mnt", "-xpf", "/srv/base.tar",
-					 "--numeric-owner", "--exclude=./dev/*" };
+		const char *argv[16] = {"tar",
+		                        "-C",
+		                        "/mnt",
+		                        "-xpf",
+		                        "/srv/base.tar",
+		                        "--numeric-owner",
+		                        "--exclude=./dev/*"};
 		for (size_t i = 0, a = 7; b->drop && b->drop[i] && a < ELEMENTSOF(argv) - 1; i++)
 			argv[a++] = b->drop[i];
 		struct kiln_image_run r = {
-			.what = "unpack base",
-			.binds = binds,
-			.n_binds = ELEMENTSOF(binds),
-			.argv = argv,
-			.timeout_s = 1800,
-			.epoch = KILN_BASE_EPOCH,
+		    .what = "unpack base",
+		    .binds = binds,
+		    .n_binds = ELEMENTSOF(binds),
+		    .argv = argv,
+		    .timeout_s = 1800,
+		    .epoch = KILN_BASE_EPOCH,
 		};
 		rc = kiln_image_sandbox(h, &r, err);
 		if (rc < 0)
@@ -365,8 +378,8 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 		_cleanup_close_ int dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 		_cleanup_free_ char *line = xasprintf("%s\n", digest);
 		int r = dfd < 0 ? -errno
-				: kiln_write_file_atomic_at(dfd, strrchr(ref, '/') + 1, line,
-							    strlen(line), 0644);
+		                : kiln_write_file_atomic_at(dfd, strrchr(ref, '/') + 1, line,
+		                                            strlen(line), 0644);
 		if (r < 0)
 			return kiln_error_set_errno(err, -r, "%s: cannot write", ref);
 	}

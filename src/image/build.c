@@ -57,13 +57,13 @@ static void pkglist_clear(struct pkglist *l)
 
 /* "name version arch sha256 [file]" lines. */
 static int pkglist_parse(const char *text, bool want_file, struct pkglist *ret,
-			 struct kiln_error **err)
+                         struct kiln_error **err)
 {
-	struct pkglist l = { NULL, 0 };
+	struct pkglist l = {NULL, 0};
 	_cleanup_free_ char *copy = xstrdup(text);
 	char *save = NULL;
 	for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *f[5] = { NULL };
+		char *f[5] = {NULL};
 		size_t nf = 0;
 		char *s2 = NULL;
 		for (char *t = strtok_r(line, " ", &s2); t && nf < 5; t = strtok_r(NULL, " ", &s2))
@@ -73,8 +73,8 @@ static int pkglist_parse(const char *text, bool want_file, struct pkglist *ret,
 			return kiln_error_set(err, EBADMSG, "malformed package line '%s'", line);
 		}
 		l.v = xreallocarray(l.v, l.n + 1, sizeof(struct pkg));
-		l.v[l.n++] = (struct pkg){ xstrdup(f[0]), xstrdup(f[1]), xstrdup(f[2]),
-					   xstrdup(f[3]), want_file ? xstrdup(f[4]) : NULL };
+		l.v[l.n++] = (struct pkg){xstrdup(f[0]), xstrdup(f[1]), xstrdup(f[2]),
+		                          xstrdup(f[3]), want_file ? xstrdup(f[4]) : NULL};
 	}
 	*ret = l;
 	return 0;
@@ -129,9 +129,9 @@ static void build_warning(void *ud, unsigned elapsed)
 	b->warned = true;
 	unsigned total = (unsigned)elapsed_s(b);
 	kiln_image_logf(&b->o->hooks,
-			"==> warning: the build has been running for %u seconds (timeout %" PRId64
-			" s)\n",
-			total, b->r->resources.timeout_s);
+	                "==> warning: the build has been running for %u seconds (timeout %" PRId64
+	                " s)\n",
+	                total, b->r->resources.timeout_s);
 	if (b->o->hooks.warning)
 		b->o->hooks.warning(b->o->hooks.userdata, total);
 	(void)elapsed;
@@ -154,7 +154,7 @@ static bool cancelled(const struct build *b)
 {
 	if (b->o->hooks.cancel_fd < 0)
 		return false;
-	struct pollfd p = { b->o->hooks.cancel_fd, POLLIN, 0 };
+	struct pollfd p = {b->o->hooks.cancel_fd, POLLIN, 0};
 	return poll(&p, 1, 0) > 0;
 }
 
@@ -171,7 +171,7 @@ static unsigned secs_up(double x)
 }
 
 static int run(struct build *b, struct kiln_image_run *r, unsigned step_limit,
-	       struct kiln_error **err)
+               struct kiln_error **err)
 {
 	if (r->upper && clamp_upper(b, err) < 0)
 		return -EIO;
@@ -181,7 +181,7 @@ static int run(struct build *b, struct kiln_image_run *r, unsigned step_limit,
 	double left = (double)b->r->resources.timeout_s - el;
 	if (left < 1)
 		return kiln_error_set(err, ETIME, "Build timed out after %" PRId64 " seconds",
-				      b->r->resources.timeout_s);
+		                      b->r->resources.timeout_s);
 	unsigned t = secs_up(left);
 	bool build_limit = true;
 	if (step_limit && step_limit < t) {
@@ -199,14 +199,14 @@ static int run(struct build *b, struct kiln_image_run *r, unsigned step_limit,
 	int rc = kiln_image_sandbox(&b->hooks, r, &e);
 	if (rc == -ETIME && build_limit)
 		return kiln_error_set(err, ETIME, "Build timed out after %" PRId64 " seconds",
-				      b->r->resources.timeout_s);
+		                      b->r->resources.timeout_s);
 	if (rc < 0 && err && !*err)
 		*err = TAKE_PTR(e);
 	return rc;
 }
 
 static int write_text(const char *path, const char *data, size_t len, mode_t mode,
-		      struct kiln_error **err)
+                      struct kiln_error **err)
 {
 	_cleanup_free_ char *dir = xstrdup(path);
 	char *slash = strrchr(dir, '/');
@@ -244,27 +244,28 @@ static bool lock_is_warm(const struct build *b, const struct pkglist *l)
 }
 
 static const char fetch_script[] =
-	"set -eu\n"
-	"export DEBIAN_FRONTEND=noninteractive\n"
-	"apt-get update -q\n"
-	"apt-get install -y -q --no-install-recommends --download-only "
-	"-o Dir::Cache::archives=/mnt/ \"$@\"\n"
-	"cd /mnt\n"
-	"for f in *.deb; do\n"
-	"  [ -e \"$f\" ] || continue\n"
-	"  dpkg-deb -f \"$f\" Package Version Architecture | awk -v f=\"$f\" -F': ' "
-	"'{v[$1]=$2} END {print v[\"Package\"], v[\"Version\"], v[\"Architecture\"], f}'\n"
-	"done > /tmp/debs.txt\n"
-	/* One apt-cache call for every package: each call reloads apt's whole
-	 * cache, so a call per package cost ~1 s each (docs/benchmarks.md). */
-	"if [ -s /tmp/debs.txt ]; then\n"
-	"  apt-cache show --no-all-versions $(awk '{print $1\"=\"$2}' /tmp/debs.txt) 2>/dev/null |\n"
-	"    awk -F': ' '/^Package: /{p=$2} /^Version: /{v=$2} /^SHA256: /{print p\"=\"v, $2}' "
-	"> /tmp/hashes.txt\n"
-	"fi\n"
-	"touch /tmp/hashes.txt\n"
-	"awk 'NR==FNR {h[$1]=$2; next} {k=$1\"=\"$2; print $1, $2, $3, (k in h ? h[k] : \"none\"), $4}' "
-	"/tmp/hashes.txt /tmp/debs.txt > /mnt/lock.txt\n";
+    "set -eu\n"
+    "export DEBIAN_FRONTEND=noninteractive\n"
+    "apt-get update -q\n"
+    "apt-get install -y -q --no-install-recommends --download-only "
+    "-o Dir::Cache::archives=/mnt/ \"$@\"\n"
+    "cd /mnt\n"
+    "for f in *.deb; do\n"
+    "  [ -e \"$f\" ] || continue\n"
+    "  dpkg-deb -f \"$f\" Package Version Architecture | awk -v f=\"$f\" -F': ' "
+    "'{v[$1]=$2} END {print v[\"Package\"], v[\"Version\"], v[\"Architecture\"], f}'\n"
+    "done > /tmp/debs.txt\n"
+    /* One apt-cache call for every package: each call reloads apt's whole
+     * cache, so a call per package cost ~1 s each (docs/benchmarks.md). */
+    "if [ -s /tmp/debs.txt ]; then\n"
+    "  apt-cache show --no-all-versions $(awk '{print $1\"=\"$2}' /tmp/debs.txt) 2>/dev/null |\n"
+    "    awk -F': ' '/^Package: /{p=$2} /^Version: /{v=$2} /^SHA256: /{print p\"=\"v, $2}' "
+    "> /tmp/hashes.txt\n"
+    "fi\n"
+    "touch /tmp/hashes.txt\n"
+    "awk 'NR==FNR {h[$1]=$2; next} {k=$1\"=\"$2; print $1, $2, $3, (k in h ? h[k] : \"none\"), "
+    "$4}' "
+    "/tmp/hashes.txt /tmp/debs.txt > /mnt/lock.txt\n";
 
 static int fetch(struct build *b, struct kiln_error **err)
 {
@@ -277,9 +278,9 @@ static int fetch(struct build *b, struct kiln_error **err)
 		if (pkglist_parse(text, true, &l, NULL) == 0) {
 			if (lock_is_warm(b, &l)) {
 				kiln_image_logf(&b->o->hooks,
-						"    lock and all %zu .debs are in the store; no "
-						"network needed\n",
-						l.n);
+				                "    lock and all %zu .debs are in the store; no "
+				                "network needed\n",
+				                l.n);
 				b->lock = l;
 				return 0;
 			}
@@ -288,8 +289,8 @@ static int fetch(struct build *b, struct kiln_error **err)
 	}
 	if (b->o->offline)
 		return kiln_error_set(err, ENETUNREACH,
-				      "fetch: offline build, but the packages of this recipe are "
-				      "not in the store yet (build once with network)");
+		                      "fetch: offline build, but the packages of this recipe are "
+		                      "not in the store yet (build once with network)");
 
 	_cleanup_rmtree_ char *fup = xasprintf("%s/fetch-upper", b->scratch);
 	int rc = kiln_image_mkdir_sandbox(fup, err);
@@ -302,19 +303,19 @@ static int fetch(struct build *b, struct kiln_error **err)
 	argv[3] = "kiln-fetch";
 	for (size_t i = 0; i < b->r->n_packages; i++)
 		argv[4 + i] = b->r->packages[i];
-	const char *layers[] = { b->base_tree };
-	struct kiln_sandbox_bind binds[] = { { b->debs, "/mnt", false } };
+	const char *layers[] = {b->base_tree};
+	struct kiln_sandbox_bind binds[] = {{b->debs, "/mnt", false}};
 	struct kiln_buf errs = KILN_BUF_INIT;
 	struct kiln_image_run r = {
-		.what = "fetch",
-		.layers = layers,
-		.n_layers = 1,
-		.upper = fup,
-		.binds = binds,
-		.n_binds = 1,
-		.network = true,
-		.argv = argv,
-		.errors = &errs,
+	    .what = "fetch",
+	    .layers = layers,
+	    .n_layers = 1,
+	    .upper = fup,
+	    .binds = binds,
+	    .n_binds = 1,
+	    .network = true,
+	    .argv = argv,
+	    .errors = &errs,
 	};
 	rc = run(b, &r, 0, err);
 	free(argv);
@@ -335,7 +336,8 @@ static int fetch(struct build *b, struct kiln_error **err)
 		struct pkg *p = &l.v[i];
 		if (strlen(p->sha256) != KILN_SHA256_HEX_LEN || strchr(p->file, '/')) {
 			rc = kiln_error_set(err, EBADMSG,
-					    "fetch: package %s: no SHA-256 in the package index", p->name);
+			                    "fetch: package %s: no SHA-256 in the package index",
+			                    p->name);
 			break;
 		}
 		_cleanup_free_ char *f = xasprintf("%s/%s", b->debs, p->file);
@@ -350,7 +352,7 @@ static int fetch(struct build *b, struct kiln_error **err)
 		return rc;
 	}
 	kiln_image_logf(&b->o->hooks, "    locked %zu packages (verified against the index)\n",
-			l.n);
+	                l.n);
 	rc = write_text(lp, ltxt, strlen(ltxt), 0644, err);
 	b->lock = l;
 	return rc;
@@ -402,26 +404,26 @@ static int stage_debs(struct build *b, const char *dir, struct kiln_error **err)
  * against a crash mid-upgrade; the upper layer is scratch that a crash
  * throws away anyway. */
 static const char install_script[] =
-	"set -eu\n"
-	"export DEBIAN_FRONTEND=noninteractive\n"
-	"INITRD=No apt-get install -y -q --no-install-recommends "
-	"-o DPkg::Options::=--force-unsafe-io /srv/*.deb\n"
-	"for k in /boot/vmlinuz-*; do\n"
-	"  v=${k#/boot/vmlinuz-}\n"
-	"  if [ ! -f \"$k\" ] || [ ! -d \"/lib/modules/$v\" ] || [ -e \"/boot/initrd.img-$v\" ]; then\n"
-	"    continue\n"
-	"  fi\n"
-	"  if command -v linux-update-symlinks >/dev/null; then\n"
-	"    linux-update-symlinks upgrade \"$v\" \"$k\"\n"
-	"  fi\n"
-	"  if [ -d /etc/kernel/postinst.d ]; then\n"
-	"    SOURCE_DATE_EPOCH=$1 run-parts --report --exit-on-error --arg=\"$v\" --arg=\"$k\" "
-	"/etc/kernel/postinst.d\n"
-	"  fi\n"
-	"done\n"
-	"for f in /boot/initrd.img-*; do\n"
-	"  if [ -f \"$f\" ]; then (cd /boot && sha256sum \"${f#/boot/}\"); fi\n"
-	"done > /mnt/initrd.sha256\n";
+    "set -eu\n"
+    "export DEBIAN_FRONTEND=noninteractive\n"
+    "INITRD=No apt-get install -y -q --no-install-recommends "
+    "-o DPkg::Options::=--force-unsafe-io /srv/*.deb\n"
+    "for k in /boot/vmlinuz-*; do\n"
+    "  v=${k#/boot/vmlinuz-}\n"
+    "  if [ ! -f \"$k\" ] || [ ! -d \"/lib/modules/$v\" ] || [ -e \"/boot/initrd.img-$v\" ]; then\n"
+    "    continue\n"
+    "  fi\n"
+    "  if command -v linux-update-symlinks >/dev/null; then\n"
+    "    linux-update-symlinks upgrade \"$v\" \"$k\"\n"
+    "  fi\n"
+    "  if [ -d /etc/kernel/postinst.d ]; then\n"
+    "    SOURCE_DATE_EPOCH=$1 run-parts --report --exit-on-error --arg=\"$v\" --arg=\"$k\" "
+    "/etc/kernel/postinst.d\n"
+    "  fi\n"
+    "done\n"
+    "for f in /boot/initrd.img-*; do\n"
+    "  if [ -f \"$f\" ]; then (cd /boot && sha256sum \"${f#/boot/}\"); fi\n"
+    "done > /mnt/initrd.sha256\n";
 
 static char *initrd_record_dir(const struct build *b)
 {
@@ -439,21 +441,21 @@ static int install(struct build *b, struct kiln_error **err)
 		return rc;
 	char epoch[32];
 	snprintf(epoch, sizeof(epoch), "%" PRId64,
-		 b->r->source_date_epoch < KILN_BASE_EPOCH ? b->r->source_date_epoch
-							     : KILN_BASE_EPOCH);
-	const char *argv[] = { "/bin/sh", "-c", install_script, "kiln-install", epoch, NULL };
-	const char *layers[] = { b->base_tree };
-	struct kiln_sandbox_bind binds[] = { { dir, "/srv", true }, { rec, "/mnt", false } };
+	         b->r->source_date_epoch < KILN_BASE_EPOCH ? b->r->source_date_epoch
+	                                                   : KILN_BASE_EPOCH);
+	const char *argv[] = {"/bin/sh", "-c", install_script, "kiln-install", epoch, NULL};
+	const char *layers[] = {b->base_tree};
+	struct kiln_sandbox_bind binds[] = {{dir, "/srv", true}, {rec, "/mnt", false}};
 	struct kiln_buf errs = KILN_BUF_INIT;
 	struct kiln_image_run r = {
-		.what = "install",
-		.layers = layers,
-		.n_layers = 1,
-		.upper = b->upper,
-		.binds = binds,
-		.n_binds = 2,
-		.argv = argv,
-		.errors = &errs,
+	    .what = "install",
+	    .layers = layers,
+	    .n_layers = 1,
+	    .upper = b->upper,
+	    .binds = binds,
+	    .n_binds = 2,
+	    .argv = argv,
+	    .errors = &errs,
 	};
 	rc = run(b, &r, 0, err);
 	kiln_buf_free(&errs);
@@ -479,12 +481,12 @@ static int clamp_entry(const char *p, const struct stat *st, int flag, struct FT
 	(void)flag;
 	(void)ftw;
 	bool late = st->st_mtim.tv_sec > clamp_epoch ||
-		    (st->st_mtim.tv_sec == clamp_epoch && st->st_mtim.tv_nsec != 0);
+	            (st->st_mtim.tv_sec == clamp_epoch && st->st_mtim.tv_nsec != 0);
 	if (!late && st->st_mtim.tv_sec < clamp_since)
 		return 0;
 	if (st->st_mtim.tv_sec == clamp_epoch && st->st_mtim.tv_nsec == 0)
 		return 0;
-	struct timespec ts[2] = { { clamp_epoch, 0 }, { clamp_epoch, 0 } };
+	struct timespec ts[2] = {{clamp_epoch, 0}, {clamp_epoch, 0}};
 	if (utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW) == 0)
 		clamp_count++;
 	return 0;
@@ -534,7 +536,7 @@ static int leak_entry(const char *p, const struct stat *st, int flag, struct FTW
 	for (size_t i = 0; i < ls->n; i++)
 		if (memmem(data, (size_t)n, ls->needles[i], strlen(ls->needles[i]))) {
 			kiln_buf_printf(ls->report, "    %s contains \"%s\"\n",
-					p + strlen(ls->root), ls->needles[i]);
+			                p + strlen(ls->root), ls->needles[i]);
 			ls->found++;
 			break;
 		}
@@ -550,21 +552,21 @@ static void scan_leaks(struct build *b)
 	strftime(d1, sizeof(d1), "%Y-%m-%d", &tm);
 	strftime(d2, sizeof(d2), "%a %b %e", &tm);
 	strftime(d3, sizeof(d3), "%b %e %H:", &tm);
-	const char *needles[5] = { d1, d2, d3, strrchr(b->scratch, '/') + 1, NULL };
+	const char *needles[5] = {d1, d2, d3, strrchr(b->scratch, '/') + 1, NULL};
 	size_t n = 4;
 	if (gethostname(host, sizeof(host) - 1) == 0 && strlen(host) >= 4 &&
 	    strcmp(host, "kiln") != 0 && strcmp(host, "localhost") != 0)
 		needles[n++] = host;
 	struct kiln_buf report = KILN_BUF_INIT;
-	struct leak_scan ls = { needles, n, b->upper, &report, 0 };
+	struct leak_scan ls = {needles, n, b->upper, &report, 0};
 	leak_ctx = &ls;
 	nftw(b->upper, leak_entry, 64, FTW_PHYS | FTW_MOUNT);
 	leak_ctx = NULL;
 	if (ls.found) {
 		kiln_image_logf(&b->o->hooks,
-				"==> warning: %zu file(s) written by this build contain its date, "
-				"host name or id; the image will not be reproducible:\n%s",
-				ls.found, report.data);
+		                "==> warning: %zu file(s) written by this build contain its date, "
+		                "host name or id; the image will not be reproducible:\n%s",
+		                ls.found, report.data);
 		b->leaks = ls.found;
 	}
 	kiln_buf_free(&report);
@@ -585,25 +587,25 @@ static void sh_quote(struct kiln_buf *out, const char *s)
 }
 
 static int in_image(struct build *b, const char *what, const char *script,
-		    const char *const *extra_args, const struct kiln_sandbox_bind *binds,
-		    size_t n_binds, struct kiln_buf *capture, unsigned step_limit,
-		    struct kiln_error **err)
+                    const char *const *extra_args, const struct kiln_sandbox_bind *binds,
+                    size_t n_binds, struct kiln_buf *capture, unsigned step_limit,
+                    struct kiln_error **err)
 {
-	const char *argv[16] = { "/bin/sh", "-c", script, "kiln" };
+	const char *argv[16] = {"/bin/sh", "-c", script, "kiln"};
 	size_t a = 4;
 	for (size_t i = 0; extra_args && extra_args[i] && a < 15; i++)
 		argv[a++] = extra_args[i];
 	argv[a] = NULL;
-	const char *layers[] = { b->base_tree };
+	const char *layers[] = {b->base_tree};
 	struct kiln_image_run r = {
-		.what = what,
-		.layers = layers,
-		.n_layers = 1,
-		.upper = b->upper,
-		.binds = binds,
-		.n_binds = n_binds,
-		.argv = argv,
-		.capture = capture,
+	    .what = what,
+	    .layers = layers,
+	    .n_layers = 1,
+	    .upper = b->upper,
+	    .binds = binds,
+	    .n_binds = n_binds,
+	    .argv = argv,
+	    .capture = capture,
 	};
 	return run(b, &r, step_limit, err);
 }
@@ -623,8 +625,8 @@ static int write_overlays(struct build *b, struct kiln_error **err)
 	 * too (whose applets have no install(1)). rm first: an existing file
 	 * or symlink at the path is replaced, never written through. */
 	kiln_buf_puts(&script, "set -eu\n"
-			       "put() { mkdir -p \"$(dirname \"$3\")\"; rm -f \"$3\"; "
-			       "cat \"$2\" > \"$3\"; chown 0:0 \"$3\"; chmod \"$1\" \"$3\"; }\n");
+	                       "put() { mkdir -p \"$(dirname \"$3\")\"; rm -f \"$3\"; "
+	                       "cat \"$2\" > \"$3\"; chown 0:0 \"$3\"; chmod \"$1\" \"$3\"; }\n");
 	size_t n = 0;
 	int rc = 0;
 	/* The files are placed from inside the sandbox so that every path
@@ -636,10 +638,11 @@ static int write_overlays(struct build *b, struct kiln_error **err)
 			const struct kiln_file *f = &b->r->overlays[i].files[k];
 			char name[32];
 			snprintf(name, sizeof(name), "%06zu", n++);
-			int w = kiln_write_file_atomic_at(dfd, name, f->content, f->content_len,
-							  0644);
+			int w =
+			    kiln_write_file_atomic_at(dfd, name, f->content, f->content_len, 0644);
 			if (w < 0) {
-				rc = kiln_error_set_errno(err, -w, "%s/%s: cannot write", dir, name);
+				rc =
+				    kiln_error_set_errno(err, -w, "%s/%s: cannot write", dir, name);
 				break;
 			}
 			kiln_buf_printf(&script, "put %04o /srv/%s ", f->mode, name);
@@ -647,7 +650,7 @@ static int write_overlays(struct build *b, struct kiln_error **err)
 			kiln_buf_putc(&script, '\n');
 		}
 	if (rc == 0) {
-		struct kiln_sandbox_bind binds[] = { { dir, "/srv", true } };
+		struct kiln_sandbox_bind binds[] = {{dir, "/srv", true}};
 		rc = in_image(b, "overlay files", script.data, NULL, binds, 1, NULL, 0, err);
 	}
 	kiln_buf_free(&script);
@@ -672,7 +675,7 @@ static int extract_context(struct build *b, struct kiln_error **err)
 	_cleanup_close_ int fd = open(b->o->context_path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot open context archive",
-					    b->o->context_path);
+		                            b->o->context_path);
 	_cleanup_close_ int dfd = open(b->context, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 	if (dfd < 0)
 		return kiln_error_set_errno(err, errno, "%s", b->context);
@@ -691,17 +694,17 @@ static int extract_context(struct build *b, struct kiln_error **err)
 /* The context's files are the sandbox root's (extract_context), so cp's
  * -a/-p give them owner 0:0 — in plain options busybox's cp has too. */
 static const char copy_script[] =
-	"set -eu\n"
-	"src=\"/srv/$1\"; dst=\"$2\"\n"
-	"[ -e \"$src\" ] || [ -L \"$src\" ] || { echo \"COPY: $1: not in the context archive\" "
-	">&2; exit 1; }\n"
-	"if [ -d \"$src\" ] && [ ! -L \"$src\" ]; then\n"
-	"  mkdir -p \"$dst\"; cp -a \"$src/.\" \"$dst/\"\n"
-	"elif [ -d \"$dst\" ] || [ \"${dst%/}\" != \"$dst\" ]; then\n"
-	"  mkdir -p \"$dst\"; cp -P -p \"$src\" \"$dst/\"\n"
-	"else\n"
-	"  mkdir -p \"$(dirname \"$dst\")\"; cp -P -p \"$src\" \"$dst\"\n"
-	"fi\n";
+    "set -eu\n"
+    "src=\"/srv/$1\"; dst=\"$2\"\n"
+    "[ -e \"$src\" ] || [ -L \"$src\" ] || { echo \"COPY: $1: not in the context archive\" "
+    ">&2; exit 1; }\n"
+    "if [ -d \"$src\" ] && [ ! -L \"$src\" ]; then\n"
+    "  mkdir -p \"$dst\"; cp -a \"$src/.\" \"$dst/\"\n"
+    "elif [ -d \"$dst\" ] || [ \"${dst%/}\" != \"$dst\" ]; then\n"
+    "  mkdir -p \"$dst\"; cp -P -p \"$src\" \"$dst/\"\n"
+    "else\n"
+    "  mkdir -p \"$(dirname \"$dst\")\"; cp -P -p \"$src\" \"$dst\"\n"
+    "fi\n";
 
 static void env_set(struct build *b, const char *k, const char *v)
 {
@@ -721,20 +724,18 @@ static void env_set(struct build *b, const char *k, const char *v)
 static int run_step(struct build *b, size_t i, struct kiln_error **err)
 {
 	const struct kiln_step *s = &b->r->steps[i];
-	_cleanup_free_ char *what = xasprintf("step %zu (%.60s%s)", i + 1, s->text,
-					       strlen(s->text) > 60 ? "..." : "");
+	_cleanup_free_ char *what =
+	    xasprintf("step %zu (%.60s%s)", i + 1, s->text, strlen(s->text) > 60 ? "..." : "");
 	progress(b, "step %zu of %zu: %s", i + 1, b->r->n_steps, s->text);
-	unsigned limit = b->o->step_timeout_s ? b->o->step_timeout_s
-					      : (unsigned)b->r->resources.step_timeout_s;
+	unsigned limit =
+	    b->o->step_timeout_s ? b->o->step_timeout_s : (unsigned)b->r->resources.step_timeout_s;
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	int rc = 0;
 	switch (s->op) {
-	case KILN_STEP_ENV:
-		env_set(b, s->arg, s->arg2);
-		break;
+	case KILN_STEP_ENV: env_set(b, s->arg, s->arg2); break;
 	case KILN_STEP_WORKDIR: {
-		const char *args[] = { s->arg, NULL };
+		const char *args[] = {s->arg, NULL};
 		rc = in_image(b, what, "mkdir -p \"$1\"", args, NULL, 0, NULL, limit, err);
 		if (rc == 0) {
 			free(b->workdir);
@@ -744,9 +745,9 @@ static int run_step(struct build *b, size_t i, struct kiln_error **err)
 	}
 	case KILN_STEP_USER: {
 		struct kiln_buf out = KILN_BUF_INIT;
-		const char *args[] = { s->arg, NULL };
+		const char *args[] = {s->arg, NULL};
 		rc = in_image(b, what, "id -u \"$1\" && id -g \"$1\"", args, NULL, 0, &out, limit,
-			      err);
+		              err);
 		unsigned long uid = 0, gid = 0;
 		char *end = NULL;
 		if (rc == 0) {
@@ -758,7 +759,7 @@ static int run_step(struct build *b, size_t i, struct kiln_error **err)
 		}
 		if (rc == 0 && (uid > 65535 || gid > 65535))
 			rc = kiln_error_set(err, ERANGE, "%s: uid/gid outside the sandbox's range",
-					    what);
+			                    what);
 		if (rc == 0) {
 			b->uid = (uid_t)uid;
 			b->gid = (gid_t)gid;
@@ -769,26 +770,26 @@ static int run_step(struct build *b, size_t i, struct kiln_error **err)
 	case KILN_STEP_COPY: {
 		if (!b->context)
 			return kiln_error_set(err, EINVAL,
-					      "%s: COPY needs a context archive (--context)", what);
-		struct kiln_sandbox_bind binds[] = { { b->context, "/srv", true } };
-		const char *args[] = { s->arg, s->arg2, NULL };
+			                      "%s: COPY needs a context archive (--context)", what);
+		struct kiln_sandbox_bind binds[] = {{b->context, "/srv", true}};
+		const char *args[] = {s->arg, s->arg2, NULL};
 		rc = in_image(b, what, copy_script, args, binds, 1, NULL, limit, err);
 		break;
 	}
 	case KILN_STEP_RUN: {
-		const char *argv[] = { "/bin/sh", "-c", s->arg, NULL };
-		const char *layers[] = { b->base_tree };
+		const char *argv[] = {"/bin/sh", "-c", s->arg, NULL};
+		const char *layers[] = {b->base_tree};
 		struct kiln_image_run r = {
-			.what = what,
-			.layers = layers,
-			.n_layers = 1,
-			.upper = b->upper,
-			.argv = argv,
-			.env = (const char *const *)b->env,
-			.n_env = b->n_env,
-			.uid = b->uid,
-			.gid = b->gid,
-			.workdir = b->workdir,
+		    .what = what,
+		    .layers = layers,
+		    .n_layers = 1,
+		    .upper = b->upper,
+		    .argv = argv,
+		    .env = (const char *const *)b->env,
+		    .n_env = b->n_env,
+		    .uid = b->uid,
+		    .gid = b->gid,
+		    .workdir = b->workdir,
 		};
 		rc = run(b, &r, limit, err);
 		break;
@@ -828,7 +829,7 @@ static bool overlay_kept(struct build *b, const char *path)
 /* Runs a configuration script in the image; its outcome is the one word it
  * prints on stdout (its other output goes to stderr, the build log). */
 static int config_script(struct build *b, const char *what, const char *script,
-			 const char *const *args, char outcome[static 32], struct kiln_error **err)
+                         const char *const *args, char outcome[static 32], struct kiln_error **err)
 {
 	struct kiln_buf out = KILN_BUF_INIT;
 	int rc = in_image(b, what, script, args, NULL, 0, &out, 0, err);
@@ -844,28 +845,28 @@ static int config_script(struct build *b, const char *what, const char *script,
  * /etc/timezone. UTC needs no zone file: glibc falls back to UTC when
  * /etc/localtime is missing, so an image without tzdata stays correct. */
 static const char timezone_script[] =
-	"set -eu\n"
-	"tz=$1\n"
-	"if [ \"$2\" = 1 ]; then\n"
-	"  if [ -f \"/usr/share/zoneinfo/$tz\" ]; then\n"
-	"    ln -sfn \"/usr/share/zoneinfo/$tz\" /etc/localtime\n"
-	"  elif [ \"$tz\" != UTC ] && [ \"$tz\" != Etc/UTC ]; then\n"
-	"    if dpkg-query -W -f='${db:Status-Status}' tzdata 2>/dev/null | grep -qx installed; then\n"
-	"      echo no-zone\n"
-	"    else\n"
-	"      echo no-tzdata\n"
-	"    fi\n"
-	"    exit 0\n"
-	"  fi\n"
-	"fi\n"
-	"if [ \"$3\" = 1 ]; then printf '%s\\n' \"$tz\" > /etc/timezone; fi\n"
-	"echo ok\n";
+    "set -eu\n"
+    "tz=$1\n"
+    "if [ \"$2\" = 1 ]; then\n"
+    "  if [ -f \"/usr/share/zoneinfo/$tz\" ]; then\n"
+    "    ln -sfn \"/usr/share/zoneinfo/$tz\" /etc/localtime\n"
+    "  elif [ \"$tz\" != UTC ] && [ \"$tz\" != Etc/UTC ]; then\n"
+    "    if dpkg-query -W -f='${db:Status-Status}' tzdata 2>/dev/null | grep -qx installed; then\n"
+    "      echo no-zone\n"
+    "    else\n"
+    "      echo no-tzdata\n"
+    "    fi\n"
+    "    exit 0\n"
+    "  fi\n"
+    "fi\n"
+    "if [ \"$3\" = 1 ]; then printf '%s\\n' \"$tz\" > /etc/timezone; fi\n"
+    "echo ok\n";
 
 static const struct {
 	const char *outcome, *why;
 } timezone_failures[] = {
-	{ "no-tzdata", "add the tzdata package" },
-	{ "no-zone", "not a zone of the image's tzdata" },
+    {"no-tzdata", "add the tzdata package"},
+    {"no-zone", "not a zone of the image's tzdata"},
 };
 
 /* Runs after the overlays and before the steps, so steps (and the image at
@@ -881,17 +882,18 @@ static int configure_timezone(struct build *b, struct kiln_error **err)
 	progress(b, "timezone %s", tz);
 	bool link = !overlay_kept(b, "/etc/localtime");
 	bool name = !overlay_kept(b, "/etc/timezone");
-	const char *args[] = { tz, link ? "1" : "0", name ? "1" : "0", NULL };
+	const char *args[] = {tz, link ? "1" : "0", name ? "1" : "0", NULL};
 	char outcome[32];
 	int rc = config_script(b, "timezone", timezone_script, args, outcome, err);
 	if (rc < 0)
 		return rc;
 	for (size_t i = 0; i < ELEMENTSOF(timezone_failures); i++)
 		if (strcmp(outcome, timezone_failures[i].outcome) == 0)
-			return kiln_error_set(err, ENOENT,
-					      "timezone \"%s\": /usr/share/zoneinfo/%s is not in the "
-					      "image (%s)",
-					      tz, tz, timezone_failures[i].why);
+			return kiln_error_set(
+			    err, ENOENT,
+			    "timezone \"%s\": /usr/share/zoneinfo/%s is not in the "
+			    "image (%s)",
+			    tz, tz, timezone_failures[i].why);
 	if (strcmp(outcome, "ok") != 0)
 		return kiln_error_set(err, EBADMSG, "timezone: unexpected answer '%s'", outcome);
 	/* The sandbox pins TZ=UTC so that host settings cannot change tool
@@ -907,30 +909,30 @@ static int configure_timezone(struct build *b, struct kiln_error **err)
  * to stderr, the build log, and stdout carries only the outcome. The line is
  * compared through ENVIRON, not awk -v, which would interpret escapes. */
 static const char locale_script[] =
-	"set -eu\n"
-	"loc=$1\n"
-	"if [ \"$2\" = 1 ]; then\n"
-	"  mkdir -p /etc/default\n"
-	"  printf 'LANG=%s\\n' \"$loc\" > /etc/default/locale\n"
-	"fi\n"
-	"case $loc in C|C.UTF-8|C.utf8|POSIX) echo ok; exit 0 ;; esac\n"
-	"if [ ! -x /usr/sbin/locale-gen ] || [ ! -f /usr/share/i18n/SUPPORTED ]; then\n"
-	"  echo not-generated; exit 0\n"
-	"fi\n"
-	"line=$(L=\"$loc\" awk '$1 == ENVIRON[\"L\"] { print; exit }' /usr/share/i18n/SUPPORTED)\n"
-	"if [ -z \"$line\" ]; then echo unknown; exit 0; fi\n"
-	"touch /etc/locale.gen\n"
-	"if ! grep -qxF \"$line\" /etc/locale.gen; then\n"
-	"  if grep -qxF \"# $line\" /etc/locale.gen; then\n"
-	"    L=\"$line\" awk '$0 == \"# \" ENVIRON[\"L\"] { print ENVIRON[\"L\"]; next } { print }' "
-	"/etc/locale.gen > /tmp/locale.gen\n"
-	"    cat /tmp/locale.gen > /etc/locale.gen\n"
-	"  else\n"
-	"    printf '%s\\n' \"$line\" >> /etc/locale.gen\n"
-	"  fi\n"
-	"fi\n"
-	"locale-gen >&2\n"
-	"echo ok\n";
+    "set -eu\n"
+    "loc=$1\n"
+    "if [ \"$2\" = 1 ]; then\n"
+    "  mkdir -p /etc/default\n"
+    "  printf 'LANG=%s\\n' \"$loc\" > /etc/default/locale\n"
+    "fi\n"
+    "case $loc in C|C.UTF-8|C.utf8|POSIX) echo ok; exit 0 ;; esac\n"
+    "if [ ! -x /usr/sbin/locale-gen ] || [ ! -f /usr/share/i18n/SUPPORTED ]; then\n"
+    "  echo not-generated; exit 0\n"
+    "fi\n"
+    "line=$(L=\"$loc\" awk '$1 == ENVIRON[\"L\"] { print; exit }' /usr/share/i18n/SUPPORTED)\n"
+    "if [ -z \"$line\" ]; then echo unknown; exit 0; fi\n"
+    "touch /etc/locale.gen\n"
+    "if ! grep -qxF \"$line\" /etc/locale.gen; then\n"
+    "  if grep -qxF \"# $line\" /etc/locale.gen; then\n"
+    "    L=\"$line\" awk '$0 == \"# \" ENVIRON[\"L\"] { print ENVIRON[\"L\"]; next } { print }' "
+    "/etc/locale.gen > /tmp/locale.gen\n"
+    "    cat /tmp/locale.gen > /etc/locale.gen\n"
+    "  else\n"
+    "    printf '%s\\n' \"$line\" >> /etc/locale.gen\n"
+    "  fi\n"
+    "fi\n"
+    "locale-gen >&2\n"
+    "echo ok\n";
 
 /* In the sandbox for the same reasons as the time zone, the locale passed
  * as $1 for the same reason; locale-gen and localedef are the image's own
@@ -940,21 +942,21 @@ static int configure_locale(struct build *b, struct kiln_error **err)
 	const char *loc = b->r->locale;
 	progress(b, "locale %s", loc);
 	bool write = !overlay_kept(b, "/etc/default/locale");
-	const char *args[] = { loc, write ? "1" : "0", NULL };
+	const char *args[] = {loc, write ? "1" : "0", NULL};
 	char outcome[32];
 	int rc = config_script(b, "locale", locale_script, args, outcome, err);
 	if (rc < 0)
 		return rc;
 	if (strcmp(outcome, "unknown") == 0)
 		return kiln_error_set(err, ENOENT,
-				      "locale \"%s\": not a locale the image can generate (not in "
-				      "its /usr/share/i18n/SUPPORTED)",
-				      loc);
+		                      "locale \"%s\": not a locale the image can generate (not in "
+		                      "its /usr/share/i18n/SUPPORTED)",
+		                      loc);
 	if (strcmp(outcome, "not-generated") == 0)
 		kiln_image_logf(&b->o->hooks,
-				"    locale %s: set in /etc/default/locale but not generated: the "
-				"locales package is not in the recipe\n",
-				loc);
+		                "    locale %s: set in /etc/default/locale but not generated: the "
+		                "locales package is not in the recipe\n",
+		                loc);
 	else if (strcmp(outcome, "ok") != 0)
 		return kiln_error_set(err, EBADMSG, "locale: unexpected answer '%s'", outcome);
 	return 0;
@@ -970,12 +972,12 @@ static void wait_s(struct build *b, int64_t s)
 	double t = (double)s < left ? (double)s : left;
 	if (t <= 0)
 		return;
-	struct pollfd p = { b->o->hooks.cancel_fd, POLLIN, 0 };
+	struct pollfd p = {b->o->hooks.cancel_fd, POLLIN, 0};
 	if (b->o->hooks.cancel_fd >= 0) {
 		poll(&p, 1, (int)(t * 1000));
 		return;
 	}
-	struct timespec ts = { (time_t)t, (long)((t - (double)(time_t)t) * 1e9) };
+	struct timespec ts = {(time_t)t, (long)((t - (double)(time_t)t) * 1e9)};
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
 }
@@ -992,7 +994,7 @@ static int healthcheck(struct build *b, struct kiln_error **err)
 	progress(b, "healthcheck: %.60s%s", hc->cmd, strlen(hc->cmd) > 60 ? "..." : "");
 	if (hc->start_period_s > 0) {
 		kiln_image_logf(&b->o->hooks, "    waiting the start period (%" PRId64 " s)\n",
-				hc->start_period_s);
+		                hc->start_period_s);
 		wait_s(b, hc->start_period_s);
 	}
 	int64_t attempts = hc->retries + 1;
@@ -1004,30 +1006,32 @@ static int healthcheck(struct build *b, struct kiln_error **err)
 		int rc = kiln_image_mkdir_sandbox(up, err);
 		if (rc < 0)
 			return rc;
-		const char *argv[] = { "/bin/sh", "-c", hc->cmd, NULL };
-		const char *layers[] = { b->upper, b->base_tree };
+		const char *argv[] = {"/bin/sh", "-c", hc->cmd, NULL};
+		const char *layers[] = {b->upper, b->base_tree};
 		/* the steps' environment: the image's zone, ENV steps */
 		struct kiln_image_run r = {
-			.what = "healthcheck",
-			.layers = layers,
-			.n_layers = 2,
-			.upper = up,
-			.argv = argv,
-			.env = (const char *const *)b->env,
-			.n_env = b->n_env,
+		    .what = "healthcheck",
+		    .layers = layers,
+		    .n_layers = 2,
+		    .upper = up,
+		    .argv = argv,
+		    .env = (const char *const *)b->env,
+		    .n_env = b->n_env,
 		};
-		kiln_image_logf(&b->o->hooks, "    healthcheck attempt %" PRId64 " of %" PRId64 "\n",
-				i, attempts);
+		kiln_image_logf(&b->o->hooks,
+		                "    healthcheck attempt %" PRId64 " of %" PRId64 "\n", i,
+		                attempts);
 		/* run() reports the build's own timeout when it is the shorter
 		 * limit; that, a cancel and a sandbox that cannot start end the
 		 * build, only the command's failure is a failed attempt. */
-		bool build_limit = (double)hc->timeout_s >=
-				   (double)b->r->resources.timeout_s - elapsed_s(b);
+		bool build_limit =
+		    (double)hc->timeout_s >= (double)b->r->resources.timeout_s - elapsed_s(b);
 		_cleanup_error_ struct kiln_error *e = NULL;
 		rc = run(b, &r, (unsigned)hc->timeout_s, &e);
 		if (rc == 0) {
 			kiln_image_logf(&b->o->hooks,
-					"    healthcheck attempt %" PRId64 ": ok (exit status 0)\n", i);
+			                "    healthcheck attempt %" PRId64 ": ok (exit status 0)\n",
+			                i);
 			return 0;
 		}
 		if (!(rc == -EIO || (rc == -ETIME && !build_limit))) {
@@ -1043,7 +1047,7 @@ static int healthcheck(struct build *b, struct kiln_error **err)
 		kiln_image_logf(&b->o->hooks, "    healthcheck attempt %" PRId64 ": %s\n", i, why);
 	}
 	return kiln_error_set(err, EIO, "healthcheck failed after %" PRId64 " attempt%s: %s",
-			      attempts, attempts == 1 ? "" : "s", last ? last : "failed");
+	                      attempts, attempts == 1 ? "" : "s", last ? last : "failed");
 }
 
 /* ---- normalize and emit --------------------------------------------------- */
@@ -1057,38 +1061,40 @@ static int healthcheck(struct build *b, struct kiln_error **err)
  * sandbox, with the image's own tools. The record is only a shortcut: an
  * image that forges it can spoil its own reproducibility, nothing more. */
 static const char initramfs_script[] =
-	"set -eu\n"
-	"for f in /boot/initrd.img-*; do\n"
-	"  [ -f \"$f\" ] || continue\n"
-	"  if [ -f /mnt/initrd.sha256 ] &&\n"
-	"     grep -qxF \"$(cd /boot && sha256sum \"${f#/boot/}\")\" /mnt/initrd.sha256; then\n"
-	"    echo \"    $f: as generated after the install (reproducible), not repacked\"\n"
-	"    continue\n"
-	"  fi\n"
-	"  if ! command -v unmkinitramfs >/dev/null || ! command -v cpio >/dev/null; then\n"
-	"    echo \"kiln: $f: unmkinitramfs/cpio missing, initramfs not repacked\" >&2; exit 0\n"
-	"  fi\n"
-	"  d=$(mktemp -d /var/tmp/kiln-initrd.XXXXXX)\n"
-	"  unmkinitramfs \"$f\" \"$d/x\"\n"
-	"  find \"$d/x\" -exec touch -h -d \"@$SOURCE_DATE_EPOCH\" {} +\n"
-	"  out=\"$d/initrd\"; : > \"$out\"\n"
-	"  main=\"$d/x\"\n"
-	"  if [ -d \"$d/x/main\" ]; then\n"
-	"    for e in \"$d\"/x/early*; do\n"
-	"      (cd \"$e\" && find . | LC_ALL=C sort | cpio --quiet --reproducible -o -H newc -R 0:0) >> \"$out\"\n"
-	"    done\n"
-	"    main=\"$d/x/main\"\n"
-	"  fi\n"
-	"  (cd \"$main\" && find . | LC_ALL=C sort | cpio --quiet --reproducible -o -H newc -R 0:0 | gzip -n -9) >> \"$out\"\n"
-	"  cat \"$out\" > \"$f\"\n"
-	"  rm -rf \"$d\"\n"
-	"  echo \"    $f: repacked reproducibly\"\n"
-	"done\n";
+    "set -eu\n"
+    "for f in /boot/initrd.img-*; do\n"
+    "  [ -f \"$f\" ] || continue\n"
+    "  if [ -f /mnt/initrd.sha256 ] &&\n"
+    "     grep -qxF \"$(cd /boot && sha256sum \"${f#/boot/}\")\" /mnt/initrd.sha256; then\n"
+    "    echo \"    $f: as generated after the install (reproducible), not repacked\"\n"
+    "    continue\n"
+    "  fi\n"
+    "  if ! command -v unmkinitramfs >/dev/null || ! command -v cpio >/dev/null; then\n"
+    "    echo \"kiln: $f: unmkinitramfs/cpio missing, initramfs not repacked\" >&2; exit 0\n"
+    "  fi\n"
+    "  d=$(mktemp -d /var/tmp/kiln-initrd.XXXXXX)\n"
+    "  unmkinitramfs \"$f\" \"$d/x\"\n"
+    "  find \"$d/x\" -exec touch -h -d \"@$SOURCE_DATE_EPOCH\" {} +\n"
+    "  out=\"$d/initrd\"; : > \"$out\"\n"
+    "  main=\"$d/x\"\n"
+    "  if [ -d \"$d/x/main\" ]; then\n"
+    "    for e in \"$d\"/x/early*; do\n"
+    "      (cd \"$e\" && find . | LC_ALL=C sort | cpio --quiet --reproducible -o -H newc -R 0:0) "
+    ">> \"$out\"\n"
+    "    done\n"
+    "    main=\"$d/x/main\"\n"
+    "  fi\n"
+    "  (cd \"$main\" && find . | LC_ALL=C sort | cpio --quiet --reproducible -o -H newc -R 0:0 | "
+    "gzip -n -9) >> \"$out\"\n"
+    "  cat \"$out\" > \"$f\"\n"
+    "  rm -rf \"$d\"\n"
+    "  echo \"    $f: repacked reproducibly\"\n"
+    "done\n";
 
 static int repack_initramfs(struct build *b, struct kiln_error **err)
 {
 	_cleanup_free_ char *rec = initrd_record_dir(b);
-	struct kiln_sandbox_bind binds[] = { { rec, "/mnt", true } };
+	struct kiln_sandbox_bind binds[] = {{rec, "/mnt", true}};
 	size_t n = access(rec, F_OK) == 0 ? 1 : 0;
 	return in_image(b, "initramfs", initramfs_script, NULL, binds, n, NULL, 0, err);
 }
@@ -1103,8 +1109,8 @@ static int mount_merged(struct build *b, struct kiln_error **err)
 		return kiln_error_set_errno(err, errno, "cannot make mounts private");
 	if (mkdir(b->merged, 0755) < 0 || mkdir(b->work, 0700) < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot create", b->merged);
-	_cleanup_free_ char *opts = xasprintf("lowerdir=%s,upperdir=%s,workdir=%s", b->base_tree,
-					      b->upper, b->work);
+	_cleanup_free_ char *opts =
+	    xasprintf("lowerdir=%s,upperdir=%s,workdir=%s", b->base_tree, b->upper, b->work);
 	if (mount("overlay", b->merged, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
 		return kiln_error_set_errno(err, errno, "cannot mount the image's merged root");
 	b->mounted = true;
@@ -1117,8 +1123,8 @@ static int list_installed(struct build *b, struct kiln_error **err)
 	 * installed, and takes no more: its record is the whole list. */
 	_cleanup_free_ char *query = xasprintf("%s/usr/bin/dpkg-query", b->base_tree);
 	if (b->lock.n == 0 && faccessat(AT_FDCWD, query, F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
-		_cleanup_free_ char *bp = xasprintf("%s/bases/%s.packages", b->o->state_dir,
-						    b->base_digest);
+		_cleanup_free_ char *bp =
+		    xasprintf("%s/bases/%s.packages", b->o->state_dir, b->base_digest);
 		_cleanup_free_ char *btxt = NULL;
 		size_t bl = 0;
 		int r = kiln_read_file(bp, 64 << 20, &btxt, &bl, err);
@@ -1126,15 +1132,15 @@ static int list_installed(struct build *b, struct kiln_error **err)
 	}
 	struct kiln_buf out = KILN_BUF_INIT;
 	int rc = in_image(b, "list packages",
-			  "dpkg-query -W -f='${Package} ${Version} ${Architecture}\\n'", NULL, NULL,
-			  0, &out, 0, err);
+	                  "dpkg-query -W -f='${Package} ${Version} ${Architecture}\\n'", NULL, NULL,
+	                  0, &out, 0, err);
 	if (rc == 0) {
 		/* Add the .deb digests: the lock's, else the base's record. */
-		_cleanup_free_ char *bp = xasprintf("%s/bases/%s.packages", b->o->state_dir,
-						    b->base_digest);
+		_cleanup_free_ char *bp =
+		    xasprintf("%s/bases/%s.packages", b->o->state_dir, b->base_digest);
 		_cleanup_free_ char *btxt = NULL;
 		size_t bl = 0;
-		struct pkglist base = { NULL, 0 };
+		struct pkglist base = {NULL, 0};
 		_cleanup_error_ struct kiln_error *e2 = NULL;
 		if (kiln_read_file(bp, 64 << 20, &btxt, &bl, &e2) == 0)
 			pkglist_parse(btxt, false, &base, NULL);
@@ -1153,10 +1159,12 @@ static int list_installed(struct build *b, struct kiln_error **err)
 			snprintf(arch, sizeof(arch), "%s", f2);
 			const char *h = NULL;
 			for (size_t i = 0; i < b->lock.n && !h; i++)
-				if (!strcmp(b->lock.v[i].name, name) && !strcmp(b->lock.v[i].version, ver))
+				if (!strcmp(b->lock.v[i].name, name) &&
+				    !strcmp(b->lock.v[i].version, ver))
 					h = b->lock.v[i].sha256;
 			for (size_t i = 0; i < base.n && !h; i++)
-				if (!strcmp(base.v[i].name, name) && !strcmp(base.v[i].version, ver))
+				if (!strcmp(base.v[i].name, name) &&
+				    !strcmp(base.v[i].version, ver))
 					h = base.v[i].sha256;
 			if (!h || strlen(h) != KILN_SHA256_HEX_LEN)
 				h = "unknown";
@@ -1173,17 +1181,16 @@ static int list_installed(struct build *b, struct kiln_error **err)
 static int add_artifact(struct build *b, const char *name, struct kiln_error **err)
 {
 	_cleanup_free_ char *p = xasprintf("%s/%s", b->o->out_dir, name);
-	struct kiln_image_artifact a = { xstrdup(name), "", 0 };
+	struct kiln_image_artifact a = {xstrdup(name), "", 0};
 	int rc = kiln_cas_put_file(b->o->state_dir, p, NULL, a.sha256, &a.size, err);
 	if (rc < 0) {
 		free(a.name);
 		return rc;
 	}
-	b->res->artifacts =
-		xreallocarray(b->res->artifacts, b->res->n_artifacts + 1, sizeof(a));
+	b->res->artifacts = xreallocarray(b->res->artifacts, b->res->n_artifacts + 1, sizeof(a));
 	b->res->artifacts[b->res->n_artifacts++] = a;
 	kiln_image_logf(&b->o->hooks, "    %s  sha256:%s  %" PRIu64 " bytes\n", name, a.sha256,
-			a.size);
+	                a.size);
 	return 0;
 }
 
@@ -1238,10 +1245,10 @@ static int write_manifest(struct build *b, struct kiln_error **err)
 		kiln_json_put_cstr(&m, r->name);
 	else
 		kiln_buf_puts(&m, "null");
-	kiln_buf_printf(&m,
-			",\"config_hash\":\"%s\",\"build_key\":\"%s\",\"source_date_epoch\":%" PRId64
-			"},\n",
-			r->config_hash, b->build_key, r->source_date_epoch);
+	kiln_buf_printf(
+	    &m,
+	    ",\"config_hash\":\"%s\",\"build_key\":\"%s\",\"source_date_epoch\":%" PRId64 "},\n",
+	    r->config_hash, b->build_key, r->source_date_epoch);
 	kiln_buf_puts(&m, "  \"base\": {\"name\":");
 	kiln_json_put_cstr(&m, r->base);
 	kiln_buf_printf(&m, ",\"sha256\":\"%s\"},\n  \"tools\": ", b->base_digest);
@@ -1256,8 +1263,7 @@ static int write_manifest(struct build *b, struct kiln_error **err)
 		const struct kiln_image_artifact *a = &b->res->artifacts[i];
 		kiln_buf_puts(&m, i ? ",\n    {\"name\":" : "\n    {\"name\":");
 		kiln_json_put_cstr(&m, a->name);
-		kiln_buf_printf(&m, ",\"sha256\":\"%s\",\"size\":%" PRIu64 "}", a->sha256,
-				a->size);
+		kiln_buf_printf(&m, ",\"sha256\":\"%s\",\"size\":%" PRIu64 "}", a->sha256, a->size);
 	}
 	kiln_buf_puts(&m, b->res->n_artifacts ? "\n  ]\n}\n" : "]\n}\n");
 	_cleanup_free_ char *p = xasprintf("%s/manifest.json", b->o->out_dir);
@@ -1274,12 +1280,12 @@ static int write_sbom(struct build *b, struct kiln_error **err)
 		const struct pkg *p = &b->installed.v[i];
 		if (strlen(p->sha256) != KILN_SHA256_HEX_LEN)
 			continue; /* not from an index we know: listed in manifest only */
-		pk[n++] = (struct kiln_sbom_package){ p->name, p->version, p->arch, p->sha256 };
+		pk[n++] = (struct kiln_sbom_package){p->name, p->version, p->arch, p->sha256};
 	}
 	_cleanup_free_ char *doc = NULL;
 	size_t len = 0;
 	int rc = kiln_sbom_spdx_json(b->r->name ? b->r->name : "kiln-image",
-				     b->r->source_date_epoch, pk, n, &doc, &len, err);
+	                             b->r->source_date_epoch, pk, n, &doc, &len, err);
 	free(pk);
 	if (rc < 0) {
 		kiln_error_prefix(err, "sbom");
@@ -1369,13 +1375,13 @@ static int build_run(struct build *b, struct kiln_error **err)
 	const struct kiln_recipe *r = b->r;
 	if (!path_safe_for_mount(o->state_dir))
 		return kiln_error_set(err, EINVAL, "state directory %s: must not contain , : or \\",
-				      o->state_dir);
+		                      o->state_dir);
 	int rc = kiln_state_init(o->state_dir, err);
 	if (rc < 0)
 		return rc;
 	if (mkdir(o->out_dir, 0755) < 0 && errno != EEXIST)
 		return kiln_error_set_errno(err, errno, "%s: cannot create output directory",
-					    o->out_dir);
+		                            o->out_dir);
 	rc = kiln_image_base_path(o->state_dir, r->base, &b->base_tree, b->base_digest, err);
 	if (rc < 0)
 		return rc;
@@ -1385,10 +1391,10 @@ static int build_run(struct build *b, struct kiln_error **err)
 		rc = kiln_sha256_file(o->context_path, ctx_hex, NULL);
 		if (rc < 0)
 			return kiln_error_set_errno(err, -rc, "%s: cannot read context archive",
-						    o->context_path);
+			                            o->context_path);
 	}
-	struct kiln_build_inputs in = { o->context_path ? ctx_hex : NULL,
-					kiln_image_tool_versions() };
+	struct kiln_build_inputs in = {o->context_path ? ctx_hex : NULL,
+	                               kiln_image_tool_versions()};
 	kiln_recipe_build_key(r, &in, b->build_key);
 	memcpy(b->res->build_key, b->build_key, sizeof(b->build_key));
 
@@ -1414,10 +1420,10 @@ static int build_run(struct build *b, struct kiln_error **err)
 	 * normalize, outputs */
 	b->total = 5 + (unsigned)r->n_steps + (r->healthcheck ? 1 : 0) + 1 + n_out;
 	kiln_image_logf(&o->hooks,
-			"==> building %s: config %.12s, build key %.12s, SOURCE_DATE_EPOCH=%" PRId64
-			"\n",
-			r->name ? r->name : "(unnamed recipe)", r->config_hash, b->build_key,
-			r->source_date_epoch);
+	                "==> building %s: config %.12s, build key %.12s, SOURCE_DATE_EPOCH=%" PRId64
+	                "\n",
+	                r->name ? r->name : "(unnamed recipe)", r->config_hash, b->build_key,
+	                r->source_date_epoch);
 
 	progress(b, "fetch %zu packages", r->n_packages);
 	if (r->n_packages && (rc = fetch(b, err)) < 0)
@@ -1459,10 +1465,9 @@ static int build_run(struct build *b, struct kiln_error **err)
 	free(keep);
 	if (rc < 0)
 		return rc;
-	kiln_image_logf(&o->hooks,
-			"    removed %" PRIu64 ", emptied %" PRIu64 ", clamped %" PRIu64
-			" mtimes\n",
-			ns.removed, ns.emptied, ns.clamped);
+	kiln_image_logf(
+	    &o->hooks, "    removed %" PRIu64 ", emptied %" PRIu64 ", clamped %" PRIu64 " mtimes\n",
+	    ns.removed, ns.emptied, ns.clamped);
 	/* normalize's removals touched directories just now: with an epoch in
 	 * the future its min(mtime, epoch) leaves those, so the build's own
 	 * times are reset here too. */
@@ -1484,9 +1489,9 @@ static int build_run(struct build *b, struct kiln_error **err)
 		if (keep_sq)
 			progress(b, "emit rootfs.squashfs");
 		sq = keep_sq ? xasprintf("%s/rootfs.squashfs", o->out_dir)
-			     : xasprintf("%s/filesystem.squashfs", b->scratch);
-		struct kiln_emit_ctx ec = { &b->hooks, b->scratch, b->merged, rootfd,
-					    r->source_date_epoch, r->name };
+		             : xasprintf("%s/filesystem.squashfs", b->scratch);
+		struct kiln_emit_ctx ec = {&b->hooks, b->scratch,           b->merged,
+		                           rootfd,    r->source_date_epoch, r->name};
 		if (cancelled(b))
 			return kiln_error_set(err, ECANCELED, "build cancelled");
 		if ((rc = kiln_emit_squashfs(&ec, sq, err)) < 0)
@@ -1516,16 +1521,16 @@ static int build_run(struct build *b, struct kiln_error **err)
 }
 
 int kiln_image_build(const struct kiln_image_build_opts *opts, struct kiln_image_result **ret,
-		     struct kiln_error **err)
+                     struct kiln_error **err)
 {
-	struct build b = { .o = opts, .r = opts->recipe, .lock_fd = -1 };
+	struct build b = {.o = opts, .r = opts->recipe, .lock_fd = -1};
 	/* Commands' output goes to the caller's log; their warning comes to
 	 * build_warning, which tells the caller once, with the build's time. */
 	b.hooks = (struct kiln_image_hooks){
-		.log = forward_log,
-		.warning = build_warning,
-		.userdata = &b,
-		.cancel_fd = opts->hooks.cancel_fd,
+	    .log = forward_log,
+	    .warning = build_warning,
+	    .userdata = &b,
+	    .cancel_fd = opts->hooks.cancel_fd,
 	};
 	clock_gettime(CLOCK_MONOTONIC, &b.start);
 	b.start_wall = (int64_t)time(NULL);

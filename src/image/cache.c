@@ -17,16 +17,16 @@
 #include "util/fs.h"
 
 int kiln_image_build_key(const struct kiln_recipe *r, const char *context_path,
-			 char ret[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err)
+                         char ret[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err)
 {
 	char ctx[KILN_SHA256_HEX_LEN + 1];
 	if (context_path) {
 		int rc = kiln_sha256_file(context_path, ctx, NULL);
 		if (rc < 0)
 			return kiln_error_set_errno(err, -rc, "%s: cannot read context archive",
-						    context_path);
+			                            context_path);
 	}
-	struct kiln_build_inputs in = { context_path ? ctx : NULL, kiln_image_tool_versions() };
+	struct kiln_build_inputs in = {context_path ? ctx : NULL, kiln_image_tool_versions()};
 	kiln_recipe_build_key(r, &in, ret);
 	return 0;
 }
@@ -37,7 +37,7 @@ static char *entry_path(const char *state_dir, const char *key)
 }
 
 int kiln_image_cache_record(const char *state_dir, const struct kiln_image_result *res,
-			    struct kiln_error **err)
+                            struct kiln_error **err)
 {
 	_cleanup_free_ char *dir = xasprintf("%s/results", state_dir);
 	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
@@ -45,11 +45,11 @@ int kiln_image_cache_record(const char *state_dir, const struct kiln_image_resul
 	struct kiln_buf b = KILN_BUF_INIT;
 	for (size_t i = 0; i < res->n_artifacts; i++)
 		kiln_buf_printf(&b, "%s %s %" PRIu64 "\n", res->artifacts[i].name,
-				res->artifacts[i].sha256, res->artifacts[i].size);
+		                res->artifacts[i].sha256, res->artifacts[i].size);
 	_cleanup_close_ int dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 	int r = dfd < 0 ? -errno
-			: kiln_write_file_atomic_at(dfd, res->build_key, b.data ? b.data : "", b.len,
-						    0644);
+	                : kiln_write_file_atomic_at(dfd, res->build_key, b.data ? b.data : "",
+	                                            b.len, 0644);
 	kiln_buf_free(&b);
 	if (r < 0)
 		return kiln_error_set_errno(err, -r, "%s/%s: cannot write", dir, res->build_key);
@@ -62,7 +62,7 @@ static bool safe_name(const char *n)
 }
 
 int kiln_image_cache_lookup(const char *state_dir, const char *build_key, const char *out_dir,
-			    struct kiln_image_result **ret, struct kiln_error **err)
+                            struct kiln_image_result **ret, struct kiln_error **err)
 {
 	_cleanup_free_ char *p = entry_path(state_dir, build_key);
 	_cleanup_free_ char *text = NULL;
@@ -87,33 +87,36 @@ int kiln_image_cache_lookup(const char *state_dir, const char *build_key, const 
 			rc = -ENOENT;
 			break;
 		}
-		res->artifacts = xreallocarray(res->artifacts, res->n_artifacts + 1,
-					       sizeof(*res->artifacts));
+		res->artifacts =
+		    xreallocarray(res->artifacts, res->n_artifacts + 1, sizeof(*res->artifacts));
 		struct kiln_image_artifact *a = &res->artifacts[res->n_artifacts++];
-		*a = (struct kiln_image_artifact){ xstrdup(name), "", size };
+		*a = (struct kiln_image_artifact){xstrdup(name), "", size};
 		memcpy(a->sha256, hex, sizeof(hex));
 	}
 	if (rc == 0 && res->n_artifacts == 0)
 		rc = -ENOENT;
 	if (rc == 0 && mkdir(out_dir, 0755) < 0 && errno != EEXIST)
-		rc = kiln_error_set_errno(err, errno, "%s: cannot create output directory", out_dir);
+		rc =
+		    kiln_error_set_errno(err, errno, "%s: cannot create output directory", out_dir);
 	for (size_t i = 0; rc == 0 && i < res->n_artifacts; i++) {
 		_cleanup_free_ char *src = kiln_cas_path(state_dir, res->artifacts[i].sha256);
-		_cleanup_free_ char *tmp = xasprintf("%s/.%s.kiln-tmp", out_dir, res->artifacts[i].name);
+		_cleanup_free_ char *tmp =
+		    xasprintf("%s/.%s.kiln-tmp", out_dir, res->artifacts[i].name);
 		_cleanup_free_ char *dst = xasprintf("%s/%s", out_dir, res->artifacts[i].name);
 		unlink(tmp);
 		/* A hard link answers in microseconds whatever the size; a copy
 		 * when the output is on another file system. */
 		if (link(src, tmp) < 0) {
 			_cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
-			_cleanup_close_ int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+			_cleanup_close_ int out =
+			    open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 			ssize_t n = 0;
 			if (in >= 0 && out >= 0)
 				while ((n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0)) > 0)
 					;
 			if (in < 0 || out < 0 || n < 0)
-				rc = kiln_error_set_errno(err, errno, "%s: cannot copy from the store",
-							  dst);
+				rc = kiln_error_set_errno(err, errno,
+				                          "%s: cannot copy from the store", dst);
 		}
 		if (rc == 0 && rename(tmp, dst) < 0)
 			rc = kiln_error_set_errno(err, errno, "%s: cannot rename", dst);
@@ -146,12 +149,12 @@ static int tree_entry(const char *p, const struct stat *st, int flag, struct FTW
 	if (!*rel)
 		rel = "/";
 	char type = S_ISDIR(st->st_mode)    ? 'd'
-		    : S_ISLNK(st->st_mode)  ? 'l'
-		    : S_ISREG(st->st_mode)  ? 'f'
-		    : S_ISCHR(st->st_mode)  ? 'c'
-		    : S_ISBLK(st->st_mode)  ? 'b'
-		    : S_ISFIFO(st->st_mode) ? 'p'
-					    : 's';
+	            : S_ISLNK(st->st_mode)  ? 'l'
+	            : S_ISREG(st->st_mode)  ? 'f'
+	            : S_ISCHR(st->st_mode)  ? 'c'
+	            : S_ISBLK(st->st_mode)  ? 'b'
+	            : S_ISFIFO(st->st_mode) ? 'p'
+	                                    : 's';
 	char what[KILN_SHA256_HEX_LEN + 1] = "-";
 	_cleanup_free_ char *target = NULL;
 	if (type == 'f') {
@@ -163,11 +166,11 @@ static int tree_entry(const char *p, const struct stat *st, int flag, struct FTW
 		target = xstrndup(buf, n > 0 ? (size_t)n : 0);
 	}
 	/* Owners as the image sees them: the sandbox's range mapped back. */
-	long uid = (long)st->st_uid - KILN_IMAGE_ID_BASE, gid = (long)st->st_gid - KILN_IMAGE_ID_BASE;
-	char *line = xasprintf("%s\t%c %04o %ld:%ld %lld %lld %s", rel, type,
-			       (unsigned)(st->st_mode & 07777), uid, gid,
-			       (long long)st->st_mtim.tv_sec, (long long)st->st_size,
-			       target ? target : what);
+	long uid = (long)st->st_uid - KILN_IMAGE_ID_BASE,
+	     gid = (long)st->st_gid - KILN_IMAGE_ID_BASE;
+	char *line = xasprintf(
+	    "%s\t%c %04o %ld:%ld %lld %lld %s", rel, type, (unsigned)(st->st_mode & 07777), uid,
+	    gid, (long long)st->st_mtim.tv_sec, (long long)st->st_size, target ? target : what);
 	if (t->n == t->cap) {
 		t->cap = t->cap ? t->cap * 2 : 4096;
 		t->lines = xreallocarray(t->lines, t->cap, sizeof(char *));
@@ -186,7 +189,7 @@ static int cmp_line(const void *a, const void *b)
 
 char *kiln_image_tree_list(const char *root)
 {
-	struct tree_ctx t = { strlen(root), NULL, 0, 0 };
+	struct tree_ctx t = {strlen(root), NULL, 0, 0};
 	tree_ctx = &t;
 	nftw(root, tree_entry, 64, FTW_PHYS | FTW_MOUNT);
 	tree_ctx = NULL;
@@ -216,7 +219,7 @@ static bool tl_parse(const char *line, size_t len, struct tl *t)
 	t->path[tab - line] = '\0';
 	_cleanup_free_ char *rest = xstrndup(tab + 1, len - (size_t)(tab - line) - 1);
 	return sscanf(rest, "%3s %7s %31s %31s %31s %4095[^\n]", t->type, t->mode, t->owner,
-		      t->mtime, t->size, t->what) == 6;
+	              t->mtime, t->size, t->what) == 6;
 }
 
 char *kiln_image_tree_diff(const char *a, const char *b, size_t max)
@@ -227,7 +230,8 @@ char *kiln_image_tree_diff(const char *a, const char *b, size_t max)
 	struct tl *ta = xmalloc(sizeof(*ta)), *tb = xmalloc(sizeof(*tb));
 	while (*pa || *pb) {
 		const char *ea = strchr(pa, '\n'), *eb = strchr(pb, '\n');
-		size_t la = ea ? (size_t)(ea - pa) : strlen(pa), lb = eb ? (size_t)(eb - pb) : strlen(pb);
+		size_t la = ea ? (size_t)(ea - pa) : strlen(pa),
+		       lb = eb ? (size_t)(eb - pb) : strlen(pb);
 		bool ha = *pa && tl_parse(pa, la, ta), hb = *pb && tl_parse(pb, lb, tb);
 		if (*pa && !ha) { /* not a listing line: skip it */
 			pa = ea ? ea + 1 : pa + la;
@@ -248,8 +252,10 @@ char *kiln_image_tree_diff(const char *a, const char *b, size_t max)
 			if (strcmp(ta->type, tb->type))
 				kiln_buf_printf(&line, " type %s → %s", ta->type, tb->type);
 			if (strcmp(ta->what, tb->what) || strcmp(ta->size, tb->size))
-				kiln_buf_printf(&line, " content (%s bytes sha256:%.12s → %s bytes sha256:%.12s)",
-						ta->size, ta->what, tb->size, tb->what);
+				kiln_buf_printf(
+				    &line,
+				    " content (%s bytes sha256:%.12s → %s bytes sha256:%.12s)",
+				    ta->size, ta->what, tb->size, tb->what);
 			if (strcmp(ta->mode, tb->mode))
 				kiln_buf_printf(&line, " mode %s → %s", ta->mode, tb->mode);
 			if (strcmp(ta->owner, tb->owner))

@@ -25,12 +25,12 @@ static pthread_once_t tool_once = PTHREAD_ONCE_INIT;
  * in milliseconds, and the package version pins the tool's behaviour more
  * precisely than its --version line. */
 static const char *const tool_packages[] = {
-	"squashfs-tools", "xorriso", "grub-pc-bin", "grub-efi-amd64-bin", "dosfstools", "mtools",
+    "squashfs-tools", "xorriso", "grub-pc-bin", "grub-efi-amd64-bin", "dosfstools", "mtools",
 };
 
 static void compute_versions(void)
 {
-	const char *found[ELEMENTSOF(tool_packages)] = { NULL };
+	const char *found[ELEMENTSOF(tool_packages)] = {NULL};
 	_cleanup_free_ char *db = NULL;
 	size_t len = 0;
 	_cleanup_error_ struct kiln_error *e = NULL;
@@ -54,7 +54,8 @@ static void compute_versions(void)
 					installed = strstr(line, " installed") != NULL;
 				line = nl ? nl + 1 : NULL;
 			}
-			for (size_t i = 0; pkg && ver && installed && i < ELEMENTSOF(tool_packages); i++)
+			for (size_t i = 0; pkg && ver && installed && i < ELEMENTSOF(tool_packages);
+			     i++)
 				if (strcmp(pkg, tool_packages[i]) == 0)
 					found[i] = ver;
 			para = end ? end + 2 : NULL;
@@ -63,7 +64,7 @@ static void compute_versions(void)
 	struct kiln_buf b = KILN_BUF_INIT;
 	for (size_t i = 0; i < ELEMENTSOF(tool_packages); i++)
 		kiln_buf_printf(&b, "%s%s=%s", i ? "; " : "", tool_packages[i],
-				found[i] ? found[i] : "missing");
+		                found[i] ? found[i] : "missing");
 	snprintf(tool_versions, sizeof(tool_versions), "%s", b.data);
 	kiln_buf_free(&b);
 }
@@ -80,19 +81,20 @@ int kiln_emit_squashfs(const struct kiln_emit_ctx *c, const char *dst, struct ki
 	int rc = kiln_image_mkdir_sandbox(out, err);
 	if (rc < 0)
 		return rc;
-	const char *argv[] = { "mksquashfs", "/srv", "/mnt/root.squashfs", "-noappend", "-comp",
-			       "xz", "-no-progress", "-quiet", NULL };
+	const char *argv[] = {"mksquashfs",   "/srv",   "/mnt/root.squashfs",
+	                      "-noappend",    "-comp",  "xz",
+	                      "-no-progress", "-quiet", NULL};
 	struct kiln_sandbox_bind binds[] = {
-		{ c->merged, "/srv", true },
-		{ out, "/mnt", false },
+	    {c->merged, "/srv", true},
+	    {out, "/mnt", false},
 	};
 	struct kiln_image_run r = {
-		.what = "mksquashfs",
-		.binds = binds,
-		.n_binds = 2,
-		.argv = argv,
-		.timeout_s = 3600,
-		.epoch = c->epoch,
+	    .what = "mksquashfs",
+	    .binds = binds,
+	    .n_binds = 2,
+	    .argv = argv,
+	    .timeout_s = 3600,
+	    .epoch = c->epoch,
 	};
 	rc = kiln_image_sandbox(c->hooks, &r, err);
 	if (rc < 0)
@@ -103,8 +105,7 @@ int kiln_emit_squashfs(const struct kiln_emit_ctx *c, const char *dst, struct ki
 	return 0;
 }
 
-static int copy_out_of_image(int rootfd, const char *path, const char *dst,
-			     struct kiln_error **err)
+static int copy_out_of_image(int rootfd, const char *path, const char *dst, struct kiln_error **err)
 {
 	/* Read through RESOLVE_IN_ROOT: /vmlinuz is a symlink in the image and
 	 * must resolve inside it, never to the host's /boot. */
@@ -161,7 +162,7 @@ static int set_time(const char *p, const struct stat *st, int flag, struct FTW *
 	(void)st;
 	(void)flag;
 	(void)ftw;
-	struct timespec ts[2] = { { set_epoch, 0 }, { set_epoch, 0 } };
+	struct timespec ts[2] = {{set_epoch, 0}, {set_epoch, 0}};
 	return utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW);
 }
 static pthread_mutex_t set_time_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -176,16 +177,16 @@ static int stage_times(const char *dir, int64_t epoch)
 }
 
 static const char early_cfg[] = "search --no-floppy --set=root --file /.kiln-live\n"
-				"set prefix=($root)/boot/grub\n"
-				"configfile ($root)/boot/grub/grub.cfg\n";
+                                "set prefix=($root)/boot/grub\n"
+                                "configfile ($root)/boot/grub/grub.cfg\n";
 
 static const char *const grub_modules_common[] = {
-	"part_gpt", "part_msdos", "iso9660", "fat",    "normal", "linux", "configfile",
-	"search",   "search_fs_file", "echo", "serial", "terminal", "test", "ls", NULL
-};
+    "part_gpt", "part_msdos",     "iso9660", "fat",    "normal",   "linux", "configfile",
+    "search",   "search_fs_file", "echo",    "serial", "terminal", "test",  "ls",
+    NULL};
 
 static int grub_image(const struct kiln_emit_ctx *c, const char *format, const char *out,
-		      const char *early, const char *extra)
+                      const char *early, const char *extra)
 {
 	const char *argv[40];
 	size_t a = 0;
@@ -208,14 +209,14 @@ static int grub_image(const struct kiln_emit_ctx *c, const char *format, const c
 }
 
 int kiln_emit_iso(const struct kiln_emit_ctx *c, const char *squashfs, const char *dst,
-		  struct kiln_error **err)
+                  struct kiln_error **err)
 {
 	_cleanup_free_ char *kernel = find_boot_file(c->rootfd, "vmlinuz-");
 	_cleanup_free_ char *initrd = find_boot_file(c->rootfd, "initrd.img-");
 	if (!kernel || !initrd)
 		return kiln_error_set(err, ENOENT,
-				      "iso output: the image has no kernel/initrd in /boot "
-				      "(add linux-image-amd64 and live-boot to packages)");
+		                      "iso output: the image has no kernel/initrd in /boot "
+		                      "(add linux-image-amd64 and live-boot to packages)");
 	_cleanup_rmtree_ char *stage = xasprintf("%s/iso", c->scratch);
 	_cleanup_free_ char *live = xasprintf("%s/live", stage);
 	_cleanup_free_ char *grubdir = xasprintf("%s/boot/grub", stage);
@@ -241,15 +242,15 @@ int kiln_emit_iso(const struct kiln_emit_ctx *c, const char *squashfs, const cha
 
 	_cleanup_close_ int sfd = open(stage, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 	_cleanup_free_ char *cfg = xasprintf(
-		"serial --unit=0 --speed=115200\n"
-		"terminal_input serial console\n"
-		"terminal_output serial console\n"
-		"set timeout=1\n"
-		"set default=0\n"
-		"menuentry \"kiln live\" {\n"
-		"  linux /live/vmlinuz boot=live components console=tty0 console=ttyS0,115200n8\n"
-		"  initrd /live/initrd.img\n"
-		"}\n");
+	    "serial --unit=0 --speed=115200\n"
+	    "terminal_input serial console\n"
+	    "terminal_output serial console\n"
+	    "set timeout=1\n"
+	    "set default=0\n"
+	    "menuentry \"kiln live\" {\n"
+	    "  linux /live/vmlinuz boot=live components console=tty0 console=ttyS0,115200n8\n"
+	    "  initrd /live/initrd.img\n"
+	    "}\n");
 	if (sfd < 0 || kiln_write_file_in_root(sfd, ".kiln-live", "", 0, 0644) < 0 ||
 	    kiln_write_file_in_root(sfd, "boot/grub/grub.cfg", cfg, strlen(cfg), 0644) < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot write grub.cfg", stage);
@@ -270,18 +271,18 @@ int kiln_emit_iso(const struct kiln_emit_ctx *c, const char *squashfs, const cha
 	 * dates from SOURCE_DATE_EPOCH. */
 	_cleanup_free_ char *efiimg = xasprintf("%s/efiboot.img", stage);
 	_cleanup_free_ char *epoch_env = xasprintf("SOURCE_DATE_EPOCH=%" PRId64, c->epoch);
-	const char *env[] = { epoch_env, "MTOOLS_SKIP_CHECK=1", NULL };
+	const char *env[] = {epoch_env, "MTOOLS_SKIP_CHECK=1", NULL};
 	struct stat est;
 	if (stat(efi, &est) < 0)
 		return kiln_error_set_errno(err, errno, "%s", efi);
 	_cleanup_free_ char *kb = xasprintf("%lld", (long long)(est.st_size / 1024 + 1024));
-	const char *mkfs[] = { "mkfs.fat", "--invariant", "-C", "-n", "KILNEFI", "-i", "4b494c4e",
-			       efiimg, kb, NULL };
-	const char *mmd[] = { "mmd", "-i", efiimg, "::/EFI", "::/EFI/BOOT", NULL };
+	const char *mkfs[] = {"mkfs.fat", "--invariant", "-C",   "-n", "KILNEFI",
+	                      "-i",       "4b494c4e",    efiimg, kb,   NULL};
+	const char *mmd[] = {"mmd", "-i", efiimg, "::/EFI", "::/EFI/BOOT", NULL};
 	_cleanup_free_ char *efisrc = xstrdup(efi);
-	const char *mcopy[] = { "mcopy", "-m", "-i", efiimg, efisrc, "::/EFI/BOOT/BOOTX64.EFI",
-				NULL };
-	struct timespec ts[2] = { { c->epoch, 0 }, { c->epoch, 0 } };
+	const char *mcopy[] = {"mcopy", "-m", "-i", efiimg, efisrc, "::/EFI/BOOT/BOOTX64.EFI",
+	                       NULL};
+	struct timespec ts[2] = {{c->epoch, 0}, {c->epoch, 0}};
 	utimensat(AT_FDCWD, efi, ts, 0);
 	if ((rc = kiln_image_host_cmd(c->hooks, mkfs, env, NULL, err)) < 0 ||
 	    (rc = kiln_image_host_cmd(c->hooks, mmd, env, NULL, err)) < 0 ||
@@ -291,15 +292,39 @@ int kiln_emit_iso(const struct kiln_emit_ctx *c, const char *squashfs, const cha
 	if (stage_times(stage, c->epoch) < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot set times", stage);
 	_cleanup_free_ char *tmp = xasprintf("%s.tmp", dst);
-	const char *xorriso[] = { "xorriso", "-as", "mkisofs", "-o", tmp, "-iso-level", "3",
-				  "-full-iso9660-filenames", "-r", "-J", "-joliet-long",
-				  "-V", "KILN_LIVE", "-A", "kiln", "-publisher", "kiln",
-				  "--grub2-mbr", "/usr/lib/grub/i386-pc/boot_hybrid.img",
-				  "--protective-msdos-label",
-				  "-b", "boot/grub/i386-pc/eltorito.img", "-no-emul-boot",
-				  "-boot-load-size", "4", "-boot-info-table", "--grub2-boot-info",
-				  "--efi-boot", "efiboot.img", "-efi-boot-part", "--efi-boot-image",
-				  stage, NULL };
+	const char *xorriso[] = {"xorriso",
+	                         "-as",
+	                         "mkisofs",
+	                         "-o",
+	                         tmp,
+	                         "-iso-level",
+	                         "3",
+	                         "-full-iso9660-filenames",
+	                         "-r",
+	                         "-J",
+	                         "-joliet-long",
+	                         "-V",
+	                         "KILN_LIVE",
+	                         "-A",
+	                         "kiln",
+	                         "-publisher",
+	                         "kiln",
+	                         "--grub2-mbr",
+	                         "/usr/lib/grub/i386-pc/boot_hybrid.img",
+	                         "--protective-msdos-label",
+	                         "-b",
+	                         "boot/grub/i386-pc/eltorito.img",
+	                         "-no-emul-boot",
+	                         "-boot-load-size",
+	                         "4",
+	                         "-boot-info-table",
+	                         "--grub2-boot-info",
+	                         "--efi-boot",
+	                         "efiboot.img",
+	                         "-efi-boot-part",
+	                         "--efi-boot-image",
+	                         stage,
+	                         NULL};
 	rc = kiln_image_host_cmd(c->hooks, xorriso, env, NULL, err);
 	/* The staged squashfs is a hardlink of the squashfs output, whose
 	 * mtime stage_times() just set to the epoch: give it back a real one. */

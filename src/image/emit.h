@@ -9,7 +9,7 @@ struct kiln_emit_ctx {
 	const struct kiln_image_hooks *hooks;
 	const char *scratch; /* the build's scratch directory */
 	const char *merged;  /* the normalized root tree (a mount) */
-	int rootfd;	     /* open O_DIRECTORY fd of merged */
+	int rootfd;          /* open O_DIRECTORY fd of merged */
 	int64_t epoch;
 	const char *name; /* recipe name, may be NULL */
 };
@@ -20,4 +20,4 @@ int kiln_emit_squashfs(const struct kiln_emit_ctx *c, const char *dst, struct ki
 /* A hybrid BIOS + UEFI ISO: the image's kernel and initrd, the squashfs as
  * live/filesystem.squashfs, GRUB for both firmware types, serial console. */
 int kiln_emit_iso(const struct kiln_emit_ctx *c, const char *squashfs, const char *dst,
-		  struct kiln_error **err);
+                  struct kiln_error **err);

@@ -39,13 +39,13 @@ struct kiln_image_hooks {
  * state_dir/bases/<digest>/ unless it is there already (*ret_already).
  * ret_digest may be NULL. */
 int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_image_hooks *hooks,
-		     bool *ret_already, char ret_digest[KILN_SHA256_HEX_LEN + 1],
-		     struct kiln_error **err);
+                     bool *ret_already, char ret_digest[KILN_SHA256_HEX_LEN + 1],
+                     struct kiln_error **err);
 
 /* Resolves a set-up base to its root tree; -ENOENT (with a message telling
  * the user to run `kiln setup`) when it is not set up. Caller frees. */
 int kiln_image_base_path(const char *state_dir, const char *base, char **ret_path,
-			 char ret_digest[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err);
+                         char ret_digest[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err);
 
 /* Versions of the host tools that shape outputs ("mksquashfs 4.5.1; ..."),
  * for the build key. Computed once per process. */
@@ -72,18 +72,18 @@ struct kiln_image_build_opts {
 	const char *state_dir;
 	const struct kiln_recipe *recipe;
 	const char *context_path; /* context archive (tar, tar.gz, zip) or NULL */
-	const char *out_dir;	  /* artifacts land here, each by atomic rename */
-	const char *build_id;	  /* names the scratch dir builds/<id>; NULL: random */
-	bool offline;		  /* never fetch: the lock and .debs must be in the store */
+	const char *out_dir;      /* artifacts land here, each by atomic rename */
+	const char *build_id;     /* names the scratch dir builds/<id>; NULL: random */
+	bool offline;             /* never fetch: the lock and .debs must be in the store */
 	unsigned step_timeout_s;  /* per step; 0: the recipe's resources.step_timeout_s */
-	bool want_tree;		  /* fill kiln_image_result.tree */
+	bool want_tree;           /* fill kiln_image_result.tree */
 	struct kiln_image_hooks hooks;
 };
 
 /* The build key the pipeline will use for recipe r (tool versions included;
  * context_path may be NULL). */
 int kiln_image_build_key(const struct kiln_recipe *r, const char *context_path,
-			 char ret[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err);
+                         char ret[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err);
 
 /* The local build cache: every successful kiln_image_build records its
  * artifacts under state_dir/results/<build_key>. When all of them are still
@@ -91,7 +91,7 @@ int kiln_image_build_key(const struct kiln_recipe *r, const char *context_path,
  * content-addressed store: treat them as read-only) and *ret is set with
  * cached = true; -ENOENT when there is no complete entry. */
 int kiln_image_cache_lookup(const char *state_dir, const char *build_key, const char *out_dir,
-			    struct kiln_image_result **ret, struct kiln_error **err);
+                            struct kiln_image_result **ret, struct kiln_error **err);
 
 /* Explains how two tree listings (kiln_image_result.tree) differ: one line
  * per entry ("/etc/foo: content", "mode 0644 → 0600", ...), at most max
@@ -103,7 +103,7 @@ char *kiln_image_tree_diff(const char *a, const char *b, size_t max);
  * On failure the error names the phase or step ("step 3 (RUN make): exited
  * with status 2"); -ECANCELED when cancelled, -ETIME on timeout. */
 int kiln_image_build(const struct kiln_image_build_opts *opts, struct kiln_image_result **ret,
-		     struct kiln_error **err);
+                     struct kiln_error **err);
 /* Removes scratch directories under state_dir/builds left by a kiln that
  * died (called by kiln_image_build and kiln_image_setup too). */
 void kiln_image_cleanup_stale(const char *state_dir);

@@ -12,7 +12,7 @@
 
 /* One command in the sandbox. */
 struct kiln_image_run {
-	const char *what; /* for messages: "fetch", "step 3 (RUN make)" */
+	const char *what;          /* for messages: "fetch", "step 3 (RUN make)" */
 	const char *const *layers; /* NULL: the host's / read-only (host tools) */
 	size_t n_layers;
 	const char *upper; /* writable overlay upper, or NULL */
@@ -35,10 +35,10 @@ struct kiln_image_run {
 /* Runs r; a non-zero exit, a signal, a timeout or a cancel is an error
  * naming r->what (-ECANCELED, -ETIME for the latter two). */
 int kiln_image_sandbox(const struct kiln_image_hooks *h, const struct kiln_image_run *r,
-		       struct kiln_error **err);
+                       struct kiln_error **err);
 /* Runs a trusted host tool on files kiln wrote itself. */
 int kiln_image_host_cmd(const struct kiln_image_hooks *h, const char *const *argv,
-			const char *const *env, struct kiln_buf *capture, struct kiln_error **err);
+                        const char *const *env, struct kiln_buf *capture, struct kiln_error **err);
 void kiln_image_logf(const struct kiln_image_hooks *h, const char *fmt, ...) _printf_(2, 3);
 /* 32 random hex digits: names of build and setup scratch directories. */
 char *kiln_image_random_id(void);
@@ -47,7 +47,7 @@ int kiln_image_mkdir_sandbox(const char *path, struct kiln_error **err);
 
 /* cache.c */
 int kiln_image_cache_record(const char *state_dir, const struct kiln_image_result *res,
-			    struct kiln_error **err);
+                            struct kiln_error **err);
 /* The listing of kiln_image_result.tree for the tree at root. */
 char *kiln_image_tree_list(const char *root);
 

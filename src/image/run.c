@@ -69,9 +69,9 @@ static void on_warning(void *ud, unsigned elapsed)
 }
 
 int kiln_image_sandbox(const struct kiln_image_hooks *h, const struct kiln_image_run *r,
-		       struct kiln_error **err)
+                       struct kiln_error **err)
 {
-	static const char *const host_root[] = { "/" };
+	static const char *const host_root[] = {"/"};
 	struct kiln_sandbox_spec spec;
 	kiln_sandbox_spec_init(&spec);
 	if (r->layers) {
@@ -99,7 +99,7 @@ int kiln_image_sandbox(const struct kiln_image_hooks *h, const struct kiln_image
 	spec.warning_s = r->warning_s ? r->warning_s : r->timeout_s + 1;
 	spec.source_date_epoch = r->epoch;
 	spec.cancel_fd = h ? h->cancel_fd : -1;
-	struct out_ctx oc = { h, r, KILN_BUF_INIT };
+	struct out_ctx oc = {h, r, KILN_BUF_INIT};
 	spec.on_output = on_output;
 	spec.on_warning = on_warning;
 	spec.userdata = &oc;
@@ -115,7 +115,7 @@ int kiln_image_sandbox(const struct kiln_image_hooks *h, const struct kiln_image
 		return kiln_error_set(err, ECANCELED, "%s: cancelled", r->what);
 	if (res.timed_out)
 		return kiln_error_set(err, ETIME, "%s: timed out after %u seconds", r->what,
-				      res.timeout_s);
+		                      res.timeout_s);
 	if (res.exit_code != 0 || res.term_signal) {
 		_cleanup_free_ char *d = kiln_sandbox_result_describe(&res);
 		if (r->errors && r->errors->len)
@@ -126,7 +126,7 @@ int kiln_image_sandbox(const struct kiln_image_hooks *h, const struct kiln_image
 }
 
 int kiln_image_host_cmd(const struct kiln_image_hooks *h, const char *const *argv,
-			const char *const *env, struct kiln_buf *capture, struct kiln_error **err)
+                        const char *const *env, struct kiln_buf *capture, struct kiln_error **err)
 {
 	int pfd[2];
 	if (pipe2(pfd, O_CLOEXEC) < 0)
@@ -138,8 +138,8 @@ int kiln_image_host_cmd(const struct kiln_image_hooks *h, const char *const *arg
 	posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
 	/* LC_ALL=C and TZ=UTC for every tool: dates and sort orders must not
 	 * depend on the host's locale. */
-	const char *base_env[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", "TZ=UTC",
-				   "HOME=/root" };
+	const char *base_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", "TZ=UTC",
+	                          "HOME=/root"};
 	size_t ne = 0;
 	while (env && env[ne])
 		ne++;
@@ -182,9 +182,9 @@ int kiln_image_host_cmd(const struct kiln_image_hooks *h, const char *const *arg
 		const char *last = out.data ? strrchr(out.data, '\n') : NULL;
 		last = last ? last + 1 : (out.data ? out.data : "");
 		rc = kiln_error_set(err, EIO, "%s failed (%s %d)%s%s", argv[0],
-				    WIFEXITED(status) ? "exit status" : "signal",
-				    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
-				    *last ? ": " : "", last);
+		                    WIFEXITED(status) ? "exit status" : "signal",
+		                    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+		                    *last ? ": " : "", last);
 		kiln_buf_free(&out);
 		return rc;
 	}
@@ -203,7 +203,7 @@ int kiln_image_mkdir_sandbox(const char *path, struct kiln_error **err)
 
 char *kiln_image_random_id(void)
 {
-	uint64_t r[2] = { 0, 0 };
+	uint64_t r[2] = {0, 0};
 	if (getrandom(r, sizeof(r), 0) != sizeof(r))
 		r[0] = (uint64_t)getpid() ^ (uint64_t)time(NULL);
 	char hex[33];

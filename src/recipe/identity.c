@@ -51,7 +51,8 @@ int64_t kiln_recipe_derive_epoch(const char config_hash[KILN_SHA256_HEX_LEN + 1]
 	uint64_t v = 0;
 	for (int i = 0; i < 16; i++) {
 		char c = config_hash[i];
-		unsigned d = (c >= '0' && c <= '9') ? (unsigned)(c - '0') : (unsigned)(c - 'a' + 10);
+		unsigned d =
+		    (c >= '0' && c <= '9') ? (unsigned)(c - '0') : (unsigned)(c - 'a' + 10);
 		v = (v << 4) | (d & 0xf);
 	}
 	return INT64_C(1577836800) + (int64_t)(v % UINT64_C(347155199));
@@ -74,19 +75,19 @@ void kiln_recipe_put_healthcheck(struct kiln_buf *b, const struct kiln_healthche
 	kiln_buf_puts(b, "{\"cmd\":");
 	kiln_json_put_cstr(b, h->cmd);
 	kiln_buf_printf(b,
-			",\"interval_s\":%" PRId64 ",\"retries\":%" PRId64
-			",\"start_period_s\":%" PRId64 ",\"timeout_s\":%" PRId64 "}",
-			h->interval_s, h->retries, h->start_period_s, h->timeout_s);
+	                ",\"interval_s\":%" PRId64 ",\"retries\":%" PRId64
+	                ",\"start_period_s\":%" PRId64 ",\"timeout_s\":%" PRId64 "}",
+	                h->interval_s, h->retries, h->start_period_s, h->timeout_s);
 }
 
 /* Everything that can change the bytes of an artifact. Deliberately absent:
  * `name` (a label, never written into an image), memory_mb and cpus (limits,
  * not inputs) and timeout_s/warning_s (a build that ends in time produces the
  * same bytes whatever its limit). Keys sorted, no whitespace. */
-char *kiln_recipe_build_canonical(const struct kiln_recipe *r,
-				  const struct kiln_build_inputs *in, size_t *ret_len)
+char *kiln_recipe_build_canonical(const struct kiln_recipe *r, const struct kiln_build_inputs *in,
+                                  size_t *ret_len)
 {
-	static const struct kiln_build_inputs none = { NULL, NULL };
+	static const struct kiln_build_inputs none = {NULL, NULL};
 	if (!in)
 		in = &none;
 	struct kiln_buf b = KILN_BUF_INIT;
@@ -107,7 +108,7 @@ char *kiln_recipe_build_canonical(const struct kiln_recipe *r,
 		first = false;
 	}
 	kiln_buf_printf(&b, "],\"source_date_epoch\":%" PRId64 ",\"steps\":[",
-			r->source_date_epoch);
+	                r->source_date_epoch);
 	for (size_t i = 0; i < r->n_steps; i++) {
 		if (i)
 			kiln_buf_putc(&b, ',');
@@ -120,7 +121,7 @@ char *kiln_recipe_build_canonical(const struct kiln_recipe *r,
 }
 
 void kiln_recipe_build_key(const struct kiln_recipe *r, const struct kiln_build_inputs *in,
-			   char ret[KILN_SHA256_HEX_LEN + 1])
+                           char ret[KILN_SHA256_HEX_LEN + 1])
 {
 	size_t n;
 	_cleanup_free_ char *c = kiln_recipe_build_canonical(r, in, &n);

@@ -34,27 +34,28 @@ static char *profiledef(const struct kiln_recipe *r)
 	gmtime_r(&t, &tm);
 	struct kiln_buf b = KILN_BUF_INIT;
 	kiln_buf_puts(&b, "#!/usr/bin/env bash\n"
-			  "# shellcheck disable=SC2034\n"
-			  "# Written by kiln from a recipe; regenerate rather than edit.\n\n"
-			  "iso_name=\"kiln-custom\"\n");
+	                  "# shellcheck disable=SC2034\n"
+	                  "# Written by kiln from a recipe; regenerate rather than edit.\n\n"
+	                  "iso_name=\"kiln-custom\"\n");
 	kiln_buf_printf(&b, "iso_label=\"KILN_%04d%02d\"\n", tm.tm_year + 1900, tm.tm_mon + 1);
 	kiln_buf_puts(&b, "iso_publisher=\"kiln\"\n"
-			  "iso_application=\"kiln custom live image\"\n");
+	                  "iso_application=\"kiln custom live image\"\n");
 	kiln_buf_printf(&b, "iso_version=\"%04d.%02d.%02d\"\n", tm.tm_year + 1900, tm.tm_mon + 1,
-			tm.tm_mday);
-	kiln_buf_puts(&b, "install_dir=\"arch\"\n"
-			  "buildmodes=('iso')\n"
-			  "bootmodes=('bios.syslinux.mbr' 'bios.syslinux.eltorito'\n"
-			  "           'uefi-x64.systemd-boot.esp' 'uefi-x64.systemd-boot.eltorito')\n"
-			  "arch=\"x86_64\"\n"
-			  "pacman_conf=\"pacman.conf\"\n"
-			  "airootfs_image_type=\"squashfs\"\n"
-			  "airootfs_image_tool_options=('-comp' 'xz' '-Xbcj' 'x86' '-b' '1M' "
-			  "'-Xdict-size' '1M')\n"
-			  "file_permissions=(\n"
-			  "  [\"/etc/shadow\"]=\"0:0:0400\"\n"
-			  "  [\"/root\"]=\"0:0:750\"\n"
-			  "  [\"/etc/gshadow\"]=\"0:0:0400\"\n");
+	                tm.tm_mday);
+	kiln_buf_puts(&b,
+	              "install_dir=\"arch\"\n"
+	              "buildmodes=('iso')\n"
+	              "bootmodes=('bios.syslinux.mbr' 'bios.syslinux.eltorito'\n"
+	              "           'uefi-x64.systemd-boot.esp' 'uefi-x64.systemd-boot.eltorito')\n"
+	              "arch=\"x86_64\"\n"
+	              "pacman_conf=\"pacman.conf\"\n"
+	              "airootfs_image_type=\"squashfs\"\n"
+	              "airootfs_image_tool_options=('-comp' 'xz' '-Xbcj' 'x86' '-b' '1M' "
+	              "'-Xdict-size' '1M')\n"
+	              "file_permissions=(\n"
+	              "  [\"/etc/shadow\"]=\"0:0:0400\"\n"
+	              "  [\"/root\"]=\"0:0:750\"\n"
+	              "  [\"/etc/gshadow\"]=\"0:0:0400\"\n");
 	for (size_t i = 0; i < r->n_overlays; i++)
 		for (size_t k = 0; k < r->overlays[i].n_files; k++) {
 			const struct kiln_file *f = &r->overlays[i].files[k];
@@ -70,23 +71,23 @@ static char *profiledef(const struct kiln_recipe *r)
 }
 
 static const char pacman_conf[] = "#\n"
-				  "# pacman.conf written by kiln\n"
-				  "#\n"
-				  "[options]\n"
-				  "HoldPkg     = pacman glibc\n"
-				  "Architecture = auto\n"
-				  "ParallelDownloads = 5\n"
-				  "SigLevel = Required DatabaseOptional\n"
-				  "LocalFileSigLevel = Optional\n"
-				  "\n"
-				  "[core]\n"
-				  "Include = /etc/pacman.d/mirrorlist\n"
-				  "\n"
-				  "[extra]\n"
-				  "Include = /etc/pacman.d/mirrorlist\n";
+                                  "# pacman.conf written by kiln\n"
+                                  "#\n"
+                                  "[options]\n"
+                                  "HoldPkg     = pacman glibc\n"
+                                  "Architecture = auto\n"
+                                  "ParallelDownloads = 5\n"
+                                  "SigLevel = Required DatabaseOptional\n"
+                                  "LocalFileSigLevel = Optional\n"
+                                  "\n"
+                                  "[core]\n"
+                                  "Include = /etc/pacman.d/mirrorlist\n"
+                                  "\n"
+                                  "[extra]\n"
+                                  "Include = /etc/pacman.d/mirrorlist\n";
 
 static int write_top(int dirfd, const char *name, const char *data, size_t len, mode_t mode,
-		     const char *dir, struct kiln_error **err)
+                     const char *dir, struct kiln_error **err)
 {
 	int r = kiln_write_file_in_root(dirfd, name, data, len, mode);
 	if (r < 0)
@@ -95,7 +96,7 @@ static int write_top(int dirfd, const char *name, const char *data, size_t len, 
 }
 
 int kiln_recipe_export_archiso(const struct kiln_recipe *r, const char *dir,
-			       struct kiln_error **err)
+                               struct kiln_error **err)
 {
 	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
 		return kiln_error_set_errno(err, errno, "%s: cannot create directory", dir);
@@ -130,10 +131,10 @@ int kiln_recipe_export_archiso(const struct kiln_recipe *r, const char *dir,
 		for (size_t k = 0; k < r->overlays[i].n_files; k++) {
 			const struct kiln_file *f = &r->overlays[i].files[k];
 			rc = kiln_write_file_in_root(rootfd, f->path, f->content, f->content_len,
-						     f->mode);
+			                             f->mode);
 			if (rc < 0)
 				return kiln_error_set_errno(err, -rc, "%s/airootfs%s: cannot write",
-							    dir, f->path);
+				                            dir, f->path);
 		}
 	return 0;
 }

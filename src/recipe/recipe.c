@@ -57,11 +57,11 @@ struct str {
 
 /* A JSON string. NUL bytes are refused unless allow_nul (file content). */
 static int get_string(json_t *v, const char *path, bool allow_nul, size_t max, struct str *ret,
-		      struct kiln_error **err)
+                      struct kiln_error **err)
 {
 	if (!json_is_string(v))
 		return fail(err, path, "must be a string, not %s", json_type_name(v));
-	struct str s = { json_string_value(v), json_string_length(v) };
+	struct str s = {json_string_value(v), json_string_length(v)};
 	if (!allow_nul && memchr(s.s, '\0', s.len))
 		return fail(err, path, "must not contain NUL characters");
 	if (s.len > max)
@@ -71,20 +71,20 @@ static int get_string(json_t *v, const char *path, bool allow_nul, size_t max, s
 }
 
 static int get_int(json_t *v, const char *path, int64_t min, int64_t max, int64_t *ret,
-		   struct kiln_error **err)
+                   struct kiln_error **err)
 {
 	if (!json_is_integer(v))
 		return fail(err, path, "must be an integer, not %s", json_type_name(v));
 	json_int_t x = json_integer_value(v);
 	if (x < min || x > max)
 		return fail(err, path, "must be between %lld and %lld, not %lld", (long long)min,
-			    (long long)max, (long long)x);
+		            (long long)max, (long long)x);
 	*ret = x;
 	return 0;
 }
 
 static int get_array(json_t *v, const char *path, size_t max, const char *what,
-		     struct kiln_error **err)
+                     struct kiln_error **err)
 {
 	if (!json_is_array(v))
 		return fail(err, path, "must be an array, not %s", json_type_name(v));
@@ -100,14 +100,13 @@ struct field {
 };
 
 static int parse_object(json_t *obj, const char *path, const struct field *fields, size_t n,
-			void *target, struct kiln_error **err)
+                        void *target, struct kiln_error **err)
 {
 	if (!json_is_object(obj))
 		return fail(err, path, "must be an object, not %s", json_type_name(obj));
 	const char *key;
 	json_t *v;
-	json_object_foreach(obj, key, v)
-	{
+	json_object_foreach (obj, key, v) {
 		const struct field *f = NULL;
 		for (size_t i = 0; i < n; i++)
 			if (strcmp(fields[i].key, key) == 0)
@@ -263,7 +262,7 @@ static int f_name(void *t, json_t *v, const char *path, struct kiln_error **err)
 	return 0;
 }
 
-static const char *const known_bases[] = { "debian/bookworm", KILN_BASE_BUSYBOX };
+static const char *const known_bases[] = {"debian/bookworm", KILN_BASE_BUSYBOX};
 
 static int f_base(void *t, json_t *v, const char *path, struct kiln_error **err)
 {
@@ -306,9 +305,9 @@ static int f_packages(void *t, json_t *v, const char *path, struct kiln_error **
 			struct kiln_buf q = KILN_BUF_INIT;
 			kiln_json_put_string(&q, s.s, s.len, true);
 			rc = fail(err, sub,
-				  "%s is not a valid Debian package name "
-				  "(lowercase letters, digits, + . -; at least 2 characters)",
-				  q.data);
+			          "%s is not a valid Debian package name "
+			          "(lowercase letters, digits, + . -; at least 2 characters)",
+			          q.data);
 			kiln_buf_free(&q);
 		}
 		if (rc < 0) {
@@ -383,7 +382,8 @@ static int ff_mode(void *t, json_t *v, const char *path, struct kiln_error **err
 	for (size_t i = 0; ok && i < s.len; i++)
 		ok = s.s[i] >= '0' && s.s[i] <= '7';
 	if (!ok)
-		return fail(err, path, "must be an octal mode string of 3 or 4 digits like \"0644\"");
+		return fail(err, path,
+		            "must be an octal mode string of 3 or 4 digits like \"0644\"");
 	memcpy(c->f->mode_str, s.s, s.len);
 	c->f->mode_str[s.len] = '\0';
 	c->f->mode = (unsigned)strtoul(c->f->mode_str, NULL, 8);
@@ -391,9 +391,9 @@ static int ff_mode(void *t, json_t *v, const char *path, struct kiln_error **err
 }
 
 static const struct field file_fields[] = {
-	{ "content", ff_content },
-	{ "mode", ff_mode },
-	{ "path", ff_path },
+    {"content", ff_content},
+    {"mode", ff_mode},
+    {"path", ff_path},
 };
 
 struct overlay_ctx {
@@ -454,15 +454,15 @@ static int of_files(void *t, json_t *v, const char *path, struct kiln_error **er
 	size_t n = json_array_size(v);
 	if (c->r->n_files + n > KILN_RECIPE_MAX_FILES)
 		return fail(err, path, "the recipe has more than %d overlay files in all",
-			    KILN_RECIPE_MAX_FILES);
+		            KILN_RECIPE_MAX_FILES);
 	struct file_sort *fs = xcalloc(n, sizeof(*fs));
 	size_t done = 0;
 	for (size_t i = 0; i < n; i++, done++) {
 		_cleanup_free_ char *sub = path_index(path, i);
-		struct file_ctx fc = { &fs[i].f, false };
+		struct file_ctx fc = {&fs[i].f, false};
 		fs[i].idx = i;
 		rc = parse_object(json_array_get(v, i), sub, file_fields, ELEMENTSOF(file_fields),
-				  &fc, err);
+		                  &fc, err);
 		if (rc == 0 && !fc.has_path)
 			rc = fail(err, sub, "missing required field \"path\"");
 		if (rc < 0) {
@@ -499,8 +499,8 @@ static int of_files(void *t, json_t *v, const char *path, struct kiln_error **er
 }
 
 static const struct field overlay_fields[] = {
-	{ "files", of_files },
-	{ "name", of_name },
+    {"files", of_files},
+    {"name", of_name},
 };
 
 struct overlay_sort {
@@ -528,11 +528,11 @@ static int f_overlays(void *t, json_t *v, const char *path, struct kiln_error **
 	size_t done = 0;
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *sub = path_index(path, i);
-		struct overlay_ctx oc = { r, &os[i].o };
+		struct overlay_ctx oc = {r, &os[i].o};
 		os[i].idx = i;
 		done++;
 		rc = parse_object(json_array_get(v, i), sub, overlay_fields,
-				  ELEMENTSOF(overlay_fields), &oc, err);
+		                  ELEMENTSOF(overlay_fields), &oc, err);
 		if (rc < 0)
 			break;
 		if (!os[i].o.raw_name) {
@@ -625,13 +625,12 @@ struct step_op {
 };
 
 static const struct step_op step_ops[] = {
-	{ "RUN", KILN_STEP_RUN },	  { "ENV", KILN_STEP_ENV },
-	{ "USER", KILN_STEP_USER },	  { "WORKDIR", KILN_STEP_WORKDIR },
-	{ "COPY", KILN_STEP_COPY },
+    {"RUN", KILN_STEP_RUN},         {"ENV", KILN_STEP_ENV},   {"USER", KILN_STEP_USER},
+    {"WORKDIR", KILN_STEP_WORKDIR}, {"COPY", KILN_STEP_COPY},
 };
 
 static int parse_step(const char *s, size_t n, const char *path, struct kiln_step *ret,
-		      struct kiln_error **err)
+                      struct kiln_error **err)
 {
 	size_t w = 0;
 	while (w < n && !is_blank(s[w]))
@@ -644,8 +643,8 @@ static int parse_step(const char *s, size_t n, const char *path, struct kiln_ste
 		struct kiln_buf q = KILN_BUF_INIT;
 		kiln_json_put_string(&q, s, w, true);
 		int rc = fail(err, path,
-			      "unknown instruction %s (expected RUN, ENV, USER, WORKDIR or COPY)",
-			      q.data);
+		              "unknown instruction %s (expected RUN, ENV, USER, WORKDIR or COPY)",
+		              q.data);
 		kiln_buf_free(&q);
 		return rc;
 	}
@@ -659,17 +658,15 @@ static int parse_step(const char *s, size_t n, const char *path, struct kiln_ste
 	if (an == 0)
 		return fail(err, path, "%s needs an argument", op->word);
 
-	struct kiln_step st = { .op = op->op };
+	struct kiln_step st = {.op = op->op};
 	const char *why = NULL;
 	switch (op->op) {
-	case KILN_STEP_RUN:
-		st.arg = xstrndup(a, an);
-		break;
+	case KILN_STEP_RUN: st.arg = xstrndup(a, an); break;
 	case KILN_STEP_ENV: {
 		const char *eq = memchr(a, '=', an);
 		if (!eq || !valid_env_key(a, (size_t)(eq - a)))
 			return fail(err, path,
-				    "ENV must be KEY=VALUE with KEY made of letters, digits and _");
+			            "ENV must be KEY=VALUE with KEY made of letters, digits and _");
 		st.arg = xstrndup(a, (size_t)(eq - a));
 		st.arg2 = xstrndup(eq + 1, an - (size_t)(eq - a) - 1);
 		break;
@@ -706,15 +703,9 @@ static int parse_step(const char *s, size_t n, const char *path, struct kiln_ste
 	}
 	}
 	switch (op->op) {
-	case KILN_STEP_ENV:
-		st.text = xasprintf("ENV %s=%s", st.arg, st.arg2);
-		break;
-	case KILN_STEP_COPY:
-		st.text = xasprintf("COPY %s %s", st.arg, st.arg2);
-		break;
-	default:
-		st.text = xasprintf("%s %s", op->word, st.arg);
-		break;
+	case KILN_STEP_ENV: st.text = xasprintf("ENV %s=%s", st.arg, st.arg2); break;
+	case KILN_STEP_COPY: st.text = xasprintf("COPY %s %s", st.arg, st.arg2); break;
+	default: st.text = xasprintf("%s %s", op->word, st.arg); break;
 	}
 	*ret = st;
 	return 0;
@@ -732,7 +723,7 @@ static int f_steps(void *t, json_t *v, const char *path, struct kiln_error **err
 		_cleanup_free_ char *sub = path_index(path, i);
 		struct str s;
 		rc = get_string(json_array_get(v, i), sub, false, KILN_RECIPE_MAX_STEP_BYTES, &s,
-				err);
+		                err);
 		if (rc == 0)
 			rc = parse_step(s.s, s.len, sub, &steps[i], err);
 		if (rc < 0) {
@@ -747,7 +738,7 @@ static int f_steps(void *t, json_t *v, const char *path, struct kiln_error **err
 	return 0;
 }
 
-static const char *const output_names[] = { "tar", "squashfs", "iso" };
+static const char *const output_names[] = {"tar", "squashfs", "iso"};
 
 const char *kiln_output_name(enum kiln_output o)
 {
@@ -777,7 +768,8 @@ static int f_outputs(void *t, json_t *v, const char *path, struct kiln_error **e
 			if (strcmp(s.s, output_names[k]) == 0)
 				bit = 1u << k;
 		if (!bit)
-			return fail(err, sub, "unknown output (expected \"tar\", \"squashfs\" or \"iso\")");
+			return fail(err, sub,
+			            "unknown output (expected \"tar\", \"squashfs\" or \"iso\")");
 		if (mask & bit)
 			return fail(err, sub, "duplicate output \"%s\"", s.s);
 		mask |= bit;
@@ -793,7 +785,7 @@ struct res_ctx {
 };
 
 #define INT_FIELD(fn, ctx_type, member, min, max)                                                  \
-	static int fn(void *t, json_t *v, const char *path, struct kiln_error **err)              \
+	static int fn(void *t, json_t *v, const char *path, struct kiln_error **err)               \
 	{                                                                                          \
 		ctx_type *c = t;                                                                   \
 		return get_int(v, path, min, max, &c->member, err);                                \
@@ -806,11 +798,8 @@ INT_FIELD(rf_warning, struct kiln_resources, warning_s, 0, 7 * 86400)
 INT_FIELD(rf_step_timeout, struct kiln_resources, step_timeout_s, 1, 7 * 86400)
 
 static const struct field resource_fields[] = {
-	{ "cpus", rf_cpus },
-	{ "memory_mb", rf_memory },
-	{ "step_timeout_s", rf_step_timeout },
-	{ "timeout_s", rf_timeout },
-	{ "warning_s", rf_warning },
+    {"cpus", rf_cpus},         {"memory_mb", rf_memory},  {"step_timeout_s", rf_step_timeout},
+    {"timeout_s", rf_timeout}, {"warning_s", rf_warning},
 };
 
 static int f_resources(void *t, json_t *v, const char *path, struct kiln_error **err)
@@ -827,7 +816,7 @@ static int f_resources(void *t, json_t *v, const char *path, struct kiln_error *
 	} else if (res.warning_s >= res.timeout_s) {
 		_cleanup_free_ char *sub = path_key(path, "warning_s");
 		return fail(err, sub, "must be less than timeout_s (%lld)",
-			    (long long)res.timeout_s);
+		            (long long)res.timeout_s);
 	}
 	r->resources = res;
 	return 0;
@@ -864,18 +853,16 @@ INT_FIELD(hf_start, struct kiln_healthcheck, start_period_s, 0, 86400)
 INT_FIELD(hf_retries, struct kiln_healthcheck, retries, 0, 100)
 
 static const struct field health_fields[] = {
-	{ "cmd", hf_cmd },
-	{ "interval_s", hf_interval },
-	{ "retries", hf_retries },
-	{ "start_period_s", hf_start },
-	{ "timeout_s", hf_timeout },
+    {"cmd", hf_cmd},           {"interval_s", hf_interval},
+    {"retries", hf_retries},   {"start_period_s", hf_start},
+    {"timeout_s", hf_timeout},
 };
 
 static int f_healthcheck(void *t, json_t *v, const char *path, struct kiln_error **err)
 {
 	struct kiln_recipe *r = t;
 	struct kiln_healthcheck *h = xcalloc(1, sizeof(*h));
-	*h = (struct kiln_healthcheck){ NULL, 30, 30, 0, 3 };
+	*h = (struct kiln_healthcheck){NULL, 30, 30, 0, 3};
 	int rc = parse_object(v, path, health_fields, ELEMENTSOF(health_fields), h, err);
 	if (rc == 0 && !h->cmd)
 		rc = fail(err, path, "missing required field \"cmd\"");
@@ -889,17 +876,10 @@ static int f_healthcheck(void *t, json_t *v, const char *path, struct kiln_error
 }
 
 static const struct field recipe_fields[] = {
-	{ "base", f_base },
-	{ "healthcheck", f_healthcheck },
-	{ "locale", f_locale },
-	{ "name", f_name },
-	{ "outputs", f_outputs },
-	{ "overlays", f_overlays },
-	{ "packages", f_packages },
-	{ "resources", f_resources },
-	{ "source_date_epoch", f_epoch },
-	{ "steps", f_steps },
-	{ "timezone", f_timezone },
+    {"base", f_base},         {"healthcheck", f_healthcheck}, {"locale", f_locale},
+    {"name", f_name},         {"outputs", f_outputs},         {"overlays", f_overlays},
+    {"packages", f_packages}, {"resources", f_resources},     {"source_date_epoch", f_epoch},
+    {"steps", f_steps},       {"timezone", f_timezone},
 };
 
 /* ---- JSON paths of errors jansson finds ----------------------------------- */
@@ -913,7 +893,7 @@ static const struct field recipe_fields[] = {
  * that and returns its path through ret_path (else sets *ret_path NULL). */
 struct scan_frame {
 	bool obj;
-	bool has_key; /* obj: a key was read for the current member */
+	bool has_key;  /* obj: a key was read for the current member */
 	bool has_elem; /* array: an element was started */
 	size_t idx;
 	const char *key; /* obj: the current key's raw bytes, unescaped only as given */
@@ -939,7 +919,7 @@ static char *scan_path(const struct scan_frame *st, size_t n)
 }
 
 static char *json_path_at(const char *buf, size_t len, size_t pos, size_t max_depth,
-			  size_t *ret_line)
+                          size_t *ret_line)
 {
 	struct scan_frame st[KILN_RECIPE_MAX_DEPTH + 1];
 	size_t n = 0, skipped = 0, line = 1; /* skipped: frames deeper than st holds */
@@ -973,7 +953,7 @@ static char *json_path_at(const char *buf, size_t len, size_t pos, size_t max_de
 				}
 				skipped++;
 			} else {
-				st[n] = (struct scan_frame){ .obj = c == '{' };
+				st[n] = (struct scan_frame){.obj = c == '{'};
 			}
 			n++;
 		} else if (c == '}' || c == ']') {
@@ -1007,7 +987,7 @@ static int check_depth(const char *buf, size_t len, struct kiln_error **err)
 	if (!path)
 		return 0;
 	return kiln_error_set(err, EINVAL, "%s: line %zu: nesting deeper than %d levels",
-			      *path ? path : "(root)", line, KILN_RECIPE_MAX_DEPTH);
+	                      *path ? path : "(root)", line, KILN_RECIPE_MAX_DEPTH);
 }
 
 static void json_decref_p(json_t **j)
@@ -1017,7 +997,7 @@ static void json_decref_p(json_t **j)
 }
 
 int kiln_recipe_parse(const char *buf, size_t len, struct kiln_recipe **ret,
-		      struct kiln_error **err)
+                      struct kiln_error **err)
 {
 	if (len > KILN_RECIPE_MAX_BYTES)
 		return kiln_error_set(err, EFBIG, "recipe is larger than 16 MiB (%zu bytes)", len);
@@ -1026,14 +1006,14 @@ int kiln_recipe_parse(const char *buf, size_t len, struct kiln_recipe **ret,
 		return rc;
 	json_error_t jerr;
 	_cleanup_(json_decref_p) json_t *root =
-		json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	    json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
 	if (!root) {
 		/* Syntax errors at the top level keep the documented "line, column"
 		 * form; anything inside a value names that value's path first. */
 		_cleanup_free_ char *where =
-			json_path_at(buf, len, (size_t)jerr.position, SIZE_MAX, NULL);
-		return kiln_error_set(err, EINVAL, "%s%sline %d, column %d: invalid JSON: %s", where,
-				      *where ? ": " : "", jerr.line, jerr.column, jerr.text);
+		    json_path_at(buf, len, (size_t)jerr.position, SIZE_MAX, NULL);
+		return kiln_error_set(err, EINVAL, "%s%sline %d, column %d: invalid JSON: %s",
+		                      where, *where ? ": " : "", jerr.line, jerr.column, jerr.text);
 	}
 
 	_cleanup_recipe_ struct kiln_recipe *r = xcalloc(1, sizeof(*r));
@@ -1042,19 +1022,20 @@ int kiln_recipe_parse(const char *buf, size_t len, struct kiln_recipe **ret,
 	r->timezone = xstrdup(KILN_DEFAULT_TIMEZONE);
 	r->packages = xcalloc(1, sizeof(char *));
 	r->outputs = KILN_OUTPUT_TAR;
-	r->resources = (struct kiln_resources){ 8192, 4, 1200, 900, 600 };
+	r->resources = (struct kiln_resources){8192, 4, 1200, 900, 600};
 	rc = parse_object(root, "", recipe_fields, ELEMENTSOF(recipe_fields), r, err);
 	if (rc < 0)
 		return rc;
 	/* The busybox base has no package manager and no kernel. */
 	if (strcmp(r->base, KILN_BASE_BUSYBOX) == 0 && r->n_packages > 0)
 		return fail(err, "packages",
-			    "base \"busybox\" has no package manager: packages must be empty "
-			    "(use base \"debian/bookworm\" to install packages)");
+		            "base \"busybox\" has no package manager: packages must be empty "
+		            "(use base \"debian/bookworm\" to install packages)");
 	if (strcmp(r->base, KILN_BASE_BUSYBOX) == 0 && (r->outputs & KILN_OUTPUT_ISO))
-		return fail(err, "outputs",
-			    "\"iso\" needs a kernel and a boot loader, which base \"busybox\" "
-			    "does not have (use \"tar\" or \"squashfs\", or base \"debian/bookworm\")");
+		return fail(
+		    err, "outputs",
+		    "\"iso\" needs a kernel and a boot loader, which base \"busybox\" "
+		    "does not have (use \"tar\" or \"squashfs\", or base \"debian/bookworm\")");
 
 	size_t clen;
 	_cleanup_free_ char *canon = kiln_recipe_config_canonical(r, &clen);

@@ -106,7 +106,7 @@ struct kiln_recipe {
  * JSON path of the offending value ("overlays[0].files[1].path: must be
  * absolute") or the line/column of a syntax error. */
 int kiln_recipe_parse(const char *buf, size_t len, struct kiln_recipe **ret,
-		      struct kiln_error **err);
+                      struct kiln_error **err);
 struct kiln_recipe *kiln_recipe_free(struct kiln_recipe *r);
 static inline void kiln_recipe_freep(struct kiln_recipe **r)
 {
@@ -124,10 +124,10 @@ struct kiln_build_inputs {
 	const char *context_sha256; /* digest of the context archive */
 	const char *tools;          /* host tool versions that shape the output */
 };
-char *kiln_recipe_build_canonical(const struct kiln_recipe *r,
-				  const struct kiln_build_inputs *in, size_t *ret_len);
+char *kiln_recipe_build_canonical(const struct kiln_recipe *r, const struct kiln_build_inputs *in,
+                                  size_t *ret_len);
 void kiln_recipe_build_key(const struct kiln_recipe *r, const struct kiln_build_inputs *in,
-			   char ret[KILN_SHA256_HEX_LEN + 1]);
+                           char ret[KILN_SHA256_HEX_LEN + 1]);
 
 /* h as canonical JSON (keys sorted), or null: in the build key and in a
  * build's manifest.json. */
@@ -140,4 +140,4 @@ const char *kiln_output_name(enum kiln_output o);
 /* Writes an archiso profile for r into dir (created if missing). Every path
  * is resolved inside dir: symlinks already there cannot redirect writes. */
 int kiln_recipe_export_archiso(const struct kiln_recipe *r, const char *dir,
-			       struct kiln_error **err);
+                               struct kiln_error **err);

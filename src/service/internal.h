@@ -83,8 +83,8 @@ int svc_copy_artifacts_locked(struct kiln_service *s, const char *from, const ch
 void svc_base64url(const uint8_t *p, size_t n, char *out);
 
 /* token.c: kiln_service_token_check that also returns the token's id. */
-int svc_token_check(struct kiln_service *s, const char *secret,
-                    char ret_id[KILN_BUILD_ID_LEN + 1], char **ret_owner, struct kiln_error **err);
+int svc_token_check(struct kiln_service *s, const char *secret, char ret_id[KILN_BUILD_ID_LEN + 1],
+                    char **ret_owner, struct kiln_error **err);
 
 /* session.c: loads (creating it on first use) the CSRF key into s. */
 int svc_session_secret_load(struct kiln_service *s, struct kiln_error **err);

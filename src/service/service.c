@@ -792,7 +792,6 @@ unsigned kiln_service_workers(struct kiln_service *s)
 
 /* ---- open / recover / free ------------------------------------------------------- */
 
-
 /* Builds that were `building` when the last server died: nothing can resume
  * them (the sandbox died with the server), so they end `failed`. */
 static int recover(struct kiln_service *s, struct kiln_error **err)

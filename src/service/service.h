@@ -58,11 +58,11 @@ struct kiln_build_info {
 	char build_key[KILN_SHA256_HEX_LEN + 1];
 	int64_t source_date_epoch;
 	int64_t created_us, started_us, completed_us; /* Unix µs; 0 when not yet */
-	char *error;	     /* failed/cancelled: why; else NULL */
+	char *error;                                  /* failed/cancelled: why; else NULL */
 	unsigned current_step, total_steps;
 	char *current_what; /* "step 2 of 5: RUN make", or NULL */
-	bool cached;	    /* answered from the cache: no build ran for it */
-	bool warning;	    /* the build passed its warning_s */
+	bool cached;        /* answered from the cache: no build ran for it */
+	bool warning;       /* the build passed its warning_s */
 	struct kiln_build_artifact *artifacts;
 	size_t n_artifacts;
 };
@@ -77,12 +77,13 @@ char *kiln_build_info_json(const struct kiln_build_info *b);
 
 struct kiln_service_config {
 	const char *state_dir;
-	const char *database; /* NULL: sqlite in state_dir/kiln.db; "sqlite:PATH"; later "postgres://" */
-	unsigned workers;     /* 0: one per two cores (at least 1) */
-	bool offline;	      /* builds never fetch (warm store only) */
-	bool no_workers;      /* the database only: no workers, no crash recovery, no
-			       * server lock — for `kiln token ...` next to a running
-			       * server, and for tests of the queue */
+	const char
+	    *database; /* NULL: sqlite in state_dir/kiln.db; "sqlite:PATH"; later "postgres://" */
+	unsigned workers; /* 0: one per two cores (at least 1) */
+	bool offline;     /* builds never fetch (warm store only) */
+	bool no_workers;  /* the database only: no workers, no crash recovery, no
+	                   * server lock — for `kiln token ...` next to a running
+	                   * server, and for tests of the queue */
 };
 
 struct kiln_service;
@@ -92,7 +93,7 @@ struct kiln_service;
  * while this build was running"; their scratch is removed; `pending` ones
  * stay queued) and starts the workers. */
 int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service **ret,
-		      struct kiln_error **err);
+                      struct kiln_error **err);
 /* Graceful stop: stops claiming work, cancels running builds and puts them
  * back to `pending` (they run again at the next start), joins the workers,
  * closes the database. NULL-safe. (A crash instead — kill -9 — leaves them
@@ -108,36 +109,36 @@ enum kiln_submit_outcome {
 };
 
 struct kiln_submit {
-	const char *recipe;	  /* JSON text */
+	const char *recipe; /* JSON text */
 	size_t recipe_len;
 	const char *context_path; /* uploaded context archive (a temp file) or NULL;
-				   * the service copies it into the store */
+	                           * the service copies it into the store */
 	const char *owner;
 };
 
 int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
-			enum kiln_submit_outcome *ret_outcome, struct kiln_build_info **ret,
-			struct kiln_error **err);
+                        enum kiln_submit_outcome *ret_outcome, struct kiln_build_info **ret,
+                        struct kiln_error **err);
 int kiln_service_get(struct kiln_service *s, const char *id, const char *owner,
-		     struct kiln_build_info **ret, struct kiln_error **err);
+                     struct kiln_build_info **ret, struct kiln_error **err);
 
 /* Newest first. status < 0: any. cursor: NULL for the first page, else the
  * next_cursor of the previous page (opaque; one the service did not issue is
  * -EINVAL → 400). limit 1..100. *ret_next is NULL on the last page. */
 int kiln_service_list(struct kiln_service *s, const char *owner, int status, const char *cursor,
-		      unsigned limit, struct kiln_build_info ***ret, size_t *ret_n,
-		      char **ret_next, struct kiln_error **err);
+                      unsigned limit, struct kiln_build_info ***ret, size_t *ret_n, char **ret_next,
+                      struct kiln_error **err);
 void kiln_build_info_list_free(struct kiln_build_info **v, size_t n);
 
 /* Pending: never runs. Building: its sandbox is killed (within 2 s) and it
  * ends `cancelled`. Finished: -EBUSY. Returns the build as it is after. */
 int kiln_service_cancel(struct kiln_service *s, const char *id, const char *owner,
-			struct kiln_build_info **ret, struct kiln_error **err);
+                        struct kiln_build_info **ret, struct kiln_error **err);
 
 /* Where an artifact's bytes are (a CAS path, read-only). */
 int kiln_service_artifact(struct kiln_service *s, const char *id, const char *owner,
-			  const char *name, char **ret_path, struct kiln_build_artifact *ret_info,
-			  struct kiln_error **err);
+                          const char *name, char **ret_path, struct kiln_build_artifact *ret_info,
+                          struct kiln_error **err);
 
 /* ---- logs -------------------------------------------------------------------
  * A build's log is a sequence of lines numbered from 1 (kiln's "==> " lines
@@ -152,16 +153,16 @@ struct kiln_log_line {
 /* Lines with seq > after_seq, at most max_lines (0: all). *ret_done is true
  * when the build has finished and no line after the returned ones exists. */
 int kiln_service_log_read(struct kiln_service *s, const char *id, const char *owner,
-			  uint64_t after_seq, size_t max_lines, struct kiln_log_line **ret,
-			  size_t *ret_n, bool *ret_done, struct kiln_error **err);
+                          uint64_t after_seq, size_t max_lines, struct kiln_log_line **ret,
+                          size_t *ret_n, bool *ret_done, struct kiln_error **err);
 void kiln_log_lines_free(struct kiln_log_line *v, size_t n);
 
 /* Live subscription: notify(ud) is called (from a worker thread; it must
  * not block) after new lines were appended or the build finished. */
 struct kiln_log_sub;
 int kiln_service_log_subscribe(struct kiln_service *s, const char *id, const char *owner,
-			       void (*notify)(void *ud), void *ud, struct kiln_log_sub **ret,
-			       struct kiln_error **err);
+                               void (*notify)(void *ud), void *ud, struct kiln_log_sub **ret,
+                               struct kiln_error **err);
 /* Once this returns, no notify call for sub is running and none will start:
  * the caller may free what ud points to. */
 void kiln_service_log_unsubscribe(struct kiln_service *s, struct kiln_log_sub *sub);
@@ -186,14 +187,14 @@ struct kiln_token_info {
 
 /* Creates a token for owner; *ret_secret is shown once ("kiln_" + 43 chars). */
 int kiln_service_token_create(struct kiln_service *s, const char *owner, const char *name,
-			      char **ret_secret, struct kiln_token_info *ret_info,
-			      struct kiln_error **err);
+                              char **ret_secret, struct kiln_token_info *ret_info,
+                              struct kiln_error **err);
 int kiln_service_token_list(struct kiln_service *s, struct kiln_token_info **ret, size_t *ret_n,
-			    struct kiln_error **err);
+                            struct kiln_error **err);
 int kiln_service_token_revoke(struct kiln_service *s, const char *id, struct kiln_error **err);
 /* The owner a secret authenticates as (caller frees), or -EACCES. */
 int kiln_service_token_check(struct kiln_service *s, const char *secret, char **ret_owner,
-			     struct kiln_error **err);
+                             struct kiln_error **err);
 void kiln_token_info_clear(struct kiln_token_info *t);
 
 /* ---- browser sessions (stored as SHA-256 only) --------------------------------
@@ -214,17 +215,17 @@ void kiln_session_info_clear(struct kiln_session_info *i);
 /* Checks token (-EACCES when bad or revoked) and opens a session lasting
  * ttl_s seconds (0: 12 hours). *ret_id is the secret session id, shown once. */
 int kiln_service_session_create(struct kiln_service *s, const char *token, unsigned ttl_s,
-				char **ret_id, struct kiln_session_info *ret,
-				struct kiln_error **err);
+                                char **ret_id, struct kiln_session_info *ret,
+                                struct kiln_error **err);
 /* The live session with this id, or -EACCES (unknown, expired, revoked, its
  * token revoked). */
 int kiln_service_session_check(struct kiln_service *s, const char *id,
-			       struct kiln_session_info *ret, struct kiln_error **err);
+                               struct kiln_session_info *ret, struct kiln_error **err);
 /* Ends a session (-EACCES when it is not live). */
 int kiln_service_session_revoke(struct kiln_service *s, const char *id, struct kiln_error **err);
 /* The session's CSRF token: base64url(HMAC-SHA256(server key, id)). Pure
  * computation, defined for any string, live session or not. */
 void kiln_service_session_csrf(struct kiln_service *s, const char *id,
-			       char ret[KILN_CSRF_TOKEN_LEN + 1]);
+                               char ret[KILN_CSRF_TOKEN_LEN + 1]);
 /* token == the CSRF token of id, compared in constant time. */
 bool kiln_service_session_csrf_ok(struct kiln_service *s, const char *id, const char *token);

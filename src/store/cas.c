@@ -34,15 +34,16 @@ static int mkdir_p(const char *path, mode_t mode)
 
 int kiln_state_init(const char *state_dir, struct kiln_error **err)
 {
-	static const char *const subdirs[] = { "", "/cas/sha256", "/bases", "/builds", "/logs",
-					       "/locks" };
+	static const char *const subdirs[] = {"",        "/cas/sha256", "/bases",
+	                                      "/builds", "/logs",       "/locks"};
 	for (size_t i = 0; i < ELEMENTSOF(subdirs); i++) {
 		_cleanup_free_ char *p = xasprintf("%s%s", state_dir, subdirs[i]);
 		/* 0711: build trees below are owned by the sandbox's id range and
 		 * must not be listable by other host users. */
 		int r = mkdir_p(p, 0711);
 		if (r < 0)
-			return kiln_error_set_errno(err, -r, "%s: cannot create state directory", p);
+			return kiln_error_set_errno(err, -r, "%s: cannot create state directory",
+			                            p);
 	}
 	return 0;
 }
@@ -81,8 +82,8 @@ static int copy_fd(int in, int out)
 }
 
 int kiln_cas_put_file(const char *state_dir, const char *path, const char *expect_hex,
-		      char ret_hex[KILN_SHA256_HEX_LEN + 1], uint64_t *ret_size,
-		      struct kiln_error **err)
+                      char ret_hex[KILN_SHA256_HEX_LEN + 1], uint64_t *ret_size,
+                      struct kiln_error **err)
 {
 	char hex[KILN_SHA256_HEX_LEN + 1];
 	uint64_t size = 0;
@@ -91,7 +92,7 @@ int kiln_cas_put_file(const char *state_dir, const char *path, const char *expec
 		return kiln_error_set_errno(err, -r, "%s: cannot read", path);
 	if (expect_hex && strcmp(hex, expect_hex) != 0)
 		return kiln_error_set(err, EBADMSG, "%s: SHA-256 mismatch: expected %s, got %s",
-				      path, expect_hex, hex);
+		                      path, expect_hex, hex);
 	_cleanup_free_ char *dst = kiln_cas_path(state_dir, hex);
 	if (access(dst, F_OK) != 0) {
 		_cleanup_free_ char *dir = xasprintf("%s/cas/sha256/%.2s", state_dir, hex);
@@ -104,17 +105,17 @@ int kiln_cas_put_file(const char *state_dir, const char *path, const char *expec
 			 * when the caller's file does. */
 			_cleanup_close_ int in = open(path, O_RDONLY | O_CLOEXEC);
 			_cleanup_close_ int out =
-				open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+			    open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 			if (in < 0 || out < 0)
-				return kiln_error_set_errno(err, errno, "%s: cannot copy into the store",
-							    path);
+				return kiln_error_set_errno(err, errno,
+				                            "%s: cannot copy into the store", path);
 			r = copy_fd(in, out);
 			if (r == 0 && fsync(out) < 0)
 				r = -errno;
 			if (r < 0) {
 				unlink(tmp);
-				return kiln_error_set_errno(err, -r, "%s: cannot copy into the store",
-							    path);
+				return kiln_error_set_errno(err, -r,
+				                            "%s: cannot copy into the store", path);
 			}
 		}
 		/* The blob is immutable: whoever owned the source, the store copy is

@@ -25,5 +25,5 @@ bool kiln_cas_has(const char *state_dir, const char *hex);
  * When expect_hex is non-NULL the content must hash to it (-EBADMSG
  * otherwise). Returns the digest in ret_hex (may be NULL). */
 int kiln_cas_put_file(const char *state_dir, const char *path, const char *expect_hex,
-		      char ret_hex[KILN_SHA256_HEX_LEN + 1], uint64_t *ret_size,
-		      struct kiln_error **err);
+                      char ret_hex[KILN_SHA256_HEX_LEN + 1], uint64_t *ret_size,
+                      struct kiln_error **err);

@@ -15,7 +15,10 @@ struct kiln_buf {
 	size_t cap;
 };
 
-#define KILN_BUF_INIT { NULL, 0, 0 }
+#define KILN_BUF_INIT                                                                              \
+	{                                                                                          \
+		NULL, 0, 0                                                                         \
+	}
 
 void kiln_buf_reserve(struct kiln_buf *b, size_t extra);
 void kiln_buf_append(struct kiln_buf *b, const void *p, size_t n);

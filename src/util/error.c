@@ -5,10 +5,10 @@
 
 #include "util/alloc.h"
 
-static int error_setv(struct kiln_error **err, int code, int with_errno, const char *fmt, va_list ap)
-	_printf_(4, 0);
 static int error_setv(struct kiln_error **err, int code, int with_errno, const char *fmt,
-		      va_list ap)
+                      va_list ap) _printf_(4, 0);
+static int error_setv(struct kiln_error **err, int code, int with_errno, const char *fmt,
+                      va_list ap)
 {
 	if (code <= 0)
 		code = EINVAL;

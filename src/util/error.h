@@ -18,8 +18,7 @@ struct kiln_error {
 /* Sets *err (if err && !*err) and returns -code. code must be > 0. */
 int kiln_error_set(struct kiln_error **err, int code, const char *fmt, ...) _printf_(3, 4);
 /* Like kiln_error_set, appending ": strerror(code)". */
-int kiln_error_set_errno(struct kiln_error **err, int code, const char *fmt, ...)
-	_printf_(3, 4);
+int kiln_error_set_errno(struct kiln_error **err, int code, const char *fmt, ...) _printf_(3, 4);
 /* Prepends "<prefix>: " to an existing message (no-op when err or *err is NULL). */
 void kiln_error_prefix(struct kiln_error **err, const char *fmt, ...) _printf_(2, 3);
 struct kiln_error *kiln_error_free(struct kiln_error *e);

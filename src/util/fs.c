@@ -35,7 +35,8 @@ int kiln_read_fd(int fd, size_t max, char **ret, size_t *ret_len, struct kiln_er
 		b.data[b.len] = '\0';
 		if (b.len > max) {
 			kiln_buf_free(&b);
-			return kiln_error_set(err, EFBIG, "larger than the limit of %zu bytes", max);
+			return kiln_error_set(err, EFBIG, "larger than the limit of %zu bytes",
+			                      max);
 		}
 	}
 	*ret = kiln_buf_steal(&b, ret_len);
@@ -43,7 +44,7 @@ int kiln_read_fd(int fd, size_t max, char **ret, size_t *ret_len, struct kiln_er
 }
 
 int kiln_read_file(const char *path, size_t max, char **ret, size_t *ret_len,
-		   struct kiln_error **err)
+                   struct kiln_error **err)
 {
 	if (strcmp(path, "-") == 0)
 		return kiln_read_fd(STDIN_FILENO, max, ret, ret_len, err);
@@ -63,9 +64,9 @@ int kiln_read_file(const char *path, size_t max, char **ret, size_t *ret_len,
 int kiln_open_in_root(int rootfd, const char *path, int flags, mode_t mode)
 {
 	struct open_how how = {
-		.flags = (uint64_t)(flags | O_CLOEXEC),
-		.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
-		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	    .flags = (uint64_t)(flags | O_CLOEXEC),
+	    .mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
+	    .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
 	};
 	for (;;) {
 		long fd = syscall(SYS_openat2, rootfd, path, &how, sizeof(how));
@@ -127,14 +128,14 @@ int kiln_write_all(int fd, const void *data, size_t len)
 }
 
 int kiln_write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len,
-			      mode_t mode)
+                              mode_t mode)
 {
 	uint64_t rnd = 0;
 	if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
 		rnd = (uint64_t)getpid() * 2654435761u;
 	_cleanup_free_ char *tmp = xasprintf(".#kiln-%016llx.tmp", (unsigned long long)rnd);
 	_cleanup_close_ int fd =
-		openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	    openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -errno;
 	int r = kiln_write_all(fd, data, len);
@@ -150,7 +151,7 @@ int kiln_write_file_atomic_at(int dirfd, const char *name, const void *data, siz
 }
 
 int kiln_write_file_in_root(int rootfd, const char *relpath, const void *data, size_t len,
-			    mode_t mode)
+                            mode_t mode)
 {
 	while (*relpath == '/')
 		relpath++;

@@ -20,7 +20,7 @@
 int kiln_read_fd(int fd, size_t max, char **ret, size_t *ret_len, struct kiln_error **err);
 /* path "-" reads stdin. Errors name the path. */
 int kiln_read_file(const char *path, size_t max, char **ret, size_t *ret_len,
-		   struct kiln_error **err);
+                   struct kiln_error **err);
 
 /* write(2) until all of data is written (EINTR retried); 0 or -errno. */
 int kiln_write_all(int fd, const void *data, size_t len);
@@ -31,11 +31,11 @@ int kiln_open_in_root(int rootfd, const char *path, int flags, mode_t mode);
 int kiln_mkdir_p_in_root(int rootfd, const char *relpath, mode_t mode);
 /* Writes data as dirfd/name atomically with the given mode (not umasked). */
 int kiln_write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len,
-			      mode_t mode);
+                              mode_t mode);
 /* Writes relpath under rootfd: parents created (0755), file replaced atomically
  * (an existing symlink at relpath is replaced, not followed). */
 int kiln_write_file_in_root(int rootfd, const char *relpath, const void *data, size_t len,
-			    mode_t mode);
+                            mode_t mode);
 
 /* rm -rf that never follows a symlink (FTW_PHYS: one planted in a build tree
  * would otherwise delete host files) and never descends into a file system

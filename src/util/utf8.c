@@ -59,8 +59,7 @@ bool kiln_unicode_is_strip_space(uint32_t cp)
 	case 0x2029:
 	case 0x202f:
 	case 0x205f:
-	case 0x3000:
-		return true;
+	case 0x3000: return true;
 	}
 	return cp >= 0x2000 && cp <= 0x200a;
 }
