@@ -17,6 +17,7 @@
 #include "util/alloc.h"
 #include "util/buf.h"
 #include "util/fs.h"
+#include "util/parse.h"
 #include "util/sha256.h"
 
 struct client {
@@ -168,9 +169,8 @@ static int parse_opts(const struct kiln_command *cmd, int argc, char **argv, str
 		case OPT_OUTPUT: o->output = optarg; break;
 		case OPT_JSON: o->json = true; break;
 		case OPT_LIMIT: {
-			char *end = NULL;
-			unsigned long v = strtoul(optarg, &end, 10);
-			if (!end || *end || v < 1 || v > 100)
+			int v = 0;
+			if (kiln_parse_int(optarg, 1, 100, &v) < 0)
 				return cli_usage_error(cmd, "--limit must be 1..100");
 			o->limit = (unsigned)v;
 			break;

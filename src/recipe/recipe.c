@@ -9,6 +9,7 @@
 #include "util/alloc.h"
 #include "util/buf.h"
 #include "util/json.h"
+#include "util/parse.h"
 #include "util/utf8.h"
 
 /* ---- JSON paths in error messages ---------------------------------------- */
@@ -386,7 +387,11 @@ static int ff_mode(void *t, json_t *v, const char *path, struct kiln_error **err
 		            "must be an octal mode string of 3 or 4 digits like \"0644\"");
 	memcpy(c->f->mode_str, s.s, s.len);
 	c->f->mode_str[s.len] = '\0';
-	c->f->mode = (unsigned)strtoul(c->f->mode_str, NULL, 8);
+	uint64_t mode = 0;
+	if (kiln_parse_u64(c->f->mode_str, 8, 0, 07777, &mode) < 0)
+		return fail(err, path,
+		            "must be an octal mode string of 3 or 4 digits like \"0644\"");
+	c->f->mode = (unsigned)mode;
 	return 0;
 }
 

@@ -268,9 +268,12 @@ static void check_status(void)
 	int nnp = -1, sec = -1;
 	unsigned long long capeff = ~0ULL;
 	while (f && fgets(line, sizeof(line), f)) {
-		sscanf(line, "NoNewPrivs: %d", &nnp);
-		sscanf(line, "Seccomp: %d", &sec);
-		sscanf(line, "CapEff: %llx", &capeff);
+		if (strncmp(line, "NoNewPrivs:", 11) == 0)
+			nnp = (int)strtol(line + 11, NULL, 10);
+		else if (strncmp(line, "Seccomp:", 8) == 0)
+			sec = (int)strtol(line + 8, NULL, 10);
+		else if (strncmp(line, "CapEff:", 7) == 0)
+			capeff = strtoull(line + 7, NULL, 16);
 	}
 	if (f)
 		fclose(f);
