@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include "http/internal.h"
+#include "http/json.h"
+#include "http/routes.h"
 #include "util/alloc.h"
 #include "util/json.h"
 
@@ -69,24 +71,10 @@ static int h_openapi(struct kiln_http_request *r)
 
 /* ---- builds -------------------------------------------------------------------- */
 
-/* The build's JSON with the submit outcome made explicit. */
-static char *submit_json(const struct kiln_build_info *b, enum kiln_submit_outcome outcome)
+/* A body from http/json.c, sent as JSON. */
+static enum MHD_Result respond_buf(struct kiln_http_request *r, unsigned status, struct kiln_buf *b)
 {
-	_cleanup_free_ char *raw = kiln_build_info_json(b);
-	json_t *o = json_loads(raw, 0, NULL);
-	if (!o || !json_is_object(o)) {
-		json_decref(o);
-		return TAKE_PTR(raw);
-	}
-	json_object_set_new(o, "cached", json_boolean(outcome == KILN_SUBMIT_CACHED || b->cached));
-	json_object_set_new(o, "coalesced", json_boolean(outcome == KILN_SUBMIT_COALESCED));
-	char *out = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	if (!out)
-		return TAKE_PTR(raw);
-	char *ret = xasprintf("%s\n", out);
-	free(out);
-	return ret;
+	return respond_owned_json(r, status, kiln_buf_steal(b, NULL));
 }
 
 static const struct {
@@ -164,9 +152,12 @@ static int h_submit(struct kiln_http_request *r)
 	}
 	if (rc < 0)
 		return http_respond_service_error(r, rc, err);
-	char *json = submit_json(b, outcome);
+	struct kiln_buf body = KILN_BUF_INIT;
+	kiln_http_json_submitted(&body, b, outcome);
+	size_t body_len;
+	char *json = kiln_buf_steal(&body, &body_len);
 	struct MHD_Response *resp =
-	    MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
+	    MHD_create_response_from_buffer(body_len, json, MHD_RESPMEM_MUST_FREE);
 	if (!resp) {
 		free(json);
 		return MHD_NO;
@@ -191,27 +182,16 @@ static int h_list(struct kiln_http_request *r)
 	_cleanup_free_ char *next = NULL;
 	int rc = kiln_service_list(r->srv->svc, r->owner, q.status, q.cursor, q.limit, &v, &n,
 	                           &next, &err);
-	if (rc == -EINVAL)
-		return http_respond_error(r, MHD_HTTP_BAD_REQUEST, "bad_request", "%s",
-		                          err ? err->msg : "bad cursor");
+	/* A bad cursor, limit or status is the query's fault: 400, like the
+	 * parameters checked above. */
+	if (rc < 0 && kiln_error_kind(err) == KILN_ERR_USER)
+		return http_respond_error(r, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", err->msg);
 	if (rc < 0)
 		return http_respond_service_error(r, rc, err);
 	struct kiln_buf b = KILN_BUF_INIT;
-	kiln_buf_puts(&b, "{\"builds\":[");
-	for (size_t i = 0; i < n; i++) {
-		_cleanup_free_ char *one = kiln_build_info_json(v[i]);
-		if (i)
-			kiln_buf_putc(&b, ',');
-		kiln_buf_puts(&b, one);
-	}
-	kiln_buf_puts(&b, "],\"next_cursor\":");
-	if (next)
-		kiln_json_put_string(&b, next, strlen(next), true);
-	else
-		kiln_buf_puts(&b, "null");
-	kiln_buf_puts(&b, "}\n");
+	kiln_http_json_build_list(&b, v, n, next);
 	kiln_build_info_list_free(v, n);
-	return respond_owned_json(r, MHD_HTTP_OK, kiln_buf_steal(&b, NULL));
+	return respond_buf(r, MHD_HTTP_OK, &b);
 }
 
 static int h_get(struct kiln_http_request *r)
@@ -221,7 +201,9 @@ static int h_get(struct kiln_http_request *r)
 	int rc = kiln_service_get(r->srv->svc, r->params[0], r->owner, &b, &err);
 	if (rc < 0)
 		return http_respond_service_error(r, rc, err);
-	return respond_owned_json(r, MHD_HTTP_OK, kiln_build_info_json(b));
+	struct kiln_buf o = KILN_BUF_INIT;
+	kiln_http_json_build(&o, b);
+	return respond_buf(r, MHD_HTTP_OK, &o);
 }
 
 static int h_cancel(struct kiln_http_request *r)
@@ -231,7 +213,9 @@ static int h_cancel(struct kiln_http_request *r)
 	int rc = kiln_service_cancel(r->srv->svc, r->params[0], r->owner, &b, &err);
 	if (rc < 0)
 		return http_respond_service_error(r, rc, err);
-	return respond_owned_json(r, MHD_HTTP_OK, kiln_build_info_json(b));
+	struct kiln_buf o = KILN_BUF_INIT;
+	kiln_http_json_build(&o, b);
+	return respond_buf(r, MHD_HTTP_OK, &o);
 }
 
 static int h_logs(struct kiln_http_request *r)
@@ -248,22 +232,8 @@ static int h_artifacts(struct kiln_http_request *r)
 	if (rc < 0)
 		return http_respond_service_error(r, rc, err);
 	struct kiln_buf o = KILN_BUF_INIT;
-	kiln_buf_puts(&o, "{\"artifacts\":[");
-	for (size_t i = 0; i < b->n_artifacts; i++) {
-		const struct kiln_build_artifact *a = &b->artifacts[i];
-		if (i)
-			kiln_buf_putc(&o, ',');
-		kiln_buf_puts(&o, "{\"name\":");
-		kiln_json_put_cstr(&o, a->name);
-		kiln_buf_printf(&o, ",\"sha256\":\"%s\",\"size\":%llu,\"url\":", a->sha256,
-		                (unsigned long long)a->size);
-		_cleanup_free_ char *url =
-		    xasprintf("/api/v1/builds/%s/artifacts/%s", b->id, a->name);
-		kiln_json_put_cstr(&o, url);
-		kiln_buf_putc(&o, '}');
-	}
-	kiln_buf_puts(&o, "]}\n");
-	return respond_owned_json(r, MHD_HTTP_OK, kiln_buf_steal(&o, NULL));
+	kiln_http_json_artifacts(&o, b);
+	return respond_buf(r, MHD_HTTP_OK, &o);
 }
 
 static const char *artifact_type(const char *name)
@@ -351,26 +321,7 @@ static int h_artifact(struct kiln_http_request *r)
 
 /* ---- the table ------------------------------------------------------------------ */
 
-#define B "/api/v1/builds"
-const struct kiln_http_route http_routes[] = {
-    {KILN_HTTP_GET, "/api/v1/health", 0, h_health},
-    {KILN_HTTP_GET, "/api/v1/health/ready", 0, h_ready},
-    {KILN_HTTP_GET, "/api/v1/health/db", 0, h_db},
-    {KILN_HTTP_GET, "/api/v1/openapi.json", 0, h_openapi},
-    {KILN_HTTP_GET, "/", ROUTE_UI, http_ui_index},
-    {KILN_HTTP_GET, "/ui/{name}", ROUTE_UI, http_ui_file},
-    {KILN_HTTP_GET, "/ui/examples/{name}", ROUTE_UI, http_ui_file},
-    {KILN_HTTP_POST, "/api/v1/session", ROUTE_SESSION | ROUTE_MUTATING | ROUTE_BODY,
-     http_session_create},
-    {KILN_HTTP_GET, "/api/v1/session", ROUTE_SESSION, http_session_get},
-    {KILN_HTTP_DELETE, "/api/v1/session", ROUTE_SESSION | ROUTE_MUTATING, http_session_delete},
-    {KILN_HTTP_POST, B, ROUTE_AUTH | ROUTE_MUTATING | ROUTE_BODY, h_submit},
-    {KILN_HTTP_GET, B, ROUTE_AUTH, h_list},
-    {KILN_HTTP_GET, B "/{id}", ROUTE_AUTH, h_get},
-    {KILN_HTTP_POST, B "/{id}/cancel", ROUTE_AUTH | ROUTE_MUTATING, h_cancel},
-    {KILN_HTTP_GET, B "/{id}/logs", ROUTE_AUTH, h_logs},
-    {KILN_HTTP_GET, B "/{id}/artifacts", ROUTE_AUTH, h_artifacts},
-    {KILN_HTTP_GET, B "/{id}/artifacts/{name}", ROUTE_AUTH, h_artifact},
-};
-#undef B
+#define ROW(method, pattern, flags, handler) {method, pattern, flags, handler},
+const struct kiln_http_route http_routes[] = {KILN_HTTP_ROUTES(ROW)};
+#undef ROW
 const size_t http_n_routes = ELEMENTSOF(http_routes);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "http/internal.h"
+#include "http/json.h"
 #include "util/alloc.h"
 
 #define BATCH 512
@@ -65,8 +66,9 @@ static void stream_final_status(struct log_stream *st)
 {
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;
 	if (kiln_service_get(st->srv->svc, st->id, st->owner, &b, NULL) == 0) {
-		_cleanup_free_ char *json = kiln_build_info_json(b);
-		kiln_http_sse_event(&st->out, "status", 0, json, strlen(json));
+		_cleanup_buf_ struct kiln_buf json = KILN_BUF_INIT;
+		kiln_http_json_build(&json, b);
+		kiln_http_sse_event(&st->out, "status", 0, json.data, json.len);
 	}
 }
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "http/internal.h"
+#include "http/json.h"
 #include "util/alloc.h"
 #include "util/fs.h"
 #include "util/json.h"
@@ -141,11 +142,7 @@ enum MHD_Result http_respond_json(struct kiln_http_request *r, unsigned status, 
 static struct MHD_Response *error_response(const char *code, const char *msg)
 {
 	struct kiln_buf b = KILN_BUF_INIT;
-	kiln_buf_puts(&b, "{\"error\":{\"code\":");
-	kiln_json_put_cstr(&b, code);
-	kiln_buf_puts(&b, ",\"message\":");
-	kiln_json_put_string(&b, msg, strlen(msg), false);
-	kiln_buf_puts(&b, "}}\n");
+	kiln_http_json_error(&b, code, msg);
 	size_t len;
 	char *data = kiln_buf_steal(&b, &len);
 	struct MHD_Response *resp =
@@ -176,33 +173,17 @@ enum MHD_Result http_respond_error(struct kiln_http_request *r, unsigned status,
 	return respond_error_resp(r, status, error_response(code, msg));
 }
 
-static const struct {
-	int rc;
-	unsigned status;
-	const char *code;
-} service_errors[] = {
-    {-EINVAL, MHD_HTTP_UNPROCESSABLE_CONTENT, "invalid_recipe"},
-    {-ENOENT, MHD_HTTP_NOT_FOUND, "not_found"},
-    {-EBUSY, MHD_HTTP_CONFLICT, "conflict"},
-    {-EFBIG, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large"},
-    {-EPROTO, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"},
-    {-EACCES, MHD_HTTP_UNAUTHORIZED, "unauthorized"},
-    {-EAGAIN, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable"},
-    {-ESHUTDOWN, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable"},
-};
-
 enum MHD_Result http_respond_service_error(struct kiln_http_request *r, int rc,
                                            const struct kiln_error *err)
 {
 	const char *msg = err && err->msg ? err->msg : strerror(-rc);
-	for (size_t i = 0; i < ELEMENTSOF(service_errors); i++) {
-		if (service_errors[i].rc != rc)
-			continue;
-		struct MHD_Response *resp = error_response(service_errors[i].code, msg);
-		if (resp && rc == -EACCES)
+	struct kiln_http_error_status st = kiln_http_error_status(rc, kiln_error_kind(err));
+	if (st.status != MHD_HTTP_INTERNAL_SERVER_ERROR) {
+		struct MHD_Response *resp = error_response(st.code, msg);
+		if (resp && st.status == MHD_HTTP_UNAUTHORIZED)
 			MHD_add_response_header(resp, "WWW-Authenticate",
 			                        "Bearer realm=\"kiln\", error=\"invalid_token\"");
-		return respond_error_resp(r, service_errors[i].status, resp);
+		return respond_error_resp(r, st.status, resp);
 	}
 	/* Internal details (paths, SQL) stay in the server's log. */
 	if (r->srv->access_log)

@@ -31,7 +31,8 @@ static int fail(struct kiln_error **err, const char *path, const char *fmt, ...)
 	va_start(ap, fmt);
 	_cleanup_free_ char *m = xvasprintf(fmt, ap);
 	va_end(ap);
-	return kiln_error_set(err, EINVAL, "%s: %s", path && *path ? path : "(root)", m);
+	return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL, "%s: %s",
+	                           path && *path ? path : "(root)", m);
 }
 
 static const char *json_type_name(const json_t *v)
@@ -991,8 +992,9 @@ static int check_depth(const char *buf, size_t len, struct kiln_error **err)
 	_cleanup_free_ char *path = json_path_at(buf, len, len, KILN_RECIPE_MAX_DEPTH, &line);
 	if (!path)
 		return 0;
-	return kiln_error_set(err, EINVAL, "%s: line %zu: nesting deeper than %d levels",
-	                      *path ? path : "(root)", line, KILN_RECIPE_MAX_DEPTH);
+	return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL,
+	                           "%s: line %zu: nesting deeper than %d levels",
+	                           *path ? path : "(root)", line, KILN_RECIPE_MAX_DEPTH);
 }
 
 static void json_decref_p(json_t **j)
@@ -1005,7 +1007,8 @@ int kiln_recipe_parse(const char *buf, size_t len, struct kiln_recipe **ret,
                       struct kiln_error **err)
 {
 	if (len > KILN_RECIPE_MAX_BYTES)
-		return kiln_error_set(err, EFBIG, "recipe is larger than 16 MiB (%zu bytes)", len);
+		return kiln_error_set_kind(err, KILN_ERR_LIMIT, EFBIG,
+		                           "recipe is larger than 16 MiB (%zu bytes)", len);
 	int rc = check_depth(buf, len, err);
 	if (rc < 0)
 		return rc;
@@ -1017,8 +1020,9 @@ int kiln_recipe_parse(const char *buf, size_t len, struct kiln_recipe **ret,
 		 * form; anything inside a value names that value's path first. */
 		_cleanup_free_ char *where =
 		    json_path_at(buf, len, (size_t)jerr.position, SIZE_MAX, NULL);
-		return kiln_error_set(err, EINVAL, "%s%sline %d, column %d: invalid JSON: %s",
-		                      where, *where ? ": " : "", jerr.line, jerr.column, jerr.text);
+		return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL,
+		                           "%s%sline %d, column %d: invalid JSON: %s", where,
+		                           *where ? ": " : "", jerr.line, jerr.column, jerr.text);
 	}
 
 	_cleanup_recipe_ struct kiln_recipe *r = xcalloc(1, sizeof(*r));

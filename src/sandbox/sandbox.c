@@ -733,6 +733,20 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 	return 0;
 }
 
+/* Whose fault a finished run is, in the order the causes override each
+ * other: a cancel or a timeout kills with SIGKILL, so the signal alone does
+ * not say it; a failure after an OOM kill is the limit's doing (a command
+ * that survived one of its processes being killed and exited 0 did not
+ * fail). */
+static void classify(struct kiln_sandbox_result *res)
+{
+	res->failed =
+	    res->cancelled || res->timed_out || res->exit_code != 0 || res->term_signal != 0;
+	res->kind = res->cancelled                      ? KILN_ERR_CANCELLED
+	            : res->timed_out || res->oom_killed ? KILN_ERR_LIMIT
+	                                                : KILN_ERR_USER;
+}
+
 int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_sandbox_result *ret,
                      struct kiln_error **err)
 {
@@ -760,6 +774,7 @@ int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_sandbox_r
 		kiln_sandbox_cleanup_stale(); /* the run failed before it got there */
 	if (e < 0)
 		return e;
+	classify(&res);
 	*ret = res;
 	return 0;
 }

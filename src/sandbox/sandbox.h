@@ -103,6 +103,13 @@ struct kiln_sandbox_result {
 	uint64_t cpu_usec;    /* user + system of every process in the sandbox */
 	uint64_t peak_memory; /* bytes, from the cgroup (0 when unknown) */
 	unsigned timeout_s;   /* the effective timeout, for messages */
+	/* The outcome, decided here where it is known: failed is false only
+	 * for exit status 0; then kind says whose fault it was — USER (the
+	 * command exited non-zero or died of a signal), LIMIT (the timeout, or
+	 * the memory limit's OOM kill before it failed), CANCELLED. Never SYSTEM: a sandbox kiln
+	 * could not set up is kiln_sandbox_run()'s return value. */
+	bool failed;
+	enum kiln_error_kind kind;
 };
 
 /* Fills *spec with the defaults (everything 0/NULL, cancel_fd -1, epoch -1). */

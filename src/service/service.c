@@ -110,71 +110,6 @@ void kiln_build_info_list_free(struct kiln_build_info **v, size_t n)
 	free(v);
 }
 
-/* ---- JSON ------------------------------------------------------------------- */
-
-static void put_time(struct kiln_buf *b, int64_t us)
-{
-	if (us <= 0) {
-		kiln_buf_puts(b, "null");
-		return;
-	}
-	time_t sec = (time_t)(us / 1000000);
-	struct tm tm;
-	gmtime_r(&sec, &tm);
-	char t[32];
-	strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%S", &tm);
-	kiln_buf_printf(b, "\"%s.%03dZ\"", t, (int)((us % 1000000) / 1000));
-}
-
-static void put_str_or_null(struct kiln_buf *b, const char *s)
-{
-	if (s)
-		kiln_json_put_string(b, s, strlen(s), false);
-	else
-		kiln_buf_puts(b, "null");
-}
-
-char *kiln_build_info_json(const struct kiln_build_info *bi)
-{
-	struct kiln_buf b = KILN_BUF_INIT;
-	kiln_buf_printf(&b, "{\"id\":\"%s\",\"name\":", bi->id);
-	put_str_or_null(&b, bi->name);
-	kiln_buf_printf(&b,
-	                ",\"status\":\"%s\",\"config_hash\":\"%s\",\"build_key\":\"%s\","
-	                "\"source_date_epoch\":%" PRId64 ",\"created_at\":",
-	                kiln_build_status_name(bi->status), bi->config_hash, bi->build_key,
-	                bi->source_date_epoch);
-	put_time(&b, bi->created_us);
-	kiln_buf_puts(&b, ",\"started_at\":");
-	put_time(&b, bi->started_us);
-	kiln_buf_puts(&b, ",\"completed_at\":");
-	put_time(&b, bi->completed_us);
-	kiln_buf_puts(&b, ",\"error\":");
-	put_str_or_null(&b, bi->error);
-	kiln_buf_printf(&b, ",\"progress\":{\"current_step\":%u,\"total_steps\":%u,\"current\":",
-	                bi->current_step, bi->total_steps);
-	put_str_or_null(&b, bi->current_what);
-	kiln_buf_printf(&b, "},\"cached\":%s,\"warning\":%s,\"artifacts\":[",
-	                bi->cached ? "true" : "false", bi->warning ? "true" : "false");
-	for (size_t i = 0; i < bi->n_artifacts; i++) {
-		const struct kiln_build_artifact *a = &bi->artifacts[i];
-		kiln_buf_puts(&b, i ? ",{\"name\":" : "{\"name\":");
-		kiln_json_put_string(&b, a->name, strlen(a->name), false);
-		kiln_buf_printf(&b, ",\"sha256\":\"%s\",\"size\":%" PRIu64 ",\"url\":", a->sha256,
-		                a->size);
-		_cleanup_free_ char *url =
-		    xasprintf("/api/v1/builds/%s/artifacts/%s", bi->id, a->name);
-		kiln_json_put_string(&b, url, strlen(url), false);
-		kiln_buf_putc(&b, '}');
-	}
-	kiln_buf_printf(
-	    &b,
-	    "],\"links\":{\"self\":\"/api/v1/builds/%s\",\"logs\":\"/api/v1/builds/%s/logs\","
-	    "\"cancel\":\"/api/v1/builds/%s/cancel\"}}",
-	    bi->id, bi->id, bi->id);
-	return kiln_buf_steal(&b, NULL);
-}
-
 /* ---- schema ---------------------------------------------------------------- */
 
 static const struct kiln_db_migration migrations[] = {
@@ -413,11 +348,13 @@ static int store_context(struct kiln_service *s, const char *path,
 	if (fstat(fd, &st) < 0)
 		return kiln_error_set_errno(err, errno, "context: cannot stat");
 	if (!S_ISREG(st.st_mode))
-		return kiln_error_set(err, EINVAL, "context: not a regular file");
+		return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL,
+		                           "context: not a regular file");
 	if ((uint64_t)st.st_size > KILN_CONTEXT_MAX_BYTES)
-		return kiln_error_set(err, EFBIG,
-		                      "context: archive is over the limit of %" PRIu64 " bytes",
-		                      KILN_CONTEXT_MAX_BYTES);
+		return kiln_error_set_kind(err, KILN_ERR_LIMIT, EFBIG,
+		                           "context: archive is over the limit of %" PRIu64
+		                           " bytes",
+		                           KILN_CONTEXT_MAX_BYTES);
 	char head[512];
 	ssize_t n = pread(fd, head, sizeof(head), 0);
 	if (n < 0)
@@ -427,6 +364,7 @@ static int store_context(struct kiln_service *s, const char *path,
 	if (r < 0) {
 		if (err && *err)
 			(*err)->code = EPROTO;
+		kiln_error_set_kind_of(err, KILN_ERR_USER);
 		kiln_error_prefix(err, "context");
 		return -EPROTO;
 	}
@@ -497,15 +435,15 @@ int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
 {
 	const char *owner = in->owner ? in->owner : "anonymous";
 	if (in->recipe_len > KILN_RECIPE_MAX_BYTES)
-		return kiln_error_set(err, EFBIG, "recipe: over the limit of %u bytes",
-		                      KILN_RECIPE_MAX_BYTES);
+		return kiln_error_set_kind(err, KILN_ERR_LIMIT, EFBIG,
+		                           "recipe: over the limit of %u bytes",
+		                           KILN_RECIPE_MAX_BYTES);
 	_cleanup_recipe_ struct kiln_recipe *rc = NULL;
 	_cleanup_error_ struct kiln_error *perr = NULL;
 	int r = kiln_recipe_parse(in->recipe ? in->recipe : "", in->recipe_len, &rc, &perr);
-	if (r < 0) {
-		int code = r == -EFBIG ? EFBIG : EINVAL;
-		return kiln_error_set(err, code, "%s", perr ? perr->msg : "recipe: invalid");
-	}
+	if (r < 0) /* the parser's kind: USER, or LIMIT for a recipe too large */
+		return kiln_error_set_kind(err, perr ? perr->kind : KILN_ERR_USER, -r, "%s",
+		                           perr ? perr->msg : "recipe: invalid");
 	char ctx[KILN_SHA256_HEX_LEN + 1] = "";
 	if (in->context_path && (r = store_context(s, in->context_path, ctx, err)) < 0)
 		return r;
@@ -582,7 +520,8 @@ static int parse_cursor(const char *c, int64_t *ret_us, char ret_id[KILN_BUILD_I
 			return 0;
 		}
 	}
-	return kiln_error_set(err, EINVAL, "cursor: not a cursor from a previous page");
+	return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL,
+	                           "cursor: not a cursor from a previous page");
 }
 
 int kiln_service_list(struct kiln_service *s, const char *owner, int status, const char *cursor,
@@ -590,9 +529,10 @@ int kiln_service_list(struct kiln_service *s, const char *owner, int status, con
                       struct kiln_error **err)
 {
 	if (limit < 1 || limit > 100)
-		return kiln_error_set(err, EINVAL, "limit: must be between 1 and 100");
+		return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL,
+		                           "limit: must be between 1 and 100");
 	if (status >= (int)ELEMENTSOF(status_names))
-		return kiln_error_set(err, EINVAL, "status: unknown");
+		return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL, "status: unknown");
 	int64_t c_us = 0;
 	char c_id[KILN_BUILD_ID_LEN + 1] = "";
 	int r;

@@ -12,14 +12,16 @@
  * cancels only their own builds; owner == NULL means "any owner" (admin and
  * CLI use).
  *
- * Errors (negative errno) that callers map to HTTP statuses:
- *   -EINVAL     recipe invalid (message starts with the JSON path)   → 422
- *   -ENOENT     no such build / artifact / token (or not the owner's) → 404
- *   -EBUSY      cancel of a finished build                            → 409
- *   -EFBIG      recipe or context over its limit                      → 413
- *   -EPROTO     context archive not tar/tar.gz/zip                    → 415
- *   -EACCES     bad token or session                                  → 401
- *   others      internal                                              → 500 */
+ * Errors: a negative errno and a struct kiln_error whose kind says whose
+ * fault it is (util/error.h); http/json.c maps both to an HTTP status.
+ *   -ENOENT     no such build / artifact / token (or not the owner's)
+ *   -EBUSY      cancel of a finished build
+ *   -EPROTO     context archive not tar/tar.gz/zip (USER)
+ *   -EACCES     bad token or session
+ *   USER        recipe or list parameters invalid (message starts with the JSON path)
+ *   LIMIT       recipe or context over its limit
+ *   SYSTEM      internal
+ * The service returns structs; the API's JSON is http/'s (http/json.c). */
 #pragma once
 
 #include <stdbool.h>
@@ -72,8 +74,6 @@ static inline void kiln_build_info_freep(struct kiln_build_info **b)
 {
 	kiln_build_info_free(*b);
 }
-/* The build as the API's JSON object (docs/api.md). Caller frees. */
-char *kiln_build_info_json(const struct kiln_build_info *b);
 
 struct kiln_service_config {
 	const char *state_dir;

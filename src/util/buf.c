@@ -22,6 +22,11 @@ void kiln_buf_reserve(struct kiln_buf *b, size_t extra)
 
 void kiln_buf_append(struct kiln_buf *b, const void *p, size_t n)
 {
+	size_t room = b->max > b->len ? b->max - b->len : 0;
+	if (b->max && n > room) {
+		n = room;
+		b->truncated = true;
+	}
 	kiln_buf_reserve(b, n);
 	if (n)
 		memcpy(b->data + b->len, p, n);
@@ -50,6 +55,14 @@ void kiln_buf_printf(struct kiln_buf *b, const char *fmt, ...)
 		va_end(ap2);
 		abort();
 	}
+	if (b->max && (size_t)n > (b->max > b->len ? b->max - b->len : 0)) {
+		/* Formatted whole, kept up to the ceiling like any append. */
+		_cleanup_free_ char *s = xmalloc((size_t)n + 1);
+		vsnprintf(s, (size_t)n + 1, fmt, ap2);
+		va_end(ap2);
+		kiln_buf_append(b, s, (size_t)n);
+		return;
+	}
 	kiln_buf_reserve(b, (size_t)n);
 	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap2);
 	va_end(ap2);
@@ -59,6 +72,7 @@ void kiln_buf_printf(struct kiln_buf *b, const char *fmt, ...)
 void kiln_buf_reset(struct kiln_buf *b)
 {
 	b->len = 0;
+	b->truncated = false;
 	if (b->data)
 		b->data[0] = '\0';
 }
@@ -70,6 +84,7 @@ char *kiln_buf_steal(struct kiln_buf *b, size_t *ret_len)
 		*ret_len = b->len;
 	b->data = NULL;
 	b->len = b->cap = 0;
+	b->truncated = false;
 	return d;
 }
 
@@ -78,4 +93,5 @@ void kiln_buf_free(struct kiln_buf *b)
 	free(b->data);
 	b->data = NULL;
 	b->len = b->cap = 0;
+	b->truncated = false;
 }

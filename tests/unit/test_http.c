@@ -1,6 +1,7 @@
 /* Unit tests of http/'s pure parsers (http/parse.h): routes, Host
  * allowlist, Range, If-None-Match, Bearer, Accept, Content-Type, list
- * parameters, listen addresses, the rate limiter's bucket, SSE framing. */
+ * parameters, listen addresses, the rate limiter's bucket, SSE framing; and
+ * of its pure writers (http/json.h): the API's JSON and the status table. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +12,9 @@
 #include <errno.h>
 #include <string.h>
 
+#include "http/json.h"
 #include "http/parse.h"
+#include "http/routes.h"
 #include "util/alloc.h"
 
 static int h(struct kiln_http_request *r)
@@ -20,18 +23,22 @@ static int h(struct kiln_http_request *r)
 	return 0;
 }
 
-static const struct kiln_http_route routes[] = {
-    {KILN_HTTP_GET, "/api/v1/health", 0, h},
-    {KILN_HTTP_POST, "/api/v1/builds", 0, h},
-    {KILN_HTTP_GET, "/api/v1/builds", 0, h},
-    {KILN_HTTP_GET, "/api/v1/builds/{id}", 0, h},
-    {KILN_HTTP_POST, "/api/v1/builds/{id}/cancel", 0, h},
-    {KILN_HTTP_GET, "/api/v1/builds/{id}/artifacts/{name}", 0, h},
-};
+/* The server's own table (http/routes.h), with a stub handler. */
+#define ROW(method, pattern, flags, handler) {method, pattern, 0, h},
+static const struct kiln_http_route routes[] = {KILN_HTTP_ROUTES(ROW)};
+#undef ROW
 
 static int find(unsigned m, const char *path, unsigned *allow, struct kiln_http_param *p, size_t *n)
 {
 	return kiln_http_route_find(routes, ELEMENTSOF(routes), m, path, p, n, allow);
+}
+
+/* Whether a request lands on the row (method, pattern). */
+static bool lands(unsigned m, const char *path, unsigned row_method, const char *pattern,
+                  unsigned *allow, struct kiln_http_param *p, size_t *n)
+{
+	int i = find(m, path, allow, p, n);
+	return i >= 0 && routes[i].method == row_method && strcmp(routes[i].pattern, pattern) == 0;
 }
 
 static void test_routes(void **state)
@@ -40,14 +47,18 @@ static void test_routes(void **state)
 	struct kiln_http_param p[KILN_HTTP_MAX_PARAMS];
 	size_t n = 99;
 	unsigned allow;
-	assert_int_equal(find(KILN_HTTP_GET, "/api/v1/health", &allow, p, &n), 0);
+	assert_true(
+	    lands(KILN_HTTP_GET, "/api/v1/health", KILN_HTTP_GET, "/api/v1/health", &allow, p, &n));
 	assert_int_equal(n, 0);
-	assert_int_equal(find(KILN_HTTP_HEAD, "/api/v1/health", &allow, p, &n), 0);
-	assert_int_equal(find(KILN_HTTP_GET, "/api/v1/builds", &allow, p, &n), 2);
+	assert_true(lands(KILN_HTTP_HEAD, "/api/v1/health", KILN_HTTP_GET, "/api/v1/health", &allow,
+	                  p, &n));
+	assert_true(
+	    lands(KILN_HTTP_GET, "/api/v1/builds", KILN_HTTP_GET, "/api/v1/builds", &allow, p, &n));
 	assert_int_equal(allow, KILN_HTTP_GET | KILN_HTTP_POST);
-	assert_int_equal(find(KILN_HTTP_POST, "/api/v1/builds", &allow, p, &n), 1);
-	assert_int_equal(find(KILN_HTTP_GET, "/api/v1/builds/abc/artifacts/x.iso", &allow, p, &n),
-	                 5);
+	assert_true(lands(KILN_HTTP_POST, "/api/v1/builds", KILN_HTTP_POST, "/api/v1/builds",
+	                  &allow, p, &n));
+	assert_true(lands(KILN_HTTP_GET, "/api/v1/builds/abc/artifacts/x.iso", KILN_HTTP_GET,
+	                  "/api/v1/builds/{id}/artifacts/{name}", &allow, p, &n));
 	assert_int_equal(n, 2);
 	assert_int_equal(p[0].len, 3);
 	assert_memory_equal(p[0].s, "abc", 3);
@@ -68,7 +79,7 @@ static void test_routes(void **state)
 	    "/api/v1/builds/a/b",
 	    "api/v1/health",
 	    "",
-	    "/",
+	    "//", /* "/" itself is the web page's row */
 	    "/api/v1/health/",
 	    "/api/v1/builds/a/artifacts/",
 	};
@@ -370,6 +381,141 @@ static void test_sse_and_disposition(void **state)
 	kiln_buf_free(&b);
 }
 
+/* ---- the API's JSON (http/json.c; moved here from test_service.c) ------------------ */
+
+static void test_build_json(void **state)
+{
+	(void)state;
+	struct kiln_build_artifact art = {(char *)"live.iso", "", 123};
+	memset(art.sha256, 'a', 64);
+	art.sha256[64] = 0;
+	struct kiln_build_info b = {
+	    .id = "0b0e0c3a-1234-4abc-8def-0123456789ab",
+	    .name = (char *)"web \"server\"",
+	    .status = KILN_BUILD_COMPLETED,
+	    .source_date_epoch = 1700000000,
+	    .created_us = 1700000000123456,
+	    .completed_us = 1700000001999999,
+	    .current_step = 2,
+	    .total_steps = 5,
+	    .current_what = (char *)"step 2 of 5: RUN make",
+	    .cached = true,
+	    .artifacts = &art,
+	    .n_artifacts = 1,
+	};
+	memset(b.config_hash, 'c', 64);
+	memset(b.build_key, 'k', 64);
+	_cleanup_buf_ struct kiln_buf jb = KILN_BUF_INIT;
+	kiln_http_json_build(&jb, &b);
+	const char *j = jb.data;
+	static const char *const want[] = {
+	    "{\"id\":\"0b0e0c3a-1234-4abc-8def-0123456789ab\",\"name\":\"web \\\"server\\\"\","
+	    "\"status\":\"completed\",",
+	    "\"source_date_epoch\":1700000000,",
+	    "\"created_at\":\"2023-11-14T22:13:20.123Z\",\"started_at\":null,"
+	    "\"completed_at\":\"2023-11-14T22:13:21.999Z\",\"error\":null,",
+	    "\"progress\":{\"current_step\":2,\"total_steps\":5,\"current\":\"step 2 of 5: RUN "
+	    "make\"}",
+	    "\"cached\":true,\"warning\":false,",
+	    "\"url\":\"/api/v1/builds/0b0e0c3a-1234-4abc-8def-0123456789ab/artifacts/live.iso\"",
+	    "\"size\":123,",
+	    "\"links\":{\"self\":\"/api/v1/builds/0b0e0c3a-1234-4abc-8def-0123456789ab\",",
+	    "\"cancel\":\"/api/v1/builds/0b0e0c3a-1234-4abc-8def-0123456789ab/cancel\"}}",
+	};
+	for (size_t i = 0; i < ELEMENTSOF(want); i++)
+		if (!strstr(j, want[i]))
+			fail_msg("missing %s\n  in %s", want[i], j);
+	assert_int_equal(j[jb.len - 1], '}'); /* GET answers without a newline */
+
+	/* The submit answer: the same object, cached and coalesced explicit. */
+	_cleanup_buf_ struct kiln_buf sb = KILN_BUF_INIT;
+	b.cached = false;
+	kiln_http_json_submitted(&sb, &b, KILN_SUBMIT_COALESCED);
+	assert_non_null(strstr(sb.data, "\"cached\":false,\"warning\":false,"));
+	assert_non_null(strstr(sb.data, "/cancel\"},\"coalesced\":true}\n"));
+	kiln_buf_reset(&sb);
+	kiln_http_json_submitted(&sb, &b, KILN_SUBMIT_CACHED);
+	assert_non_null(strstr(sb.data, "\"cached\":true,"));
+	assert_non_null(strstr(sb.data, "\"coalesced\":false}\n"));
+
+	/* A list is the same objects, and the artifacts list the same entries. */
+	_cleanup_buf_ struct kiln_buf lb = KILN_BUF_INIT;
+	struct kiln_build_info *v[] = {&b, &b};
+	kiln_http_json_build_list(&lb, v, 2, "17.x\"y");
+	_cleanup_buf_ struct kiln_buf one = KILN_BUF_INIT;
+	kiln_http_json_build(&one, &b);
+	_cleanup_free_ char *want_list =
+	    xasprintf("{\"builds\":[%s,%s],\"next_cursor\":\"17.x\\\"y\"}\n", one.data, one.data);
+	assert_string_equal(lb.data, want_list);
+	kiln_buf_reset(&lb);
+	kiln_http_json_build_list(&lb, NULL, 0, NULL);
+	assert_string_equal(lb.data, "{\"builds\":[],\"next_cursor\":null}\n");
+	_cleanup_buf_ struct kiln_buf ab = KILN_BUF_INIT;
+	kiln_http_json_artifacts(&ab, &b);
+	assert_string_equal(
+	    ab.data, "{\"artifacts\":[{\"name\":\"live.iso\",\"sha256\":"
+	             "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\","
+	             "\"size\":123,\"url\":\"/api/v1/builds/0b0e0c3a-1234-4abc-8def-0123456789ab/"
+	             "artifacts/live.iso\"}]}\n");
+	assert_non_null(strstr(j, "\"artifacts\":[{\"name\":\"live.iso\",\"sha256\":\"aaaa"));
+
+	/* One escaping rule: UTF-8 kept, controls escaped, in names and errors. */
+	_cleanup_buf_ struct kiln_buf eb = KILN_BUF_INIT;
+	kiln_http_json_error(&eb, "invalid_recipe", "name: \"caf\xc3\xa9\"\n\x01");
+	assert_string_equal(eb.data, "{\"error\":{\"code\":\"invalid_recipe\",\"message\":"
+	                             "\"name: \\\"caf\xc3\xa9\\\"\\n\\u0001\"}}\n");
+}
+
+/* ---- kind and errno → HTTP status (the one table) ---------------------------------- */
+
+static void test_error_status(void **state)
+{
+	(void)state;
+	static const struct {
+		int rc;
+		enum kiln_error_kind kind;
+		unsigned status;
+		const char *code;
+	} cases[] = {
+	    /* the kind decides for everything that is not a request condition */
+	    {-EINVAL, KILN_ERR_USER, 422, "invalid_recipe"},
+	    {-EIO, KILN_ERR_USER, 422, "invalid_recipe"},
+	    {-EFBIG, KILN_ERR_LIMIT, 413, "payload_too_large"},
+	    {-ETIME, KILN_ERR_LIMIT, 413, "payload_too_large"},
+	    {-ECANCELED, KILN_ERR_CANCELLED, 409, "cancelled"},
+	    {-EIO, KILN_ERR_SYSTEM, 500, "internal_error"},
+	    /* the same errno from kiln's own failure is not the user's */
+	    {-EINVAL, KILN_ERR_SYSTEM, 500, "internal_error"},
+	    {-EFBIG, KILN_ERR_SYSTEM, 500, "internal_error"},
+	    /* request conditions, whatever the kind */
+	    {-ENOENT, KILN_ERR_SYSTEM, 404, "not_found"},
+	    {-ENOENT, KILN_ERR_USER, 404, "not_found"},
+	    {-EBUSY, KILN_ERR_SYSTEM, 409, "conflict"},
+	    {-EPROTO, KILN_ERR_USER, 415, "unsupported_media_type"},
+	    {-EACCES, KILN_ERR_SYSTEM, 401, "unauthorized"},
+	    {-EAGAIN, KILN_ERR_SYSTEM, 503, "unavailable"},
+	    {-ESHUTDOWN, KILN_ERR_SYSTEM, 503, "unavailable"},
+	    /* a kind out of range is kiln's bug: 500 */
+	    {-EIO, (enum kiln_error_kind)99, 500, "internal_error"},
+	};
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		struct kiln_http_error_status st =
+		    kiln_http_error_status(cases[i].rc, cases[i].kind);
+		if (st.status != cases[i].status || strcmp(st.code, cases[i].code) != 0)
+			fail_msg("case %zu (rc %d, kind %d): got %u %s, want %u %s", i, cases[i].rc,
+			         (int)cases[i].kind, st.status, st.code, cases[i].status,
+			         cases[i].code);
+	}
+
+	/* The kind set at the source survives the context callers add. */
+	_cleanup_error_ struct kiln_error *err = NULL;
+	kiln_error_set_kind(&err, KILN_ERR_LIMIT, EFBIG, "recipe is larger than 16 MiB");
+	kiln_error_prefix(&err, "recipe");
+	struct kiln_http_error_status st = kiln_http_error_status(-EFBIG, kiln_error_kind(err));
+	assert_int_equal(st.status, 413);
+	assert_int_equal(kiln_http_error_status(-EIO, kiln_error_kind(NULL)).status, 500);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -383,6 +529,8 @@ int main(void)
 	    cmocka_unit_test(test_listen),
 	    cmocka_unit_test(test_bucket),
 	    cmocka_unit_test(test_sse_and_disposition),
+	    cmocka_unit_test(test_build_json),
+	    cmocka_unit_test(test_error_status),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,6 +73,49 @@ static void test_error_null_and_errno(void **state)
 	assert_true(e2->code > 0);
 }
 
+static void test_error_kind_travels(void **state)
+{
+	(void)state;
+	/* The default is SYSTEM: a failure nobody explained is kiln's. */
+	_cleanup_error_ struct kiln_error *sys = NULL;
+	kiln_error_set_errno(&sys, EIO, "write");
+	assert_int_equal(kiln_error_kind(sys), KILN_ERR_SYSTEM);
+	assert_int_equal(kiln_error_kind(NULL), KILN_ERR_SYSTEM);
+
+	/* Set at the source, unchanged by every prefix on the way up. */
+	_cleanup_error_ struct kiln_error *err = NULL;
+	assert_int_equal(kiln_error_set_kind(&err, KILN_ERR_USER, EIO, "exited with status %d", 3),
+	                 -EIO);
+	kiln_error_prefix(&err, "step %d (RUN false)", 2);
+	kiln_error_prefix(&err, "build");
+	assert_string_equal(err->msg, "build: step 2 (RUN false): exited with status 3");
+	assert_int_equal(err->kind, KILN_ERR_USER);
+	assert_int_equal(err->code, EIO);
+
+	/* The first error wins, kind included. */
+	assert_int_equal(kiln_error_set_kind(&err, KILN_ERR_LIMIT, ETIME, "later"), -ETIME);
+	assert_int_equal(kiln_error_kind(err), KILN_ERR_USER);
+
+	/* A caller that knows better may say so; NULL and bad kinds are no-ops. */
+	kiln_error_set_kind_of(&err, KILN_ERR_CANCELLED);
+	assert_int_equal(kiln_error_kind(err), KILN_ERR_CANCELLED);
+	kiln_error_set_kind_of(&err, (enum kiln_error_kind)42);
+	assert_int_equal(kiln_error_kind(err), KILN_ERR_CANCELLED);
+	kiln_error_set_kind_of(NULL, KILN_ERR_USER);
+	struct kiln_error *none = NULL;
+	kiln_error_set_kind_of(&none, KILN_ERR_USER);
+	assert_null(none);
+	_cleanup_error_ struct kiln_error *bad = NULL;
+	kiln_error_set_kind(&bad, (enum kiln_error_kind) - 1, EIO, "x");
+	assert_int_equal(kiln_error_kind(bad), KILN_ERR_SYSTEM);
+
+	assert_string_equal(kiln_error_kind_name(KILN_ERR_USER), "user");
+	assert_string_equal(kiln_error_kind_name(KILN_ERR_LIMIT), "limit");
+	assert_string_equal(kiln_error_kind_name(KILN_ERR_SYSTEM), "system");
+	assert_string_equal(kiln_error_kind_name(KILN_ERR_CANCELLED), "cancelled");
+	assert_string_equal(kiln_error_kind_name((enum kiln_error_kind)7), "system");
+}
+
 /* ---- buf ---------------------------------------------------------------------- */
 
 static void test_buf_growth(void **state)
@@ -99,6 +142,45 @@ static void test_buf_growth(void **state)
 	kiln_buf_free(&b);
 	assert_null(b.data);
 	assert_int_equal(b.len, 0);
+}
+
+static void test_buf_ceiling(void **state)
+{
+	(void)state;
+	_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT_MAX(8);
+	kiln_buf_puts(&b, "abcde");
+	assert_false(b.truncated);
+	kiln_buf_puts(&b, "fgh");
+	assert_false(b.truncated); /* exactly at the ceiling is not over it */
+	assert_string_equal(b.data, "abcdefgh");
+	kiln_buf_putc(&b, 'i');
+	assert_true(b.truncated);
+	assert_int_equal(b.len, 8);
+	assert_string_equal(b.data, "abcdefgh");
+	/* everything after the ceiling is dropped, printf included */
+	kiln_buf_printf(&b, "%d", 12345);
+	kiln_buf_append(&b, "zz", 2);
+	assert_int_equal(b.len, 8);
+	assert_int_equal(b.data[8], '\0');
+	/* reset starts a new fill with the same ceiling */
+	kiln_buf_reset(&b);
+	assert_false(b.truncated);
+	kiln_buf_printf(&b, "%s-%s", "0123", "456789");
+	assert_true(b.truncated);
+	assert_string_equal(b.data, "0123-456");
+	/* free keeps the ceiling: the buffer is reusable */
+	kiln_buf_free(&b);
+	assert_int_equal(b.max, 8);
+	assert_false(b.truncated);
+	kiln_buf_append(&b, "0123456789", 10);
+	assert_int_equal(b.len, 8);
+	assert_true(b.truncated);
+	/* no ceiling: grows as before */
+	_cleanup_buf_ struct kiln_buf u = KILN_BUF_INIT;
+	for (int i = 0; i < 100000; i++)
+		kiln_buf_putc(&u, 'x');
+	assert_int_equal(u.len, 100000);
+	assert_false(u.truncated);
 }
 
 static void test_buf_binary_and_steal(void **state)
@@ -748,6 +830,8 @@ int main(void)
 	    cmocka_unit_test(test_error_set_and_prefix),
 	    cmocka_unit_test(test_error_first_wins),
 	    cmocka_unit_test(test_error_null_and_errno),
+	    cmocka_unit_test(test_error_kind_travels),
+	    cmocka_unit_test(test_buf_ceiling),
 	    cmocka_unit_test(test_buf_growth),
 	    cmocka_unit_test(test_buf_binary_and_steal),
 	    cmocka_unit_test(test_sha256_known_answers),
