@@ -97,6 +97,8 @@ static int run(int argc, char **argv)
 		cli_errorf("build: must run as root (the sandbox needs namespaces and cgroups)");
 		return KILN_EXIT_FAILURE;
 	}
+	if ((rc = cli_state_secure("build", state)) != 0)
+		return rc;
 
 	if (pipe2(cancel_pipe, O_CLOEXEC) < 0) {
 		cli_errorf("build: pipe: %s", strerror(errno));

@@ -48,3 +48,9 @@ int cli_load_recipe(const char *path, struct kiln_recipe **ret);
 /* True when argv holds -h/--help before any "--". */
 int cli_wants_help(int argc, char **argv);
 void cli_print_help(const struct kiln_command *cmd);
+#ifdef KILN_FULL
+/* Creates the state directory where missing and narrows a mode that lets
+ * other local users read it (kiln_state_secure), saying so on stderr as
+ * "kiln CMD: ...". KILN_EXIT_FAILURE (after printing why) when it cannot. */
+int cli_state_secure(const char *cmd, const char *state);
+#endif

@@ -195,6 +195,8 @@ static int run(int argc, char **argv)
 	hc.allowed_hosts = hosts;
 	hc.cors_origins = origins;
 	hc.state_dir = sc.state_dir;
+	if ((r = cli_state_secure("serve", sc.state_dir)) != 0)
+		return r;
 
 	/* Every thread started from here on inherits the blocked set; the
 	 * main thread takes SIGINT/SIGTERM with sigwait. A client vanishing

@@ -40,6 +40,9 @@ static int run(int argc, char **argv)
 		cli_errorf("setup: must run as root (the sandbox needs namespaces and cgroups)");
 		return KILN_EXIT_FAILURE;
 	}
+	int rc = cli_state_secure("setup", state);
+	if (rc)
+		return rc;
 	struct kiln_image_hooks hooks = {.log = log_stderr, .cancel_fd = -1};
 	bool already = false;
 	char digest[KILN_SHA256_HEX_LEN + 1];

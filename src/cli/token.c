@@ -23,6 +23,9 @@ static int open_db(const char *state, struct kiln_service **ret)
 {
 	struct kiln_service_config cfg = {.state_dir = state, .no_workers = true};
 	_cleanup_error_ struct kiln_error *err = NULL;
+	int rc = cli_state_secure("token", state);
+	if (rc)
+		return rc;
 	if (kiln_service_open(&cfg, ret, &err) < 0) {
 		cli_errorf("token: %s", err->msg);
 		return KILN_EXIT_FAILURE;

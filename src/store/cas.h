@@ -13,8 +13,16 @@
 #include "util/error.h"
 #include "util/sha256.h"
 
-/* Creates the state directory layout (cas/, bases/, builds/, logs/). */
+/* Creates the state directory layout (cas/, bases/, builds/, logs/, locks/)
+ * where it is missing: the state directory and its subdirectories 0700. */
 int kiln_state_init(const char *state_dir, struct kiln_error **err);
+/* kiln_state_init, then checks what other local users must never read: the
+ * state directory (at most 0700) and the SQLite database with its -wal and
+ * -shm files (at most 0600). A wider mode is narrowed, and *ret_notice says
+ * what changed and why, one line per path (NULL when nothing did), for the
+ * command to print. Refuses (-EPERM) a directory or database owned by
+ * another uid. */
+int kiln_state_secure(const char *state_dir, char **ret_notice, struct kiln_error **err);
 /* The state directory: $KILN_STATE_DIR or /var/lib/kiln. Never NULL. */
 const char *kiln_state_dir_default(void);
 

@@ -14,9 +14,11 @@
  *                        instead of failing at once.
  *   foreign_keys=ON      artifacts rows cannot outlive their build. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -67,6 +69,16 @@ int kiln_db_open(const char *url, struct kiln_db **ret, struct kiln_error **err)
 	else if (strstr(url, "://"))
 		return kiln_error_set(err, EPROTONOSUPPORT,
 		                      "database %s: only SQLite is supported in this build", url);
+	/* Created 0600 before SQLite does (it would use 0644 less the umask):
+	 * the database holds recipes with their secrets, token and session rows
+	 * and the CSRF key. SQLite gives the -wal and -shm files the database's
+	 * own mode. */
+	if (strcmp(path, ":memory:") != 0) {
+		int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
+		if (fd < 0)
+			return kiln_error_set_errno(err, errno, "database %s: cannot open", path);
+		close(fd);
+	}
 	sqlite3 *h = NULL;
 	int rc = sqlite3_open_v2(path, &h,
 	                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
