@@ -87,6 +87,7 @@ static int run(int argc, char **argv)
 		OPT_IDLE_TIMEOUT,
 		OPT_MAX_CONN,
 		OPT_MAX_CONN_CLIENT,
+		OPT_SHARED_CACHE,
 	};
 	static const struct option opts[] = {
 	    {"help", no_argument, NULL, 'h'},
@@ -107,6 +108,7 @@ static int run(int argc, char **argv)
 	    {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
 	    {"max-connections", required_argument, NULL, OPT_MAX_CONN},
 	    {"max-connections-per-client", required_argument, NULL, OPT_MAX_CONN_CLIENT},
+	    {"shared-cache", no_argument, NULL, OPT_SHARED_CACHE},
 	    {},
 	};
 	const char *listen[MAX_LIST], *hosts[MAX_LIST], *origins[MAX_LIST];
@@ -150,6 +152,7 @@ static int run(int argc, char **argv)
 			break;
 		case OPT_OFFLINE: sc.offline = true; break;
 		case OPT_NO_WORKERS: sc.no_workers = true; break;
+		case OPT_SHARED_CACHE: sc.shared_cache = true; break;
 		case OPT_TLS_SELF_SIGNED: self_signed = true; break;
 		case OPT_SESSION_TTL:
 			if ((r = parse_uint("--session-ttl", optarg, 1, 30 * 24 * 3600,
@@ -263,7 +266,7 @@ const struct kiln_command kiln_cmd_serve = {
              "                  [--cors-origin ORIGIN]... [--rate-limit N] [--offline]\n"
              "                  [--no-workers] [--tls-self-signed] [--session-ttl SECONDS]\n"
              "                  [--idle-timeout SECONDS] [--max-connections N]\n"
-             "                  [--max-connections-per-client N]\n"
+             "                  [--max-connections-per-client N] [--shared-cache]\n"
              "\n"
              "Serves the build API (docs/api.md) until SIGINT or SIGTERM, then stops\n"
              "gracefully: live log streams end, running builds go back to pending.\n"
@@ -284,6 +287,9 @@ const struct kiln_command kiln_cmd_serve = {
              "      --offline            builds never fetch (warm store only)\n"
              "      --no-workers         queue builds but run none here (tests; API-only\n"
              "                           front ends); no crash recovery at start-up\n"
+             "      --shared-cache       a completed build answers identical recipes of every\n"
+             "                           owner (default: only its owner's); for users who\n"
+             "                           trust each other — a hit confirms a guessed recipe\n"
              "\n"
              "      --session-ttl SECONDS web page sign-ins last this long (default 43200)\n"
              "\n"

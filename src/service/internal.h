@@ -46,6 +46,7 @@ struct kiln_service {
 	char *state_dir;
 	bool offline;
 	bool no_workers;
+	bool shared_cache;
 	struct kiln_db *db;
 	int lock_fd; /* flock on state_dir/locks/service.lock while serving */
 
@@ -74,8 +75,16 @@ bool kiln_is_uuid(const char *s);
 /* service.c — with s->lock held. */
 int svc_get_locked(struct kiln_service *s, const char *id, const char *owner,
                    struct kiln_build_info **ret, struct kiln_error **err);
-int svc_cache_lookup_locked(struct kiln_service *s, const char *build_key, const char *exclude,
-                            char ret_id[KILN_BUILD_ID_LEN + 1], struct kiln_error **err);
+/* The completed build that answers build_key for owner: one of owner's own
+ * (any owner's with s->shared_cache), never `exclude`. 1 with ret_id (and
+ * *ret_same_owner: whether it is owner's, i.e. whether its id may be shown
+ * to owner), 0 when none, or -errno. */
+int svc_cache_lookup_locked(struct kiln_service *s, const char *build_key, const char *owner,
+                            const char *exclude, char ret_id[KILN_BUILD_ID_LEN + 1],
+                            bool *ret_same_owner, struct kiln_error **err);
+/* The log line of a build answered from the cache by `from`: names `from`
+ * only when it is the same owner's build. Caller frees. */
+char *svc_cache_log_line(const char *build_key, const char *from, bool same_owner);
 int svc_copy_artifacts_locked(struct kiln_service *s, const char *from, const char *to,
                               struct kiln_error **err);
 

@@ -289,22 +289,38 @@ static bool artifacts_present_locked(struct kiln_service *s, const char *id)
 	return r == 0 && n > 0;
 }
 
-int svc_cache_lookup_locked(struct kiln_service *s, const char *build_key, const char *exclude,
-                            char ret_id[KILN_BUILD_ID_LEN + 1], struct kiln_error **err)
+/* Per owner by default: a cache shared across owners hands Bob the bytes
+ * Alice's run produced (random keys, her secrets baked into the image), and
+ * its `cached: true` answers "did anyone build exactly this recipe?" — which
+ * confirms a guessed recipe, secrets included. An operator whose users trust
+ * each other (one team) turns sharing on with `kiln serve --shared-cache`. */
+int svc_cache_lookup_locked(struct kiln_service *s, const char *build_key, const char *owner,
+                            const char *exclude, char ret_id[KILN_BUILD_ID_LEN + 1],
+                            bool *ret_same_owner, struct kiln_error **err)
 {
+	static const char *const sql[] = {
+	    /* per owner */
+	    "SELECT id, owner FROM builds WHERE build_key = $1 AND status = 'completed'"
+	    " AND cached = 0 AND owner = $2 ORDER BY completed_us DESC LIMIT 8",
+	    /* shared */
+	    "SELECT id, owner FROM builds WHERE build_key = $1 AND status = 'completed'"
+	    " AND cached = 0 ORDER BY completed_us DESC LIMIT 8",
+	};
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
-	int r =
-	    kiln_db_prepare(s->db,
-	                    "SELECT id FROM builds WHERE build_key = $1 AND status = 'completed'"
-	                    " AND cached = 0 ORDER BY completed_us DESC LIMIT 8",
-	                    &st, err);
+	int r = kiln_db_prepare(s->db, sql[s->shared_cache], &st, err);
 	if (r < 0)
 		return r;
 	kiln_db_bind_text(st, 1, build_key);
+	if (!s->shared_cache)
+		kiln_db_bind_text(st, 2, owner);
 	char ids[8][KILN_BUILD_ID_LEN + 1];
+	bool same[8];
 	size_t n = 0;
-	while (n < 8 && (r = kiln_db_step(st, err)) == 1)
+	while (n < 8 && (r = kiln_db_step(st, err)) == 1) {
+		const char *o = kiln_db_column_text(st, 1);
+		same[n] = o && strcmp(o, owner) == 0;
 		snprintf(ids[n++], KILN_BUILD_ID_LEN + 1, "%s", kiln_db_column_text(st, 0));
+	}
 	if (r < 0)
 		return r;
 	kiln_db_stmt_done(TAKE_PTR(st));
@@ -314,10 +330,25 @@ int svc_cache_lookup_locked(struct kiln_service *s, const char *build_key, const
 			continue;
 		if (artifacts_present_locked(s, ids[i])) {
 			memcpy(ret_id, ids[i], KILN_BUILD_ID_LEN + 1);
+			*ret_same_owner = same[i];
 			return 1;
 		}
 	}
 	return 0;
+}
+
+char *svc_cache_log_line(const char *build_key, const char *from, bool same_owner)
+{
+	/* Another owner's build id is never shown, not even with a shared
+	 * cache: it would name a build the reader cannot see, and tell them
+	 * who else builds what. */
+	if (same_owner)
+		return xasprintf("==> cached: build key %s was built by %s; its artifacts "
+		                 "answer this build, nothing ran\n",
+		                 build_key, from);
+	return xasprintf("==> cached: build key %s was built before (shared build cache); its "
+	                 "artifacts answer this build, nothing ran\n",
+	                 build_key);
 }
 
 int svc_copy_artifacts_locked(struct kiln_service *s, const char *from, const char *to,
@@ -457,7 +488,8 @@ int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
 	r = kiln_db_begin(s->db, err);
 	if (r == 0) {
 		char from[KILN_BUILD_ID_LEN + 1];
-		r = svc_cache_lookup_locked(s, key, NULL, from, err);
+		bool same_owner = false;
+		r = svc_cache_lookup_locked(s, key, owner, NULL, from, &same_owner, err);
 		if (r == 1) {
 			outcome = KILN_SUBMIT_CACHED;
 			kiln_uuid4(id);
@@ -466,13 +498,15 @@ int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
 			if (r == 0)
 				r = svc_copy_artifacts_locked(s, from, id, err);
 			if (r == 0) {
-				_cleanup_free_ char *line = xasprintf(
-				    "==> cached: build key %s was built by %s; its artifacts "
-				    "answer this build, nothing ran\n",
-				    key, from);
+				_cleanup_free_ char *line =
+				    svc_cache_log_line(key, from, same_owner);
 				svc_log_append(s, id, line, strlen(line));
 			}
 		} else if (r == 0) {
+			/* Coalescing stays per owner even with a shared cache: it
+			 * answers with the in-flight build itself, which another
+			 * owner may neither see nor cancel. A shared cache still
+			 * spares the second build: it is answered at claim time. */
 			r = find_inflight_locked(s, key, owner, id, err);
 			if (r == 1) {
 				outcome = KILN_SUBMIT_COALESCED;
@@ -812,6 +846,7 @@ int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service
 	s->state_dir = xstrdup(state);
 	s->offline = cfg->offline;
 	s->no_workers = cfg->no_workers;
+	s->shared_cache = cfg->shared_cache;
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->queue_cond, NULL);

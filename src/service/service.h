@@ -79,11 +79,13 @@ struct kiln_service_config {
 	const char *state_dir;
 	const char
 	    *database; /* NULL: sqlite in state_dir/kiln.db; "sqlite:PATH"; later "postgres://" */
-	unsigned workers; /* 0: one per two cores (at least 1) */
-	bool offline;     /* builds never fetch (warm store only) */
-	bool no_workers;  /* the database only: no workers, no crash recovery, no
-	                   * server lock — for `kiln token ...` next to a running
-	                   * server, and for tests of the queue */
+	unsigned workers;  /* 0: one per two cores (at least 1) */
+	bool offline;      /* builds never fetch (warm store only) */
+	bool shared_cache; /* a completed build answers identical recipes of every
+	                    * owner, not only its own (docs/service.md, "cache") */
+	bool no_workers;   /* the database only: no workers, no crash recovery, no
+	                    * server lock — for `kiln token ...` next to a running
+	                    * server, and for tests of the queue */
 };
 
 struct kiln_service;

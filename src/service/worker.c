@@ -27,6 +27,7 @@
 struct claim {
 	char id[KILN_BUILD_ID_LEN + 1];
 	char build_key[KILN_SHA256_HEX_LEN + 1];
+	char *owner;
 	char *recipe;
 	char *context; /* sha256 or NULL */
 	struct run *run;
@@ -34,6 +35,7 @@ struct claim {
 
 static void claim_clear(struct claim *c)
 {
+	free(c->owner);
 	free(c->recipe);
 	free(c->context);
 }
@@ -73,7 +75,7 @@ static int claim_locked(struct kiln_service *s, struct claim *c, struct kiln_err
 		                    "UPDATE builds SET status = 'building', started_us = $1"
 		                    " WHERE id = (SELECT id FROM builds WHERE status = 'pending'"
 		                    "  ORDER BY created_us, id LIMIT 1) AND status = 'pending'"
-		                    " RETURNING id, build_key, recipe, context_sha256",
+		                    " RETURNING id, build_key, recipe, context_sha256, owner",
 		                    &st, err);
 		if (r == 0) {
 			kiln_db_bind_int64(st, 1, kiln_now_us());
@@ -86,6 +88,7 @@ static int claim_locked(struct kiln_service *s, struct claim *c, struct kiln_err
 			c->recipe = xstrdup(kiln_db_column_text(st, 2));
 			const char *ctx = kiln_db_column_text(st, 3);
 			c->context = ctx ? xstrdup(ctx) : NULL;
+			c->owner = xstrdup(kiln_db_column_text(st, 4));
 		}
 	}
 	if (r <= 0) {
@@ -186,10 +189,11 @@ static int update_status_locked(struct kiln_service *s, const char *id, enum out
 /* Records how a claimed build ended: its last log line first (so a reader
  * that sees the build finished has every line), then the record, then the
  * subscribers. rc is the pipeline's result; cached_from non-NULL means the
- * cache answered at claim time. */
+ * cache answered at claim time (from_same_owner: with a build of the same
+ * owner, whose id the log may name). */
 static int end_build(struct kiln_service *s, struct run *run, struct log_writer *w, int rc,
                      const char *msg, const struct kiln_build_artifact *a, size_t n,
-                     const char *cached_from, struct kiln_error **err)
+                     const char *cached_from, bool from_same_owner, struct kiln_error **err)
 {
 	char id[KILN_BUILD_ID_LEN + 1];
 	memcpy(id, run->id, sizeof(id));
@@ -201,9 +205,14 @@ static int end_build(struct kiln_service *s, struct run *run, struct log_writer 
 	_cleanup_free_ char *line = NULL;
 	if (rc == 0 && cached_from) {
 		o = OUT_CACHED;
-		line = xasprintf("==> cached: build %s completed with the same build key meanwhile;"
-		                 " its artifacts answer this build\n",
-		                 cached_from);
+		/* Never another owner's build id (svc_cache_log_line says why). */
+		line = from_same_owner
+		           ? xasprintf("==> cached: build %s completed with the same build key "
+		                       "meanwhile; its artifacts answer this build\n",
+		                       cached_from)
+		           : xstrdup("==> cached: a build with the same build key completed "
+		                     "meanwhile (shared build cache); its artifacts answer this "
+		                     "build\n");
 	} else if (rc == 0) {
 		o = OUT_COMPLETED;
 		line = xasprintf("==> completed: %zu artifacts\n", n);
@@ -346,10 +355,12 @@ static void run_claimed(struct kiln_service *s, struct claim *c)
 	if (rc == 0) {
 		char from[KILN_BUILD_ID_LEN + 1];
 		pthread_mutex_lock(&s->lock);
-		int hit = svc_cache_lookup_locked(s, c->build_key, c->id, from, NULL);
+		bool same_owner = false;
+		int hit = svc_cache_lookup_locked(s, c->build_key, c->owner, c->id, from,
+		                                  &same_owner, NULL);
 		pthread_mutex_unlock(&s->lock);
 		if (hit == 1) {
-			end_build(s, c->run, &w, 0, NULL, NULL, 0, from, NULL);
+			end_build(s, c->run, &w, 0, NULL, NULL, 0, from, same_owner, NULL);
 			svc_log_writer_close(&w);
 			return;
 		}
@@ -399,7 +410,7 @@ static void run_claimed(struct kiln_service *s, struct claim *c)
 			arts[n].size = res->artifacts[n].size;
 		}
 	}
-	end_build(s, c->run, &w, rc, err ? err->msg : NULL, arts, n, NULL, NULL);
+	end_build(s, c->run, &w, rc, err ? err->msg : NULL, arts, n, NULL, false, NULL);
 	svc_log_writer_close(&w);
 	free(arts);
 	safe_close(TAKE_FD(lock_fd));
@@ -493,7 +504,7 @@ int kiln_service_test_finish(struct kiln_service *s, const char *id, int rc, con
 	pthread_mutex_unlock(&s->lock);
 	if (!run)
 		return kiln_error_set(err, ENOENT, "build %s: not claimed", id);
-	return end_build(s, run, NULL, rc, msg, a, n, NULL, err);
+	return end_build(s, run, NULL, rc, msg, a, n, NULL, false, err);
 }
 
 int kiln_service_test_cancel_fd(struct kiln_service *s, const char *id)

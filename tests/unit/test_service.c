@@ -523,11 +523,21 @@ static void test_queue_complete_and_cache(void **state)
 	assert_int_equal(done->artifacts[1].size, 20);
 	assert_null(done->error);
 
-	/* The same recipe again, from anyone: answered from the cache. */
+	/* The same recipe from another owner: a build of their own, never
+	 * alice's bytes (the cache is per owner). */
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *bobs =
+	    submit(f->s, r1, "bob", KILN_SUBMIT_QUEUED);
+	assert_false(bobs->cached);
+	assert_int_equal(bobs->n_artifacts, 0);
+	struct kiln_build_info *bc = NULL;
+	assert_int_equal(kiln_service_cancel(f->s, bobs->id, "bob", &bc, &err), 0);
+	kiln_build_info_free(bc);
+
+	/* The same recipe again from its owner: answered from the cache. */
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *hit =
-	    submit(f->s, r1, "bob", KILN_SUBMIT_CACHED);
+	    submit(f->s, r1, "alice", KILN_SUBMIT_CACHED);
 	assert_string_not_equal(hit->id, a->id);
-	assert_string_equal(hit->owner, "bob");
+	assert_string_equal(hit->owner, "alice");
 	assert_int_equal(hit->status, KILN_BUILD_COMPLETED);
 	assert_true(hit->cached);
 	assert_int_equal(hit->n_artifacts, 2);
@@ -538,17 +548,17 @@ static void test_queue_complete_and_cache(void **state)
 	char *path = NULL;
 	struct kiln_build_artifact info;
 	assert_int_equal(
-	    kiln_service_artifact(f->s, hit->id, "bob", "rootfs.tar.gz", &path, &info, &err), 0);
+	    kiln_service_artifact(f->s, hit->id, "alice", "rootfs.tar.gz", &path, &info, &err), 0);
 	_cleanup_free_ char *want = kiln_cas_path(f->dir, arts[0].sha256);
 	assert_string_equal(path, want);
 	assert_int_equal(info.size, 20);
 	free(info.name);
 	free(path);
 	assert_int_equal(
-	    kiln_service_artifact(f->s, hit->id, "alice", "rootfs.tar.gz", &path, NULL, &err),
+	    kiln_service_artifact(f->s, hit->id, "bob", "rootfs.tar.gz", &path, NULL, &err),
 	    -ENOENT);
 	err = kiln_error_free(err);
-	assert_int_equal(kiln_service_artifact(f->s, hit->id, "bob", "nope", &path, NULL, &err),
+	assert_int_equal(kiln_service_artifact(f->s, hit->id, "alice", "nope", &path, NULL, &err),
 	                 -ENOENT);
 	err = kiln_error_free(err);
 
@@ -584,6 +594,58 @@ static void test_queue_complete_and_cache(void **state)
 	assert_string_equal(lines[n - 1].text, "==> failed: Build timed out after 5 seconds");
 	assert_true(fin);
 	kiln_log_lines_free(lines, n);
+}
+
+/* --shared-cache: another owner's completed build answers, and the answer
+ * never names it (not in the log, not in the record's JSON); coalescing
+ * stays per owner. */
+static void test_shared_cache(void **state)
+{
+	struct fx *f = *state;
+	kiln_service_free(f->s);
+	struct kiln_service_config cfg = {
+	    .state_dir = f->dir, .no_workers = true, .shared_cache = true};
+	_cleanup_error_ struct kiln_error *err = NULL;
+	assert_int_equal(kiln_service_open(&cfg, &f->s, &err), 0);
+
+	_cleanup_free_ char *r1 = recipe_named("shared");
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *a =
+	    submit(f->s, r1, "alice", KILN_SUBMIT_QUEUED);
+	/* In flight: bob is not handed alice's build. */
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b =
+	    submit(f->s, r1, "bob", KILN_SUBMIT_QUEUED);
+	assert_string_not_equal(a->id, b->id);
+	char id[KILN_BUILD_ID_LEN + 1];
+	assert_int_equal(kiln_service_test_claim(f->s, id, &err), 1);
+	assert_string_equal(id, a->id);
+	struct kiln_build_artifact arts[1];
+	put_blob(f->dir, "rootfs.tar.gz", "shared bytes", &arts[0]);
+	assert_int_equal(kiln_service_test_finish(f->s, a->id, 0, NULL, arts, 1, &err), 0);
+
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *hit =
+	    submit(f->s, r1, "carol", KILN_SUBMIT_CACHED);
+	assert_true(hit->cached);
+	assert_string_equal(hit->owner, "carol");
+	assert_string_equal(hit->artifacts[0].sha256, arts[0].sha256);
+	_cleanup_free_ char *json = kiln_build_info_json(hit);
+	assert_null(strstr(json, a->id));
+	struct kiln_log_line *lines = NULL;
+	size_t n = 0;
+	bool fin = false;
+	assert_int_equal(kiln_service_log_read(f->s, hit->id, NULL, 0, 0, &lines, &n, &fin, &err),
+	                 0);
+	assert_int_equal(n, 1);
+	assert_non_null(strstr(lines[0].text, "shared build cache"));
+	assert_null(strstr(lines[0].text, a->id));
+	kiln_log_lines_free(lines, n);
+	/* alice's own hit may name her build. */
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *own =
+	    submit(f->s, r1, "alice", KILN_SUBMIT_CACHED);
+	assert_int_equal(kiln_service_log_read(f->s, own->id, NULL, 0, 0, &lines, &n, &fin, &err),
+	                 0);
+	assert_non_null(strstr(lines[0].text, a->id));
+	kiln_log_lines_free(lines, n);
+	(void)b;
 }
 
 static void test_cancel_building(void **state)
@@ -972,6 +1034,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_owner_isolation, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel_pending, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_queue_complete_and_cache, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_shared_cache, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel_building, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_logs, fx_setup, fx_teardown),
 	    cmocka_unit_test(test_status_names),
