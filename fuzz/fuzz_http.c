@@ -5,7 +5,8 @@
  * patterns, Host against an allowlist, Range against a size taken from the
  * input, If-None-Match, Authorization, Accept, Content-Type, the list
  * query parameters, Last-Event-ID, a listen address; plus the SSE and
- * Content-Disposition writers, whose output must stay well-formed. */
+ * Content-Disposition writers, whose output must stay well-formed; and the
+ * same fields as header name/value pairs through the framing check. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -88,6 +89,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			      strchr(f[5] + sl, '/') == NULL && strchr(f[5], '@') == NULL);
 	}
 	(void)kiln_http_fetch_site_ok(f[7]);
+
+	/* framing: the fields as header name/value pairs; accepted framing
+	 * never has both lengths, nor a coding other than chunked */
+	struct kiln_http_framing fr = {0};
+	for (size_t k = 0; k + 1 < nf; k += 2)
+		kiln_http_framing_add(&fr, f[k], f[k + 1]);
+	if (!kiln_http_framing_check(&fr))
+		CHECK(fr.n_host <= 1 && fr.n_content_length <= 1 && fr.n_transfer_encoding <= 1 &&
+		      !(fr.n_content_length && fr.n_transfer_encoding));
 
 	uint64_t rsize = 0;
 	for (size_t k = 0; k < 8 && k < strlen(f[4]); k++)

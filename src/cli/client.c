@@ -1,11 +1,13 @@
 /* API client subcommands: submit, status, list, logs, cancel, download.
  *
  * They talk to a `kiln serve` (docs/api.md) with libcurl: --server URL (or
- * $KILN_SERVER, default http://127.0.0.1:8080) and --token T (or
- * $KILN_TOKEN). Server errors are printed as the server's message with the
+ * $KILN_SERVER, default http://127.0.0.1:8080) and a token from --token-file
+ * FILE ("-": stdin), $KILN_TOKEN or --token T (which warns: argv is world
+ * readable). Server errors are printed as the server's message with the
  * HTTP status; the exit status is 0 on success, 1 on failure (and for
  * submit --wait / logs --follow, 1 unless the build completed), 2 on usage. */
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -114,6 +116,7 @@ static bool valid_id(const char *id)
 enum {
 	OPT_SERVER = 1000,
 	OPT_TOKEN,
+	OPT_TOKEN_FILE,
 	OPT_CONTEXT,
 	OPT_WAIT,
 	OPT_FOLLOW,
@@ -131,12 +134,48 @@ struct client_opts {
 	unsigned limit;
 };
 
+/* A token goes into an Authorization header: printable ASCII without
+ * spaces, or a CR/LF in a file would add headers of its own. */
+static bool token_ok(const char *t)
+{
+	if (!*t)
+		return false;
+	for (const unsigned char *p = (const unsigned char *)t; *p; p++)
+		if (*p <= 0x20 || *p >= 0x7f)
+			return false;
+	return true;
+}
+
+/* --token-file: the first line of FILE (or stdin), trailing white space
+ * dropped. The token lives for the whole process, like the server URL. */
+static int read_token_file(const struct kiln_command *cmd, const char *path, const char **ret)
+{
+	static char token[4096];
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	_cleanup_error_ struct kiln_error *err = NULL;
+	if (kiln_read_file(path, sizeof(token) - 1, &text, &len, &err) < 0) {
+		cli_errorf("--token-file %s: %s", path, err->msg);
+		return KILN_EXIT_FAILURE;
+	}
+	size_t n = strcspn(text, "\n");
+	while (n > 0 && (text[n - 1] == '\r' || text[n - 1] == ' ' || text[n - 1] == '\t'))
+		n--;
+	memcpy(token, text, n);
+	token[n] = '\0';
+	if (!token_ok(token))
+		return cli_usage_error(cmd, "--token-file %s: no token on its first line", path);
+	*ret = token;
+	return 0;
+}
+
 static int parse_opts(const struct kiln_command *cmd, int argc, char **argv, struct client_opts *o)
 {
 	static const struct option opts[] = {
 	    {"help", no_argument, NULL, 'h'},
 	    {"server", required_argument, NULL, OPT_SERVER},
 	    {"token", required_argument, NULL, OPT_TOKEN},
+	    {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
 	    {"context", required_argument, NULL, OPT_CONTEXT},
 	    {"wait", no_argument, NULL, OPT_WAIT},
 	    {"follow", no_argument, NULL, OPT_FOLLOW},
@@ -151,13 +190,15 @@ static int parse_opts(const struct kiln_command *cmd, int argc, char **argv, str
 	o->c.server = getenv("KILN_SERVER") ? getenv("KILN_SERVER") : "http://127.0.0.1:8080";
 	o->c.token = getenv("KILN_TOKEN");
 	o->limit = 20;
+	const char *token_arg = NULL, *token_file = NULL;
 	int ch;
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "hfo:c:", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'h': cli_print_help(cmd); return -1;
 		case OPT_SERVER: o->c.server = optarg; break;
-		case OPT_TOKEN: o->c.token = optarg; break;
+		case OPT_TOKEN: token_arg = optarg; break;
+		case OPT_TOKEN_FILE: token_file = optarg; break;
 		case 'c':
 		case OPT_CONTEXT: o->context = optarg; break;
 		case OPT_WAIT: o->wait = true; break;
@@ -178,6 +219,21 @@ static int parse_opts(const struct kiln_command *cmd, int argc, char **argv, str
 		default: return cli_usage_error(cmd, "unknown option");
 		}
 	}
+	if (token_arg && token_file)
+		return cli_usage_error(cmd, "--token and --token-file exclude each other");
+	if (token_file) {
+		int r = read_token_file(cmd, token_file, &o->c.token);
+		if (r)
+			return r;
+	} else if (token_arg) {
+		/* Every local user reads every process's argv (ps, /proc/PID/cmdline). */
+		fprintf(stderr, "kiln: warning: --token shows the token to every user of this "
+		                "machine (ps); use --token-file FILE or $KILN_TOKEN\n");
+		o->c.token = token_arg;
+	}
+	if (o->c.token && !token_ok(o->c.token))
+		return cli_usage_error(cmd, "the token has characters a token never has (space, "
+		                            "control characters or non-ASCII)");
 	size_t sl = strlen(o->c.server);
 	if (strncmp(o->c.server, "http://", 7) != 0 && strncmp(o->c.server, "https://", 8) != 0)
 		return cli_usage_error(cmd, "--server must be an http:// or https:// URL");
@@ -581,6 +637,48 @@ static size_t dl_header(char *p, size_t sz, size_t n, void *ud)
 	return len;
 }
 
+/* The artifact's SHA-256 as the build records it (GET …/artifacts). The
+ * download is checked against this, not against the download's own ETag:
+ * a response that lost its ETag (a proxy, a cache, a tampered answer)
+ * must not skip the check. Returns 0 or the exit status. */
+static int artifact_sha256(const struct client *c, const char *id, const char *name,
+                           char ret[KILN_SHA256_HEX_LEN + 1])
+{
+	_cleanup_free_ char *path = xasprintf("/api/v1/builds/%s/artifacts", id);
+	struct kiln_buf resp = KILN_BUF_INIT;
+	long status = client_call(c, "GET", path, NULL, NULL, &resp);
+	if (status != 200) {
+		if (status > 0)
+			print_http_error("download", status, &resp);
+		kiln_buf_free(&resp);
+		return KILN_EXIT_FAILURE;
+	}
+	json_error_t je;
+	json_t *j = json_loadb(resp.data ? resp.data : "", resp.len, 0, &je);
+	kiln_buf_free(&resp);
+	const char *sha = NULL;
+	size_t i;
+	json_t *a;
+	json_array_foreach (json_object_get(j, "artifacts"), i, a) {
+		const char *n = json_string_value(json_object_get(a, "name"));
+		if (n && strcmp(n, name) == 0)
+			sha = json_string_value(json_object_get(a, "sha256"));
+	}
+	int rc = KILN_EXIT_OK;
+	if (!sha) {
+		cli_errorf("download: build %s has no artifact '%s'", id, name);
+		rc = KILN_EXIT_FAILURE;
+	} else if (strlen(sha) != KILN_SHA256_HEX_LEN) {
+		cli_errorf("download: the server's record of '%s' has no SHA-256", name);
+		rc = KILN_EXIT_FAILURE;
+	} else {
+		memcpy(ret, sha, KILN_SHA256_HEX_LEN + 1);
+	}
+	if (j)
+		json_decref(j);
+	return rc;
+}
+
 static int cmd_download(int argc, char **argv)
 {
 	struct client_opts o;
@@ -596,10 +694,21 @@ static int cmd_download(int argc, char **argv)
 	if (strchr(name, '/') || name[0] == '.' || !*name)
 		return cli_usage_error(&kiln_cmd_download, "'%s' is not an artifact name", name);
 	const char *out = o.output ? o.output : name;
-	_cleanup_free_ char *tmp = xasprintf("%s.part", out);
-	struct dl d = {.f = fopen(tmp, "wb"), .err = KILN_BUF_INIT};
+	char want[KILN_SHA256_HEX_LEN + 1];
+	rc = artifact_sha256(&o.c, id, name, want);
+	if (rc)
+		return rc;
+	/* A fresh name (O_EXCL): never through a planted symlink, never over
+	 * another download's file. Renamed onto OUT only once verified. */
+	_cleanup_free_ char *tmp = xasprintf("%s.part-XXXXXX", out);
+	int tfd = mkostemp(tmp, O_CLOEXEC);
+	struct dl d = {.f = tfd >= 0 ? fdopen(tfd, "wb") : NULL, .err = KILN_BUF_INIT};
 	if (!d.f) {
 		cli_errorf("%s: %s", tmp, strerror(errno));
+		if (tfd >= 0) {
+			close(tfd);
+			unlink(tmp);
+		}
 		return KILN_EXIT_FAILURE;
 	}
 	kiln_sha256_init(&d.h);
@@ -633,10 +742,13 @@ static int cmd_download(int argc, char **argv)
 		print_http_error("download", status, &d.err);
 	} else if (!ok_close) {
 		cli_errorf("%s: write failed", tmp);
-	} else if (etag.len && strcmp(etag.data, hex) != 0) {
-		/* The ETag is the artifact's SHA-256: a mismatch is corruption. */
-		cli_errorf("download: SHA-256 mismatch: server says %s, received %s", etag.data,
-		           hex);
+	} else if (strcmp(want, hex) != 0) {
+		cli_errorf("download: SHA-256 mismatch: the build records %s, received %s (%llu "
+		           "bytes); nothing written to %s",
+		           want, hex, (unsigned long long)d.n, out);
+	} else if (etag.len && strcmp(etag.data, want) != 0) {
+		/* The ETag is the artifact's SHA-256 too: disagreeing is corruption. */
+		cli_errorf("download: the ETag %s is not the recorded SHA-256 %s", etag.data, want);
 	} else if (rename(tmp, out) < 0) {
 		cli_errorf("%s: %s", out, strerror(errno));
 	} else {
@@ -652,7 +764,9 @@ static int cmd_download(int argc, char **argv)
 
 #define CLIENT_OPTS                                                                                \
 	"  --server URL   the kiln server (default $KILN_SERVER or http://127.0.0.1:8080)\n"       \
-	"  --token T      API token (default $KILN_TOKEN; see kiln token create)\n"                \
+	"  --token-file F read the API token from F ('-': stdin; default $KILN_TOKEN;\n"           \
+	"                 see kiln token create)\n"                                                \
+	"  --token T      the token itself: visible to every local user (ps), so kiln warns\n"     \
 	"  --json         print the server's JSON\n"
 
 const struct kiln_command kiln_cmd_submit = {
@@ -712,7 +826,8 @@ const struct kiln_command kiln_cmd_download = {
     .summary = "download a build artifact, verifying its SHA-256",
     .usage = "Usage: kiln download [OPTIONS] ID NAME\n\nOptions:\n" CLIENT_OPTS
              "  -o, --output F  where to write (default: NAME in the current directory)\n"
-             "\nThe file is written to F.part and renamed only after its SHA-256 matches\n"
-             "the server's ETag.\n",
+             "\nThe file is written to a temporary F.part-XXXXXX and renamed to F only\n"
+             "after its SHA-256 matches the artifact's recorded SHA-256 (GET\n"
+             "/api/v1/builds/ID/artifacts), whether or not the response had an ETag.\n",
     .run = cmd_download,
 };

@@ -88,6 +88,7 @@ static const struct {
     {-ENOKEY, MHD_HTTP_BAD_REQUEST, "bad_request",
      "unexpected form field: the parts are 'recipe' and 'context'"},
     {-EINVAL, MHD_HTTP_BAD_REQUEST, "bad_request", "more than one 'context' part"},
+    {-EEXIST, MHD_HTTP_BAD_REQUEST, "bad_request", "more than one 'recipe' part"},
     {-EBADMSG, MHD_HTTP_BAD_REQUEST, "bad_request", "malformed multipart body"},
 };
 

@@ -181,6 +181,42 @@ bool kiln_http_host_allowed(const char *host, const char *const *allow, size_t n
 	return false;
 }
 
+void kiln_http_framing_add(struct kiln_http_framing *f, const char *name, const char *value)
+{
+	if (!name)
+		return;
+	if (strcasecmp(name, "Host") == 0) {
+		f->n_host++;
+	} else if (strcasecmp(name, "Content-Length") == 0) {
+		f->n_content_length++;
+		/* "5, 5" is a repeated header folded into one */
+		bool digits = value && *value;
+		for (const char *p = value; digits && *p; p++)
+			digits = *p >= '0' && *p <= '9';
+		f->bad_length |= !digits;
+	} else if (strcasecmp(name, "Transfer-Encoding") == 0) {
+		f->n_transfer_encoding++;
+		f->bad_coding |= !value || strcasecmp(value, "chunked") != 0;
+	}
+}
+
+const char *kiln_http_framing_check(const struct kiln_http_framing *f)
+{
+	if (f->n_content_length && f->n_transfer_encoding)
+		return "Content-Length and Transfer-Encoding together";
+	if (f->n_content_length > 1)
+		return "more than one Content-Length";
+	if (f->n_transfer_encoding > 1)
+		return "more than one Transfer-Encoding";
+	if (f->bad_length)
+		return "Content-Length is not a decimal number";
+	if (f->bad_coding)
+		return "Transfer-Encoding other than chunked";
+	if (f->n_host > 1)
+		return "more than one Host";
+	return NULL;
+}
+
 bool kiln_http_origin_same(const char *origin, const char *host, bool tls)
 {
 	if (!origin || !host)

@@ -77,6 +77,23 @@ bool kiln_http_host_allowed(const char *host, const char *const *allow, size_t n
  * Returns false when malformed (empty name, bad port, junk). */
 bool kiln_http_host_split(const char *host, size_t len, size_t *ret_name_len, long *ret_port);
 
+/* Request framing: request smuggling (RFC 9112 §6.1, §6.3). When a proxy
+ * and kiln could read a body's length differently — Content-Length and
+ * Transfer-Encoding together, a repeated Content-Length or
+ * Transfer-Encoding, a length that is not plain digits, a coding other
+ * than exactly "chunked" — the bytes one of them takes for the next
+ * request are the attacker's. libmicrohttpd reads only the first of
+ * repeated headers, so kiln looks at all of them. A repeated Host is
+ * refused too (the allowlist checks only one: RFC 9112 §3.2). Feed every
+ * request header in order to _add, then ask _check. */
+struct kiln_http_framing {
+	unsigned n_host, n_content_length, n_transfer_encoding;
+	bool bad_length, bad_coding;
+};
+void kiln_http_framing_add(struct kiln_http_framing *f, const char *name, const char *value);
+/* NULL when the framing is unambiguous, else why not (a constant string). */
+const char *kiln_http_framing_check(const struct kiln_http_framing *f);
+
 /* CSRF defence: Origin (as a browser serialises it, RFC 6454) names this
  * server as the client reached it through `host` (the Host header, already
  * allowlisted): scheme https when tls else http, the same host name

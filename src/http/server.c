@@ -510,8 +510,18 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
                                size_t size)
 {
 	struct kiln_http_request *r = cls;
-	(void)kind, (void)filename, (void)content_type, (void)transfer_encoding, (void)off;
+	(void)kind, (void)filename, (void)content_type, (void)transfer_encoding;
+	/* MHD calls once per chunk with the offset inside the part, so a part
+	 * starts at off 0. A second part of the same name would otherwise be
+	 * appended to the first: two halves a filter in front of kiln checked
+	 * one by one, joined into a recipe or an archive it never saw.
+	 * (A first part that is empty cannot be told from the start of the
+	 * next one: harmless, nothing is joined.) */
 	if (strcmp(key, "recipe") == 0) {
+		if (off == 0 && r->recipe_part.len > 0) {
+			r->part_error = -EEXIST;
+			return MHD_NO;
+		}
 		if (r->recipe_part.len + size > r->srv->body_limit) {
 			r->part_error = -EFBIG;
 			return MHD_NO;
@@ -520,6 +530,10 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
 		return MHD_YES;
 	}
 	if (strcmp(key, "context") == 0) {
+		if (off == 0 && r->context_fd >= 0 && lseek(r->context_fd, 0, SEEK_CUR) > 0) {
+			r->part_error = -EINVAL;
+			return MHD_NO;
+		}
 		if (r->context_fd < 0) {
 			if (r->context_seen) { /* a second context part */
 				r->part_error = -EINVAL;
@@ -706,6 +720,33 @@ static enum MHD_Result redirect_to_https(struct kiln_http_request *r)
 	return respond_error_resp(r, MHD_HTTP_MOVED_PERMANENTLY, resp);
 }
 
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+	(void)kind;
+	kiln_http_framing_add(cls, key, value);
+	return MHD_YES;
+}
+
+/* Request smuggling (kiln_http_framing_check): answered 400 and the
+ * connection closed (RFC 9112 §6.3), so no byte after the headers is ever
+ * read as a request. Before the redirect listener and every stage. */
+static bool framing_refused(struct kiln_http_request *r, enum MHD_Result *ret)
+{
+	struct kiln_http_framing f = {0};
+	MHD_get_connection_values(r->conn, MHD_HEADER_KIND, framing_header, &f);
+	const char *why = kiln_http_framing_check(&f);
+	if (!why)
+		return false;
+	_cleanup_free_ char *msg = xasprintf("ambiguous request: %s", why);
+	struct MHD_Response *resp = error_response("bad_request", msg);
+	if (resp)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	*ret = respond_error_resp(r, MHD_HTTP_BAD_REQUEST, resp);
+	r->body_failed = true;
+	return true;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls)
@@ -721,6 +762,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		r->path = url;
 		r->method_name = method;
 		r->method = kiln_http_method_parse(method);
+		enum MHD_Result refused;
+		if (framing_refused(r, &refused))
+			return refused;
 		if (r->redirect_listener)
 			return redirect_to_https(r);
 		for (size_t i = 0; i < ELEMENTSOF(stages); i++) {

@@ -157,6 +157,37 @@ static void test_host_allowlist(void **state)
 	assert_false(kiln_http_host_allowed("[::1]x", allow, n));
 }
 
+static const char *framing(const char *const *h, size_t n)
+{
+	struct kiln_http_framing f = {0};
+	for (size_t i = 0; i + 1 < n; i += 2)
+		kiln_http_framing_add(&f, h[i], h[i + 1]);
+	return kiln_http_framing_check(&f);
+}
+
+static void test_framing(void **state)
+{
+	(void)state;
+#define FRAMING(...)                                                                               \
+	framing((const char *const[]){__VA_ARGS__},                                                \
+	        ELEMENTSOF(((const char *const[]){__VA_ARGS__})))
+	assert_null(FRAMING("Host", "a", "Content-Length", "12"));
+	assert_null(FRAMING("host", "a", "transfer-encoding", "Chunked"));
+	assert_null(FRAMING("Host", "a", "Accept", "*/*"));
+	assert_non_null(FRAMING("Content-Length", "5", "Transfer-Encoding", "chunked"));
+	assert_non_null(FRAMING("transfer-encoding", "chunked", "CONTENT-LENGTH", "5"));
+	assert_non_null(FRAMING("Content-Length", "5", "Content-Length", "5"));
+	assert_non_null(FRAMING("Content-Length", "5, 5"));
+	assert_non_null(FRAMING("Content-Length", "+5"));
+	assert_non_null(FRAMING("Content-Length", ""));
+	assert_non_null(FRAMING("Transfer-Encoding", "chunked", "Transfer-Encoding", "chunked"));
+	assert_non_null(FRAMING("Transfer-Encoding", "gzip"));
+	assert_non_null(FRAMING("Transfer-Encoding", "chunked, identity"));
+	assert_non_null(FRAMING("Host", "a", "Host", "a"));
+	assert_string_equal(FRAMING("Host", "a", "HOST", "b"), "more than one Host");
+#undef FRAMING
+}
+
 static void test_range(void **state)
 {
 	(void)state;
@@ -522,6 +553,7 @@ int main(void)
 	    cmocka_unit_test(test_routes),
 	    cmocka_unit_test(test_host_allowlist),
 	    cmocka_unit_test(test_origin_and_fetch_site),
+	    cmocka_unit_test(test_framing),
 	    cmocka_unit_test(test_range),
 	    cmocka_unit_test(test_etag),
 	    cmocka_unit_test(test_bearer_accept_media),
