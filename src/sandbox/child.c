@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -205,6 +206,8 @@ static const char *const proc_masked_files[] = {
     "/proc/latency_stats", "/proc/kallsyms",   /* kernel symbol addresses: KASLR */
     "/proc/sysrq-trigger",                     /* reboot/crash the host */
     "/proc/kmsg",          "/proc/vmallocinfo",
+    "/proc/cmdline", /* the host kernel's command line (boot options, on a VM
+                      * the hypervisor agent's ports and flags) */
 };
 /* Directories hidden behind an empty read-only tmpfs. */
 static const char *const proc_masked_dirs[] = {
@@ -236,16 +239,35 @@ static const struct {
     {"pts/ptmx", "/dev/ptmx"},
 };
 
+/* The source of every /proc mask: the host's /dev/null, looked up in kiln's
+ * own view (this process has not left the host's mount tree yet), never
+ * in the root. The root is the layer's: open_tree(rootfd, "dev/null")
+ * followed a hostile `dev -> /proc/self/cwd/x` (or /proc/self/fd/N) out of
+ * it and bound whatever x/null named on the host — a symlink to a host
+ * secret, a FIFO — over /proc/keys and the rest, readable by the build.
+ * The result must be the null device itself (character device 1:3), or
+ * nothing is masked with it. */
+static int mask_source(const char *for_path)
+{
+	int m = open_tree(AT_FDCWD, "/dev/null", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+	if (m < 0)
+		fail("open_tree /dev/null for", for_path, errno);
+	struct stat st;
+	if (fstat(m, &st) < 0)
+		fail("stat /dev/null for", for_path, errno);
+	if (!S_ISCHR(st.st_mode) || st.st_rdev != makedev(1, 3))
+		fail("the host's /dev/null is not the null device; masking", for_path, EINVAL);
+	return m;
+}
+
 static void mask_with_null(int rootfd, const char *path)
 {
 	int t = open_in_root(rootfd, path, O_PATH | O_NOFOLLOW);
 	if (t < 0)
 		return; /* this kernel has no such file */
-	/* The /dev/null bound in this sandbox's /dev; nodev on top makes even
-	 * opening it fail, which is what a mask should do. */
-	int m = open_tree(rootfd, "dev/null", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-	if (m < 0)
-		fail("open_tree /dev/null for", path, errno);
+	/* nodev on top makes even opening the mask fail, which is what a mask
+	 * should do. */
+	int m = mask_source(path);
 	struct mount_attr a = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
 	                                   MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC};
 	if (mount_setattr(m, "", AT_EMPTY_PATH, &a, sizeof(a)) < 0)
@@ -340,6 +362,7 @@ static void setup_mounts(void)
 	if (t < 0)
 		fail("open", ROOT_MNT, errno);
 	attach(plan->root_fd, t, "root");
+	close(plan->root_fd);
 	close(t);
 	int rootfd = open(ROOT_MNT, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0)
@@ -377,6 +400,7 @@ static void setup_mounts(void)
 		if (bt < 0)
 			fail("cannot create mount point", b->dst, errno);
 		attach(b->fd, bt, b->dst);
+		close(b->fd);
 		close(bt);
 	}
 
@@ -521,12 +545,108 @@ static void apply_seccomp(void)
 		fail("seccomp", NULL, errno);
 }
 
+/* Every signal back to its default action and none blocked. PID 1 is a copy
+ * of kiln: a signal sent to it from inside would otherwise run kiln's
+ * handler in that copy, and the command inherits the rest across exec —
+ * kiln serve blocks SIGINT/SIGTERM and ignores SIGPIPE, so in service
+ * builds `kill` and `timeout` did nothing and `yes | head` spun until the
+ * step timeout. Raw system calls: glibc's sigaction() refuses the two
+ * signals it reserves for itself. (SIG_DFL in PID 1 is safe: the kernel
+ * drops default-action signals sent to a namespace's init from inside.) */
+static void reset_signals(void)
+{
+	struct {
+		void *handler;
+		unsigned long flags;
+		void *restorer;
+		uint64_t mask;
+	} dfl = {SIG_DFL, 0, NULL, 0};
+	for (int sig = 1; sig < _NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			(void)syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(dfl.mask));
+	uint64_t none = 0;
+	if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(none)) < 0)
+		fail("rt_sigprocmask", NULL, errno);
+}
+
+/* The lowest fd >= from that the plan needs, or ~0U. */
+static unsigned next_kept(unsigned from)
+{
+	const int fixed[] = {plan->root_fd,   plan->sync_fd, plan->err_fd,
+	                     plan->status_fd, plan->out_fd,  plan->errout_fd};
+	unsigned best = ~0U;
+	for (size_t i = 0; i < ELEMENTSOF(fixed); i++)
+		if (fixed[i] >= 0 && (unsigned)fixed[i] >= from && (unsigned)fixed[i] < best)
+			best = (unsigned)fixed[i];
+	for (size_t i = 0; i < plan->n_binds; i++) {
+		int fd = plan->binds[i].fd;
+		if (fd >= 0 && (unsigned)fd >= from && (unsigned)fd < best)
+			best = (unsigned)fd;
+	}
+	return best;
+}
+
+/* PID 1 lives for the whole run with a copy of every fd of the kiln that
+ * cloned it. In kiln serve those are the listening sockets (a restarted
+ * server could not bind its port while a build ran), the database, client
+ * connections and other builds' lock files (their flocks stayed held until
+ * this build ended). Only what the plan names stays; stdio becomes the
+ * host's /dev/null, so PID 1 holds no terminal or log of kiln's either. */
+static void close_inherited(void)
+{
+	for (unsigned from = 3;;) {
+		unsigned keep = next_kept(from);
+		if (keep > from && close_range(from, keep == ~0U ? ~0U : keep - 1, 0) < 0)
+			fail("close_range", NULL, errno);
+		if (keep == ~0U)
+			break;
+		from = keep + 1;
+	}
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null < 0)
+		fail("open", "/dev/null", errno);
+	for (int fd = 0; fd <= 2; fd++)
+		if (dup2(null, fd) < 0)
+			fail("dup2", NULL, errno);
+	close(null);
+}
+
+/* /proc/1/cmdline is readable by everything in the sandbox, and PID 1 never
+ * execs: it showed kiln's host argv (state and layer paths, bind sources,
+ * the whole `kiln run` command line). The argv and environment strings are
+ * overwritten in this copy of kiln's memory; the parent gave the plan
+ * copies of every string it needs (see sb_plan.arg_start). The last byte of
+ * the argv area is made non-zero so that the kernel reads it as a
+ * setproctitle(3) title and stops at the first NUL, hiding the length of
+ * the original command line too. The environment was not readable
+ * (/proc/1/environ needs ptrace access, which PR_SET_DUMPABLE denies); it is
+ * cleared anyway. */
+static void hide_host_argv(void)
+{
+	static const char title[] = "kiln-init";
+	if (plan->env_end > plan->env_start)
+		memset((void *)plan->env_start, 0, plan->env_end - plan->env_start);
+	if (plan->arg_end <= plan->arg_start)
+		return;
+	char *a = (char *)plan->arg_start;
+	size_t n = plan->arg_end - plan->arg_start;
+	memset(a, 0, n);
+	if (n > sizeof(title)) {
+		memcpy(a, title, sizeof(title));
+		a[n - 1] = ' ';
+	}
+	(void)prctl(PR_SET_NAME, title, 0, 0, 0);
+}
+
 _noreturn_ void sb_child_main(const struct sb_plan *p)
 {
 	plan = p;
 	/* Our copy of the parent's write end: closed, so that EOF (and the
 	 * POLLHUP check below) means the parent gave up or died. */
 	close(p->sync_parent_fd);
+	reset_signals();
+	close_inherited();
+	hide_host_argv();
 	/* What needs no id mapping is done while the parent writes the maps:
 	 * this process already holds every capability over its new UTS and
 	 * network namespaces (and touches no file). */

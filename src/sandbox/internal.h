@@ -46,6 +46,11 @@ struct sb_plan {
 	uint64_t caps_keep; /* bit n = capability n */
 	const struct sock_fprog *seccomp;
 	const struct sock_fprog *seccomp_personality;
+	/* kiln's argv and environment strings (from /proc/self/stat), which PID 1
+	 * overwrites; 0 when unknown. Nothing above may point into them: the
+	 * parent passes copies of argv, workdir, hostname and the bind
+	 * targets. */
+	uintptr_t arg_start, arg_end, env_start, env_end;
 };
 
 struct sb_child_error {

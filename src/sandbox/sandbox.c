@@ -23,6 +23,7 @@
 #include <sys/mount.h>
 #include <sys/pidfd.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -235,6 +236,24 @@ static int make_pipe(int p[2])
 	return p[0] < 0 || p[1] < 0 ? -EMFILE : 0;
 }
 
+/* The start handshake: a socket pair, not a pipe, so that kiln's writes can
+ * say MSG_NOSIGNAL. A child that failed during setup has closed its end; a
+ * pipe write then raised SIGPIPE, which killed `kiln run` before it could
+ * report the child's error. */
+static int make_sync(int p[2])
+{
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) < 0)
+		return -errno;
+	p[0] = fd_above_stdio(p[0]);
+	p[1] = fd_above_stdio(p[1]);
+	return p[0] < 0 || p[1] < 0 ? -EMFILE : 0;
+}
+
+static bool send_sync(int fd, char c)
+{
+	return send(fd, &c, 1, MSG_NOSIGNAL) == 1;
+}
+
 static int write_file(const char *path, const char *s)
 {
 	_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -266,6 +285,43 @@ static int cap_last(void)
 	return c;
 }
 
+/* Where kiln's argv and environment strings lie (fields 48-51 of
+ * /proc/self/stat): PID 1 overwrites them in its copy of this process. The
+ * same in every run of a process, so read once. */
+static void arg_area(uintptr_t ret[4])
+{
+	static atomic_uintptr_t cached[4];
+	static atomic_bool done;
+	if (!atomic_load(&done)) {
+		uintptr_t v[4] = {0};
+		_cleanup_close_ int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+		char buf[4096];
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		char *p = NULL;
+		if (n > 0) {
+			buf[n] = '\0';
+			p = strrchr(buf, ')'); /* the name may hold spaces and ')' */
+		}
+		/* p + 2 is field 3 (state); fields 48..51 follow 45 more. */
+		for (int field = 3; p && field <= 51; field++) {
+			p += field == 3 ? 2 : 1;
+			char *end = p + strcspn(p, " \n");
+			char save = *end;
+			*end = '\0';
+			uint64_t x;
+			if (field >= 48 && kiln_parse_u64(p, 10, 0, UINTPTR_MAX, &x) == 0)
+				v[field - 48] = (uintptr_t)x;
+			*end = save;
+			p = *end ? end : NULL;
+		}
+		for (int i = 0; i < 4; i++)
+			atomic_store(&cached[i], v[i]);
+		atomic_store(&done, true);
+	}
+	for (int i = 0; i < 4; i++)
+		ret[i] = atomic_load(&cached[i]);
+}
+
 /* --- the run ----------------------------------------------------------- */
 
 struct run {
@@ -276,6 +332,8 @@ struct run {
 	struct sb_mount_fd *binds;
 	size_t n_binds;
 	char **envp;
+	char **argv; /* copies for the child: see sb_plan.arg_start */
+	char *workdir, *hostname;
 	pid_t pid;
 	int pidfd;
 	int sync_w, err_r, status_r, out_r, errout_r;
@@ -293,14 +351,19 @@ static void run_free(struct run *r)
 	}
 	sb_cgroup_destroy(r->cg);
 	safe_close(r->root_fd);
-	for (size_t i = 0; i < r->n_binds; i++)
+	for (size_t i = 0; i < r->n_binds; i++) {
 		safe_close(r->binds[i].fd);
+		free((char *)r->binds[i].dst);
+	}
 	free(r->binds);
 	if (r->work_tmp) {
 		kiln_rmtree(r->work_tmp);
 		free(r->work_tmp);
 	}
 	strv_free(r->envp);
+	strv_free(r->argv);
+	free(r->workdir);
+	free(r->hostname);
 	safe_close(r->pidfd);
 	safe_close(r->sync_w);
 	safe_close(r->err_r);
@@ -337,6 +400,33 @@ static void apply_defaults(struct kiln_sandbox_spec *s)
 		s->hostname = "kiln";
 }
 
+struct layer_fds {
+	int *fd;
+	size_t n;
+};
+
+static void layer_fds_closep(struct layer_fds *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		safe_close(l->fd[i]);
+	free(l->fd);
+}
+
+/* Opens the directory path into l and appends "/proc/self/fd/N" to out
+ * (after a ':' when sep is given). */
+static int layer_ref(struct layer_fds *l, const char *path, struct kiln_buf *sep,
+                     struct kiln_buf *out)
+{
+	int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	l->fd[l->n++] = fd;
+	if (sep)
+		kiln_buf_putc(sep, ':');
+	kiln_buf_printf(out, "/proc/self/fd/%d", fd);
+	return 0;
+}
+
 static int prepare_root(struct run *r, struct kiln_error **err)
 {
 	const struct kiln_sandbox_spec *s = &r->s;
@@ -353,19 +443,6 @@ static int prepare_root(struct run *r, struct kiln_error **err)
 			                            s->layers[0]);
 		return 0;
 	}
-	struct kiln_buf lower = KILN_BUF_INIT;
-	for (size_t i = 0; i < s->n_layers; i++) {
-		struct stat st;
-		if (stat(s->layers[i], &st) < 0 || !S_ISDIR(st.st_mode)) {
-			kiln_buf_free(&lower);
-			return kiln_error_set_errno(err, errno ? errno : ENOTDIR, "root layer %s",
-			                            s->layers[i]);
-		}
-		if (i)
-			kiln_buf_putc(&lower, ':');
-		kiln_buf_puts(&lower, s->layers[i]);
-	}
-	_cleanup_free_ char *lowerdirs = kiln_buf_steal(&lower, NULL);
 	const char *work = s->work_dir;
 	if (s->upper_dir && !work) {
 		size_t n = strlen(s->upper_dir);
@@ -381,19 +458,50 @@ static int prepare_root(struct run *r, struct kiln_error **err)
 		}
 		work = r->work_tmp;
 	}
+	/* overlayfs shows its options in /proc/self/mountinfo, which the build
+	 * reads: given as host paths they named the state directory, the build
+	 * id and every base. Each directory is opened here and named as
+	 * /proc/self/fd/N instead — overlayfs resolves the name once, at
+	 * fsconfig, and keeps the string, which says nothing. */
+	_cleanup_(layer_fds_closep) struct layer_fds fds = {xcalloc(s->n_layers + 2, sizeof(int)),
+	                                                    0};
+	struct kiln_buf lower = KILN_BUF_INIT;
+	for (size_t i = 0; i < s->n_layers; i++) {
+		int e = layer_ref(&fds, s->layers[i], i ? &lower : NULL, &lower);
+		if (e < 0) {
+			kiln_buf_free(&lower);
+			return kiln_error_set_errno(err, -e, "root layer %s", s->layers[i]);
+		}
+	}
+	_cleanup_free_ char *lowerdirs = kiln_buf_steal(&lower, NULL);
+	struct kiln_buf upper = KILN_BUF_INIT, workb = KILN_BUF_INIT;
+	if (s->upper_dir) {
+		int e = layer_ref(&fds, s->upper_dir, NULL, &upper);
+		if (e >= 0)
+			e = layer_ref(&fds, work, NULL, &workb);
+		if (e < 0) {
+			kiln_buf_free(&upper);
+			kiln_buf_free(&workb);
+			return kiln_error_set_errno(err, -e, "overlay upper %s", s->upper_dir);
+		}
+	}
+	_cleanup_free_ char *upperdir = s->upper_dir ? kiln_buf_steal(&upper, NULL) : NULL;
+	_cleanup_free_ char *workdir = s->upper_dir ? kiln_buf_steal(&workb, NULL) : NULL;
 	_cleanup_close_ int fs = fsopen("overlay", FSOPEN_CLOEXEC);
 	if (fs < 0)
 		return kiln_error_set_errno(err, errno, "overlayfs");
 	struct {
-		const char *k, *v;
-	} opts[] = {{"lowerdir", lowerdirs}, {"upperdir", s->upper_dir}, {"workdir", work}};
+		const char *k, *v, *named;
+	} opts[] = {{"lowerdir", lowerdirs, s->layers[0]},
+	            {"upperdir", upperdir, s->upper_dir},
+	            {"workdir", workdir, work}};
 	for (size_t i = 0; i < ELEMENTSOF(opts); i++)
 		if (opts[i].v && fsconfig(fs, FSCONFIG_SET_STRING, opts[i].k, opts[i].v, 0) < 0)
-			return kiln_error_set_errno(err, errno, "overlayfs %s=%s", opts[i].k,
-			                            opts[i].v);
+			return kiln_error_set_errno(err, errno, "overlayfs %s (%s)", opts[i].k,
+			                            opts[i].named);
 	if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-		return kiln_error_set_errno(err, errno, "cannot mount overlayfs (lowerdir=%s)",
-		                            lowerdirs);
+		return kiln_error_set_errno(err, errno, "cannot mount overlayfs (top layer %s)",
+		                            s->layers[0]);
 	if (s->read_only || !s->upper_dir)
 		attrs |= MOUNT_ATTR_RDONLY;
 	r->root_fd = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
@@ -417,7 +525,9 @@ static int prepare_binds(struct run *r, struct kiln_error **err)
 		int fd = open_tree(AT_FDCWD, b->src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
 		if (fd < 0)
 			return kiln_error_set_errno(err, errno, "bind source %s", b->src);
-		r->binds[r->n_binds++] = (struct sb_mount_fd){fd, b->dst, S_ISDIR(st.st_mode)};
+		/* dst copied: the child overwrites kiln's argv, where it may point. */
+		r->binds[r->n_binds++] =
+		    (struct sb_mount_fd){fd, xstrdup(b->dst), S_ISDIR(st.st_mode)};
 		/* nosuid,nodev always: a writable bind is how a build would plant a
 		 * setuid binary or device node for the host to trip over. */
 		struct mount_attr a = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
@@ -621,9 +731,19 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 	if ((e = prepare_root(r, err)) < 0 || (e = prepare_binds(r, err)) < 0)
 		return e;
 	r->envp = build_env(s);
+	size_t argc = 0;
+	while (s->argv[argc])
+		argc++;
+	r->argv = xcalloc(argc + 1, sizeof(char *));
+	for (size_t i = 0; i < argc; i++)
+		r->argv[i] = xstrdup(s->argv[i]);
+	r->workdir = s->workdir ? xstrdup(s->workdir) : NULL;
+	r->hostname = xstrdup(s->hostname);
+	uintptr_t area[4];
+	arg_area(area);
 
 	int sync[2], errp[2], status[2], out[2], errout[2];
-	if ((e = make_pipe(sync)) < 0 || (e = make_pipe(errp)) < 0 || (e = make_pipe(status)) < 0 ||
+	if ((e = make_sync(sync)) < 0 || (e = make_pipe(errp)) < 0 || (e = make_pipe(status)) < 0 ||
 	    (e = make_pipe(out)) < 0 || (e = make_pipe(errout)) < 0)
 		return kiln_error_set_errno(err, -e, "pipe");
 	r->sync_w = sync[1], r->err_r = errp[0], r->status_r = status[0], r->out_r = out[0],
@@ -651,19 +771,23 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 	    .errout_fd = errout[1],
 	    .host_network = s->host_network,
 	    .no_sys = s->no_sys,
-	    .hostname = s->hostname,
+	    .hostname = r->hostname,
 	    .tmpfs_size = tmpfs_size,
-	    .argv = (char *const *)s->argv,
+	    .argv = r->argv,
 	    .envp = r->envp,
 	    .path = env_path(r->envp),
 	    .uid = s->uid,
 	    .gid = s->gid,
-	    .workdir = s->workdir,
+	    .workdir = r->workdir,
 	    .nofile = s->nofile,
 	    .cap_last = cap_last(),
 	    .caps_keep = keep,
 	    .seccomp = filter,
 	    .seccomp_personality = personality,
+	    .arg_start = area[0],
+	    .arg_end = area[1],
+	    .env_start = area[2],
+	    .env_end = area[3],
 	};
 
 	/* The cgroup namespace is unshared by the child once it is in its
@@ -688,12 +812,14 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 		return e;
 	/* Phase 1: the child sets up its mounts while we create its cgroups
 	 * (two CPUs at work); phase 2 below lets it start the command. */
-	if (write(r->sync_w, "1", 1) != 1)
+	if (!send_sync(r->sync_w, '1'))
 		return kiln_error_set_errno(err, errno, "cannot start the sandbox");
 	if ((e = sb_cgroup_create(id, s->memory_bytes, s->cpus, s->pids_max, &r->cg, err)) < 0 ||
 	    (e = sb_cgroup_attach(r->cg, pid, err)) < 0)
 		return e;
-	if (write(r->sync_w, "2", 1) != 1)
+	/* EPIPE: the child failed during its setup and is gone; supervise()
+	 * below collects the error it reported. */
+	if (!send_sync(r->sync_w, '2') && errno != EPIPE)
 		return kiln_error_set_errno(err, errno, "cannot start the sandbox");
 	/* Orphans of a kiln killed with SIGKILL are removed now, while the
 	 * command runs, instead of before the clone where it delayed the start.

@@ -100,6 +100,30 @@ static const uint64_t clone_ns_flags[] = {
     CLONE_NEWIPC,  CLONE_NEWUTS, CLONE_NEWCGROUP,
 };
 
+/* Socket families a build never needs, denied as if the kernel lacked them
+ * (EAFNOSUPPORT, which programs already handle: shadow's useradd goes on
+ * without audit, for one, where EPERM makes it abort). A build keeps
+ * AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK with NETLINK_ROUTE
+ * (getifaddrs, ip). Everything else is denied by value: the numbers below
+ * AF_NETLINK that are not allowed, and every number above it:
+ *  - AF_VSOCK is not isolated by the network namespace: a sandbox shared the
+ *    host's vsock port space, which on a VM reaches the hypervisor's agents;
+ *  - AF_PACKET, AF_BLUETOOTH, AF_CAN, AF_TIPC, AF_RDS, AF_ALG, AF_XDP, AF_KEY,
+ *    AF_X25, AF_AX25, ...: raw links, host radios and protocol modules that a
+ *    build has no use for and that are a steady source of kernel holes
+ *    (AF_PACKET CVE-2017-7308, CVE-2020-14386; AF_CAN CVE-2021-3609; AF_RDS
+ *    CVE-2019-11815; AF_VSOCK CVE-2021-26708); a socket() of one also loads
+ *    its module on demand.
+ * The comparisons are on the full 64-bit argument, so a value with high bits
+ * set (which the kernel truncates to an int) is above AF_NETLINK: denied. */
+static const uint64_t denied_families_below_netlink[] = {
+    0 /* AF_UNSPEC */, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15 /* AF_KEY */,
+};
+#define FAMILY_NETLINK 16u
+/* Netlink protocols other than NETLINK_ROUTE (0): audit, uevents of the host's
+ * devices (NETLINK_KOBJECT_UEVENT), generic netlink families, netfilter,
+ * xfrm, sock_diag (which lists sockets), ... Denied with EPROTONOSUPPORT. */
+
 static int export_c(scmp_filter_ctx ctx, const char *out);
 static int export_c(scmp_filter_ctx ctx, const char *out)
 {
@@ -160,6 +184,21 @@ static int build_main(const char *out)
 		r = seccomp_rule_add(
 		    ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
 		    SCMP_A0(SCMP_CMP_MASKED_EQ, clone_ns_flags[i], clone_ns_flags[i]));
+	static const int socket_calls[] = {SCMP_SYS(socket), SCMP_SYS(socketpair)};
+	for (size_t c = 0; c < ELEMENTSOF(socket_calls) && r >= 0; c++) {
+		int nr = socket_calls[c];
+		for (size_t i = 0; i < ELEMENTSOF(denied_families_below_netlink) && r >= 0; i++)
+			r = seccomp_rule_add(
+			    ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), nr, 1,
+			    SCMP_A0(SCMP_CMP_EQ, denied_families_below_netlink[i]));
+		if (r >= 0)
+			r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), nr, 1,
+			                     SCMP_A0(SCMP_CMP_GT, FAMILY_NETLINK));
+		if (r >= 0)
+			r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPROTONOSUPPORT), nr, 2,
+			                     SCMP_A0(SCMP_CMP_EQ, FAMILY_NETLINK),
+			                     SCMP_A2(SCMP_CMP_NE, 0));
+	}
 	/* clone3 passes its flags in memory, where a filter cannot look; ENOSYS
 	 * makes libc fall back to clone(2), whose flags the rules above check. */
 	if (r >= 0)

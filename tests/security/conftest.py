@@ -38,7 +38,7 @@ def make_root(base, owner=ID_BASE):
     shutil.copy2(probe_path(), base / "probe")
     shutil.copy2(BUSYBOX, base / "bin" / "busybox")
     for applet in ["sh", "cat", "echo", "ls", "id", "sleep", "touch", "mkdir", "env", "kill",
-                   "true", "false", "hostname", "stat", "wc", "head", "dd", "ps"]:
+                   "true", "false", "hostname", "stat", "wc", "head", "dd", "ps", "grep", "yes"]:
         os.symlink("busybox", base / "bin" / applet)
     (base / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     for root, dirs, files in os.walk(base):

@@ -133,6 +133,9 @@ static void check_files(void)
 	expect_errno("read_kcore", fd, errno, EACCES, ENOENT);
 	fd = open("/proc/kallsyms", O_RDONLY);
 	expect_errno("read_kallsyms", fd, errno, EACCES, ENOENT);
+	/* The host kernel's command line (on a VM: the hypervisor agent's flags). */
+	fd = open("/proc/cmdline", O_RDONLY);
+	expect_errno("read_proc_cmdline", fd, errno, EACCES, EACCES);
 	/* PID 1 holds a copy of kiln; its exe is kiln's binary on the host. */
 	fd = open("/proc/1/exe", O_RDONLY);
 	expect_errno("open_init_exe", fd, errno, EACCES, EPERM);
@@ -231,6 +234,86 @@ static void check_syscalls(void)
 	expect_errno("raise_rlimit_nofile", rc, errno, EPERM, EPERM);
 	getrlimit(RLIMIT_CORE, &rl);
 	report("rlimit_core_zero", rl.rlim_max == 0, "core hard=%lu", (unsigned long)rl.rlim_max);
+}
+
+/* Socket families a build never needs: denied by the seccomp filter as if
+ * the kernel lacked them (EAFNOSUPPORT), netlink protocols other than
+ * NETLINK_ROUTE with EPROTONOSUPPORT. The kernel alone answers differently
+ * (a vsock socket is created; AF_PACKET says EPERM without CAP_NET_RAW). */
+static void check_sockets(void)
+{
+	static const struct {
+		const char *name;
+		int family, type, proto;
+	} deny[] = {
+	    {"socket_vsock", 40 /* AF_VSOCK */, SOCK_STREAM, 0},
+	    {"socket_vsock_dgram", 40, SOCK_DGRAM, 0},
+	    {"socket_packet", AF_PACKET, SOCK_RAW, 0},
+	    {"socket_packet_dgram", AF_PACKET, SOCK_DGRAM, 0},
+	    {"socket_bluetooth", 31 /* AF_BLUETOOTH */, SOCK_RAW, 1 /* BTPROTO_HCI */},
+	    {"socket_alg", 38 /* AF_ALG */, SOCK_SEQPACKET, 0},
+	    {"socket_xdp", 44 /* AF_XDP */, SOCK_RAW, 0},
+	    {"socket_key", 15 /* AF_KEY */, SOCK_RAW, 2 /* PF_KEY_V2 */},
+	    {"socket_can", 29 /* AF_CAN */, SOCK_RAW, 1 /* CAN_RAW */},
+	    {"socket_tipc", 30 /* AF_TIPC */, SOCK_RDM, 0},
+	    {"socket_rds", 21 /* AF_RDS */, SOCK_SEQPACKET, 0},
+	    {"socket_appletalk", 5 /* AF_APPLETALK */, SOCK_DGRAM, 0},
+	    {"socket_ax25", 3 /* AF_AX25 */, SOCK_SEQPACKET, 0},
+	    {"socket_x25", 9 /* AF_X25 */, SOCK_SEQPACKET, 0},
+	    {"socket_llc", 26 /* AF_LLC */, SOCK_DGRAM, 0},
+	    {"socket_mctp", 45 /* AF_MCTP */, SOCK_DGRAM, 0},
+	};
+	for (size_t i = 0; i < sizeof(deny) / sizeof(deny[0]); i++) {
+		int s = socket(deny[i].family, deny[i].type | SOCK_CLOEXEC, deny[i].proto);
+		expect_errno(deny[i].name, s, errno, EAFNOSUPPORT, EAFNOSUPPORT);
+		if (s >= 0)
+			close(s);
+	}
+	/* The kernel reads the family as an int: high bits must not get a
+	 * denied family past a filter that compares 64 bits. */
+	long s = syscall(SYS_socket, 40UL | (1UL << 32), SOCK_STREAM, 0);
+	expect_errno("socket_vsock_high_bits", s, errno, EAFNOSUPPORT, EAFNOSUPPORT);
+	if (s >= 0)
+		close((int)s);
+	int sv[2];
+	long rc = socketpair(40, SOCK_STREAM, 0, sv);
+	expect_errno("socketpair_vsock", rc, errno, EAFNOSUPPORT, EAFNOSUPPORT);
+	static const struct {
+		const char *name;
+		int proto;
+	} nl[] = {
+	    {"netlink_audit", 9},      {"netlink_kobject_uevent", 15}, {"netlink_generic", 16},
+	    {"netlink_sock_diag", 4},  {"netlink_netfilter", 12},      {"netlink_xfrm", 6},
+	    {"netlink_connector", 11}, {"netlink_selinux", 7},
+	};
+	for (size_t i = 0; i < sizeof(nl) / sizeof(nl[0]); i++) {
+		int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, nl[i].proto);
+		expect_errno(nl[i].name, fd, errno, EPROTONOSUPPORT, EPROTONOSUPPORT);
+		if (fd >= 0)
+			close(fd);
+	}
+	/* What builds do need still works. */
+	static const struct {
+		const char *name;
+		int family, type, proto;
+	} allow[] = {
+	    {"socket_unix_allowed", AF_UNIX, SOCK_STREAM, 0},
+	    {"socket_inet_allowed", AF_INET, SOCK_STREAM, 0},
+	    {"socket_inet6_allowed", AF_INET6, SOCK_DGRAM, 0},
+	    {"netlink_route_allowed", AF_NETLINK, SOCK_RAW, 0},
+	};
+	for (size_t i = 0; i < sizeof(allow) / sizeof(allow[0]); i++) {
+		int fd = socket(allow[i].family, allow[i].type | SOCK_CLOEXEC, allow[i].proto);
+		report(allow[i].name, fd >= 0, "fd=%d errno=%d", fd, fd < 0 ? errno : 0);
+		if (fd >= 0)
+			close(fd);
+	}
+	rc = socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+	report("socketpair_unix_allowed", rc == 0, "rc=%ld", rc);
+	if (rc == 0) {
+		close(sv[0]);
+		close(sv[1]);
+	}
 }
 
 static void check_fds_cwd(void)
@@ -386,6 +469,7 @@ int main(int argc, char **argv)
 		check_files();
 		check_procs();
 		check_syscalls();
+		check_sockets();
 		check_fds_cwd();
 		check_status();
 		printf("done failures=%d\n", failures);

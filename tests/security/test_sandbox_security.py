@@ -34,7 +34,7 @@ def probe_lines(out):
 EXPECTED_CHECKS = {
     "net_tcp_internet", "net_tcp_host_loopback", "net_udp_internet", "net_only_lo",
     "read_host_shadow", "write_root", "write_sysrq_trigger", "write_proc_sys", "read_kcore",
-    "read_kallsyms", "open_init_exe", "open_init_mem", "mknod_block", "mknod_char_dev_mem",
+    "read_kallsyms", "read_proc_cmdline", "open_init_exe", "open_init_mem", "mknod_block", "mknod_char_dev_mem",
     "host_processes_hidden", "ptrace_traceme", "ptrace_attach_init", "mount_tmpfs",
     "umount_mask", "fsopen", "unshare_user", "unshare_mount", "clone_newuser", "clone3", "setns",
     "keyctl", "add_key", "bpf", "perf_event_open", "finit_module", "init_module",
