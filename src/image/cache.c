@@ -15,6 +15,7 @@
 #include "store/cas.h"
 #include "util/alloc.h"
 #include "util/fs.h"
+#include "util/parse.h"
 
 int kiln_image_build_key(const struct kiln_recipe *r, const char *context_path,
                          char ret[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err)
@@ -79,11 +80,22 @@ int kiln_image_cache_lookup(const char *state_dir, const char *build_key, const 
 		if (!nl)
 			break;
 		*nl = '\0';
-		char name[256], hex[KILN_SHA256_HEX_LEN + 1];
-		unsigned long long size = 0;
 		/* The file is kiln's own, but read it as untrusted all the same. */
-		if (sscanf(line, "%255s %64s %llu", name, hex, &size) != 3 || !safe_name(name) ||
-		    strlen(hex) != KILN_SHA256_HEX_LEN || !kiln_cas_has(state_dir, hex)) {
+		struct kiln_span f[3];
+		struct kiln_span rest;
+		uint64_t size = 0;
+		if (kiln_split_fields(line, (size_t)(nl - line), f, 3, &rest) != 3 || rest.len ||
+		    f[0].len > 255 || f[1].len != KILN_SHA256_HEX_LEN ||
+		    kiln_parse_span_u64(f[2], 0, UINT64_MAX, &size) < 0) {
+			rc = -ENOENT;
+			break;
+		}
+		char name[256], hex[KILN_SHA256_HEX_LEN + 1];
+		memcpy(name, f[0].p, f[0].len);
+		name[f[0].len] = '\0';
+		memcpy(hex, f[1].p, f[1].len);
+		hex[f[1].len] = '\0';
+		if (!safe_name(name) || !kiln_cas_has(state_dir, hex)) {
 			rc = -ENOENT;
 			break;
 		}
@@ -217,9 +229,24 @@ static bool tl_parse(const char *line, size_t len, struct tl *t)
 		return false;
 	memcpy(t->path, line, (size_t)(tab - line));
 	t->path[tab - line] = '\0';
-	_cleanup_free_ char *rest = xstrndup(tab + 1, len - (size_t)(tab - line) - 1);
-	return sscanf(rest, "%3s %7s %31s %31s %31s %4095[^\n]", t->type, t->mode, t->owner,
-	              t->mtime, t->size, t->what) == 6;
+	struct kiln_span f[5], rest;
+	const char *s = tab + 1;
+	if (kiln_split_fields(s, len - (size_t)(s - line), f, 5, &rest) != 5 || rest.len == 0)
+		return false;
+	char *dst[5] = {t->type, t->mode, t->owner, t->mtime, t->size};
+	size_t cap[5] = {sizeof(t->type), sizeof(t->mode), sizeof(t->owner), sizeof(t->mtime),
+	                 sizeof(t->size)};
+	for (size_t i = 0; i < 5; i++) {
+		if (f[i].len >= cap[i])
+			return false;
+		memcpy(dst[i], f[i].p, f[i].len);
+		dst[i][f[i].len] = '\0';
+	}
+	if (rest.len >= sizeof(t->what))
+		return false;
+	memcpy(t->what, rest.p, rest.len);
+	t->what[rest.len] = '\0';
+	return true;
 }
 
 char *kiln_image_tree_diff(const char *a, const char *b, size_t max)

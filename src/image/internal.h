@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "image/image.h"
 #include "sandbox/sandbox.h"
@@ -50,6 +51,141 @@ int kiln_image_cache_record(const char *state_dir, const struct kiln_image_resul
                             struct kiln_error **err);
 /* The listing of kiln_image_result.tree for the tree at root. */
 char *kiln_image_tree_list(const char *root);
+
+/* ---- one build: its context, shared by the pipeline's files ------------- */
+
+/* One package: "name version arch sha256 [file]" (file: the .deb's name in
+ * the fetch directory, lock entries only). */
+struct kiln_pkg {
+	char *name, *version, *arch, *sha256, *file;
+};
+
+struct kiln_pkglist {
+	struct kiln_pkg *v;
+	size_t n;
+};
+
+/* Everything one kiln_image_build holds, owned by build.c's driver (set up
+ * before the first phase, released by build_clear) and read or filled by the
+ * phases in packages.c, steps.c, hygiene.c and outputs.c. */
+struct build {
+	/* What was asked: the caller's options and recipe (not owned), and the
+	 * hooks the sandbox runs get (the caller's log, with the warning routed
+	 * through the build so that it fires once). */
+	const struct kiln_image_build_opts *o;
+	const struct kiln_recipe *r;
+	struct kiln_image_hooks hooks;
+
+	/* The base: its root tree (a lower layer of every run) and digest. */
+	char *base_tree;
+	char base_digest[KILN_SHA256_HEX_LEN + 1];
+	char build_key[KILN_SHA256_HEX_LEN + 1];
+
+	/* Scratch under state_dir/builds/<id>, removed with the build: the
+	 * image's upper layer, the fetch directory, the merged root and
+	 * overlayfs workdir (normalize phase on), the extracted context (NULL
+	 * without one). lock_fd holds the flock that tells the stale-scratch
+	 * cleanup this build is alive. */
+	char *scratch, *upper, *debs, *merged, *work, *context;
+	int lock_fd;
+	bool mounted; /* merged is mounted (in this thread's namespace) */
+	int rootfd;   /* O_DIRECTORY fd of merged once mounted, else -1 */
+
+	/* Packages: the lock (what fetch resolved and verified, what install
+	 * takes) and what the finished image has installed (for the SBOM). */
+	struct kiln_pkglist lock;
+	struct kiln_pkglist installed;
+
+	/* Time and progress: the build's start (monotonic for its limit, wall
+	 * clock for mtime clamping), whether the warning fired, the "[i/n]"
+	 * counter (total derived from the phase table). */
+	struct timespec start;
+	int64_t start_wall;
+	bool warned;
+	unsigned step, total;
+
+	/* Step state carried from one step to the next: ENV (plus HOME and the
+	 * image's TZ), USER, WORKDIR. */
+	char **env;
+	size_t n_env;
+	uid_t uid;
+	gid_t gid;
+	char *workdir;
+
+	/* Hygiene and outputs: files found leaking the build's date/host/id,
+	 * the squashfs (in out_dir, or in scratch when only the ISO wants it),
+	 * and the result handed to the caller. */
+	size_t leaks;
+	char *squashfs;
+	struct kiln_image_result *res;
+};
+
+/* build.c: the context's services for the phases. */
+/* The "[i/n]" total of b: the sum of the progress lines of every phase b
+ * wants, from the phase table. */
+unsigned kiln_image_progress_total(const struct build *b);
+double kiln_image_elapsed_s(const struct build *b);
+/* Counts and reports the next "[i/n]" line; a phase calls it as many times
+ * as its row in the phase table says. */
+void kiln_image_progress(struct build *b, const char *fmt, ...) _printf_(2, 3);
+bool kiln_image_cancelled(const struct build *b);
+/* Whole seconds, rounded up (x >= 0). */
+unsigned kiln_image_secs_up(double x);
+/* Runs r with the time left: the step's own limit (0: none) or what remains
+ * of the build's, whichever is shorter; the build's warning fires inside it.
+ * A run with an upper layer clamps it first (hygiene.c). */
+int kiln_image_run_timed(struct build *b, struct kiln_image_run *r, unsigned step_limit,
+                         struct kiln_error **err);
+/* `sh -c script kiln extra_args...` over the image (base + upper) as root. */
+int kiln_image_script(struct build *b, const char *what, const char *script,
+                      const char *const *extra_args, const struct kiln_sandbox_bind *binds,
+                      size_t n_binds, struct kiln_buf *capture, unsigned step_limit,
+                      struct kiln_error **err);
+int kiln_image_write_text(const char *path, const char *data, size_t len, mode_t mode,
+                          struct kiln_error **err);
+/* Mounts the merged root (base + upper) in a private mount namespace of the
+ * calling thread and opens b->rootfd. */
+int kiln_image_mount_merged(struct build *b, struct kiln_error **err);
+
+/* packages.c: package lists, fetch, lock, stage, install, list installed. */
+void kiln_image_pkglist_clear(struct kiln_pkglist *l);
+/* Parses "name version arch sha256 [file]" lines (file required when
+ * want_file); fields are separated by single spaces, empty lines skipped.
+ * *ret is set only on success. */
+int kiln_image_pkglist_parse(const char *text, bool want_file, struct kiln_pkglist *ret,
+                             struct kiln_error **err);
+/* Scratch directory recording the initrds the install generated. */
+char *kiln_image_initrd_record_dir(const struct build *b);
+int kiln_image_phase_fetch(struct build *b, struct kiln_error **err);
+int kiln_image_phase_install(struct build *b, struct kiln_error **err);
+int kiln_image_phase_list_installed(struct build *b, struct kiln_error **err);
+
+/* steps.c: overlays, context, the recipe's steps, time zone, locale,
+ * healthcheck. */
+/* Sets (or replaces) k=v in the steps' environment. */
+void kiln_image_env_set(struct build *b, const char *k, const char *v);
+int kiln_image_phase_overlays(struct build *b, struct kiln_error **err);
+int kiln_image_phase_context(struct build *b, struct kiln_error **err);
+int kiln_image_phase_timezone(struct build *b, struct kiln_error **err);
+int kiln_image_phase_locale(struct build *b, struct kiln_error **err);
+int kiln_image_phase_steps(struct build *b, struct kiln_error **err);
+int kiln_image_phase_healthcheck(struct build *b, struct kiln_error **err);
+
+/* hygiene.c: mtime clamping, the leak scan, initramfs repack, normalize. */
+int kiln_image_clamp_tree(struct build *b, const char *dir, struct kiln_error **err);
+int kiln_image_clamp_upper(struct build *b, struct kiln_error **err);
+void kiln_image_scan_leaks(struct build *b);
+int kiln_image_phase_initramfs(struct build *b, struct kiln_error **err);
+int kiln_image_phase_normalize(struct build *b, struct kiln_error **err);
+
+/* outputs.c: tar, squashfs and ISO hand-off to emit.c, SBOM, manifest, the
+ * artifact list and the cache record. */
+int kiln_image_phase_tar(struct build *b, struct kiln_error **err);
+int kiln_image_phase_squashfs(struct build *b, struct kiln_error **err);
+int kiln_image_phase_iso(struct build *b, struct kiln_error **err);
+int kiln_image_phase_sbom(struct build *b, struct kiln_error **err);
+int kiln_image_phase_manifest(struct build *b, struct kiln_error **err);
+int kiln_image_phase_record(struct build *b, struct kiln_error **err);
 
 #define KILN_IMAGE_ID_BASE 100000u
 /* The base tree's fixed SOURCE_DATE_EPOCH (2020-01-01): bases are shared by

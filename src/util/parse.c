@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 int kiln_parse_u64(const char *s, int base, uint64_t min, uint64_t max, uint64_t *ret)
 {
@@ -43,4 +44,34 @@ int kiln_parse_int(const char *s, int min, int max, int *ret)
 		return r;
 	*ret = (int)v;
 	return 0;
+}
+
+size_t kiln_split_fields(const char *s, size_t len, struct kiln_span *f, size_t max,
+                         struct kiln_span *ret_rest)
+{
+	size_t n = 0;
+	const char *p = s, *end = s + len;
+	for (;;) {
+		while (p < end && *p == ' ')
+			p++;
+		if (p == end || n == max)
+			break;
+		const char *sp = memchr(p, ' ', (size_t)(end - p));
+		const char *e = sp ? sp : end;
+		f[n++] = (struct kiln_span){p, (size_t)(e - p)};
+		p = e;
+	}
+	if (ret_rest)
+		*ret_rest = (struct kiln_span){p, (size_t)(end - p)};
+	return n;
+}
+
+int kiln_parse_span_u64(struct kiln_span s, uint64_t min, uint64_t max, uint64_t *ret)
+{
+	char buf[32];
+	if (s.len == 0 || s.len >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, s.p, s.len);
+	buf[s.len] = '\0';
+	return kiln_parse_u64(buf, 10, min, max, ret);
 }

@@ -27,6 +27,8 @@
 #include <jansson.h>
 
 #include "image/archive.h"
+#include "image/image.h"
+#include "image/internal.h"
 #include "image/normalize.h"
 #include "image/sbom.h"
 #include "image/tarball.h"
@@ -1185,6 +1187,106 @@ static void test_sbom(void **state)
 	free(c);
 }
 
+/* ---- the pipeline's pure helpers (image/internal.h) ---- */
+
+static void test_pkglist_parse(void **state)
+{
+	(void)state;
+	struct kiln_pkglist l = {NULL, 0};
+	const char *sha = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+	_cleanup_free_ char *text = xasprintf("bash 5.2-1 amd64 %s bash_5.2-1_amd64.deb\n"
+	                                      "\n"
+	                                      "libc6  2.36  amd64 %s   libc6.deb extra\n"
+	                                      "last 1 all none last.deb",
+	                                      sha, sha);
+	assert_int_equal(kiln_image_pkglist_parse(text, true, &l, NULL), 0);
+	assert_int_equal(l.n, 3);
+	assert_string_equal(l.v[0].name, "bash");
+	assert_string_equal(l.v[0].version, "5.2-1");
+	assert_string_equal(l.v[0].arch, "amd64");
+	assert_string_equal(l.v[0].sha256, sha);
+	assert_string_equal(l.v[0].file, "bash_5.2-1_amd64.deb");
+	/* runs of spaces separate fields; a sixth field is ignored */
+	assert_string_equal(l.v[1].name, "libc6");
+	assert_string_equal(l.v[1].version, "2.36");
+	assert_string_equal(l.v[1].file, "libc6.deb");
+	/* the last line needs no newline */
+	assert_string_equal(l.v[2].sha256, "none");
+	assert_string_equal(l.v[2].file, "last.deb");
+	kiln_image_pkglist_clear(&l);
+	assert_null(l.v);
+	assert_int_equal(l.n, 0);
+
+	/* without files: four fields suffice, and file stays NULL */
+	assert_int_equal(kiln_image_pkglist_parse("a 1 all x\nb 2 all y\n", false, &l, NULL), 0);
+	assert_int_equal(l.n, 2);
+	assert_null(l.v[1].file);
+	assert_string_equal(l.v[1].sha256, "y");
+	kiln_image_pkglist_clear(&l);
+
+	assert_int_equal(kiln_image_pkglist_parse("", true, &l, NULL), 0);
+	assert_int_equal(l.n, 0);
+
+	/* a short line is an error naming the whole line; *ret untouched */
+	struct kiln_pkglist untouched = {(struct kiln_pkg *)&untouched, 42};
+	_cleanup_error_ struct kiln_error *e = NULL;
+	assert_int_equal(
+	    kiln_image_pkglist_parse("a 1 all x a.deb\nb 2 all y\n", true, &untouched, &e),
+	    -EBADMSG);
+	assert_non_null(e);
+	assert_non_null(strstr(e->msg, "'b 2 all y'"));
+	assert_int_equal(untouched.n, 42);
+	kiln_error_free(TAKE_PTR(e));
+	assert_int_equal(kiln_image_pkglist_parse("a 1 all\n", false, &untouched, &e), -EBADMSG);
+	assert_int_equal(untouched.n, 42);
+}
+
+static void test_progress_total(void **state)
+{
+	(void)state;
+	struct kiln_recipe r = {0};
+	struct kiln_image_build_opts o = {0};
+	struct build b = {.o = &o, .r = &r};
+	/* fetch, install, overlays, timezone, locale, normalize */
+	assert_int_equal(kiln_image_progress_total(&b), 6);
+	r.outputs = KILN_OUTPUT_TAR;
+	assert_int_equal(kiln_image_progress_total(&b), 7);
+	r.n_steps = 3;
+	struct kiln_healthcheck hc = {0};
+	r.healthcheck = &hc;
+	assert_int_equal(kiln_image_progress_total(&b), 11);
+	/* the ISO's squashfs is reported only when it is an output itself */
+	r.outputs = KILN_OUTPUT_TAR | KILN_OUTPUT_ISO;
+	assert_int_equal(kiln_image_progress_total(&b), 12);
+	r.outputs = KILN_OUTPUT_TAR | KILN_OUTPUT_SQUASHFS | KILN_OUTPUT_ISO;
+	assert_int_equal(kiln_image_progress_total(&b), 13);
+	/* a context archive adds a phase but no progress line */
+	o.context_path = "/nonexistent";
+	assert_int_equal(kiln_image_progress_total(&b), 13);
+}
+
+static void test_tree_diff(void **state)
+{
+	(void)state;
+	const char *a = "/\td 0755 0:0 0 4096 -\n"
+	                "/etc/a\tf 0644 0:0 100 5 aaaaaaaaaaaaaaaa\n"
+	                "/etc/l\tl 0777 0:0 100 6 target with spaces\n"
+	                "/only-a\tf 0644 0:0 100 1 bbbbbbbbbbbb\n";
+	const char *b = "/\td 0755 0:0 0 4096 -\n"
+	                "/etc/a\tf 0600 0:0 100 5 aaaaaaaaaaaaaaaa\n"
+	                "/etc/l\tl 0777 0:0 100 6 target with spaces\n"
+	                "not a listing line\n"
+	                "/only-b\tf 0644 0:0 100 1 cccccccccccc\n";
+	_cleanup_free_ char *d = kiln_image_tree_diff(a, b, 10);
+	assert_string_equal(d, "  /etc/a: mode 0644 → 0600\n"
+	                       "  /only-a: only in the first build\n"
+	                       "  /only-b: only in the second build\n");
+	_cleanup_free_ char *d1 = kiln_image_tree_diff(a, b, 1);
+	assert_string_equal(d1, "  /etc/a: mode 0644 → 0600\n  ... and 2 more\n");
+	_cleanup_free_ char *same = kiln_image_tree_diff(a, a, 10);
+	assert_string_equal(same, "");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1205,6 +1307,9 @@ int main(void)
 	    cmocka_unit_test(test_tarball_id_range),
 	    cmocka_unit_test(test_normalize),
 	    cmocka_unit_test(test_sbom),
+	    cmocka_unit_test(test_pkglist_parse),
+	    cmocka_unit_test(test_progress_total),
+	    cmocka_unit_test(test_tree_diff),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -824,6 +824,36 @@ static void test_passwd_lookup(void **state)
 	assert_false(kiln_passwd_lookup("", "root", &id, NULL, NULL));
 }
 
+static void test_split_fields(void **state)
+{
+	(void)state;
+	struct kiln_span f[3], rest;
+	const char *s = "  one two   three four  five";
+	assert_int_equal(kiln_split_fields(s, strlen(s), f, 3, &rest), 3);
+	assert_int_equal(f[0].len, 3);
+	assert_memory_equal(f[0].p, "one", 3);
+	assert_memory_equal(f[1].p, "two", 3);
+	assert_int_equal(f[2].len, 5);
+	assert_memory_equal(f[2].p, "three", 5);
+	assert_int_equal(rest.len, strlen("four  five"));
+	assert_memory_equal(rest.p, "four  five", rest.len);
+	/* len bounds the input: nothing past it is read */
+	assert_int_equal(kiln_split_fields("ab cd", 2, f, 3, &rest), 1);
+	assert_int_equal(f[0].len, 2);
+	assert_int_equal(rest.len, 0);
+	assert_int_equal(kiln_split_fields("   ", 3, f, 3, NULL), 0);
+	assert_int_equal(kiln_split_fields("", 0, f, 3, &rest), 0);
+	assert_int_equal(rest.len, 0);
+
+	uint64_t v = 7;
+	assert_int_equal(kiln_parse_span_u64((struct kiln_span){"123x", 3}, 0, 1000, &v), 0);
+	assert_int_equal(v, 123);
+	assert_int_equal(kiln_parse_span_u64((struct kiln_span){"12", 0}, 0, 1000, &v), -EINVAL);
+	assert_int_equal(kiln_parse_span_u64((struct kiln_span){"1001", 4}, 0, 1000, &v), -ERANGE);
+	assert_int_equal(kiln_parse_span_u64((struct kiln_span){"-1", 2}, 0, 1000, &v), -EINVAL);
+	assert_int_equal(v, 123);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -849,6 +879,7 @@ int main(void)
 	    cmocka_unit_test(test_parse_u64),
 	    cmocka_unit_test(test_parse_i64),
 	    cmocka_unit_test(test_parse_int),
+	    cmocka_unit_test(test_split_fields),
 	    cmocka_unit_test_setup_teardown(test_fs_write_plain, tree_setup, tree_teardown),
 	    cmocka_unit_test_setup_teardown(test_fs_write_refuses_bad_names, tree_setup,
 	                                    tree_teardown),
