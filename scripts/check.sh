@@ -34,6 +34,12 @@ suite lint ./scripts/lint.sh
 suite unit meson test -C "$BUILD" --print-errorlogs
 # Heavy image tests (ISO builds, QEMU boots) are `make check-e2e`.
 suite integration pytests "$BUILD"
+# The API suite once more with every server on PostgreSQL (a server the tests
+# start themselves: tests/pglib.py). The normal build only, and without the
+# slow-client tests, which never touch the database: ~3 minutes.
+suite api-postgresql env KILN_TEST_DATABASE=postgresql KILN="$(pwd)/$BUILD/src/cli/kiln" \
+	"$PYTHON" -m pytest -q -p no:cacheprovider -rfE -m "not heavy" tests/api \
+	--ignore=tests/api/test_slow_clients.py
 # The web UI in Debian's Chromium (Playwright), against the real server.
 suite browser env KILN="$(pwd)/$BUILD/src/cli/kiln" tests/browser/run.sh
 

@@ -35,3 +35,39 @@ def kiln(kiln_bin):
         return p
 
     return run
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of this session (tests/pglib.py), started on first
+    use, stopped at the end; the same one KILN_TEST_DATABASE=postgresql runs
+    the API suite on."""
+    import pglib
+    if pglib.current:
+        yield pglib.current
+        return
+    pg = pglib.Postgres()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kiln_test_database():
+    """KILN_TEST_DATABASE=postgresql: every server the API suites start
+    (tests/api Server, `kiln token`) uses a PostgreSQL database of its own
+    instead of STATE/kiln.db (scripts/check.sh runs tests/api both ways)."""
+    which = os.environ.get("KILN_TEST_DATABASE", "sqlite")
+    if which not in ("sqlite", "postgresql"):
+        pytest.fail(f"KILN_TEST_DATABASE={which}: expected sqlite or postgresql")
+    if which == "sqlite":
+        yield
+        return
+    import pglib
+    pglib.current = pglib.Postgres()
+    try:
+        yield
+    finally:
+        pglib.current.stop()
+        pglib.current = None

@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -88,11 +89,13 @@ static int run(int argc, char **argv)
 		OPT_MAX_CONN,
 		OPT_MAX_CONN_CLIENT,
 		OPT_SHARED_CACHE,
+		OPT_DATABASE,
 	};
 	static const struct option opts[] = {
 	    {"help", no_argument, NULL, 'h'},
 	    {"listen", required_argument, NULL, 'l'},
 	    {"state-dir", required_argument, NULL, OPT_STATE},
+	    {"database", required_argument, NULL, OPT_DATABASE},
 	    {"workers", required_argument, NULL, OPT_WORKERS},
 	    {"no-auth", no_argument, NULL, OPT_NO_AUTH},
 	    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
@@ -113,7 +116,7 @@ static int run(int argc, char **argv)
 	};
 	const char *listen[MAX_LIST], *hosts[MAX_LIST], *origins[MAX_LIST];
 	struct kiln_http_config hc = {.access_log = stderr};
-	struct kiln_service_config sc = {0};
+	struct kiln_service_config sc = {.database = getenv("KILN_DATABASE")};
 	int c, r;
 	bool self_signed = false;
 	optind = 1;
@@ -125,6 +128,7 @@ static int run(int argc, char **argv)
 				return cli_usage_error(&kiln_cmd_serve, "too many --listen");
 			break;
 		case OPT_STATE: sc.state_dir = optarg; break;
+		case OPT_DATABASE: sc.database = optarg; break;
 		case OPT_WORKERS:
 			if ((r = parse_uint("--workers", optarg, 1, 256, &sc.workers)) != 0)
 				return r;
@@ -260,7 +264,8 @@ static int run(int argc, char **argv)
 const struct kiln_command kiln_cmd_serve = {
     .name = "serve",
     .summary = "run the build service (HTTP API)",
-    .usage = "Usage: kiln serve [--listen ADDR:PORT]... [--state-dir DIR] [--workers N]\n"
+    .usage = "Usage: kiln serve [--listen ADDR:PORT]... [--state-dir DIR] [--database URL]\n"
+             "                  [--workers N]\n"
              "                  [--no-auth] [--tls-cert FILE --tls-key FILE]\n"
              "                  [--redirect-http PORT] [--allowed-host HOST]...\n"
              "                  [--cors-origin ORIGIN]... [--rate-limit N] [--offline]\n"
@@ -274,6 +279,9 @@ const struct kiln_command kiln_cmd_serve = {
              "  -l, --listen ADDR:PORT   listen here (repeatable; default 127.0.0.1:8080;\n"
              "                           IPv6 as [::1]:8080; port 0 picks a free one)\n"
              "      --state-dir DIR      default $KILN_STATE_DIR or /var/lib/kiln\n"
+             "      --database URL       postgresql://USER@HOST/DB (several hosts share one\n"
+             "                           queue), sqlite:PATH or PATH (default\n"
+             "                           $KILN_DATABASE, else STATE/kiln.db)\n"
              "      --workers N          concurrent builds (default one per two cores)\n"
              "      --no-auth            no tokens: everyone is \"anonymous\" (loopback only)\n"
              "      --tls-cert FILE      PEM certificate: serve HTTPS\n"

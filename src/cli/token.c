@@ -1,5 +1,6 @@
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -19,9 +20,10 @@ static void fmt_time(int64_t us, char *out, size_t n)
 	strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static int open_db(const char *state, struct kiln_service **ret)
+static int open_db(const char *state, const char *database, struct kiln_service **ret)
 {
-	struct kiln_service_config cfg = {.state_dir = state, .no_workers = true};
+	struct kiln_service_config cfg = {
+	    .state_dir = state, .database = database, .no_workers = true};
 	_cleanup_error_ struct kiln_error *err = NULL;
 	int rc = cli_state_secure("token", state);
 	if (rc)
@@ -36,13 +38,12 @@ static int open_db(const char *state, struct kiln_service **ret)
 static int run(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"help", no_argument, NULL, 'h'},
-	    {"state-dir", required_argument, NULL, 's'},
-	    {"owner", required_argument, NULL, 'u'},
-	    {"name", required_argument, NULL, 'n'},
-	    {},
+	    {"help", no_argument, NULL, 'h'},           {"state-dir", required_argument, NULL, 's'},
+	    {"database", required_argument, NULL, 'd'}, {"owner", required_argument, NULL, 'u'},
+	    {"name", required_argument, NULL, 'n'},     {},
 	};
 	const char *state = NULL, *owner = NULL, *name = NULL;
+	const char *database = getenv("KILN_DATABASE");
 	const char *verb = NULL;
 	int c;
 	/* kiln token VERB [OPTIONS] [ARGS]: the verb comes first. */
@@ -56,6 +57,7 @@ static int run(int argc, char **argv)
 		switch (c) {
 		case 'h': cli_print_help(&kiln_cmd_token); return KILN_EXIT_OK;
 		case 's': state = optarg; break;
+		case 'd': database = optarg; break;
 		case 'u': owner = optarg; break;
 		case 'n': name = optarg; break;
 		default: return cli_usage_error(&kiln_cmd_token, "unknown option");
@@ -71,7 +73,7 @@ static int run(int argc, char **argv)
 	if (strcmp(verb, "create") == 0) {
 		if (optind != argc)
 			return cli_usage_error(&kiln_cmd_token, "create takes no arguments");
-		int rc = open_db(state, &s);
+		int rc = open_db(state, database, &s);
 		if (rc)
 			return rc;
 		char *secret = NULL;
@@ -93,7 +95,7 @@ static int run(int argc, char **argv)
 	if (strcmp(verb, "list") == 0) {
 		if (optind != argc)
 			return cli_usage_error(&kiln_cmd_token, "list takes no arguments");
-		int rc = open_db(state, &s);
+		int rc = open_db(state, database, &s);
 		if (rc)
 			return rc;
 		struct kiln_token_info *v = NULL;
@@ -121,7 +123,7 @@ static int run(int argc, char **argv)
 	if (strcmp(verb, "revoke") == 0) {
 		if (argc - optind != 1)
 			return cli_usage_error(&kiln_cmd_token, "revoke takes one token ID");
-		int rc = open_db(state, &s);
+		int rc = open_db(state, database, &s);
 		if (rc)
 			return rc;
 		if (kiln_service_token_revoke(s, argv[optind], &err) < 0) {
@@ -140,13 +142,17 @@ const struct kiln_command kiln_cmd_token = {
     .name = "token",
     .summary = "create, list and revoke API tokens",
     .usage = "Usage: kiln token create [--owner USER] [--name LABEL] [--state-dir DIR]\n"
-             "       kiln token list [--state-dir DIR]\n"
-             "       kiln token revoke ID [--state-dir DIR]\n"
+             "                         [--database URL]\n"
+             "       kiln token list [--state-dir DIR] [--database URL]\n"
+             "       kiln token revoke ID [--state-dir DIR] [--database URL]\n"
              "\n"
              "API tokens authenticate `kiln serve` clients (Authorization: Bearer TOKEN)\n"
              "and web UI sign-ins. A token acts as USER (default admin): a user sees and\n"
              "cancels only their own builds. `create` prints the secret once on stdout;\n"
              "the server stores only its SHA-256. Safe to run next to a running server.\n"
+             "\n"
+             "      --database URL   the server's database, as for kiln serve (default\n"
+             "                       $KILN_DATABASE, else STATE/kiln.db)\n"
              "\n"
              "Exit status: 0 success, 1 failure, 2 usage error.\n",
     .run = run,

@@ -572,16 +572,23 @@ int kiln_service_list(struct kiln_service *s, const char *owner, int status, con
 	int r;
 	if (cursor && (r = parse_cursor(cursor, &c_us, c_id, err)) < 0)
 		return r;
-	/* One statement per combination of filters (portable: no `$1 IS NULL`). */
+	/* One statement per combination of filters (portable: no `$1 IS NULL`),
+	 * numbered without gaps: PostgreSQL cannot type a parameter that the
+	 * statement does not use. */
 	struct kiln_buf q = KILN_BUF_INIT;
+	int np = 0, p_owner = 0, p_status = 0, p_cursor = 0;
 	kiln_buf_puts(&q, "SELECT " BUILD_COLS " FROM builds WHERE 1 = 1");
 	if (owner)
-		kiln_buf_puts(&q, " AND owner = $1");
+		kiln_buf_printf(&q, " AND owner = $%d", p_owner = ++np);
 	if (status >= 0)
-		kiln_buf_puts(&q, " AND status = $2");
-	if (cursor)
-		kiln_buf_puts(&q, " AND (created_us < $3 OR (created_us = $3 AND id < $4))");
-	kiln_buf_puts(&q, " ORDER BY created_us DESC, id DESC LIMIT $5");
+		kiln_buf_printf(&q, " AND status = $%d", p_status = ++np);
+	if (cursor) {
+		p_cursor = ++np;
+		np++;
+		kiln_buf_printf(&q, " AND (created_us < $%d OR (created_us = $%d AND id < $%d))",
+		                p_cursor, p_cursor, p_cursor + 1);
+	}
+	kiln_buf_printf(&q, " ORDER BY created_us DESC, id DESC LIMIT $%d", ++np);
 	_cleanup_free_ char *sql = kiln_buf_steal(&q, NULL);
 
 	struct kiln_build_info **v = NULL;
@@ -592,14 +599,14 @@ int kiln_service_list(struct kiln_service *s, const char *owner, int status, con
 	r = kiln_db_prepare(s->db, sql, &st, err);
 	if (r == 0) {
 		if (owner)
-			kiln_db_bind_text(st, 1, owner);
+			kiln_db_bind_text(st, p_owner, owner);
 		if (status >= 0)
-			kiln_db_bind_text(st, 2, status_names[status]);
+			kiln_db_bind_text(st, p_status, status_names[status]);
 		if (cursor) {
-			kiln_db_bind_int64(st, 3, c_us);
-			kiln_db_bind_text(st, 4, c_id);
+			kiln_db_bind_int64(st, p_cursor, c_us);
+			kiln_db_bind_text(st, p_cursor + 1, c_id);
 		}
-		kiln_db_bind_int64(st, 5, (int64_t)limit + 1);
+		kiln_db_bind_int64(st, np, (int64_t)limit + 1);
 		while ((r = kiln_db_step(st, err)) == 1) {
 			if (n == limit) {
 				more = true;

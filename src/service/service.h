@@ -78,7 +78,7 @@ static inline void kiln_build_info_freep(struct kiln_build_info **b)
 struct kiln_service_config {
 	const char *state_dir;
 	const char
-	    *database; /* NULL: sqlite in state_dir/kiln.db; "sqlite:PATH"; later "postgres://" */
+	    *database;     /* NULL: sqlite in state_dir/kiln.db; "sqlite:PATH"; "postgresql://" */
 	unsigned workers;  /* 0: one per two cores (at least 1) */
 	bool offline;      /* builds never fetch (warm store only) */
 	bool shared_cache; /* a completed build answers identical recipes of every

@@ -1,4 +1,5 @@
-/* store/db_sqlite.c — the SQLite backend of store/db.h.
+/* store/db_sqlite.c — the SQLite backend of store/db.h (the default: a
+ * single host needs no database server).
  *
  * Pragmas and why:
  *   journal_mode=WAL     readers never block the writer and vice versa; the
@@ -22,13 +23,13 @@
 
 #include <sqlite3.h>
 
-#include "store/db.h"
+#include "store/db_internal.h"
 #include "util/alloc.h"
 
 #define STMT_CACHE 64
 
-struct kiln_db_stmt {
-	struct kiln_db *db;
+struct sq_stmt {
+	struct kiln_db_stmt base; /* first: store/db_internal.h */
 	sqlite3_stmt *st;
 	char *sql;   /* cache key (owned) */
 	bool cached; /* lives in db->cache; else finalized when done */
@@ -36,9 +37,10 @@ struct kiln_db_stmt {
 	int bind_rc; /* first bind failure, reported by the next step */
 };
 
-struct kiln_db {
+struct sq_db {
+	struct kiln_db base; /* first: store/db_internal.h */
 	sqlite3 *h;
-	struct kiln_db_stmt cache[STMT_CACHE];
+	struct sq_stmt cache[STMT_CACHE];
 	size_t n_cache;
 };
 
@@ -55,20 +57,19 @@ static int map_rc(int rc)
 	}
 }
 
-static int db_error(struct kiln_db *db, int rc, struct kiln_error **err, const char *what)
+#define DB(d) ((struct sq_db *)(d))
+#define ST(s) ((struct sq_stmt *)(s))
+
+static int db_error(struct sq_db *db, int rc, struct kiln_error **err, const char *what)
 {
 	int r = map_rc(rc);
 	return kiln_error_set(err, -r, "database: %s: %s", what, sqlite3_errmsg(db->h));
 }
 
-int kiln_db_open(const char *url, struct kiln_db **ret, struct kiln_error **err)
+static const struct kiln_db_ops sqlite_ops;
+
+int kiln_db_sqlite_open(const char *path, struct kiln_db **ret, struct kiln_error **err)
 {
-	const char *path = url;
-	if (strncmp(url, "sqlite:", 7) == 0)
-		path = url + 7;
-	else if (strstr(url, "://"))
-		return kiln_error_set(err, EPROTONOSUPPORT,
-		                      "database %s: only SQLite is supported in this build", url);
 	/* Created 0600 before SQLite does (it would use 0644 less the umask):
 	 * the database holds recipes with their secrets, token and session rows
 	 * and the CSRF key. SQLite gives the -wal and -shm files the database's
@@ -90,7 +91,8 @@ int kiln_db_open(const char *url, struct kiln_db **ret, struct kiln_error **err)
 		sqlite3_close(h);
 		return r;
 	}
-	struct kiln_db *db = xcalloc(1, sizeof(*db));
+	struct sq_db *db = xcalloc(1, sizeof(*db));
+	db->base.ops = &sqlite_ops;
 	db->h = h;
 	sqlite3_busy_timeout(h, 5000);
 	static const char *const pragmas[] = {
@@ -103,18 +105,17 @@ int kiln_db_open(const char *url, struct kiln_db **ret, struct kiln_error **err)
 		if (rc != SQLITE_OK) {
 			int r = db_error(db, rc, err, pragmas[i]);
 			kiln_error_prefix(err, "%s", path);
-			kiln_db_close(db);
+			kiln_db_close(&db->base);
 			return r;
 		}
 	}
-	*ret = db;
+	*ret = &db->base;
 	return 0;
 }
 
-struct kiln_db *kiln_db_close(struct kiln_db *db)
+static struct kiln_db *sq_close(struct kiln_db *d)
 {
-	if (!db)
-		return NULL;
+	struct sq_db *db = DB(d);
 	for (size_t i = 0; i < db->n_cache; i++) {
 		sqlite3_finalize(db->cache[i].st);
 		free(db->cache[i].sql);
@@ -124,10 +125,10 @@ struct kiln_db *kiln_db_close(struct kiln_db *db)
 	return NULL;
 }
 
-int kiln_db_exec(struct kiln_db *db, const char *sql, struct kiln_error **err)
+static int sq_exec(struct kiln_db *d, const char *sql, struct kiln_error **err)
 {
 	char *msg = NULL;
-	int rc = sqlite3_exec(db->h, sql, NULL, NULL, &msg);
+	int rc = sqlite3_exec(DB(d)->h, sql, NULL, NULL, &msg);
 	if (rc == SQLITE_OK)
 		return 0;
 	int r = kiln_error_set(err, -map_rc(rc), "database: %s", msg ? msg : sqlite3_errstr(rc));
@@ -135,15 +136,16 @@ int kiln_db_exec(struct kiln_db *db, const char *sql, struct kiln_error **err)
 	return r;
 }
 
-int kiln_db_prepare(struct kiln_db *db, const char *sql, struct kiln_db_stmt **ret,
-                    struct kiln_error **err)
+static int sq_prepare(struct kiln_db *d, const char *sql, struct kiln_db_stmt **ret,
+                      struct kiln_error **err)
 {
+	struct sq_db *db = DB(d);
 	for (size_t i = 0; i < db->n_cache; i++) {
-		struct kiln_db_stmt *c = &db->cache[i];
+		struct sq_stmt *c = &db->cache[i];
 		if (!c->in_use && strcmp(c->sql, sql) == 0) {
 			c->in_use = true;
 			c->bind_rc = 0;
-			*ret = c;
+			*ret = &c->base;
 			return 0;
 		}
 	}
@@ -151,22 +153,21 @@ int kiln_db_prepare(struct kiln_db *db, const char *sql, struct kiln_db_stmt **r
 	int rc = sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
 	if (rc != SQLITE_OK)
 		return db_error(db, rc, err, "prepare");
-	struct kiln_db_stmt *s;
+	struct sq_stmt *s;
 	if (db->n_cache < STMT_CACHE) {
 		s = &db->cache[db->n_cache++];
-		*s = (struct kiln_db_stmt){db, st, xstrdup(sql), true, true, 0};
+		*s = (struct sq_stmt){{d}, st, xstrdup(sql), true, true, 0};
 	} else {
 		s = xcalloc(1, sizeof(*s));
-		*s = (struct kiln_db_stmt){db, st, NULL, false, true, 0};
+		*s = (struct sq_stmt){{d}, st, NULL, false, true, 0};
 	}
-	*ret = s;
+	*ret = &s->base;
 	return 0;
 }
 
-void kiln_db_stmt_done(struct kiln_db_stmt *st)
+static void sq_stmt_done(struct kiln_db_stmt *b)
 {
-	if (!st)
-		return;
+	struct sq_stmt *st = ST(b);
 	if (!st->cached) {
 		sqlite3_finalize(st->st);
 		free(st);
@@ -178,7 +179,7 @@ void kiln_db_stmt_done(struct kiln_db_stmt *st)
 }
 
 /* "$n" → the statement's parameter index for it. */
-static int param_index(struct kiln_db_stmt *st, int n)
+static int param_index(struct sq_stmt *st, int n)
 {
 	char name[16];
 	snprintf(name, sizeof(name), "$%d", n);
@@ -188,14 +189,15 @@ static int param_index(struct kiln_db_stmt *st, int n)
 	return i;
 }
 
-static void bind_result(struct kiln_db_stmt *st, int rc)
+static void bind_result(struct sq_stmt *st, int rc)
 {
 	if (rc != SQLITE_OK && !st->bind_rc)
 		st->bind_rc = rc;
 }
 
-void kiln_db_bind_text(struct kiln_db_stmt *st, int n, const char *text)
+static void sq_bind_text(struct kiln_db_stmt *b, int n, const char *text)
 {
+	struct sq_stmt *st = ST(b);
 	int i = param_index(st, n);
 	if (!i)
 		return;
@@ -203,130 +205,93 @@ void kiln_db_bind_text(struct kiln_db_stmt *st, int n, const char *text)
 	                     : sqlite3_bind_null(st->st, i));
 }
 
-void kiln_db_bind_int64(struct kiln_db_stmt *st, int n, int64_t v)
+static void sq_bind_int64(struct kiln_db_stmt *b, int n, int64_t v)
 {
+	struct sq_stmt *st = ST(b);
 	int i = param_index(st, n);
 	if (i)
 		bind_result(st, sqlite3_bind_int64(st->st, i, v));
 }
 
-void kiln_db_bind_null(struct kiln_db_stmt *st, int n)
+static void sq_bind_null(struct kiln_db_stmt *b, int n)
 {
+	struct sq_stmt *st = ST(b);
 	int i = param_index(st, n);
 	if (i)
 		bind_result(st, sqlite3_bind_null(st->st, i));
 }
 
-int kiln_db_step(struct kiln_db_stmt *st, struct kiln_error **err)
+static int sq_step(struct kiln_db_stmt *b, struct kiln_error **err)
 {
+	struct sq_stmt *st = ST(b);
 	if (st->bind_rc)
-		return db_error(st->db, st->bind_rc, err, "bind");
+		return db_error(DB(b->db), st->bind_rc, err, "bind");
 	int rc = sqlite3_step(st->st);
 	if (rc == SQLITE_ROW)
 		return 1;
 	if (rc == SQLITE_DONE)
 		return 0;
-	return db_error(st->db, rc, err, "step");
+	return db_error(DB(b->db), rc, err, "step");
 }
 
-const char *kiln_db_column_text(struct kiln_db_stmt *st, int col)
+static const char *sq_column_text(struct kiln_db_stmt *b, int col)
 {
-	return (const char *)sqlite3_column_text(st->st, col);
+	return (const char *)sqlite3_column_text(ST(b)->st, col);
 }
 
-int64_t kiln_db_column_int64(struct kiln_db_stmt *st, int col)
+static int64_t sq_column_int64(struct kiln_db_stmt *b, int col)
 {
-	return sqlite3_column_int64(st->st, col);
+	return sqlite3_column_int64(ST(b)->st, col);
 }
 
-bool kiln_db_column_is_null(struct kiln_db_stmt *st, int col)
+static bool sq_column_is_null(struct kiln_db_stmt *b, int col)
 {
-	return sqlite3_column_type(st->st, col) == SQLITE_NULL;
+	return sqlite3_column_type(ST(b)->st, col) == SQLITE_NULL;
 }
 
-int64_t kiln_db_changes(struct kiln_db *db)
+static int64_t sq_changes(struct kiln_db *d)
 {
-	return sqlite3_changes64(db->h);
+	return sqlite3_changes64(DB(d)->h);
 }
 
-int kiln_db_begin(struct kiln_db *db, struct kiln_error **err)
+static void sq_rollback(struct kiln_db *d)
 {
-	return kiln_db_exec(db, "BEGIN IMMEDIATE", err);
+	if (!sqlite3_get_autocommit(DB(d)->h))
+		sqlite3_exec(DB(d)->h, "ROLLBACK", NULL, NULL, NULL);
 }
 
-int kiln_db_commit(struct kiln_db *db, struct kiln_error **err)
+static int sq_begin(struct kiln_db *d, struct kiln_error **err)
 {
-	int r = kiln_db_exec(db, "COMMIT", err);
+	return sq_exec(d, "BEGIN IMMEDIATE", err);
+}
+
+static int sq_commit(struct kiln_db *d, struct kiln_error **err)
+{
+	int r = sq_exec(d, "COMMIT", err);
 	if (r < 0)
-		kiln_db_rollback(db);
+		sq_rollback(d);
 	return r;
 }
 
-void kiln_db_rollback(struct kiln_db *db)
-{
-	if (!sqlite3_get_autocommit(db->h))
-		sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
-}
-
-static int current_version(struct kiln_db *db, int *ret, struct kiln_error **err)
-{
-	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
-	int r = kiln_db_prepare(db, "SELECT MAX(version) FROM schema_version", &st, err);
-	if (r < 0)
-		return r;
-	r = kiln_db_step(st, err);
-	if (r < 0)
-		return r;
-	*ret = (r == 1 && !kiln_db_column_is_null(st, 0)) ? (int)kiln_db_column_int64(st, 0) : 0;
-	return 0;
-}
-
-int kiln_db_migrate(struct kiln_db *db, const struct kiln_db_migration *m, size_t n,
-                    int *ret_version, struct kiln_error **err)
-{
-	int r = kiln_db_begin(db, err);
-	if (r < 0)
-		return r;
-	int version = 0;
-	r = kiln_db_exec(db,
-	                 "CREATE TABLE IF NOT EXISTS schema_version ("
-	                 " version INTEGER PRIMARY KEY, applied_us BIGINT NOT NULL)",
-	                 err);
-	if (r == 0)
-		r = current_version(db, &version, err);
-	if (r == 0 && n > 0 && version > m[n - 1].version)
-		r = kiln_error_set(err, EPROTO,
-		                   "database schema version %d is newer than this kiln knows (%d)",
-		                   version, m[n - 1].version);
-	for (size_t i = 0; r == 0 && i < n; i++) {
-		if (m[i].version <= version)
-			continue;
-		r = kiln_db_exec(db, m[i].sql, err);
-		if (r < 0) {
-			kiln_error_prefix(err, "migration %d", m[i].version);
-			break;
-		}
-		_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
-		r = kiln_db_prepare(db,
-		                    "INSERT INTO schema_version (version, applied_us)"
-		                    " VALUES ($1, $2)",
-		                    &st, err);
-		if (r == 0) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			kiln_db_bind_int64(st, 1, m[i].version);
-			kiln_db_bind_int64(st, 2, (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
-			r = kiln_db_step(st, err);
-		}
-		if (r == 0)
-			version = m[i].version;
-	}
-	if (r < 0) {
-		kiln_db_rollback(db);
-		return r;
-	}
-	r = kiln_db_commit(db, err);
-	if (r == 0 && ret_version)
-		*ret_version = version;
-	return r;
-}
+/* No notifications: another process's submit or cancel is seen by the
+ * callers' poll. BEGIN IMMEDIATE already serialises claims, so a claim
+ * needs no row lock. */
+static const struct kiln_db_ops sqlite_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .exec = sq_exec,
+    .prepare = sq_prepare,
+    .stmt_done = sq_stmt_done,
+    .bind_text = sq_bind_text,
+    .bind_int64 = sq_bind_int64,
+    .bind_null = sq_bind_null,
+    .step = sq_step,
+    .column_text = sq_column_text,
+    .column_int64 = sq_column_int64,
+    .column_is_null = sq_column_is_null,
+    .changes = sq_changes,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .skip_locked = "",
+};

@@ -25,6 +25,8 @@ import uuid
 import pytest
 import requests
 
+import pglib
+
 STATE = os.environ.get("KILN_TEST_STATE", "/var/tmp/kiln-test-state")
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -38,7 +40,8 @@ class Server:
     def __init__(self, kiln_bin, state, args, log):
         self.log = log
         self.proc = subprocess.Popen([kiln_bin, "serve", "--listen", "127.0.0.1:0",
-                                      "--state-dir", str(state), *args],
+                                      "--state-dir", str(state), *pglib.db_args(state),
+                                      *args],
                                      stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
         line = self._readline(30)
         m = re.search(r"serving on (https?://\S+)", line or "")
@@ -91,7 +94,7 @@ def token(kiln_bin):
 
     def make(state, owner):
         p = subprocess.run([kiln_bin, "token", "create", "--state-dir", str(state),
-                            "--owner", owner, "--name", "tests-api"],
+                            *pglib.db_args(state), "--owner", owner, "--name", "tests-api"],
                            capture_output=True, text=True)
         m = re.search(r"kiln_[A-Za-z0-9_-]{20,}", p.stdout)
         assert p.returncode == 0 and m, p.stderr

@@ -8,6 +8,8 @@ import subprocess
 
 import pytest
 
+import pglib
+
 from test_api import Server, STATE
 
 MINIMAL = {"name": "client-minimal", "packages": [], "outputs": ["tar"]}
@@ -38,7 +40,7 @@ def server(kiln_bin, tmp_path):
 
 
 def make_token(kiln_bin, state, owner="alice"):
-    p = run(kiln_bin, "token", "create", "--state-dir", state, "--owner", owner, "--name", "t")
+    p = run(kiln_bin, "token", "create", "--state-dir", state, *pglib.db_args(state), "--owner", owner, "--name", "t")
     assert p.returncode == 0, p.stderr
     secret = p.stdout.strip()
     assert re.fullmatch(r"kiln_[A-Za-z0-9_-]{43}", secret)
@@ -49,18 +51,18 @@ def make_token(kiln_bin, state, owner="alice"):
 def test_token_create_list_revoke(kiln_bin, tmp_path):
     state = tmp_path / "s"
     secret = make_token(kiln_bin, state, "bob")
-    p = run(kiln_bin, "token", "list", "--state-dir", state)
+    p = run(kiln_bin, "token", "list", "--state-dir", state, *pglib.db_args(state))
     assert p.returncode == 0
     rows = p.stdout.splitlines()
     assert rows[0].split()[:3] == ["ID", "USER", "NAME"]
     tid = rows[1].split()[0]
     assert "bob" in rows[1] and rows[1].rstrip().endswith("active")
     # The secret is never stored: not in the database file.
-    assert secret.encode() not in (state / "kiln.db").read_bytes()
-    assert run(kiln_bin, "token", "revoke", "--state-dir", state, tid).returncode == 0
-    assert run(kiln_bin, "token", "list", "--state-dir", state).stdout.splitlines()[1] \
+    assert secret.encode() not in pglib.dump(state)
+    assert run(kiln_bin, "token", "revoke", "--state-dir", state, *pglib.db_args(state), tid).returncode == 0
+    assert run(kiln_bin, "token", "list", "--state-dir", state, *pglib.db_args(state)).stdout.splitlines()[1] \
         .rstrip().endswith("revoked")
-    p = run(kiln_bin, "token", "revoke", "--state-dir", state, "no-such-id")
+    p = run(kiln_bin, "token", "revoke", "--state-dir", state, *pglib.db_args(state), "no-such-id")
     assert p.returncode == 1 and "not found" in p.stderr
     assert run(kiln_bin, "token").returncode == 2
     assert run(kiln_bin, "token", "frobnicate").returncode == 2
