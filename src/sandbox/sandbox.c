@@ -197,6 +197,20 @@ char *kiln_sandbox_result_describe(const struct kiln_sandbox_result *r)
 		return xstrdup("cancelled");
 	if (r->timed_out)
 		return xasprintf("timed out after %u seconds", r->timeout_s);
+	/* An OOM kill names the limit: a step that dies of its memory limit
+	 * must say so, not only "killed by signal 9", or the recipe's author
+	 * looks for a bug instead of raising resources.memory_mb. MB as in
+	 * memory_mb: 2^20 bytes. */
+	if (r->oom_killed && r->memory_limit) {
+		uint64_t mb = r->memory_limit >> 20;
+		if (r->term_signal)
+			return xasprintf("killed for exceeding the memory limit of %" PRIu64
+			                 " MB (out of memory, signal %d)",
+			                 mb, r->term_signal);
+		return xasprintf("exited with status %d after a process was killed for exceeding "
+		                 "the memory limit of %" PRIu64 " MB (out of memory)",
+		                 r->exit_code, mb);
+	}
 	const char *oom = r->oom_killed ? " (out of memory)" : "";
 	if (r->term_signal) {
 		const char *name = sigabbrev_np(r->term_signal);
@@ -836,6 +850,7 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 	res->wall_usec = now_usec() - t0;
 	res->timeout_s = s->timeout_s;
 	res->oom_killed = sb_cgroup_oom_killed(r->cg);
+	res->memory_limit = s->memory_bytes;
 	res->peak_memory = sb_cgroup_peak_memory(r->cg);
 	int cmd_status = 0;
 	bool have_status = read(r->status_r, &cmd_status, sizeof(cmd_status)) == sizeof(cmd_status);

@@ -100,9 +100,10 @@ struct kiln_sandbox_result {
 	bool stdout_truncated, stderr_truncated;
 	uint64_t stdout_bytes, stderr_bytes; /* produced (not only the passed part) */
 	uint64_t wall_usec;
-	uint64_t cpu_usec;    /* user + system of every process in the sandbox */
-	uint64_t peak_memory; /* bytes, from the cgroup (0 when unknown) */
-	unsigned timeout_s;   /* the effective timeout, for messages */
+	uint64_t cpu_usec;     /* user + system of every process in the sandbox */
+	uint64_t peak_memory;  /* bytes, from the cgroup (0 when unknown) */
+	uint64_t memory_limit; /* bytes: the memory limit the run had */
+	unsigned timeout_s;    /* the effective timeout, for messages */
 	/* The outcome, decided here where it is known: failed is false only
 	 * for exit status 0; then kind says whose fault it was — USER (the
 	 * command exited non-zero or died of a signal), LIMIT (the timeout, or
@@ -126,7 +127,8 @@ int kiln_sandbox_spec_validate(const struct kiln_sandbox_spec *spec, struct kiln
 int kiln_sandbox_run(const struct kiln_sandbox_spec *spec, struct kiln_sandbox_result *ret,
                      struct kiln_error **err);
 
-/* "exited with status 2", "killed by signal 9 (out of memory: limit 64 MiB)",
+/* "exited with status 2", "killed for exceeding the memory limit of 64 MB
+ * (out of memory, signal 9)",
  * "timed out after 20 seconds", "cancelled". Caller frees. */
 char *kiln_sandbox_result_describe(const struct kiln_sandbox_result *r);
 

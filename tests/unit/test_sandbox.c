@@ -112,6 +112,13 @@ static void test_describe(void **state)
 	expect_describe(&r, "exited with status 2");
 	r = (struct kiln_sandbox_result){.exit_code = -1, .term_signal = SIGKILL, .oom_killed = 1};
 	expect_describe(&r, "killed by signal 9 (SIGKILL) (out of memory)");
+	r.memory_limit = 64ULL << 20;
+	expect_describe(&r,
+	                "killed for exceeding the memory limit of 64 MB (out of memory, signal 9)");
+	r = (struct kiln_sandbox_result){
+	    .exit_code = 2, .oom_killed = 1, .memory_limit = 1ULL << 30};
+	expect_describe(&r, "exited with status 2 after a process was killed for exceeding the "
+	                    "memory limit of 1024 MB (out of memory)");
 	r = (struct kiln_sandbox_result){.timed_out = 1, .timeout_s = 20, .term_signal = 9};
 	expect_describe(&r, "timed out after 20 seconds");
 	r = (struct kiln_sandbox_result){.cancelled = 1, .term_signal = 9};
