@@ -712,9 +712,11 @@ _noreturn_ void sb_child_main(const struct sb_plan *p)
 		fail("fork", NULL, errno);
 	if (cmd == 0)
 		command_main();
+	/* The output pipes stay open here until PID 1 exits: kiln then sees
+	 * their end and PID 1's exit at once, instead of waking once when the
+	 * command closes them and again for the exit (each wake-up is a
+	 * scheduler slot on a busy machine). */
 	close(p->err_fd);
-	close(p->out_fd);
-	close(p->errout_fd);
 	for (;;) {
 		int st;
 		pid_t w = waitpid(-1, &st, 0);

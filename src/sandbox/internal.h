@@ -70,6 +70,12 @@ struct sb_cgroup;
 int sb_cgroup_create(const char *id, uint64_t memory_bytes, double cpus, uint64_t pids_max,
                      struct sb_cgroup **ret, struct kiln_error **err);
 int sb_cgroup_attach(struct sb_cgroup *cg, pid_t pid, struct kiln_error **err);
+/* clone(2) with flags (namespaces | exit signal) so that the child starts in
+ * cg (v2: CLONE_INTO_CGROUP; v1: through the calling thread, see cgroup.c).
+ * Returns 0 in the child, the pid in the parent with *ret_pidfd set, -1 with
+ * errno on failure. *ret_joined false: the child was cloned outside (clone3
+ * refused) and the caller must sb_cgroup_attach() it before it runs. */
+pid_t sb_cgroup_clone(struct sb_cgroup *cg, unsigned long flags, int *ret_pidfd, bool *ret_joined);
 /* Kills every process in the cgroup (cgroup.kill where the kernel has it). */
 void sb_cgroup_kill(struct sb_cgroup *cg);
 bool sb_cgroup_oom_killed(struct sb_cgroup *cg);

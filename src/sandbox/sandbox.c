@@ -804,14 +804,20 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 	    .env_end = area[3],
 	};
 
-	/* The cgroup namespace is unshared by the child once it is in its
-	 * cgroup; the others are created here, all at once. A raw clone without
-	 * CLONE_VM is fork() with namespace flags: the child is PID 1 of the new
-	 * PID namespace and runs on a copy of this stack. */
+	/* The cgroups first, so that PID 1 is born in them (sb_cgroup_clone): no
+	 * pid is ever written to cgroup.procs, which waits for an RCU grace
+	 * period (5-40 ms here). Nothing of the sandbox runs outside its
+	 * limits. The cgroup namespace is unshared by the child once it runs;
+	 * the others are created here, all at once. Without CLONE_VM the clone
+	 * is fork() with namespace flags: the child is PID 1 of the new PID
+	 * namespace and runs on a copy of this stack. */
+	if ((e = sb_cgroup_create(id, s->memory_bytes, s->cpus, s->pids_max, &r->cg, err)) < 0)
+		return e;
 	unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC |
 	                      CLONE_NEWUTS | (s->host_network ? 0 : CLONE_NEWNET) | SIGCHLD;
 	uint64_t t0 = now_usec();
-	pid_t pid = (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, 0);
+	bool joined = false;
+	pid_t pid = sb_cgroup_clone(r->cg, flags, &r->pidfd, &joined);
 	if (pid < 0)
 		return kiln_error_set_errno(err, errno, "clone");
 	if (pid == 0)
@@ -819,17 +825,14 @@ static int start_and_wait(struct run *r, struct kiln_sandbox_result *res, struct
 	r->pid = pid;
 	for (size_t i = 0; i < ELEMENTSOF(r->child_fds); i++)
 		r->child_fds[i] = safe_close(r->child_fds[i]);
-	r->pidfd = pidfd_open(pid, 0);
-	if (r->pidfd < 0)
-		return kiln_error_set_errno(err, errno, "pidfd_open");
 	if ((e = write_id_maps(r, err)) < 0)
 		return e;
-	/* Phase 1: the child sets up its mounts while we create its cgroups
-	 * (two CPUs at work); phase 2 below lets it start the command. */
+	/* Phase 1: the child sets up its mounts; phase 2 lets it start the
+	 * command once it is in its cgroups — at once, unless clone3 was
+	 * refused and it must be moved now. */
 	if (!send_sync(r->sync_w, '1'))
 		return kiln_error_set_errno(err, errno, "cannot start the sandbox");
-	if ((e = sb_cgroup_create(id, s->memory_bytes, s->cpus, s->pids_max, &r->cg, err)) < 0 ||
-	    (e = sb_cgroup_attach(r->cg, pid, err)) < 0)
+	if (!joined && (e = sb_cgroup_attach(r->cg, pid, err)) < 0)
 		return e;
 	/* EPIPE: the child failed during its setup and is gone; supervise()
 	 * below collects the error it reported. */

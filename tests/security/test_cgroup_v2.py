@@ -432,7 +432,7 @@ def test_cpu_quota_throttles(vm):
 def test_memory_bomb_oom_killed_and_reported(vm):
     f = facts(vm, "oom")
     assert one(f, "rc") == str(128 + signal.SIGKILL), f
-    assert "out of memory" in err(f), f
+    assert "killed for exceeding the memory limit of 64 MB" in err(f), f
     assert one(f, "left") == "", f
 
 

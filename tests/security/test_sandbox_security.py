@@ -138,7 +138,7 @@ def test_fork_bomb_stopped_by_pids_limit(kiln, rootfs):
 def test_memory_bomb_oom_killed_and_reported(kiln, rootfs):
     p = run(kiln, rootfs, "/probe", "membomb", opts=("--memory", "32"))
     assert p.returncode == 128 + signal.SIGKILL, (p.stdout, p.stderr)
-    assert "out of memory" in p.stderr
+    assert "killed for exceeding the memory limit of 32 MB" in p.stderr
 
 
 def test_filling_tmpfs_hits_enospc(kiln, rootfs):

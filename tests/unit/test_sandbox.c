@@ -18,6 +18,7 @@
 #include "sandbox/sandbox.h"
 #include "util/alloc.h"
 #include "util/buf.h"
+#include "util/fs.h"
 
 static const char *const host_root[] = {"/"};
 
@@ -186,6 +187,44 @@ static void test_run_output_and_status(void **state)
 	capture_free(&c);
 }
 
+static char *thread_cgroups(void)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	struct kiln_error *err = NULL;
+	assert_int_equal(kiln_read_file("/proc/thread-self/cgroup", 1 << 16, &buf, &len, &err), 0);
+	return buf;
+}
+
+/* The sandbox is born in its cgroups (cgroup.c: on v1 the calling thread
+ * moves itself in, clones and moves back): the thread must be back where it
+ * was, or a service thread would run under the last build's limits. The
+ * command must see its own cgroup as the namespace's root. */
+static void test_run_leaves_caller_in_its_cgroups(void **state)
+{
+	(void)state;
+	static const char *const argv[] = {"/bin/sh", "-c", "cat /proc/self/cgroup", NULL};
+	struct kiln_sandbox_spec s;
+	base_spec(&s, argv);
+	char *before = thread_cgroups();
+	struct capture c;
+	struct kiln_sandbox_result res;
+	assert_int_equal(run_capture(&s, &c, &res), 0);
+	char *after = thread_cgroups();
+	assert_string_equal(before, after);
+	assert_int_equal(res.exit_code, 0);
+	/* Every hierarchy's line ends in ":/" (v1: "4:memory:/", v2: "0::/"). */
+	assert_non_null(c.out.data);
+	for (char *l = c.out.data; *l; l = strchr(l, '\n') + 1) {
+		char *nl = strchr(l, '\n');
+		assert_non_null(nl);
+		assert_true(nl - l >= 2 && nl[-1] == '/' && nl[-2] == ':');
+	}
+	free(before);
+	free(after);
+	capture_free(&c);
+}
+
 static void test_run_signal(void **state)
 {
 	(void)state;
@@ -317,6 +356,7 @@ int main(void)
 	const struct CMUnitTest pure[] = {
 	    cmocka_unit_test(test_validate),
 	    cmocka_unit_test(test_describe),
+	    cmocka_unit_test(test_run_leaves_caller_in_its_cgroups),
 	};
 	const struct CMUnitTest real[] = {
 	    cmocka_unit_test(test_run_output_and_status),
