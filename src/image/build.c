@@ -114,6 +114,11 @@ int kiln_image_run_timed(struct build *b, struct kiln_image_run *r, unsigned ste
 	if (!b->warned && warn_in < 1)
 		build_warning(b, 0);
 	r->epoch = b->r->source_date_epoch;
+	/* The recipe's limits hold for every sandbox run of the build (fetch,
+	 * install, steps, healthcheck): they were ignored, and a build
+	 * declared at 64 MB held 400 MB with the 8 GiB / 4 CPU defaults. */
+	r->memory_bytes = (uint64_t)b->r->resources.memory_mb << 20;
+	r->cpus = (double)b->r->resources.cpus;
 	_cleanup_error_ struct kiln_error *e = NULL;
 	int rc = kiln_image_sandbox(&b->hooks, r, &e);
 	if (rc == -ETIME && build_limit)

@@ -27,7 +27,9 @@ struct kiln_image_run {
 	gid_t gid;
 	const char *workdir;
 	unsigned timeout_s;
-	unsigned warning_s; /* 0: none */
+	unsigned warning_s;    /* 0: none */
+	uint64_t memory_bytes; /* the recipe's resources.memory_mb; 0: the sandbox's default */
+	double cpus;           /* the recipe's resources.cpus; 0: the sandbox's default */
 	int64_t epoch;
 	struct kiln_buf *capture; /* stdout collected here instead of the log */
 	struct kiln_buf *errors;  /* "E: ..." lines of stderr collected here */

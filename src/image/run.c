@@ -96,6 +96,8 @@ int kiln_image_sandbox(const struct kiln_image_hooks *h, const struct kiln_image
 	spec.workdir = r->workdir;
 	spec.host_network = r->network;
 	spec.timeout_s = r->timeout_s;
+	spec.memory_bytes = r->memory_bytes;
+	spec.cpus = r->cpus;
 	spec.warning_s = r->warning_s ? r->warning_s : r->timeout_s + 1;
 	spec.source_date_epoch = r->epoch;
 	spec.cancel_fd = h ? h->cancel_fd : -1;
