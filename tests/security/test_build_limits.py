@@ -72,7 +72,9 @@ def test_memory_mb_and_cpus_are_the_cgroup_limits_of_a_step(tiny, tmp_path):
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         seen = ""
-        while "limits-up" not in seen:
+        # The step's own output line (the log's header line names the
+        # command too).
+        while "\nlimits-up\n" not in seen:
             r, _, _ = select.select([p.stderr], [], [], 300)
             assert r, "the step did not start"
             line = p.stderr.readline()
