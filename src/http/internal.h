@@ -129,6 +129,11 @@ enum MHD_Result http_respond_service_error(struct kiln_http_request *r, int rc,
 const char *http_header(struct kiln_http_request *r, const char *name);
 const char *http_query(struct kiln_http_request *r, const char *name);
 
+/* The client's address as a key: a family byte and the address (an IPv6
+ * client by its /64). The rate limit and the live-stream limit count by it. */
+#define HTTP_CLIENT_KEY_LEN 17
+void http_client_key(struct kiln_http_request *r, uint8_t key[HTTP_CLIENT_KEY_LEN]);
+
 /* Cookie value by name (MHD parses the Cookie header), or NULL. */
 const char *http_cookie(struct kiln_http_request *r, const char *name);
 

@@ -7,7 +7,15 @@
  * every sse_heartbeat_s, which is also how a vanished client is noticed —
  * MHD cannot see a disconnect while suspended), and shutdown. `suspended`
  * is only changed under the stream's lock, so a resume always meets a
- * connection that really is suspended. */
+ * connection that really is suspended.
+ *
+ * Memory: a stream never queues lines for its reader. It reads the log
+ * from disk when MHD asks for more to send, which MHD does only once the
+ * socket took what it had — so a reader that stops reading costs one
+ * batch (at most STREAM_BYTES of log, plus one line) until the idle
+ * timeout closes its connection, and it resumes with Last-Event-ID. A
+ * batch of 512 lines of up to 64 KiB each was 32 MiB per stalled reader.
+ * One client address holds at most STREAMS_PER_CLIENT live streams. */
 #include <string.h>
 
 #include "http/internal.h"
@@ -15,6 +23,9 @@
 #include "util/alloc.h"
 
 #define BATCH 512
+#define STREAM_BYTES (256u << 10)
+#define OUT_KEEP (64u << 10) /* a drained buffer bigger than this is freed */
+#define STREAMS_PER_CLIENT 16
 
 struct log_stream {
 	struct kiln_http_server *srv;
@@ -24,6 +35,7 @@ struct log_stream {
 	bool sse;
 	uint64_t last_seq;
 	struct kiln_log_sub *sub;
+	uint8_t client[HTTP_CLIENT_KEY_LEN];
 
 	pthread_mutex_t lock;
 	bool suspended, dirty, heartbeat;
@@ -79,8 +91,8 @@ static bool stream_fill(struct log_stream *st)
 	size_t n = 0;
 	bool done = false;
 	_cleanup_error_ struct kiln_error *err = NULL;
-	if (kiln_service_log_read(st->srv->svc, st->id, st->owner, st->last_seq, BATCH, &lines, &n,
-	                          &done, &err) < 0) {
+	if (kiln_service_log_read_bounded(st->srv->svc, st->id, st->owner, st->last_seq, BATCH,
+	                                  STREAM_BYTES, &lines, &n, &done, &err) < 0) {
 		if (st->sse) {
 			const char *m = err ? err->msg : "log unavailable";
 			kiln_http_sse_event(&st->out, "error", 0, m, strlen(m));
@@ -88,8 +100,10 @@ static bool stream_fill(struct log_stream *st)
 		st->finished = true;
 		return false;
 	}
+	size_t bytes = 0;
 	for (size_t i = 0; i < n; i++) {
 		size_t len = strlen(lines[i].text);
+		bytes += len;
 		if (st->sse) {
 			kiln_http_sse_event(&st->out, "log", lines[i].seq, lines[i].text, len);
 		} else {
@@ -99,7 +113,7 @@ static bool stream_fill(struct log_stream *st)
 		st->last_seq = lines[i].seq;
 	}
 	kiln_log_lines_free(lines, n);
-	if (n == BATCH)
+	if (n == BATCH || bytes >= STREAM_BYTES)
 		return true;
 	if (!st->sse) {
 		/* Plain text is a snapshot: what is there now. */
@@ -127,7 +141,10 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 			st->out_off += n;
 			return (ssize_t)n;
 		}
-		kiln_buf_reset(&st->out);
+		if (st->out.cap > OUT_KEEP)
+			kiln_buf_free(&st->out);
+		else
+			kiln_buf_reset(&st->out);
 		st->out_off = 0;
 		if (st->finished)
 			return MHD_CONTENT_READER_END_OF_STREAM;
@@ -194,6 +211,7 @@ enum MHD_Result http_logs_respond(struct kiln_http_request *r, const char *id, b
 		                          "Last-Event-ID: must be an event id this server sent");
 
 	struct log_stream *st = xcalloc(1, sizeof(*st));
+	http_client_key(r, st->client);
 	st->srv = s;
 	st->conn = r->conn;
 	snprintf(st->id, sizeof(st->id), "%s", b->id);
@@ -213,6 +231,18 @@ enum MHD_Result http_logs_respond(struct kiln_http_request *r, const char *id, b
 			return http_respond_service_error(r, rc, err);
 		}
 		pthread_mutex_lock(&s->streams_lock);
+		size_t mine = 0;
+		for (struct log_stream *o = s->streams; o; o = o->next)
+			mine += memcmp(o->client, st->client, sizeof(st->client)) == 0;
+		if (mine >= STREAMS_PER_CLIENT) {
+			pthread_mutex_unlock(&s->streams_lock);
+			st->sse = false; /* not in the registry */
+			stream_free(st);
+			return http_respond_error(r, MHD_HTTP_TOO_MANY_REQUESTS, "rate_limited",
+			                          "too many live log streams from this address "
+			                          "(at most %u): close one",
+			                          STREAMS_PER_CLIENT);
+		}
 		st->next = s->streams;
 		if (s->streams)
 			s->streams->prev = st;

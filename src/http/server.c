@@ -279,7 +279,7 @@ static int mw_body_limit(struct kiln_http_request *r)
 	return STAGE_NEXT;
 }
 
-static void rate_key(struct kiln_http_request *r, uint8_t key[17])
+void http_client_key(struct kiln_http_request *r, uint8_t key[HTTP_CLIENT_KEY_LEN])
 {
 	memset(key, 0, 17);
 	const union MHD_ConnectionInfo *ci =
@@ -339,7 +339,7 @@ static int mw_rate_limit(struct kiln_http_request *r)
 	if (!(r->route->flags & ROUTE_MUTATING))
 		return STAGE_NEXT;
 	uint8_t key[17];
-	rate_key(r, key);
+	http_client_key(r, key);
 	r->rate_limited_route = true;
 	if (rate_take(r->srv, key, http_now_us(), &r->rate))
 		return STAGE_NEXT;

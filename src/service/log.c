@@ -193,6 +193,15 @@ int kiln_service_log_read(struct kiln_service *s, const char *id, const char *ow
                           uint64_t after_seq, size_t max_lines, struct kiln_log_line **ret,
                           size_t *ret_n, bool *ret_done, struct kiln_error **err)
 {
+	return kiln_service_log_read_bounded(s, id, owner, after_seq, max_lines, 0, ret, ret_n,
+	                                     ret_done, err);
+}
+
+int kiln_service_log_read_bounded(struct kiln_service *s, const char *id, const char *owner,
+                                  uint64_t after_seq, size_t max_lines, size_t max_bytes,
+                                  struct kiln_log_line **ret, size_t *ret_n, bool *ret_done,
+                                  struct kiln_error **err)
+{
 	/* The status first: a build that is finished now has all its lines
 	 * on disk already (the last line is written before the record). */
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;
@@ -223,12 +232,14 @@ int kiln_service_log_read(struct kiln_service *s, const char *id, const char *ow
 		char *buf = xmalloc(CHUNK);
 		struct kiln_buf cur = KILN_BUF_INIT;
 		uint64_t off = start, seq = after_seq - skip;
-		while (off < end && (max_lines == 0 || n < max_lines)) {
+		size_t bytes = 0;
+#define MORE() ((max_lines == 0 || n < max_lines) && (max_bytes == 0 || bytes < max_bytes))
+		while (off < end && MORE()) {
 			size_t want = end - off < CHUNK ? (size_t)(end - off) : CHUNK;
 			ssize_t got = pread(fd, buf, want, (off_t)off);
 			if (got <= 0)
 				break;
-			for (ssize_t i = 0; i < got && (max_lines == 0 || n < max_lines); i++) {
+			for (ssize_t i = 0; i < got && MORE(); i++) {
 				if (buf[i] != '\n') {
 					if (seq >= after_seq)
 						kiln_buf_putc(&cur, buf[i]);
@@ -239,11 +250,14 @@ int kiln_service_log_read(struct kiln_service *s, const char *id, const char *ow
 					continue;
 				v = xreallocarray(v, n + 1, sizeof(*v));
 				v[n].seq = seq;
-				v[n].text = kiln_buf_steal(&cur, NULL);
+				size_t len;
+				v[n].text = kiln_buf_steal(&cur, &len);
+				bytes += len;
 				n++;
 			}
 			off += (uint64_t)got;
 		}
+#undef MORE
 		kiln_buf_free(&cur);
 		free(buf);
 	}

@@ -157,6 +157,13 @@ struct kiln_log_line {
 int kiln_service_log_read(struct kiln_service *s, const char *id, const char *owner,
                           uint64_t after_seq, size_t max_lines, struct kiln_log_line **ret,
                           size_t *ret_n, bool *ret_done, struct kiln_error **err);
+/* The same, also stopping once the returned lines hold max_bytes of text
+ * (0: no limit; the line that crosses it is returned whole): a reader's
+ * memory is bounded by bytes, not by a count of lines up to 64 KiB each. */
+int kiln_service_log_read_bounded(struct kiln_service *s, const char *id, const char *owner,
+                                  uint64_t after_seq, size_t max_lines, size_t max_bytes,
+                                  struct kiln_log_line **ret, size_t *ret_n, bool *ret_done,
+                                  struct kiln_error **err);
 void kiln_log_lines_free(struct kiln_log_line *v, size_t n);
 
 /* Live subscription: notify(ud) is called (from a worker thread; it must

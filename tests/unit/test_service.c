@@ -750,6 +750,20 @@ static void test_logs(void **state)
 	assert_string_equal(lines[2].text, "xxxxxxxxxx");
 	assert_int_equal(lines[2].seq, 1002);
 	kiln_log_lines_free(lines, n);
+	/* A byte budget stops at the line that crosses it (returned whole). */
+	assert_int_equal(
+	    kiln_service_log_read_bounded(f->s, id, "alice", 998, 0, 10, &lines, &n, &done, &err),
+	    0);
+	assert_int_equal(n, 2); /* "line 999" (8 bytes), "line 1000" crosses 10 */
+	assert_string_equal(lines[1].text, "line 1000");
+	kiln_log_lines_free(lines, n);
+	assert_int_equal(
+	    kiln_service_log_read_bounded(f->s, id, "alice", 1000, 0, 1, &lines, &n, &done, &err),
+	    0);
+	assert_int_equal(n, 1);
+	assert_int_equal(strlen(lines[0].text), KILN_LOG_LINE_MAX);
+	assert_false(done);
+	kiln_log_lines_free(lines, n);
 	assert_int_equal(kiln_service_log_read(f->s, id, "alice", 5000, 0, &lines, &n, &done, &err),
 	                 0);
 	assert_int_equal(n, 0);
