@@ -51,6 +51,7 @@ void cli_print_help(const struct kiln_command *cmd);
 #ifdef KILN_FULL
 /* Creates the state directory where missing and narrows a mode that lets
  * other local users read it (kiln_state_secure), saying so on stderr as
- * "kiln CMD: ...". KILN_EXIT_FAILURE (after printing why) when it cannot. */
+ * "kiln CMD: ...". KILN_EXIT_FAILURE (after printing why) when it cannot.
+ * The store's notices go to stderr from then on ("kiln CMD: warning: ..."). */
 int cli_state_secure(const char *cmd, const char *state);
 #endif

@@ -65,8 +65,16 @@ int cli_load_recipe(const char *path, struct kiln_recipe **ret)
 }
 
 #ifdef KILN_FULL
+/* The store's notices (a corrupt blob found and set aside) as warnings of
+ * the command that found them. */
+static void store_notice(void *ud, const char *msg)
+{
+	fprintf(stderr, "kiln %s: warning: %s\n", (const char *)ud, msg);
+}
+
 int cli_state_secure(const char *cmd, const char *state)
 {
+	kiln_cas_set_notify(store_notice, (void *)cmd);
 	_cleanup_error_ struct kiln_error *err = NULL;
 	_cleanup_free_ char *notice = NULL;
 	if (kiln_state_secure(state, &notice, &err) < 0) {

@@ -45,6 +45,11 @@ int kiln_sha256_file(const char *path, char hex[KILN_SHA256_HEX_LEN + 1], uint64
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
 		return -errno;
+	return kiln_sha256_fd(fd, hex, ret_size);
+}
+
+int kiln_sha256_fd(int fd, char hex[KILN_SHA256_HEX_LEN + 1], uint64_t *ret_size)
+{
 	struct kiln_sha256 s;
 	kiln_sha256_init(&s);
 	uint64_t total = 0;

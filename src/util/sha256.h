@@ -23,5 +23,7 @@ void kiln_sha256_final_hex(struct kiln_sha256 *s, char hex[KILN_SHA256_HEX_LEN +
 void kiln_sha256_hex(const void *p, size_t n, char hex[KILN_SHA256_HEX_LEN + 1]);
 /* Hashes a whole file; returns 0 or -errno. */
 int kiln_sha256_file(const char *path, char hex[KILN_SHA256_HEX_LEN + 1], uint64_t *ret_size);
+/* Hashes what is left to read of fd (not closed). */
+int kiln_sha256_fd(int fd, char hex[KILN_SHA256_HEX_LEN + 1], uint64_t *ret_size);
 /* Hex-encodes n bytes into out (2n+1 bytes). */
 void kiln_hex_encode(const uint8_t *p, size_t n, char *out);
