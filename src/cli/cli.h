@@ -36,6 +36,7 @@ extern const struct kiln_command kiln_cmd_logs;
 extern const struct kiln_command kiln_cmd_cancel;
 extern const struct kiln_command kiln_cmd_download;
 extern const struct kiln_command kiln_cmd_serve;
+extern const struct kiln_command kiln_cmd_store;
 
 /* Prints "kiln: <fmt>" to stderr. */
 void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -45,6 +46,9 @@ int cli_usage_error(const struct kiln_command *cmd, const char *fmt, ...)
 /* Loads and validates a recipe file ("-" = stdin). On failure prints
  * "kiln: FILE: <error>" and returns KILN_EXIT_FAILURE. */
 int cli_load_recipe(const char *path, struct kiln_recipe **ret);
+/* A duration: seconds, or a number with s, m, h or d ("90s", "10m", "6h",
+ * "1d"), at most 10 years. -EINVAL otherwise. */
+int cli_parse_duration(const char *s, unsigned *ret_s);
 /* True when argv holds -h/--help before any "--". */
 int cli_wants_help(int argc, char **argv);
 void cli_print_help(const struct kiln_command *cmd);

@@ -1,10 +1,13 @@
+#include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "util/alloc.h"
 #include "util/fs.h"
+#include "util/parse.h"
 #ifdef KILN_FULL
 #include "store/cas.h"
 #endif
@@ -34,6 +37,27 @@ int cli_usage_error(const struct kiln_command *cmd, const char *fmt, ...)
 void cli_print_help(const struct kiln_command *cmd)
 {
 	fputs(cmd->usage, stdout);
+}
+
+int cli_parse_duration(const char *s, unsigned *ret_s)
+{
+	static const struct {
+		char suffix;
+		unsigned mult;
+	} units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
+	size_t n = strlen(s);
+	unsigned mult = 1;
+	for (size_t i = 0; n > 1 && i < ELEMENTSOF(units); i++)
+		if (s[n - 1] == units[i].suffix) {
+			mult = units[i].mult;
+			n--;
+		}
+	_cleanup_free_ char *digits = xstrndup(s, n);
+	uint64_t v;
+	if (kiln_parse_u64(digits, 10, 0, 10ull * 366 * 86400 / mult, &v) < 0)
+		return -EINVAL;
+	*ret_s = (unsigned)(v * mult);
+	return 0;
 }
 
 int cli_wants_help(int argc, char **argv)

@@ -31,7 +31,7 @@ static const struct kiln_command *const commands[] = {
     &kiln_cmd_run,
 #ifdef KILN_FULL
     &kiln_cmd_serve,    &kiln_cmd_submit, &kiln_cmd_status,   &kiln_cmd_list,
-    &kiln_cmd_logs,     &kiln_cmd_cancel, &kiln_cmd_download,
+    &kiln_cmd_logs,     &kiln_cmd_cancel, &kiln_cmd_download, &kiln_cmd_store,
 #endif
 };
 

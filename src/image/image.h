@@ -93,6 +93,22 @@ int kiln_image_build_key(const struct kiln_recipe *r, const char *context_path,
 int kiln_image_cache_lookup(const char *state_dir, const char *build_key, const char *out_dir,
                             struct kiln_image_result **ret, struct kiln_error **err);
 
+/* References to store blobs that the state directory holds outside the
+ * database (for `kiln store verify` and `gc`): the local cache's entries
+ * (results/<build_key>: KILN_IMAGE_REF_CACHE, holder the key, with sizes),
+ * package locks (locks/<digest>.lock: LOCK, the .debs) and set-up bases
+ * (bases/<name>.ref: BASE, the base archive). fn gets one call per
+ * reference: what names it for a person; size KILN_CAS_SIZE_UNKNOWN where
+ * the file does not say; hex NULL for a file that cannot be read as its
+ * kind (what is then its path). Stops at fn's first non-zero return. */
+enum kiln_image_ref { KILN_IMAGE_REF_CACHE, KILN_IMAGE_REF_LOCK, KILN_IMAGE_REF_BASE };
+typedef int (*kiln_image_ref_fn)(void *ud, enum kiln_image_ref kind, const char *holder,
+                                 const char *what, const char *hex, uint64_t size);
+int kiln_image_store_refs(const char *state_dir, kiln_image_ref_fn fn, void *ud,
+                          struct kiln_error **err);
+/* Removes the local cache entry of build_key (its blobs went). */
+int kiln_image_cache_forget(const char *state_dir, const char *build_key);
+
 /* Explains how two tree listings (kiln_image_result.tree) differ: one line
  * per entry ("/etc/foo: content", "mode 0644 → 0600", ...), at most max
  * lines. Caller frees. */

@@ -88,6 +88,11 @@ char *svc_cache_log_line(const char *build_key, const char *from, bool same_owne
 int svc_copy_artifacts_locked(struct kiln_service *s, const char *from, const char *to,
                               struct kiln_error **err);
 
+/* store.c: marks every build whose artifacts or context include blob hex
+ * as no longer answering the cache (store_error = why). Takes s->lock.
+ * Returns how many builds were marked, or -errno. */
+int svc_store_mark(struct kiln_service *s, const char *hex, const char *why);
+
 /* token.c: base64url without padding of n bytes into out (4n/3+2 bytes). */
 void svc_base64url(const uint8_t *p, size_t n, char *out);
 

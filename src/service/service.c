@@ -180,6 +180,13 @@ static const struct kiln_db_migration migrations[] = {
      * the same build_key, and scanning those made hits slower over time
      * (docs/benchmarks.md). */
     {3, "CREATE INDEX builds_cache ON builds (build_key, status, cached, completed_us);"},
+    /* The store's maintenance (service/store.c, docs/service.md "The
+     * store"): store_error says why a build's artifacts can no longer be
+     * trusted (a blob found corrupt or missing by `kiln store verify` or a
+     * download, or collected by `kiln store gc`) — such a build never
+     * answers the cache again; pinned keeps its blobs from gc. */
+    {4, "ALTER TABLE builds ADD COLUMN store_error TEXT;"
+        "ALTER TABLE builds ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;"},
 };
 
 /* ---- reading builds ---------------------------------------------------------- */
@@ -301,10 +308,11 @@ int svc_cache_lookup_locked(struct kiln_service *s, const char *build_key, const
 	static const char *const sql[] = {
 	    /* per owner */
 	    "SELECT id, owner FROM builds WHERE build_key = $1 AND status = 'completed'"
-	    " AND cached = 0 AND owner = $2 ORDER BY completed_us DESC LIMIT 8",
+	    " AND cached = 0 AND store_error IS NULL AND owner = $2"
+	    " ORDER BY completed_us DESC LIMIT 8",
 	    /* shared */
 	    "SELECT id, owner FROM builds WHERE build_key = $1 AND status = 'completed'"
-	    " AND cached = 0 ORDER BY completed_us DESC LIMIT 8",
+	    " AND cached = 0 AND store_error IS NULL ORDER BY completed_us DESC LIMIT 8",
 	};
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 	int r = kiln_db_prepare(s->db, sql[s->shared_cache], &st, err);
@@ -722,7 +730,21 @@ int kiln_service_artifact(struct kiln_service *s, const char *id, const char *ow
 		if (strcmp(a->name, name) != 0)
 			continue;
 		_cleanup_free_ char *p = kiln_cas_path(s->state_dir, a->sha256);
-		if (access(p, R_OK) < 0)
+		/* Checked before it is served (store/cas.h): a blob changed since it
+		 * was written is rehashed, and a corrupt one is set aside and its
+		 * builds marked, so that the next submit rebuilds. */
+		_cleanup_error_ struct kiln_error *e2 = NULL;
+		int fd = -1;
+		r = kiln_cas_open_verified(s->state_dir, a->sha256, a->size, &fd, &e2);
+		safe_close(fd);
+		if (r == -EBADMSG) {
+			svc_store_mark(s, a->sha256, e2->msg);
+			return kiln_error_set(err, ENOENT,
+			                      "artifact %s: %s; submit the recipe again to rebuild "
+			                      "it",
+			                      name, e2->msg);
+		}
+		if (r < 0)
 			return kiln_error_set(err, ENOENT, "artifact %s: no longer in the store",
 			                      name);
 		if (ret_info) {

@@ -238,3 +238,84 @@ void kiln_service_session_csrf(struct kiln_service *s, const char *id,
                                char ret[KILN_CSRF_TOKEN_LEN + 1]);
 /* token == the CSRF token of id, compared in constant time. */
 bool kiln_service_session_csrf_ok(struct kiln_service *s, const char *id, const char *token);
+
+/* ---- the store (service/store.c; docs/service.md, "The store") ----------------
+ * The content-addressed store's blobs and every reference to them: the
+ * database's (artifact rows, build contexts) and the state directory's
+ * (local cache entries, package locks, bases: image/image.h). A build whose
+ * artifacts cannot be trusted any more (a blob corrupt or missing, or
+ * collected) is marked and never answers the cache again: a later submit of
+ * its recipe builds it anew. */
+
+struct kiln_store_problem {
+	char sha256[KILN_SHA256_HEX_LEN + 1]; /* "" for a reference file kiln cannot read */
+	bool corrupt;                         /* it did not hash to its name (else it is missing) */
+	char *quarantined;                    /* corrupt: where it was moved */
+	char *refs;                           /* what references it, "; "-separated, or NULL */
+};
+
+struct kiln_store_verify_report {
+	size_t blobs;   /* rehashed */
+	uint64_t bytes; /* their size */
+	struct kiln_store_problem *problems;
+	size_t n_problems;
+	size_t builds_marked;
+	size_t stamped;  /* good blobs whose mtime stamp was restored */
+	size_t unshared; /* good blobs that had hard links outside the store */
+	size_t removed;  /* with repair: local cache entries naming a bad blob and
+	                  * temporary files of dead writers, removed */
+};
+void kiln_store_verify_report_clear(struct kiln_store_verify_report *r);
+
+/* Called after each blob: done of total blobs, bytes_done of bytes_total. */
+typedef void (*kiln_store_progress_fn)(void *ud, size_t done, size_t total, uint64_t bytes_done,
+                                       uint64_t bytes_total);
+
+/* Rehashes every blob (never trusting its metadata), quarantines the
+ * corrupt ones (cas/quarantine/), checks that every reference resolves,
+ * and marks the builds whose artifacts are corrupt or missing. repair also
+ * removes what can only mislead: local cache entries naming a bad blob and
+ * temporary files older than an hour. *ret is filled even when problems
+ * were found; <0 only when the check itself could not run. */
+int kiln_service_store_verify(struct kiln_service *s, bool repair, kiln_store_progress_fn progress,
+                              void *ud, struct kiln_store_verify_report *ret,
+                              struct kiln_error **err);
+
+#define KILN_STORE_GC_GRACE_US (INT64_C(3600) * 1000000) /* the default grace_us */
+
+struct kiln_store_gc_policy {
+	int64_t keep_us;   /* collect what was not used for this long; < 0: no age limit */
+	uint64_t max_size; /* then least recently used first until the store holds at
+	                    * most this many bytes; 0: no limit */
+	int64_t grace_us;  /* never what was used or written this recently (a build may
+	                    * have stored a blob and not recorded it yet) */
+	bool dry_run;      /* list only */
+};
+
+struct kiln_store_gc_item {
+	char sha256[KILN_SHA256_HEX_LEN + 1];
+	uint64_t size;
+	int64_t used_us; /* last use */
+	const char *why; /* static text */
+};
+
+struct kiln_store_gc_report {
+	struct kiln_store_gc_item *items; /* what went (or, dry run, would go) */
+	size_t n_items;
+	uint64_t freed; /* bytes */
+	uint64_t total; /* the store's bytes before */
+	size_t blobs, kept_protected;
+	size_t builds_marked;   /* builds whose artifacts went */
+	size_t entries_removed; /* local cache entries whose blobs went */
+};
+void kiln_store_gc_report_clear(struct kiln_store_gc_report *r);
+
+/* Collects blobs by policy. Never one that a pending, building or pinned
+ * build references, nor a lock's .debs or a base's archive (they make a
+ * rebuild byte-identical; docs/service.md says why). A blob nothing
+ * references goes whatever the policy (after the grace period). */
+int kiln_service_store_gc(struct kiln_service *s, const struct kiln_store_gc_policy *p,
+                          struct kiln_store_gc_report *ret, struct kiln_error **err);
+
+/* A pinned build's blobs are never collected. -ENOENT: no such build. */
+int kiln_service_pin(struct kiln_service *s, const char *id, bool pinned, struct kiln_error **err);
