@@ -80,6 +80,6 @@ pid_t sb_cgroup_clone(struct sb_cgroup *cg, unsigned long flags, int *ret_pidfd,
 void sb_cgroup_kill(struct sb_cgroup *cg);
 bool sb_cgroup_oom_killed(struct sb_cgroup *cg);
 uint64_t sb_cgroup_peak_memory(struct sb_cgroup *cg);
-/* Removes the cgroup directories (retrying while the kernel empties them). */
+/* Removes the cgroup directories (waiting for the kernel to empty them). */
 struct sb_cgroup *sb_cgroup_destroy(struct sb_cgroup *cg);
 void sb_cgroup_cleanup_stale(void);
