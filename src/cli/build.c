@@ -11,11 +11,14 @@
 
 #include "cli/cli.h"
 #include "image/image.h"
+#include "service/service.h"
 #include "store/cas.h"
 #include "util/alloc.h"
+#include "util/budget.h"
 #include "util/buf.h"
 #include "util/fs.h"
 #include "util/json.h"
+#include "util/parse.h"
 
 static int cancel_pipe[2] = {-1, -1};
 
@@ -29,13 +32,27 @@ static void on_signal(int sig)
 struct ui {
 	bool quiet;
 	bool tty;
+	/* Per build, as in the service: stderr is often a file (CI logs), and
+	 * a step printing forever would fill its disk. */
+	struct kiln_budget budget;
 };
 
 static void log_out(void *ud, const char *data, size_t len)
 {
 	struct ui *u = ud;
-	if (!u->quiet)
+	len = kiln_budget_take(&u->budget, len);
+	if (!u->quiet && len)
 		fwrite(data, 1, len, stderr);
+}
+
+/* After a build: says what the log budget dropped, and starts the next
+ * build (--verify's second) with a full budget. */
+static void log_end(struct ui *u)
+{
+	_cleanup_free_ char *note = kiln_budget_note(&u->budget);
+	if (note && !u->quiet)
+		fprintf(stderr, "\n%s", note);
+	u->budget = (struct kiln_budget){.max = u->budget.max};
 }
 
 static void progress_out(void *ud, unsigned step, unsigned total, const char *what)
@@ -51,6 +68,7 @@ static int do_build(const struct kiln_image_build_opts *o, struct kiln_image_res
 {
 	_cleanup_error_ struct kiln_error *err = NULL;
 	int rc = kiln_image_build(o, ret, &err);
+	log_end(o->hooks.userdata);
 	if (rc < 0) {
 		cli_errorf("build: %s", err ? err->msg : strerror(-rc));
 		return KILN_EXIT_FAILURE;
@@ -61,14 +79,21 @@ static int do_build(const struct kiln_image_build_opts *o, struct kiln_image_res
 static int run(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"help", no_argument, NULL, 'h'},          {"output", required_argument, NULL, 'o'},
-	    {"context", required_argument, NULL, 'c'}, {"verify", no_argument, NULL, 'V'},
-	    {"json", no_argument, NULL, 'j'},          {"offline", no_argument, NULL, 'O'},
-	    {"quiet", no_argument, NULL, 'q'},         {"state-dir", required_argument, NULL, 's'},
-	    {"no-cache", no_argument, NULL, 'N'},      {},
+	    {"help", no_argument, NULL, 'h'},
+	    {"output", required_argument, NULL, 'o'},
+	    {"context", required_argument, NULL, 'c'},
+	    {"verify", no_argument, NULL, 'V'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"offline", no_argument, NULL, 'O'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"state-dir", required_argument, NULL, 's'},
+	    {"no-cache", no_argument, NULL, 'N'},
+	    {"max-log-size", required_argument, NULL, 'L'},
+	    {},
 	};
 	const char *out = "kiln-out", *context = NULL, *state = NULL;
 	bool verify = false, json = false, offline = false, quiet = false, no_cache = false;
+	uint64_t max_log = KILN_LOG_MAX_DEFAULT;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "ho:c:q", opts, NULL)) != -1) {
@@ -82,6 +107,13 @@ static int run(int argc, char **argv)
 		case 'q': quiet = true; break;
 		case 's': state = optarg; break;
 		case 'N': no_cache = true; break;
+		case 'L':
+			if (kiln_parse_size(optarg, 4096, KILN_LOG_MAX_LIMIT, &max_log) < 0)
+				return cli_usage_error(&kiln_cmd_build,
+				                       "--max-log-size: expected bytes (K, M, G "
+				                       "suffixes allowed) from 4K to 16G, not '%s'",
+				                       optarg);
+			break;
 		default: return cli_usage_error(&kiln_cmd_build, "unknown option");
 		}
 	}
@@ -130,7 +162,7 @@ static int run(int argc, char **argv)
 			        key);
 	}
 
-	struct ui u = {quiet, isatty(STDERR_FILENO)};
+	struct ui u = {quiet, isatty(STDERR_FILENO), {.max = max_log}};
 	struct kiln_image_hooks hooks = {
 	    .log = log_out, .progress = progress_out, .userdata = &u, .cancel_fd = cancel_pipe[0]};
 
@@ -282,6 +314,10 @@ const struct kiln_command kiln_cmd_build = {
              "      --offline        never use the network (the store must be warm)\n"
              "      --no-cache       build even when the build cache has this build key\n"
              "  -q, --quiet          no build log on stderr\n"
+             "      --max-log-size SIZE\n"
+             "                       the build log on stderr stops after SIZE bytes, with\n"
+             "                       a line saying how much was dropped (default 64M;\n"
+             "                       K, M, G suffixes; 4K to 16G)\n"
              "      --state-dir DIR  state directory (default $KILN_STATE_DIR or\n"
              "                       /var/lib/kiln)\n"
              "\n"

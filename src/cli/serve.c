@@ -90,6 +90,7 @@ static int run(int argc, char **argv)
 		OPT_MAX_CONN_CLIENT,
 		OPT_SHARED_CACHE,
 		OPT_DATABASE,
+		OPT_MAX_LOG,
 	};
 	static const struct option opts[] = {
 	    {"help", no_argument, NULL, 'h'},
@@ -112,6 +113,7 @@ static int run(int argc, char **argv)
 	    {"max-connections", required_argument, NULL, OPT_MAX_CONN},
 	    {"max-connections-per-client", required_argument, NULL, OPT_MAX_CONN_CLIENT},
 	    {"shared-cache", no_argument, NULL, OPT_SHARED_CACHE},
+	    {"max-log-size", required_argument, NULL, OPT_MAX_LOG},
 	    {},
 	};
 	const char *listen[MAX_LIST], *hosts[MAX_LIST], *origins[MAX_LIST];
@@ -157,6 +159,14 @@ static int run(int argc, char **argv)
 		case OPT_OFFLINE: sc.offline = true; break;
 		case OPT_NO_WORKERS: sc.no_workers = true; break;
 		case OPT_SHARED_CACHE: sc.shared_cache = true; break;
+		case OPT_MAX_LOG:
+			if (kiln_parse_size(optarg, 4096, KILN_LOG_MAX_LIMIT, &sc.max_log_bytes) <
+			    0)
+				return cli_usage_error(&kiln_cmd_serve,
+				                       "--max-log-size: expected bytes (K, M, G "
+				                       "suffixes allowed) from 4K to 16G, not '%s'",
+				                       optarg);
+			break;
 		case OPT_TLS_SELF_SIGNED: self_signed = true; break;
 		case OPT_SESSION_TTL:
 			if ((r = parse_uint("--session-ttl", optarg, 1, 30 * 24 * 3600,
@@ -272,6 +282,7 @@ const struct kiln_command kiln_cmd_serve = {
              "                  [--no-workers] [--tls-self-signed] [--session-ttl SECONDS]\n"
              "                  [--idle-timeout SECONDS] [--max-connections N]\n"
              "                  [--max-connections-per-client N] [--shared-cache]\n"
+             "                  [--max-log-size SIZE]\n"
              "\n"
              "Serves the build API (docs/api.md) until SIGINT or SIGTERM, then stops\n"
              "gracefully: live log streams end, running builds go back to pending.\n"
@@ -298,6 +309,9 @@ const struct kiln_command kiln_cmd_serve = {
              "      --shared-cache       a completed build answers identical recipes of every\n"
              "                           owner (default: only its owner's); for users who\n"
              "                           trust each other — a hit confirms a guessed recipe\n"
+             "      --max-log-size SIZE  a build's stored log keeps this much, the rest is\n"
+             "                           dropped with a line saying how much (default 64M;\n"
+             "                           K, M, G suffixes; 4K to 16G)\n"
              "\n"
              "      --session-ttl SECONDS web page sign-ins last this long (default 43200)\n"
              "\n"

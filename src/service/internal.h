@@ -20,6 +20,7 @@
 
 #include "service/service.h"
 #include "store/db.h"
+#include "util/budget.h"
 #include "util/buf.h"
 
 #define KILN_CONTEXT_MAX_BYTES (UINT64_C(256) << 20)
@@ -47,6 +48,7 @@ struct kiln_service {
 	bool offline;
 	bool no_workers;
 	bool shared_cache;
+	uint64_t max_log_bytes;
 	struct kiln_db *db;
 	int lock_fd; /* flock on state_dir/locks/service.lock while serving */
 
@@ -119,11 +121,16 @@ struct log_writer {
 	struct kiln_service *s;
 	char id[KILN_BUILD_ID_LEN + 1];
 	int fd;
-	pthread_mutex_t mu;      /* the pipeline may log from more than one thread */
-	struct kiln_buf partial; /* an unfinished line */
+	pthread_mutex_t mu;        /* the pipeline may log from more than one thread */
+	struct kiln_buf partial;   /* an unfinished line */
+	struct kiln_budget budget; /* s->max_log_bytes for the whole build */
 };
 int svc_log_writer_open(struct log_writer *w, struct kiln_service *s, const char *id);
+/* Within the build's budget: what is over it is dropped (and counted). */
 void svc_log_writer_write(struct log_writer *w, const char *data, size_t len);
+/* The build's last line, outside the budget: ends an unfinished line, then
+ * says how much the budget dropped (if anything), then line. */
+void svc_log_writer_end(struct log_writer *w, const char *line);
 void svc_log_writer_close(struct log_writer *w);
 
 /* For tests (tests/unit/test_service.c): the queue without the pipeline.

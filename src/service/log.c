@@ -106,17 +106,33 @@ void svc_log_append(struct kiln_service *s, const char *id, const char *text, si
 
 int svc_log_writer_open(struct log_writer *w, struct kiln_service *s, const char *id)
 {
-	*w = (struct log_writer){.s = s};
+	*w = (struct log_writer){.s = s, .budget = {.max = s->max_log_bytes}};
 	snprintf(w->id, sizeof(w->id), "%s", id);
 	pthread_mutex_init(&w->mu, NULL);
 	w->fd = open_log(s, id);
-	return w->fd < 0 ? -errno : 0;
+	if (w->fd < 0)
+		return -errno;
+	/* A build queued again after a stop appends to its log: what the
+	 * earlier runs wrote counts against the same budget. */
+	struct stat st;
+	if (fstat(w->fd, &st) == 0 && st.st_size > 0)
+		w->budget.passed =
+		    (uint64_t)st.st_size < w->budget.max ? (uint64_t)st.st_size : w->budget.max;
+	return 0;
 }
 
-void svc_log_writer_write(struct log_writer *w, const char *data, size_t len)
+static void writer_put(struct log_writer *w, const char *data, size_t len, bool budgeted)
 {
 	pthread_mutex_lock(&w->mu);
+	/* The per-run output cap of the sandbox (64 MiB a stream) bounds one
+	 * step, not a build of a thousand steps: this budget bounds the disk a
+	 * build's log takes. A cut mid-line leaves the line unfinished; the
+	 * end line terminates it. */
+	if (budgeted)
+		len = kiln_budget_take(&w->budget, len);
 	struct kiln_buf out = KILN_BUF_INIT;
+	if (!budgeted && w->partial.len)
+		split_lines(&w->partial, "\n", 1, &out);
 	split_lines(&w->partial, data, len, &out);
 	if (w->fd >= 0 && out.len)
 		write_all(w->fd, out.data, out.len);
@@ -127,10 +143,24 @@ void svc_log_writer_write(struct log_writer *w, const char *data, size_t len)
 		svc_log_notify(w->s, w->id);
 }
 
+void svc_log_writer_write(struct log_writer *w, const char *data, size_t len)
+{
+	writer_put(w, data, len, true);
+}
+
+void svc_log_writer_end(struct log_writer *w, const char *line)
+{
+	pthread_mutex_lock(&w->mu);
+	_cleanup_free_ char *note = kiln_budget_note(&w->budget);
+	pthread_mutex_unlock(&w->mu);
+	_cleanup_free_ char *text = xasprintf("%s%s", note ? note : "", line);
+	writer_put(w, text, strlen(text), false);
+}
+
 void svc_log_writer_close(struct log_writer *w)
 {
 	if (w->partial.len)
-		svc_log_writer_write(w, "\n", 1);
+		writer_put(w, "", 0, false);
 	kiln_buf_free(&w->partial);
 	safe_close(w->fd);
 	pthread_mutex_destroy(&w->mu);

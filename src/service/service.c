@@ -876,6 +876,7 @@ int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service
 	s->offline = cfg->offline;
 	s->no_workers = cfg->no_workers;
 	s->shared_cache = cfg->shared_cache;
+	s->max_log_bytes = cfg->max_log_bytes ? cfg->max_log_bytes : KILN_LOG_MAX_DEFAULT;
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->queue_cond, NULL);

@@ -75,6 +75,13 @@ static inline void kiln_build_info_freep(struct kiln_build_info **b)
 	kiln_build_info_free(*b);
 }
 
+/* The default ceiling on one build's stored log (all its steps and kiln's
+ * own lines together); what comes after it is dropped, and one line says how
+ * much (docs/service.md, "Logs"). */
+#define KILN_LOG_MAX_DEFAULT (UINT64_C(64) << 20)
+/* The largest ceiling an operator may choose. */
+#define KILN_LOG_MAX_LIMIT (UINT64_C(16) << 30)
+
 struct kiln_service_config {
 	const char *state_dir;
 	const char
@@ -83,9 +90,10 @@ struct kiln_service_config {
 	bool offline;      /* builds never fetch (warm store only) */
 	bool shared_cache; /* a completed build answers identical recipes of every
 	                    * owner, not only its own (docs/service.md, "cache") */
-	bool no_workers;   /* the database only: no workers, no crash recovery, no
-	                    * server lock — for `kiln token ...` next to a running
-	                    * server, and for tests of the queue */
+	uint64_t max_log_bytes; /* per build; 0: KILN_LOG_MAX_DEFAULT */
+	bool no_workers;        /* the database only: no workers, no crash recovery, no
+	                         * server lock — for `kiln token ...` next to a running
+	                         * server, and for tests of the queue */
 };
 
 struct kiln_service;

@@ -231,7 +231,7 @@ static int end_build(struct kiln_service *s, struct run *run, struct log_writer 
 		line = xasprintf("==> failed: %s\n", msg);
 	}
 	if (w)
-		svc_log_writer_write(w, line, strlen(line));
+		svc_log_writer_end(w, line);
 	else
 		svc_log_append(s, id, line, strlen(line));
 

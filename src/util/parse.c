@@ -75,3 +75,37 @@ int kiln_parse_span_u64(struct kiln_span s, uint64_t min, uint64_t max, uint64_t
 	buf[s.len] = '\0';
 	return kiln_parse_u64(buf, 10, min, max, ret);
 }
+
+int kiln_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
+{
+	static const struct {
+		char suffix;
+		unsigned shift;
+	} units[] = {{'K', 10}, {'M', 20}, {'G', 30}};
+	if (!s || !*s)
+		return -EINVAL;
+	size_t n = strlen(s);
+	unsigned shift = 0;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (s[n - 1] == units[i].suffix)
+			shift = units[i].shift;
+	if (shift)
+		n--;
+	char digits[24];
+	if (n == 0 || n >= sizeof(digits))
+		return n == 0 ? -EINVAL : -ERANGE;
+	memcpy(digits, s, n);
+	digits[n] = '\0';
+	for (size_t i = 0; i < n; i++)
+		if (digits[i] < '0' || digits[i] > '9')
+			return -EINVAL;
+	uint64_t v;
+	int r = kiln_parse_u64(digits, 10, 0, UINT64_MAX >> shift, &v);
+	if (r < 0)
+		return r;
+	v <<= shift;
+	if (v < min || v > max)
+		return -ERANGE;
+	*ret = v;
+	return 0;
+}

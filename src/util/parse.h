@@ -10,6 +10,9 @@
 
 int kiln_parse_u64(const char *s, int base, uint64_t min, uint64_t max, uint64_t *ret);
 int kiln_parse_i64(const char *s, int64_t min, int64_t max, int64_t *ret);
+/* A size in bytes: decimal digits with an optional binary suffix K, M or G
+ * (KiB, MiB, GiB: "64M" is 67108864), in [min, max]. */
+int kiln_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
 /* An unsigned decimal that fits int, in [min, max]. */
 int kiln_parse_int(const char *s, int min, int max, int *ret);
 

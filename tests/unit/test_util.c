@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "util/alloc.h"
+#include "util/budget.h"
 #include "util/buf.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -512,6 +513,45 @@ static void test_parse_u64(void **state)
 	assert_int_equal(v, 7); /* untouched on failure */
 }
 
+static void test_parse_size(void **state)
+{
+	(void)state;
+	uint64_t v = 7;
+	assert_int_equal(kiln_parse_size("4096", 0, UINT64_MAX, &v), 0);
+	assert_int_equal(v, 4096);
+	assert_int_equal(kiln_parse_size("64K", 0, UINT64_MAX, &v), 0);
+	assert_int_equal(v, 64 << 10);
+	assert_int_equal(kiln_parse_size("4M", 0, UINT64_MAX, &v), 0);
+	assert_int_equal(v, 4 << 20);
+	assert_int_equal(kiln_parse_size("2G", 0, UINT64_MAX, &v), 0);
+	assert_true(v == UINT64_C(2) << 30);
+	v = 7;
+	assert_int_equal(kiln_parse_size("17179869184G", 0, UINT64_MAX, &v), -ERANGE);
+	assert_int_equal(kiln_parse_size("1K", 2048, UINT64_MAX, &v), -ERANGE);
+	assert_int_equal(kiln_parse_size("M", 0, UINT64_MAX, &v), -EINVAL);
+	assert_int_equal(kiln_parse_size("", 0, UINT64_MAX, &v), -EINVAL);
+	assert_int_equal(kiln_parse_size("-1M", 0, UINT64_MAX, &v), -EINVAL);
+	assert_int_equal(kiln_parse_size("1.5M", 0, UINT64_MAX, &v), -EINVAL);
+	assert_int_equal(kiln_parse_size("1MB", 0, UINT64_MAX, &v), -EINVAL);
+	assert_int_equal(kiln_parse_size("1m", 0, UINT64_MAX, &v), -EINVAL);
+	assert_int_equal(kiln_parse_size(" 1", 0, UINT64_MAX, &v), -EINVAL);
+	assert_int_equal(v, 7);
+}
+
+static void test_budget(void **state)
+{
+	(void)state;
+	struct kiln_budget b = {.max = 10};
+	assert_null(kiln_budget_note(&b));
+	assert_int_equal(kiln_budget_take(&b, 4), 4);
+	assert_int_equal(kiln_budget_take(&b, 8), 6);
+	assert_int_equal(kiln_budget_take(&b, 5), 0);
+	assert_int_equal(b.passed, 10);
+	assert_int_equal(b.dropped, 7);
+	_cleanup_free_ char *note = kiln_budget_note(&b);
+	assert_string_equal(note, "==> log limit of 10 bytes reached: dropped 7 bytes\n");
+}
+
 static void test_parse_i64(void **state)
 {
 	(void)state;
@@ -877,6 +917,8 @@ int main(void)
 	    cmocka_unit_test(test_json_c0_and_del),
 	    cmocka_unit_test(test_json_non_ascii),
 	    cmocka_unit_test(test_parse_u64),
+	    cmocka_unit_test(test_parse_size),
+	    cmocka_unit_test(test_budget),
 	    cmocka_unit_test(test_parse_i64),
 	    cmocka_unit_test(test_parse_int),
 	    cmocka_unit_test(test_split_fields),
