@@ -483,6 +483,46 @@ static _noreturn_ void exec_command(void)
 	fail("cannot execute", cmd, last);
 }
 
+/* Every signal back to its default action and none blocked. PID 1 is a copy
+ * of kiln: a signal sent to it from inside would otherwise run kiln's
+ * handler in that copy, and the command inherits the rest across exec —
+ * kiln serve blocks SIGINT/SIGTERM and ignores SIGPIPE, so in service
+ * builds `kill` and `timeout` did nothing and `yes | head` spun until the
+ * step timeout. Raw system calls: glibc's sigaction() refuses the two
+ * signals it reserves for itself. (SIG_DFL in PID 1 is safe: the kernel
+ * drops default-action signals sent to a namespace's init from inside.) */
+struct ksigaction {
+	void *handler;
+	unsigned long flags;
+	void *restorer;
+	uint64_t mask;
+};
+
+/* What a terminal sends kiln's process group (PID 1 is in it; the command
+ * is not, it has its own session): PID 1 ignores them, so that kiln — which
+ * gets them too — decides, and cancels the run cleanly. The command gets
+ * them back at their default before exec. */
+static const int terminal_signals[] = {SIGHUP, SIGINT, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU};
+
+static void set_terminal_signals(void *handler)
+{
+	struct ksigaction a = {handler, 0, NULL, 0};
+	for (size_t i = 0; i < ELEMENTSOF(terminal_signals); i++)
+		(void)syscall(SYS_rt_sigaction, terminal_signals[i], &a, NULL, sizeof(a.mask));
+}
+
+static void reset_signals(void)
+{
+	struct ksigaction dfl = {SIG_DFL, 0, NULL, 0};
+	for (int sig = 1; sig < _NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			(void)syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(dfl.mask));
+	set_terminal_signals(SIG_IGN);
+	uint64_t none = 0;
+	if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(none)) < 0)
+		fail("rt_sigprocmask", NULL, errno);
+}
+
 static _noreturn_ void command_main(void)
 {
 	/* A new session: the command has no controlling terminal, so it cannot
@@ -490,6 +530,7 @@ static _noreturn_ void command_main(void)
 	 * control signals and /dev/tty). */
 	if (setsid() < 0)
 		fail("setsid", NULL, errno);
+	set_terminal_signals(SIG_DFL);
 	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (null < 0)
 		fail("open", "/dev/null", errno);
@@ -543,30 +584,6 @@ static void apply_seccomp(void)
 		fail("seccomp (personality)", NULL, errno);
 	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, plan->seccomp) < 0)
 		fail("seccomp", NULL, errno);
-}
-
-/* Every signal back to its default action and none blocked. PID 1 is a copy
- * of kiln: a signal sent to it from inside would otherwise run kiln's
- * handler in that copy, and the command inherits the rest across exec —
- * kiln serve blocks SIGINT/SIGTERM and ignores SIGPIPE, so in service
- * builds `kill` and `timeout` did nothing and `yes | head` spun until the
- * step timeout. Raw system calls: glibc's sigaction() refuses the two
- * signals it reserves for itself. (SIG_DFL in PID 1 is safe: the kernel
- * drops default-action signals sent to a namespace's init from inside.) */
-static void reset_signals(void)
-{
-	struct {
-		void *handler;
-		unsigned long flags;
-		void *restorer;
-		uint64_t mask;
-	} dfl = {SIG_DFL, 0, NULL, 0};
-	for (int sig = 1; sig < _NSIG; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP)
-			(void)syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(dfl.mask));
-	uint64_t none = 0;
-	if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(none)) < 0)
-		fail("rt_sigprocmask", NULL, errno);
 }
 
 /* The lowest fd >= from that the plan needs, or ~0U. */

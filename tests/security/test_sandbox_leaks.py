@@ -213,3 +213,17 @@ def test_command_starts_with_default_signals(kiln_bin, rootfs):
     assert int(status["SigBlk"], 16) == 0, p.stdout
     assert int(status["SigIgn"], 16) == 0, p.stdout
     assert "y\n" in p.stdout and "killed=143" in p.stdout
+
+
+def test_terminal_interrupt_cancels_the_run_cleanly(kiln_bin, rootfs):
+    """Ctrl-C reaches kiln's whole process group, PID 1 included (the command
+    has its own session). PID 1 ignores it, so kiln's cancellation decides:
+    exit 130, nothing left behind (conftest checks)."""
+    p = subprocess.Popen([kiln_bin, "run", "--root", str(rootfs), "--", "/bin/sh", "-c",
+                          "echo up; exec /probe sleep 60 kiln-main-marker"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    assert p.stdout.readline() == "up\n", p.stderr.read()
+    os.killpg(p.pid, signal.SIGINT)
+    p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGINT
