@@ -76,6 +76,76 @@ static int do_build(const struct kiln_image_build_opts *o, struct kiln_image_res
 	return KILN_EXIT_OK;
 }
 
+/* -o is checked before anything runs: a file there fails at once (not after
+ * minutes of building), missing parents are created, and *ret_created is
+ * the topmost directory this created (NULL when it existed), for removing
+ * what a failed build would leave empty. */
+static int prepare_out(const char *out, char **ret_created)
+{
+	struct stat st;
+	if (stat(out, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return KILN_EXIT_OK;
+		return cli_usage_error(&kiln_cmd_build, "-o %s: exists and is not a directory",
+		                       out);
+	}
+	if (errno != ENOENT) {
+		cli_errorf("build: -o %s: %s", out, strerror(errno));
+		return KILN_EXIT_FAILURE;
+	}
+	_cleanup_free_ char *p = xstrdup(out);
+	for (size_t n = strlen(p); n > 1 && p[n - 1] == '/'; n--)
+		p[n - 1] = '\0';
+	char *created = NULL;
+	for (char *c = p + 1;; c++) {
+		bool end = !*c;
+		if (!end && *c != '/')
+			continue;
+		*c = '\0';
+		if (mkdir(p, 0755) == 0) {
+			if (!created)
+				created = xstrdup(p);
+		} else if (errno != EEXIST || (stat(p, &st) == 0 && !S_ISDIR(st.st_mode))) {
+			int e = errno == EEXIST ? ENOTDIR : errno;
+			cli_errorf("build: -o %s: cannot create %s: %s", out, p, strerror(e));
+			free(created);
+			return KILN_EXIT_FAILURE;
+		}
+		if (end)
+			break;
+		*c = '/';
+	}
+	*ret_created = created;
+	return KILN_EXIT_OK;
+}
+
+/* After a failed build: the directories prepare_out created, innermost
+ * first, where they are still empty (rmdir never removes anything else). */
+static void remove_created(const char *out, const char *created)
+{
+	if (!created)
+		return;
+	_cleanup_free_ char *p = xstrdup(out);
+	for (size_t n = strlen(p); n > 1 && p[n - 1] == '/'; n--)
+		p[n - 1] = '\0';
+	while (strlen(p) >= strlen(created)) {
+		if (rmdir(p) < 0)
+			return;
+		char *slash = strrchr(p, '/');
+		if (!slash)
+			return;
+		*slash = '\0';
+	}
+}
+
+struct build_args {
+	const struct kiln_recipe *r;
+	const char *out, *context, *state;
+	bool verify, json, offline, quiet, no_cache;
+};
+/* Everything after the checks, with the recipe loaded and -o prepared. */
+static int build_in(const struct build_args *args);
+
 static int run(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -131,6 +201,23 @@ static int run(int argc, char **argv)
 	}
 	if ((rc = cli_state_secure("build", state)) != 0)
 		return rc;
+	_cleanup_free_ char *out_created = NULL;
+	if ((rc = prepare_out(out, &out_created)) != 0)
+		return rc;
+	rc = build_in(
+	    &(struct build_args){r, out, context, state, verify, json, offline, quiet, no_cache});
+	if (rc != KILN_EXIT_OK)
+		remove_created(out, out_created);
+	return rc;
+}
+
+static int build_in(const struct build_args *args)
+{
+	const struct kiln_recipe *r = args->r;
+	const char *out = args->out, *context = args->context, *state = args->state;
+	bool verify = args->verify, json = args->json, offline = args->offline, quiet = args->quiet,
+	     no_cache = args->no_cache;
+	int rc;
 
 	if (pipe2(cancel_pipe, O_CLOEXEC) < 0) {
 		cli_errorf("build: pipe: %s", strerror(errno));
@@ -302,11 +389,14 @@ const struct kiln_command kiln_cmd_build = {
              "files, run the steps, normalize, and write the recipe's outputs with\n"
              "manifest.json and sbom.spdx.json. Sets the base up first when needed.\n"
              "An identical recipe whose artifacts are in the store is answered from\n"
-             "the build cache at once (the outputs are hard links into the store).\n"
+             "the build cache at once (the outputs are copies of the store's blobs,\n"
+             "each checked against its digest first: kiln store verify).\n"
              "Needs root.\n"
              "\n"
              "Options:\n"
-             "  -o, --output DIR     where artifacts go (default ./kiln-out)\n"
+             "  -o, --output DIR     where artifacts go (default ./kiln-out; missing\n"
+             "                       parents are created, and removed again if the\n"
+             "                       build fails)\n"
              "  -c, --context FILE   context archive for COPY steps (tar, tar.gz, zip)\n"
              "      --verify         build twice from scratch and compare every byte;\n"
              "                       on a mismatch, list the files that differ\n"

@@ -62,6 +62,18 @@ static bool safe_name(const char *n)
 	return *n && n[0] != '.' && !strchr(n, '/');
 }
 
+/* A blob answers only once checked against its name (store/cas.h): one
+ * changed since it was written is rehashed, a corrupt one quarantined — and
+ * the entry misses, so the build runs again and stores good bytes. */
+static bool blob_ok(const char *state_dir, const char *hex, uint64_t size)
+{
+	int fd = -1;
+	_cleanup_error_ struct kiln_error *e = NULL;
+	int r = kiln_cas_open_verified(state_dir, hex, size, &fd, &e);
+	safe_close(fd);
+	return r == 0;
+}
+
 int kiln_image_cache_lookup(const char *state_dir, const char *build_key, const char *out_dir,
                             struct kiln_image_result **ret, struct kiln_error **err)
 {
@@ -95,7 +107,7 @@ int kiln_image_cache_lookup(const char *state_dir, const char *build_key, const 
 		name[f[0].len] = '\0';
 		memcpy(hex, f[1].p, f[1].len);
 		hex[f[1].len] = '\0';
-		if (!safe_name(name) || !kiln_cas_has(state_dir, hex)) {
+		if (!safe_name(name) || !blob_ok(state_dir, hex, size)) {
 			rc = -ENOENT;
 			break;
 		}

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -23,6 +24,7 @@
 #include "store/cas.h"
 #include "util/alloc.h"
 #include "util/fs.h"
+#include "util/parse.h"
 
 struct claim {
 	char id[KILN_BUILD_ID_LEN + 1];
@@ -186,6 +188,100 @@ static int update_status_locked(struct kiln_service *s, const char *id, enum out
 	return kiln_db_commit(s->db, err);
 }
 
+/* Test-only fault injection (docs/service.md, "Testing"): with
+ * KILN_TEST_FAIL_FINAL_UPDATE=N in the environment, the first N final
+ * updates of this process fail as a database error would. Compiled out of
+ * builds with NDEBUG (release). */
+static bool final_update_fails(void)
+{
+#ifndef NDEBUG
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	static long left = -1;
+	pthread_mutex_lock(&mu);
+	if (left < 0) {
+		const char *v = getenv("KILN_TEST_FAIL_FINAL_UPDATE");
+		int n = 0;
+		left = v && kiln_parse_int(v, 0, 1000000, &n) == 0 ? n : 0;
+	}
+	bool fail = left > 0;
+	if (fail)
+		left--;
+	pthread_mutex_unlock(&mu);
+	return fail;
+#else
+	return false;
+#endif
+}
+
+static void log_line(struct kiln_service *s, struct log_writer *w, const char *id, const char *line)
+{
+	if (w)
+		svc_log_writer_write(w, line, strlen(line));
+	else
+		svc_log_append(s, id, line, strlen(line));
+}
+
+/* The final update, retried: a build whose outcome could not be recorded
+ * would stay `building` with no worker behind it (until the next start's
+ * recovery, or for ever on a server that keeps running). The outcome is
+ * tried 6 times over ~3 s; then the build is recorded `failed` (saying why),
+ * tried until it works or the service stops — waiting on queue_cond with
+ * s->lock released, so that the other threads go on and a stop wakes it.
+ * With s->lock held. */
+static int record_outcome_locked(struct kiln_service *s, struct log_writer *w, const char *id,
+                                 enum outcome o, const char *msg,
+                                 const struct kiln_build_artifact *a, size_t n,
+                                 const char *cached_from, struct kiln_error **err)
+{
+	static const unsigned delay_ms[] = {100, 200, 400, 800, 1600, 5000};
+	_cleanup_error_ struct kiln_error *e = NULL;
+	_cleanup_free_ char *why = NULL;
+	for (unsigned attempt = 0;; attempt++) {
+		e = kiln_error_free(e);
+		int r =
+		    final_update_fails()
+		        ? kiln_error_set(&e, EIO, "injected failure (KILN_TEST_FAIL_FINAL_UPDATE)")
+		        : update_status_locked(s, id, o, why ? why : msg, a, n, cached_from, &e);
+		if (r == 0)
+			return 0;
+		bool give_up_outcome = !why && attempt + 1 >= ELEMENTSOF(delay_ms);
+		if (s->stopping && (why || o == OUT_FAILED)) {
+			/* Left `building`: the next start's recovery ends it. */
+			if (err)
+				*err = TAKE_PTR(e);
+			return r;
+		}
+		_cleanup_free_ char *line = NULL;
+		if (give_up_outcome && o != OUT_FAILED) {
+			why = xasprintf(
+			    "kiln could not record the build's outcome (%s): %s",
+			    kiln_build_status_name(o == OUT_REQUEUED    ? KILN_BUILD_PENDING
+			                           : o == OUT_CANCELLED ? KILN_BUILD_CANCELLED
+			                                                : KILN_BUILD_COMPLETED),
+			    e ? e->msg : strerror(-r));
+			o = OUT_FAILED;
+			line = xasprintf("==> failed: %s\n", why);
+		} else {
+			line =
+			    xasprintf("==> warning: recording the outcome failed (%s); retrying\n",
+			              e ? e->msg : strerror(-r));
+		}
+		log_line(s, w, id, line);
+		unsigned ms =
+		    delay_ms[attempt < ELEMENTSOF(delay_ms) ? attempt : ELEMENTSOF(delay_ms) - 1];
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += ms / 1000;
+		ts.tv_nsec += (long)(ms % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		if (!s->stopping)
+			pthread_cond_timedwait(&s->queue_cond, &s->lock, &ts);
+	}
+}
+
 /* Records how a claimed build ended: its last log line first (so a reader
  * that sees the build finished has every line), then the record, then the
  * subscribers. rc is the pipeline's result; cached_from non-NULL means the
@@ -236,7 +332,7 @@ static int end_build(struct kiln_service *s, struct run *run, struct log_writer 
 		svc_log_append(s, id, line, strlen(line));
 
 	pthread_mutex_lock(&s->lock);
-	int r = update_status_locked(s, id, o, msg, a, n, cached_from, err);
+	int r = record_outcome_locked(s, w, id, o, msg, a, n, cached_from, err);
 	run_remove_locked(s, run);
 	pthread_mutex_unlock(&s->lock);
 	svc_log_notify(s, id);

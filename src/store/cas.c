@@ -410,6 +410,14 @@ int kiln_cas_open_verified(const char *state_dir, const char *hex, uint64_t expe
 	return 0;
 }
 
+bool kiln_cas_looks_intact(const char *state_dir, const char *hex, uint64_t expect_size)
+{
+	_cleanup_free_ char *p = kiln_cas_path(state_dir, hex);
+	struct stat st;
+	return lstat(p, &st) == 0 && S_ISREG(st.st_mode) &&
+	       (expect_size == KILN_CAS_SIZE_UNKNOWN || (uint64_t)st.st_size == expect_size);
+}
+
 int kiln_cas_check(const char *state_dir, const char *hex, bool *ret_good, uint64_t *ret_size,
                    struct kiln_error **err)
 {

@@ -68,6 +68,12 @@ void kiln_cas_set_notify(void (*fn)(void *ud, const char *msg), void *ud);
 int kiln_cas_open_verified(const char *state_dir, const char *hex, uint64_t expect_size,
                            int *ret_fd, struct kiln_error **err);
 
+/* The cheap part of kiln_cas_open_verified, for a hot path that must not
+ * hash (the server's cache lookup): the blob exists, is a regular file and
+ * has expect_size bytes. A blob changed in place without a change of size
+ * is caught when it is served or copied, and by `kiln store verify`. */
+bool kiln_cas_looks_intact(const char *state_dir, const char *hex, uint64_t expect_size);
+
 /* Rehashes blob hex (never trusting its metadata): *ret_good whether it
  * hashes to its name, *ret_size what it holds. Does not mark it used. */
 int kiln_cas_check(const char *state_dir, const char *hex, bool *ret_good, uint64_t *ret_size,
