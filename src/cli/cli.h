@@ -4,6 +4,8 @@
  * 0 success, 1 failure, 2 usage error. Only cli/ prints. */
 #pragma once
 
+#include <stdint.h>
+
 #include "recipe/recipe.h"
 #include "util/error.h"
 
@@ -49,6 +51,9 @@ int cli_load_recipe(const char *path, struct kiln_recipe **ret);
 /* A duration: seconds, or a number with s, m, h or d ("90s", "10m", "6h",
  * "1d"), at most 10 years. -EINVAL otherwise. */
 int cli_parse_duration(const char *s, unsigned *ret_s);
+/* A size: bytes, or a number with K, M, G or T (binary: "500M"), at least 1.
+ * -EINVAL otherwise. */
+int cli_parse_size(const char *s, uint64_t *ret);
 /* True when argv holds -h/--help before any "--". */
 int cli_wants_help(int argc, char **argv);
 void cli_print_help(const struct kiln_command *cmd);
@@ -58,4 +63,11 @@ void cli_print_help(const struct kiln_command *cmd);
  * "kiln CMD: ...". KILN_EXIT_FAILURE (after printing why) when it cannot.
  * The store's notices go to stderr from then on ("kiln CMD: warning: ..."). */
 int cli_state_secure(const char *cmd, const char *state);
+/* `kiln serve --gc-every` (cli/store.c): kiln store gc with pol at once and
+ * then every every_s seconds, a summary on stderr, until stopped. */
+struct kiln_service;
+struct kiln_store_gc_policy;
+int cli_gc_schedule_start(struct kiln_service *svc, unsigned every_s,
+                          const struct kiln_store_gc_policy *pol);
+void cli_gc_schedule_stop(void);
 #endif

@@ -91,6 +91,9 @@ static int run(int argc, char **argv)
 		OPT_SHARED_CACHE,
 		OPT_DATABASE,
 		OPT_MAX_LOG,
+		OPT_GC_EVERY,
+		OPT_KEEP_DAYS,
+		OPT_MAX_SIZE,
 	};
 	static const struct option opts[] = {
 	    {"help", no_argument, NULL, 'h'},
@@ -114,6 +117,9 @@ static int run(int argc, char **argv)
 	    {"max-connections-per-client", required_argument, NULL, OPT_MAX_CONN_CLIENT},
 	    {"shared-cache", no_argument, NULL, OPT_SHARED_CACHE},
 	    {"max-log-size", required_argument, NULL, OPT_MAX_LOG},
+	    {"gc-every", required_argument, NULL, OPT_GC_EVERY},
+	    {"keep-days", required_argument, NULL, OPT_KEEP_DAYS},
+	    {"max-size", required_argument, NULL, OPT_MAX_SIZE},
 	    {},
 	};
 	const char *listen[MAX_LIST], *hosts[MAX_LIST], *origins[MAX_LIST];
@@ -121,6 +127,9 @@ static int run(int argc, char **argv)
 	struct kiln_service_config sc = {.database = getenv("KILN_DATABASE")};
 	int c, r;
 	bool self_signed = false;
+	unsigned gc_every = 0;
+	struct kiln_store_gc_policy gc = {.keep_us = -1, .grace_us = KILN_STORE_GC_GRACE_US};
+	bool gc_policy = false;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+hl:", opts, NULL)) != -1) {
 		switch (c) {
@@ -188,9 +197,37 @@ static int run(int argc, char **argv)
 			                    MAX_CONNECTIONS, &hc.per_ip_connection_limit)) != 0)
 				return r;
 			break;
+		case OPT_GC_EVERY:
+			if (cli_parse_duration(optarg, &gc_every) < 0 || gc_every == 0)
+				return cli_usage_error(
+				    &kiln_cmd_serve,
+				    "--gc-every: expected a duration such as 6h or "
+				    "1d, got '%s'",
+				    optarg);
+			break;
+		case OPT_KEEP_DAYS: {
+			unsigned days = 0;
+			if ((r = parse_uint("--keep-days", optarg, 0, 100000, &days)) != 0)
+				return r;
+			gc.keep_us = (int64_t)days * 86400 * 1000000;
+			gc_policy = true;
+			break;
+		}
+		case OPT_MAX_SIZE:
+			if (cli_parse_size(optarg, &gc.max_size) < 0)
+				return cli_usage_error(
+				    &kiln_cmd_serve,
+				    "--max-size: expected a size such as 500M or 20G, "
+				    "got '%s'",
+				    optarg);
+			gc_policy = true;
+			break;
 		default: return cli_usage_error(&kiln_cmd_serve, "unknown option");
 		}
 	}
+	if (gc_policy && !gc_every)
+		return cli_usage_error(&kiln_cmd_serve,
+		                       "--keep-days and --max-size need --gc-every");
 	if (optind != argc)
 		return cli_usage_error(&kiln_cmd_serve, "unexpected argument '%s'", argv[optind]);
 	if (self_signed && (hc.tls_cert || hc.tls_key))
@@ -263,9 +300,16 @@ static int run(int argc, char **argv)
 		return KILN_EXIT_FAILURE;
 	}
 
+	if (gc_every && cli_gc_schedule_start(svc, gc_every, &gc) != 0) {
+		kiln_http_stop(srv);
+		kiln_service_free(svc);
+		return KILN_EXIT_FAILURE;
+	}
+
 	int sig = 0;
 	sigwait(&set, &sig);
 	fprintf(stderr, "kiln: %s: shutting down\n", strsignal(sig));
+	cli_gc_schedule_stop();
 	kiln_http_stop(srv);
 	kiln_service_free(svc);
 	return KILN_EXIT_OK;
@@ -283,6 +327,7 @@ const struct kiln_command kiln_cmd_serve = {
              "                  [--idle-timeout SECONDS] [--max-connections N]\n"
              "                  [--max-connections-per-client N] [--shared-cache]\n"
              "                  [--max-log-size SIZE]\n"
+             "                  [--gc-every DURATION [--keep-days N] [--max-size SIZE]]\n"
              "\n"
              "Serves the build API (docs/api.md) until SIGINT or SIGTERM, then stops\n"
              "gracefully: live log streams end, running builds go back to pending.\n"
@@ -312,6 +357,12 @@ const struct kiln_command kiln_cmd_serve = {
              "      --max-log-size SIZE  a build's stored log keeps this much, the rest is\n"
              "                           dropped with a line saying how much (default 64M;\n"
              "                           K, M, G suffixes; 4K to 16G)\n"
+             "\n"
+             "      --gc-every DURATION  run `kiln store gc` at start and then every\n"
+             "                           DURATION (90s, 10m, 6h, 1d); with its policy:\n"
+             "      --keep-days N        blobs not used for N days go\n"
+             "      --max-size SIZE      then least recently used first down to SIZE\n"
+             "                           (see kiln help store; a summary goes to stderr)\n"
              "\n"
              "      --session-ttl SECONDS web page sign-ins last this long (default 43200)\n"
              "\n"

@@ -1,7 +1,10 @@
 /* kiln store — verify and collect the content-addressed store, pin builds. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -124,26 +127,6 @@ static int do_verify(struct kiln_service *s, bool repair, bool quiet)
 	return rc;
 }
 
-/* SIZE: bytes, or with a binary suffix K, M, G, T. */
-static int parse_size(const char *s, uint64_t *ret)
-{
-	static const struct {
-		char suffix;
-		unsigned shift;
-	} units[] = {{'K', 10}, {'M', 20}, {'G', 30}, {'T', 40}};
-	size_t n = strlen(s);
-	unsigned shift = 0;
-	for (size_t i = 0; n > 1 && i < ELEMENTSOF(units); i++)
-		if (s[n - 1] == units[i].suffix || s[n - 1] == units[i].suffix + 32)
-			shift = units[i].shift;
-	_cleanup_free_ char *digits = xstrndup(s, shift ? n - 1 : n);
-	uint64_t v;
-	if (kiln_parse_u64(digits, 10, 1, UINT64_MAX >> shift, &v) < 0)
-		return -EINVAL;
-	*ret = v << shift;
-	return 0;
-}
-
 static int do_gc(struct kiln_service *s, const struct kiln_store_gc_policy *pol)
 {
 	struct kiln_store_gc_report rep = {0};
@@ -176,6 +159,86 @@ static int do_gc(struct kiln_service *s, const struct kiln_store_gc_policy *pol)
 	return KILN_EXIT_OK;
 }
 
+/* ---- kiln serve --gc-every ---------------------------------------------------- */
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	bool stop;
+	pthread_t thread;
+	bool started;
+	struct kiln_service *svc;
+	unsigned every_s;
+	struct kiln_store_gc_policy pol;
+} sched = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static void *gc_loop(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&sched.mu);
+	while (!sched.stop) {
+		pthread_mutex_unlock(&sched.mu);
+		struct kiln_store_gc_report rep = {0};
+		_cleanup_error_ struct kiln_error *err = NULL;
+		if (kiln_service_store_gc(sched.svc, &sched.pol, &rep, &err) < 0) {
+			fprintf(stderr, "kiln: gc: %s\n", err->msg);
+		} else {
+			char freed[32], total[32];
+			fmt_size(rep.freed, freed, sizeof(freed));
+			fmt_size(rep.total, total, sizeof(total));
+			fprintf(
+			    stderr,
+			    "kiln: gc: removed %zu item%s, freed %s of %s; %zu build%s no longer "
+			    "answer the cache; next in %u s\n",
+			    rep.n_items, rep.n_items == 1 ? "" : "s", freed, total,
+			    rep.builds_marked, rep.builds_marked == 1 ? "" : "s", sched.every_s);
+			for (size_t i = 0; i < rep.n_items; i++)
+				fprintf(stderr, "kiln: gc: removed sha256:%s (%s)\n",
+				        rep.items[i].sha256, rep.items[i].why);
+			kiln_store_gc_report_clear(&rep);
+		}
+		fflush(stderr);
+		/* The schedule is the clock itself; a stop wakes it at once. */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += sched.every_s;
+		pthread_mutex_lock(&sched.mu);
+		while (!sched.stop &&
+		       pthread_cond_timedwait(&sched.cond, &sched.mu, &ts) != ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&sched.mu);
+	return NULL;
+}
+
+int cli_gc_schedule_start(struct kiln_service *svc, unsigned every_s,
+                          const struct kiln_store_gc_policy *pol)
+{
+	sched.svc = svc;
+	sched.every_s = every_s;
+	sched.pol = *pol;
+	sched.stop = false;
+	int r = pthread_create(&sched.thread, NULL, gc_loop, NULL);
+	if (r != 0) {
+		cli_errorf("serve: cannot start the gc schedule: %s", strerror(r));
+		return KILN_EXIT_FAILURE;
+	}
+	sched.started = true;
+	return KILN_EXIT_OK;
+}
+
+void cli_gc_schedule_stop(void)
+{
+	if (!sched.started)
+		return;
+	pthread_mutex_lock(&sched.mu);
+	sched.stop = true;
+	pthread_cond_broadcast(&sched.cond);
+	pthread_mutex_unlock(&sched.mu);
+	pthread_join(sched.thread, NULL);
+	sched.started = false;
+}
+
 static int run(int argc, char **argv)
 {
 	enum {
@@ -199,7 +262,7 @@ static int run(int argc, char **argv)
 	    {"quiet", no_argument, NULL, 'q'},
 	    {},
 	};
-	const char *state = NULL, *database = NULL, *verb = NULL;
+	const char *state = NULL, *database = getenv("KILN_DATABASE"), *verb = NULL;
 	bool repair = false, quiet = false;
 	struct kiln_store_gc_policy pol = {.keep_us = -1, .grace_us = KILN_STORE_GC_GRACE_US};
 	bool gc_opts = false;
@@ -230,7 +293,7 @@ static int run(int argc, char **argv)
 			gc_opts = true;
 			break;
 		case OPT_MAX_SIZE:
-			if (parse_size(optarg, &pol.max_size) < 0)
+			if (cli_parse_size(optarg, &pol.max_size) < 0)
 				return cli_usage_error(
 				    &kiln_cmd_store,
 				    "--max-size: expected a size such as 500M or 20G, "
@@ -338,7 +401,8 @@ const struct kiln_command kiln_cmd_store = {
              "Options:\n"
              "      --state-dir DIR  state directory (default $KILN_STATE_DIR or\n"
              "                       /var/lib/kiln)\n"
-             "      --database URL   the server's database (default: STATE/kiln.db)\n"
+             "      --database URL   the server's database (default $KILN_DATABASE, else\n"
+             "                       STATE/kiln.db)\n"
              "  -q, --quiet          no progress on stderr\n"
              "\n"
              "Runs next to a live server. Needs root.\n"
