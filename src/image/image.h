@@ -106,7 +106,8 @@ typedef int (*kiln_image_ref_fn)(void *ud, enum kiln_image_ref kind, const char 
                                  const char *what, const char *hex, uint64_t size);
 int kiln_image_store_refs(const char *state_dir, kiln_image_ref_fn fn, void *ud,
                           struct kiln_error **err);
-/* Removes the local cache entry of build_key (its blobs went). */
+/* Removes the local cache entry of build_key (its blobs went); -ENOENT when
+ * there is none. */
 int kiln_image_cache_forget(const char *state_dir, const char *build_key);
 
 /* Explains how two tree listings (kiln_image_result.tree) differ: one line
