@@ -27,7 +27,7 @@ pytests() {
 	build=$1
 	shift
 	KILN="$(pwd)/$build/src/cli/kiln" "$PYTHON" -m pytest -q -p no:cacheprovider -rfE \
-		-m "not heavy" "$@" tests/integration tests/security tests/image tests/api
+		-m "not heavy" "$@" tests/integration tests/security tests/image tests/api tests/store
 }
 
 suite lint ./scripts/lint.sh
@@ -36,10 +36,11 @@ suite unit meson test -C "$BUILD" --print-errorlogs
 suite integration pytests "$BUILD"
 # The API suite once more with every server on PostgreSQL (a server the tests
 # start themselves: tests/pglib.py). The normal build only, and without the
-# slow-client tests, which never touch the database: ~3 minutes.
+# slow-client tests, which never touch the database: ~3 minutes; tests/store
+# too (its SQL: verify, gc, pins, the marks; ~40 s).
 suite api-postgresql env KILN_TEST_DATABASE=postgresql KILN="$(pwd)/$BUILD/src/cli/kiln" \
 	"$PYTHON" -m pytest -q -p no:cacheprovider -rfE -m "not heavy" tests/api \
-	--ignore=tests/api/test_slow_clients.py
+	--ignore=tests/api/test_slow_clients.py tests/store
 # The web UI in Debian's Chromium (Playwright), against the real server.
 suite browser env KILN="$(pwd)/$BUILD/src/cli/kiln" tests/browser/run.sh
 
