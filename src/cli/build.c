@@ -142,6 +142,7 @@ struct build_args {
 	const struct kiln_recipe *r;
 	const char *out, *context, *state;
 	bool verify, json, offline, quiet, no_cache;
+	uint64_t max_log;
 };
 /* Everything after the checks, with the recipe loaded and -o prepared. */
 static int build_in(const struct build_args *args);
@@ -204,8 +205,8 @@ static int run(int argc, char **argv)
 	_cleanup_free_ char *out_created = NULL;
 	if ((rc = prepare_out(out, &out_created)) != 0)
 		return rc;
-	rc = build_in(
-	    &(struct build_args){r, out, context, state, verify, json, offline, quiet, no_cache});
+	rc = build_in(&(struct build_args){r, out, context, state, verify, json, offline, quiet,
+	                                   no_cache, max_log});
 	if (rc != KILN_EXIT_OK)
 		remove_created(out, out_created);
 	return rc;
@@ -217,6 +218,7 @@ static int build_in(const struct build_args *args)
 	const char *out = args->out, *context = args->context, *state = args->state;
 	bool verify = args->verify, json = args->json, offline = args->offline, quiet = args->quiet,
 	     no_cache = args->no_cache;
+	uint64_t max_log = args->max_log;
 	int rc;
 
 	if (pipe2(cancel_pipe, O_CLOEXEC) < 0) {

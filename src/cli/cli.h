@@ -51,9 +51,6 @@ int cli_load_recipe(const char *path, struct kiln_recipe **ret);
 /* A duration: seconds, or a number with s, m, h or d ("90s", "10m", "6h",
  * "1d"), at most 10 years. -EINVAL otherwise. */
 int cli_parse_duration(const char *s, unsigned *ret_s);
-/* A size: bytes, or a number with K, M, G or T (binary: "500M"), at least 1.
- * -EINVAL otherwise. */
-int cli_parse_size(const char *s, uint64_t *ret);
 /* True when argv holds -h/--help before any "--". */
 int cli_wants_help(int argc, char **argv);
 void cli_print_help(const struct kiln_command *cmd);

@@ -60,26 +60,6 @@ int cli_parse_duration(const char *s, unsigned *ret_s)
 	return 0;
 }
 
-/* SIZE: bytes, or with a binary suffix K, M, G, T. */
-int cli_parse_size(const char *s, uint64_t *ret)
-{
-	static const struct {
-		char suffix;
-		unsigned shift;
-	} units[] = {{'K', 10}, {'M', 20}, {'G', 30}, {'T', 40}};
-	size_t n = strlen(s);
-	unsigned shift = 0;
-	for (size_t i = 0; n > 1 && i < ELEMENTSOF(units); i++)
-		if (s[n - 1] == units[i].suffix || s[n - 1] == units[i].suffix + 32)
-			shift = units[i].shift;
-	_cleanup_free_ char *digits = xstrndup(s, shift ? n - 1 : n);
-	uint64_t v;
-	if (kiln_parse_u64(digits, 10, 1, UINT64_MAX >> shift, &v) < 0)
-		return -EINVAL;
-	*ret = v << shift;
-	return 0;
-}
-
 int cli_wants_help(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {

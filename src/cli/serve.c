@@ -214,7 +214,7 @@ static int run(int argc, char **argv)
 			break;
 		}
 		case OPT_MAX_SIZE:
-			if (cli_parse_size(optarg, &gc.max_size) < 0)
+			if (kiln_parse_size(optarg, 1, UINT64_MAX, &gc.max_size) < 0)
 				return cli_usage_error(
 				    &kiln_cmd_serve,
 				    "--max-size: expected a size such as 500M or 20G, "

@@ -293,7 +293,7 @@ static int run(int argc, char **argv)
 			gc_opts = true;
 			break;
 		case OPT_MAX_SIZE:
-			if (cli_parse_size(optarg, &pol.max_size) < 0)
+			if (kiln_parse_size(optarg, 1, UINT64_MAX, &pol.max_size) < 0)
 				return cli_usage_error(
 				    &kiln_cmd_store,
 				    "--max-size: expected a size such as 500M or 20G, "
@@ -388,7 +388,7 @@ const struct kiln_command kiln_cmd_store = {
              "base's archive. Blobs that nothing references go in any case; then:\n"
              "  --keep-days N    blobs not used for N days (0: every unprotected blob)\n"
              "  --max-size SIZE  then, oldest use first, until the store holds at most\n"
-             "                   SIZE (bytes, or with K, M, G, T: 20G)\n"
+             "                   SIZE (bytes, or with K, M or G: 20G)\n"
              "  --grace DURATION never what was used or written this recently (default\n"
              "                   1h: a build may have stored a blob and not recorded it)\n"
              "  --dry-run        list what would go and how much it frees; change nothing\n"
