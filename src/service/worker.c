@@ -467,6 +467,19 @@ static void run_claimed(struct kiln_service *s, struct claim *c)
 		rc = kiln_error_set(&err, ECANCELED, "build cancelled");
 
 	_cleanup_free_ char *ctx = c->context ? kiln_cas_path(s->state_dir, c->context) : NULL;
+	if (rc == 0 && ctx) {
+		/* The context is a store blob like any other: checked before the
+		 * build reads it (store/cas.h), so a changed one fails the build
+		 * instead of baking other bytes into the image. */
+		int fd = -1;
+		rc = kiln_cas_open_verified(s->state_dir, c->context, KILN_CAS_SIZE_UNKNOWN, &fd,
+		                            &err);
+		safe_close(fd);
+		if (rc == -ENOENT)
+			rc = kiln_error_set(&err, ENOENT, "no longer in the store");
+		if (rc < 0)
+			kiln_error_prefix(&err, "context sha256:%s", c->context);
+	}
 	_cleanup_free_ char *out = xasprintf("%s/builds/%s-out", s->state_dir, c->id);
 	_cleanup_(kiln_image_result_freep) struct kiln_image_result *res = NULL;
 	struct kiln_build_artifact *arts = NULL;

@@ -332,3 +332,31 @@ def test_output_errors(kiln_bin, state, tmp_path):
     mine.mkdir()
     p = build(kiln_bin, state, bad, mine)
     assert p.returncode == 1 and mine.is_dir()  # the user's own directory stays
+
+
+def test_a_corrupt_context_fails_the_build(kiln_bin, state, tmp_path):
+    """A queued build's context is a store blob: checked before the build
+    reads it, never baked into an image with other bytes."""
+    import tarfile
+    (tmp_path / "f.txt").write_text("context file\n")
+    ctx = tmp_path / "ctx.tar"
+    with tarfile.open(ctx, "w") as t:
+        t.add(tmp_path / "f.txt", arcname="f.txt")
+    srv = Server(kiln_bin, state, ["--no-workers"], tmp_path / "s1.log")
+    try:
+        r = requests.post(srv.url("/api/v1/builds"), files={
+            "recipe": ("r.json", json.dumps({"base": "busybox", "steps": ["COPY f.txt /f"]})),
+            "context": ("ctx.tar", ctx.read_bytes())})
+        assert r.status_code == 202, r.text
+        id = r.json()["id"]
+    finally:
+        assert srv.stop() == 0, srv.stderr()
+    with open(blob(state, sha256(ctx)), "ab") as f:
+        f.write(b"\0" * 512)
+    srv = Server(kiln_bin, state, ["--workers", "1"], tmp_path / "s2.log")
+    try:
+        b = srv.wait(id)
+        assert b["status"] == "failed", b
+        assert f"context sha256:{sha256(ctx)}" in b["error"] and "corrupt" in b["error"], b
+    finally:
+        assert srv.stop() == 0, srv.stderr()
