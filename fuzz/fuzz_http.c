@@ -6,7 +6,8 @@
  * input, If-None-Match, Authorization, Accept, Content-Type, the list
  * query parameters, Last-Event-ID, a listen address; plus the SSE and
  * Content-Disposition writers, whose output must stay well-formed; and the
- * same fields as header name/value pairs through the framing check. */
+ * same fields as header name/value pairs through the framing check, and
+ * as an access-log entry (one line of printable ASCII for any input). */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -140,6 +141,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(b.len >= 2 && b.data[b.len - 1] == '\n' && b.data[b.len - 2] == '\n');
 	CHECK(strstr(b.data, "\r") == NULL && memmem(b.data, b.len - 2, "\n\n", 2) == NULL);
 	kiln_buf_free(&b);
+	/* the access-log line: one line of printable ASCII within the limit */
+	char line[KILN_HTTP_LOG_LINE_MAX];
+	struct kiln_http_log_entry le = {.time = f[9],
+	                                 .remote = f[11],
+	                                 .method = f[0],
+	                                 .uri = f[1],
+	                                 .user = f[6][0] ? f[6] : NULL,
+	                                 .status = (unsigned)size,
+	                                 .duration_us = rsize,
+	                                 .aborted = size & 1};
+	size_t ln = kiln_http_log_line(line, &le);
+	CHECK(ln >= 2 && ln <= sizeof(line) && line[ln - 1] == '\n' && line[ln - 2] == '}');
+	for (size_t k = 0; k + 1 < ln; k++)
+		CHECK((unsigned char)line[k] >= 0x20 && (unsigned char)line[k] < 0x7f);
 	kiln_http_content_disposition(&b, f[1]);
 	for (size_t k = 0; k < b.len; k++)
 		CHECK((unsigned char)b.data[k] >= 0x20 && (unsigned char)b.data[k] < 0x7f);

@@ -1,9 +1,12 @@
 /* kiln serve — the build service over HTTP. */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "http/http.h"
@@ -69,6 +72,31 @@ static int bootstrap_admin(struct kiln_service *svc, const char *url)
 	return 0;
 }
 
+/* --access-log FILE|-|off. A file is opened O_APPEND (each line is one
+ * write, so lines from several threads, or a logrotate copytruncate, never
+ * tear) and 0640: the log names clients and owners. */
+static int open_access_log(const char *arg, FILE **ret)
+{
+	if (strcmp(arg, "off") == 0) {
+		*ret = NULL;
+		return 0;
+	}
+	if (strcmp(arg, "-") == 0) {
+		*ret = stderr;
+		return 0;
+	}
+	int fd = open(arg, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0640);
+	FILE *f = fd >= 0 ? fdopen(fd, "a") : NULL;
+	if (!f) {
+		cli_errorf("serve: --access-log %s: %s", arg, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return KILN_EXIT_FAILURE;
+	}
+	*ret = f;
+	return 0;
+}
+
 static int run(int argc, char **argv)
 {
 	enum {
@@ -94,12 +122,14 @@ static int run(int argc, char **argv)
 		OPT_GC_EVERY,
 		OPT_KEEP_DAYS,
 		OPT_MAX_SIZE,
+		OPT_ACCESS_LOG,
 	};
 	static const struct option opts[] = {
 	    {"help", no_argument, NULL, 'h'},
 	    {"listen", required_argument, NULL, 'l'},
 	    {"state-dir", required_argument, NULL, OPT_STATE},
 	    {"database", required_argument, NULL, OPT_DATABASE},
+	    {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
 	    {"workers", required_argument, NULL, OPT_WORKERS},
 	    {"no-auth", no_argument, NULL, OPT_NO_AUTH},
 	    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
@@ -124,6 +154,7 @@ static int run(int argc, char **argv)
 	};
 	const char *listen[MAX_LIST], *hosts[MAX_LIST], *origins[MAX_LIST];
 	struct kiln_http_config hc = {.access_log = stderr};
+	const char *access_log = "-";
 	struct kiln_service_config sc = {.database = getenv("KILN_DATABASE")};
 	int c, r;
 	bool self_signed = false;
@@ -140,6 +171,7 @@ static int run(int argc, char **argv)
 			break;
 		case OPT_STATE: sc.state_dir = optarg; break;
 		case OPT_DATABASE: sc.database = optarg; break;
+		case OPT_ACCESS_LOG: access_log = optarg; break;
 		case OPT_WORKERS:
 			if ((r = parse_uint("--workers", optarg, 1, 256, &sc.workers)) != 0)
 				return r;
@@ -245,6 +277,8 @@ static int run(int argc, char **argv)
 		    hc.per_ip_connection_limit, hc.connection_limit);
 	if (!sc.state_dir)
 		sc.state_dir = kiln_state_dir_default();
+	if ((r = open_access_log(access_log, &hc.access_log)) != 0)
+		return r;
 	hc.listen = listen;
 	hc.allowed_hosts = hosts;
 	hc.cors_origins = origins;
@@ -312,6 +346,8 @@ static int run(int argc, char **argv)
 	cli_gc_schedule_stop();
 	kiln_http_stop(srv);
 	kiln_service_free(svc);
+	if (hc.access_log && hc.access_log != stderr)
+		fclose(hc.access_log);
 	return KILN_EXIT_OK;
 }
 
@@ -328,6 +364,7 @@ const struct kiln_command kiln_cmd_serve = {
              "                  [--max-connections-per-client N] [--shared-cache]\n"
              "                  [--max-log-size SIZE]\n"
              "                  [--gc-every DURATION [--keep-days N] [--max-size SIZE]]\n"
+             "                  [--access-log FILE|-|off]\n"
              "\n"
              "Serves the build API (docs/api.md) until SIGINT or SIGTERM, then stops\n"
              "gracefully: live log streams end, running builds go back to pending.\n"
@@ -365,6 +402,9 @@ const struct kiln_command kiln_cmd_serve = {
              "                           (see kiln help store; a summary goes to stderr)\n"
              "\n"
              "      --session-ttl SECONDS web page sign-ins last this long (default 43200)\n"
+             "      --access-log FILE|-|off\n"
+             "                           one JSON line per request (docs/api.md): appended to\n"
+             "                           FILE, '-' stderr (the default), 'off' none\n"
              "\n"
              "Slow and greedy clients (slowloris):\n"
              "      --idle-timeout SECONDS\n"
@@ -376,7 +416,8 @@ const struct kiln_command kiln_cmd_serve = {
              "                           open connections from one address; more are closed\n"
              "                           (default 128)\n"
              "\n"
-             "Prints one line per URL served, then one line per request on stderr. The\n"
+             "Prints one line per URL served on stdout, then one line per request to the\n"
+             "access log (stderr unless --access-log says otherwise). The\n"
              "web page is at the URL's /. On the first start (no token exists yet, and\n"
              "not --no-auth) an admin token is created and printed once on stderr.\n"
              "\n"

@@ -53,7 +53,8 @@ struct kiln_http_config {
 	unsigned sse_heartbeat_s;         /* SSE comment lines keep streams alive; 0: 15 */
 	unsigned session_ttl_s;           /* web UI sessions last; 0: 12 hours */
 	const char *state_dir;            /* multipart uploads go to state_dir/tmp */
-	FILE *access_log; /* one line per request (method, path, status, ms); NULL: off */
+	FILE *access_log; /* one JSON line per request (kiln_http_log_line), written with one
+	                   * write(2) to its fd; NULL: off */
 };
 
 struct kiln_http_server;

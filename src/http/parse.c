@@ -666,3 +666,88 @@ void kiln_http_content_disposition(struct kiln_buf *out, const char *name)
 			kiln_buf_printf(out, "%%%02X", *p);
 	}
 }
+
+/* A writer into a fixed buffer: what does not fit is dropped, and `full`
+ * says so. */
+struct line_w {
+	char *p;
+	size_t len, cap;
+	bool full;
+};
+
+static void lw_put(struct line_w *w, const char *s, size_t n)
+{
+	if (n > w->cap - w->len) {
+		n = w->cap - w->len;
+		w->full = true;
+	}
+	memcpy(w->p + w->len, s, n);
+	w->len += n;
+}
+
+static void lw_puts(struct line_w *w, const char *s)
+{
+	lw_put(w, s, strlen(s));
+}
+
+/* A JSON string whose content is printable ASCII: the rest as %HH. Stops
+ * before `limit` (an escape is never cut in half); returns false if s did
+ * not fit. */
+static bool lw_string(struct line_w *w, const char *s, size_t limit)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	lw_put(w, "\"", 1);
+	bool whole = true;
+	for (const unsigned char *c = (const unsigned char *)(s ? s : ""); *c; c++) {
+		bool plain = *c > 0x20 && *c < 0x7f && *c != '"' && *c != '\\';
+		if (w->len + (plain ? 1 : 3) > limit) {
+			whole = false;
+			break;
+		}
+		if (plain) {
+			lw_put(w, (const char *)c, 1);
+		} else {
+			char e[3] = {'%', hex[*c >> 4], hex[*c & 15]};
+			lw_put(w, e, 3);
+		}
+	}
+	lw_put(w, "\"", 1);
+	return whole;
+}
+
+size_t kiln_http_log_line(char out[KILN_HTTP_LOG_LINE_MAX], const struct kiln_http_log_entry *e)
+{
+	/* Room for everything after the URI: status, ms, user (cut at 256),
+	 * the flags and the newline. */
+	enum { TAIL = 512, USER_MAX = 256 };
+	struct line_w w = {out, 0, KILN_HTTP_LOG_LINE_MAX, false};
+	char num[64];
+	lw_puts(&w, "{\"time\":");
+	lw_string(&w, e->time, w.len + 64);
+	lw_puts(&w, ",\"remote\":");
+	lw_string(&w, e->remote, w.len + 64);
+	lw_puts(&w, ",\"method\":");
+	lw_string(&w, e->method, w.len + 64);
+	lw_puts(&w, ",\"uri\":");
+	bool whole = lw_string(&w, e->uri, KILN_HTTP_LOG_LINE_MAX - TAIL);
+	if (e->status)
+		snprintf(num, sizeof(num), ",\"status\":%u", e->status);
+	else
+		snprintf(num, sizeof(num), ",\"status\":null");
+	lw_puts(&w, num);
+	snprintf(num, sizeof(num), ",\"ms\":%llu.%03llu",
+	         (unsigned long long)(e->duration_us / 1000),
+	         (unsigned long long)(e->duration_us % 1000));
+	lw_puts(&w, num);
+	lw_puts(&w, ",\"user\":");
+	if (e->user)
+		lw_string(&w, e->user, w.len + USER_MAX);
+	else
+		lw_puts(&w, "null");
+	if (e->aborted)
+		lw_puts(&w, ",\"aborted\":true");
+	if (!whole)
+		lw_puts(&w, ",\"truncated\":true");
+	lw_puts(&w, "}\n");
+	return w.len;
+}

@@ -5,8 +5,8 @@
  * Content-Type headers, list query parameters, listen addresses — lives
  * here so tests/unit/test_http.c and fuzz/fuzz_http.c can drive it
  * directly. Also the rate limiter's per-client bucket arithmetic and the
- * SSE/Content-Disposition writers (their output must stay well-formed for
- * any input). Must not: allocate on the request path except into a
+ * SSE/Content-Disposition/access-log writers (their output must stay
+ * well-formed for any input). Must not: allocate on the request path except into a
  * caller's kiln_buf, or touch global state. */
 #pragma once
 
@@ -183,5 +183,26 @@ bool kiln_http_bucket_take(struct kiln_http_bucket *b, uint64_t now_us, unsigned
  * line per line of data (CR, LF and CRLF all split), then a blank line. */
 void kiln_http_sse_event(struct kiln_buf *out, const char *event, uint64_t id, const char *data,
                          size_t len);
+/* One access-log line: a JSON object on one line (JSON Lines), fields
+ *   {"time":"2026-12-01T22:14:31.123Z","remote":"127.0.0.1","method":"GET",
+ *    "uri":"/api/v1/health","status":200,"ms":0.017,"user":null}
+ * plus "aborted":true when the response did not complete and
+ * "truncated":true when the URI was cut to fit. Log injection: in method,
+ * URI, user and remote every byte outside printable ASCII, and `"` and `\`,
+ * is written %HH, so a line is printable ASCII, valid JSON and ends at its
+ * one '\n'. status 0: no response was sent (null). The line is at most
+ * KILN_HTTP_LOG_LINE_MAX bytes — one write(2), which the kernel does not
+ * interleave with another thread's on a pipe (PIPE_BUF) or an O_APPEND
+ * file. Returns its length. */
+#define KILN_HTTP_LOG_LINE_MAX 4096
+struct kiln_http_log_entry {
+	const char *time; /* RFC 3339 UTC */
+	const char *remote, *method, *uri;
+	const char *user; /* NULL: no authenticated owner */
+	unsigned status;
+	uint64_t duration_us;
+	bool aborted;
+};
+size_t kiln_http_log_line(char out[KILN_HTTP_LOG_LINE_MAX], const struct kiln_http_log_entry *e);
 /* attachment; filename="<ascii, quotes escaped>"; filename*=UTF-8''<pct> */
 void kiln_http_content_disposition(struct kiln_buf *out, const char *name);

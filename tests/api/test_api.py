@@ -149,7 +149,8 @@ def test_health_endpoints(serve):
     assert r.json()["status"] == "ok" and isinstance(r.json()["latency_us"], int)
     # one line per request in the server's log (written once the response is out)
     deadline = time.time() + 5
-    while not re.search(r"GET /api/v1/health/db 200 [\d.]+ms", s.stderr()):
+    while not re.search(r'"method":"GET","uri":"/api/v1/health/db","status":200,"ms":[\d.]+,',
+                        s.stderr()):
         assert time.time() < deadline, s.stderr()
         time.sleep(0.05)
 

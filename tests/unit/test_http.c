@@ -188,6 +188,49 @@ static void test_framing(void **state)
 #undef FRAMING
 }
 
+static void test_access_log_line(void **state)
+{
+	(void)state;
+	char line[KILN_HTTP_LOG_LINE_MAX];
+	struct kiln_http_log_entry e = {.time = "2026-12-01T22:14:31.123Z",
+	                                .remote = "127.0.0.1",
+	                                .method = "GET",
+	                                .uri = "/api/v1/health",
+	                                .status = 200,
+	                                .duration_us = 17};
+	size_t n = kiln_http_log_line(line, &e);
+	const char *want = "{\"time\":\"2026-12-01T22:14:31.123Z\",\"remote\":\"127.0.0.1\","
+	                   "\"method\":\"GET\",\"uri\":\"/api/v1/health\",\"status\":200,"
+	                   "\"ms\":0.017,\"user\":null}\n";
+	assert_int_equal(n, strlen(want));
+	assert_memory_equal(line, want, n);
+
+	/* log injection: a forged line, a terminal escape, quotes */
+	e.uri = "/x\r\n{\"forged\":1}\x1b[2J\\\xff";
+	e.user = "al\"ice";
+	e.status = 0;
+	e.aborted = true;
+	n = kiln_http_log_line(line, &e);
+	want = "{\"time\":\"2026-12-01T22:14:31.123Z\",\"remote\":\"127.0.0.1\","
+	       "\"method\":\"GET\",\"uri\":\"/x%0D%0A{%22forged%22:1}%1B[2J%5C%FF\","
+	       "\"status\":null,\"ms\":0.017,\"user\":\"al%22ice\",\"aborted\":true}\n";
+	assert_int_equal(n, strlen(want));
+	assert_memory_equal(line, want, n);
+
+	/* a URI over the line: cut at a whole escape, flagged, still one line */
+	char *big = xmalloc(3 * KILN_HTTP_LOG_LINE_MAX + 1);
+	memset(big, '\x01', 3 * KILN_HTTP_LOG_LINE_MAX);
+	big[3 * KILN_HTTP_LOG_LINE_MAX] = '\0';
+	e.uri = big;
+	n = kiln_http_log_line(line, &e);
+	assert_true(n <= KILN_HTTP_LOG_LINE_MAX);
+	assert_int_equal(line[n - 1], '\n');
+	assert_null(memchr(line, '\n', n - 1));
+	assert_non_null(memmem(line, n, "%01\",\"status\"", strlen("%01\",\"status\"")));
+	assert_non_null(memmem(line, n, ",\"truncated\":true}", 18));
+	free(big);
+}
+
 static void test_range(void **state)
 {
 	(void)state;
@@ -554,6 +597,7 @@ int main(void)
 	    cmocka_unit_test(test_host_allowlist),
 	    cmocka_unit_test(test_origin_and_fetch_site),
 	    cmocka_unit_test(test_framing),
+	    cmocka_unit_test(test_access_log_line),
 	    cmocka_unit_test(test_range),
 	    cmocka_unit_test(test_etag),
 	    cmocka_unit_test(test_bearer_accept_media),
