@@ -446,7 +446,7 @@ pid_t sb_cgroup_clone(struct sb_cgroup *cg, unsigned long flags, int *ret_pidfd,
 	*ret_joined = false;
 	if (cg->v2) {
 		_cleanup_close_ int dfd =
-		    open(cg->dir[CG_UNIFIED], O_PATH | O_DIRECTORY | O_CLOEXEC);
+		    open(cg->dir[CG_UNIFIED], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (dfd >= 0) {
 			pid_t pid = raw_clone3(flags, dfd, ret_pidfd);
 			if (pid == 0)
