@@ -97,7 +97,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t k = 0; k + 1 < nf; k += 2)
 		kiln_http_framing_add(&fr, f[k], f[k + 1]);
 	if (!kiln_http_framing_check(&fr))
-		CHECK(fr.n_host <= 1 && fr.n_content_length <= 1 && fr.n_transfer_encoding <= 1 &&
+		CHECK(!fr.bad_name && fr.n_host <= 1 && fr.n_content_length <= 1 &&
+		      fr.n_transfer_encoding <= 1 &&
 		      !(fr.n_content_length && fr.n_transfer_encoding));
 
 	uint64_t rsize = 0;

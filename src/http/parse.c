@@ -185,6 +185,13 @@ void kiln_http_framing_add(struct kiln_http_framing *f, const char *name, const 
 {
 	if (!name)
 		return;
+	/* RFC 9112 §5.1: a name is a token, with no white space before the colon */
+	static const char tchar[] = "!#$%&'*+-.^_`|~";
+	bool token = *name != '\0';
+	for (const char *p = name; token && *p; p++)
+		token = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+		        (*p >= 'A' && *p <= 'Z') || strchr(tchar, *p);
+	f->bad_name |= !token;
 	if (strcasecmp(name, "Host") == 0) {
 		f->n_host++;
 	} else if (strcasecmp(name, "Content-Length") == 0) {
@@ -214,6 +221,8 @@ const char *kiln_http_framing_check(const struct kiln_http_framing *f)
 		return "Transfer-Encoding other than chunked";
 	if (f->n_host > 1)
 		return "more than one Host";
+	if (f->bad_name)
+		return "a header name with white space or a character names never have";
 	return NULL;
 }
 

@@ -81,14 +81,16 @@ bool kiln_http_host_split(const char *host, size_t len, size_t *ret_name_len, lo
  * and kiln could read a body's length differently — Content-Length and
  * Transfer-Encoding together, a repeated Content-Length or
  * Transfer-Encoding, a length that is not plain digits, a coding other
- * than exactly "chunked" — the bytes one of them takes for the next
- * request are the attacker's. libmicrohttpd reads only the first of
+ * than exactly "chunked", a header name with white space in it
+ * ("Transfer-Encoding : chunked", which libmicrohttpd files under another
+ * name while a lenient proxy may not) — the bytes one of them takes for
+ * the next request are the attacker's. libmicrohttpd reads only the first of
  * repeated headers, so kiln looks at all of them. A repeated Host is
  * refused too (the allowlist checks only one: RFC 9112 §3.2). Feed every
  * request header in order to _add, then ask _check. */
 struct kiln_http_framing {
 	unsigned n_host, n_content_length, n_transfer_encoding;
-	bool bad_length, bad_coding;
+	bool bad_length, bad_coding, bad_name;
 };
 void kiln_http_framing_add(struct kiln_http_framing *f, const char *name, const char *value);
 /* NULL when the framing is unambiguous, else why not (a constant string). */

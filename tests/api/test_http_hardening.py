@@ -63,6 +63,10 @@ SMUGGLING = {
     # A coding other than chunked last: the length cannot be determined.
     "te-not-chunked": b"Transfer-Encoding: gzip\r\n",
     "te-list": b"Transfer-Encoding: chunked, identity\r\n",
+    # §5.1: white space before the colon. libmicrohttpd files it under the
+    # name "Transfer-Encoding " and reads Content-Length; a lenient proxy
+    # may read it as chunked.
+    "space-before-colon": b"Transfer-Encoding : chunked\r\nContent-Length: 5\r\n",
 }
 
 

@@ -184,6 +184,10 @@ static void test_framing(void **state)
 	assert_non_null(FRAMING("Transfer-Encoding", "gzip"));
 	assert_non_null(FRAMING("Transfer-Encoding", "chunked, identity"));
 	assert_non_null(FRAMING("Host", "a", "Host", "a"));
+	assert_non_null(FRAMING("Transfer-Encoding ", "chunked", "Content-Length", "5"));
+	assert_non_null(FRAMING("X\tY", "1"));
+	assert_non_null(FRAMING("", "1"));
+	assert_null(FRAMING("X-Ok_1.2~", "1", "Accept", "*/*"));
 	assert_string_equal(FRAMING("Host", "a", "HOST", "b"), "more than one Host");
 #undef FRAMING
 }
