@@ -69,11 +69,7 @@ static int do_build(const struct kiln_image_build_opts *o, struct kiln_image_res
 	_cleanup_error_ struct kiln_error *err = NULL;
 	int rc = kiln_image_build(o, ret, &err);
 	log_end(o->hooks.userdata);
-	if (rc < 0) {
-		cli_errorf("build: %s", err ? err->msg : strerror(-rc));
-		return KILN_EXIT_FAILURE;
-	}
-	return KILN_EXIT_OK;
+	return rc < 0 ? cli_fail("build", rc, err) : KILN_EXIT_OK;
 }
 
 /* -o is checked before anything runs: a file there fails at once (not after
@@ -235,15 +231,12 @@ static int build_in(const struct build_args *args)
 	if (!no_cache && !verify) {
 		char key[KILN_SHA256_HEX_LEN + 1];
 		_cleanup_error_ struct kiln_error *e = NULL;
-		if (kiln_image_build_key(r, context, key, &e) < 0) {
-			cli_errorf("build: %s", e->msg);
-			return KILN_EXIT_FAILURE;
-		}
+		int kr = kiln_image_build_key(r, context, key, &e);
+		if (kr < 0)
+			return cli_fail("build", kr, e);
 		int cr = kiln_image_cache_lookup(state, key, out, &res, &e);
-		if (cr < 0 && cr != -ENOENT) {
-			cli_errorf("build: %s", e->msg);
-			return KILN_EXIT_FAILURE;
-		}
+		if (cr < 0 && cr != -ENOENT)
+			return cli_fail("build", cr, e);
 		if (cr == 0 && !quiet)
 			fprintf(stderr,
 			        "==> build key %.12s is in the build cache: nothing to build "
@@ -264,10 +257,9 @@ static int build_in(const struct build_args *args)
 				fprintf(stderr,
 				        "==> base %s is not set up yet; running kiln setup\n",
 				        r->base);
-			if (kiln_image_setup(state, r->base, &hooks, NULL, NULL, &e) < 0) {
-				cli_errorf("build: setup: %s", e->msg);
-				return KILN_EXIT_FAILURE;
-			}
+			int sr = kiln_image_setup(state, r->base, &hooks, NULL, NULL, &e);
+			if (sr < 0)
+				return cli_fail("build: setup", sr, e);
 		}
 	}
 
@@ -287,7 +279,7 @@ static int build_in(const struct build_args *args)
 	}
 
 	bool verified = false;
-	struct kiln_buf diff = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf diff = KILN_BUF_INIT;
 	if (verify) {
 		/* A second build from scratch in a fresh work tree and output dir;
 		 * reproducibility is proven by comparing bytes, not asserted. */
@@ -341,7 +333,7 @@ static int build_in(const struct build_args *args)
 	}
 
 	if (json) {
-		struct kiln_buf b = KILN_BUF_INIT;
+		_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
 		kiln_buf_printf(
 		    &b,
 		    "{\"build_key\":\"%s\",\"config_hash\":\"%s\",\"source_date_epoch\":%" PRId64
@@ -360,7 +352,6 @@ static int build_in(const struct build_args *args)
 			kiln_buf_printf(&b, ",\"reproducible\":%s", verified ? "true" : "false");
 		kiln_buf_puts(&b, "}\n");
 		fwrite(b.data, 1, b.len, stdout);
-		kiln_buf_free(&b);
 	} else {
 		printf("build key %s%s\n", res->build_key,
 		       res->cached ? " (from the build cache)" : "");
@@ -374,10 +365,8 @@ static int build_in(const struct build_args *args)
 	}
 	if (verify && !verified) {
 		cli_errorf("build: --verify: artifacts differ between two builds:\n%s", diff.data);
-		kiln_buf_free(&diff);
 		return KILN_EXIT_FAILURE;
 	}
-	kiln_buf_free(&diff);
 	return KILN_EXIT_OK;
 }
 

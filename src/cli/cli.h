@@ -42,6 +42,12 @@ extern const struct kiln_command kiln_cmd_store;
 
 /* Prints "kiln: <fmt>" to stderr. */
 void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The exit code of a failure of the given error's kind (one table, in
+ * common.c); NULL counts as SYSTEM. */
+int cli_exit_code(const struct kiln_error *err);
+/* Prints "kiln: <what>: <message>" (strerror(-rc) without a message) and
+ * returns cli_exit_code(err). */
+int cli_fail(const char *what, int rc, const struct kiln_error *err);
 /* Prints the usage error and a hint; returns KILN_EXIT_USAGE. */
 int cli_usage_error(const struct kiln_command *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

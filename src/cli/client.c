@@ -28,10 +28,14 @@ struct client {
 	bool verbose;
 };
 
+/* Into a buffer with a ceiling (KILN_BUF_MAX_RESPONSE): a server that
+ * sends more is cut off (curl fails the transfer) instead of filling the
+ * client's memory. */
 static size_t to_buf(char *p, size_t sz, size_t n, void *ud)
 {
-	kiln_buf_append(ud, p, sz * n);
-	return sz * n;
+	struct kiln_buf *b = ud;
+	kiln_buf_append(b, p, sz * n);
+	return b->truncated ? 0 : sz * n;
 }
 
 static CURL *client_handle(const struct client *c, const char *path, struct curl_slist **hdrs)
@@ -90,7 +94,10 @@ static long client_call(const struct client *c, const char *method, const char *
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
 	CURLcode rc = curl_easy_perform(h);
 	long status = -1;
-	if (rc != CURLE_OK)
+	if (rc == CURLE_WRITE_ERROR && resp->truncated)
+		cli_errorf("%s %s%s: the response is over the limit of %zu bytes", method,
+		           c->server, path, resp->max);
+	else if (rc != CURLE_OK)
 		cli_errorf("%s %s%s: %s", method, c->server, path, curl_easy_strerror(rc));
 	else
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
@@ -311,7 +318,8 @@ static size_t sse_write(char *p, size_t sz, size_t n, void *ud)
 		kiln_buf_reset(&s->line);
 		s->line.len = 0;
 	}
-	return sz * n;
+	/* A line or an event over its ceiling ends the stream (reported). */
+	return s->line.truncated || s->data.truncated ? 0 : sz * n;
 }
 
 /* Streams the log until the build ends; returns the exit status. */
@@ -324,8 +332,9 @@ static int follow_logs(const struct client *c, const char *id)
 		return KILN_EXIT_FAILURE;
 	hdrs = curl_slist_append(hdrs, "Accept: text/event-stream");
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-	struct sse s = {KILN_BUF_INIT, NULL, KILN_BUF_INIT, NULL};
-	struct kiln_buf errbody = KILN_BUF_INIT;
+	struct sse s = {KILN_BUF_INIT_MAX(KILN_BUF_MAX_SSE_EVENT), NULL,
+	                KILN_BUF_INIT_MAX(KILN_BUF_MAX_SSE_EVENT), NULL};
+	_cleanup_buf_ struct kiln_buf errbody = KILN_BUF_INIT;
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sse_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &s);
 	CURLcode rc = curl_easy_perform(h);
@@ -334,7 +343,10 @@ static int follow_logs(const struct client *c, const char *id)
 	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(h);
 	int ret = KILN_EXIT_FAILURE;
-	if (rc != CURLE_OK)
+	if (rc == CURLE_WRITE_ERROR && (s.line.truncated || s.data.truncated))
+		cli_errorf("logs: an event of the stream is over the limit of %d bytes",
+		           KILN_BUF_MAX_SSE_EVENT);
+	else if (rc != CURLE_OK)
 		cli_errorf("logs: %s", curl_easy_strerror(rc));
 	else if (status != 200) {
 		kiln_buf_append(&errbody, s.line.data ? s.line.data : "", s.line.len);
@@ -345,7 +357,6 @@ static int follow_logs(const struct client *c, const char *id)
 		cli_errorf("logs: the stream ended before the build finished");
 	kiln_buf_free(&s.line);
 	kiln_buf_free(&s.data);
-	kiln_buf_free(&errbody);
 	free(s.event);
 	free(s.final_status);
 	return ret;
@@ -411,7 +422,7 @@ static int cmd_submit(int argc, char **argv)
 		cli_errorf("%s: %s", argv[optind], err->msg);
 		return KILN_EXIT_FAILURE;
 	}
-	struct kiln_buf resp = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf resp = KILN_BUF_INIT_MAX(KILN_BUF_MAX_RESPONSE);
 	long status;
 	CURL *mh = NULL;
 	curl_mime *mime = NULL;
@@ -438,12 +449,10 @@ static int cmd_submit(int argc, char **argv)
 	if (mh)
 		curl_easy_cleanup(mh);
 	if (status < 0) {
-		kiln_buf_free(&resp);
 		return KILN_EXIT_FAILURE;
 	}
 	if (status != 200 && status != 201 && status != 202) {
 		print_http_error("submit", status, &resp);
-		kiln_buf_free(&resp);
 		return KILN_EXIT_FAILURE;
 	}
 	json_error_t je;
@@ -459,7 +468,6 @@ static int cmd_submit(int argc, char **argv)
 		print_build_summary(resp.data);
 	if (j)
 		json_decref(j);
-	kiln_buf_free(&resp);
 	if (!idc || !valid_id(idc)) {
 		cli_errorf("submit: the server's answer has no build id");
 		return KILN_EXIT_FAILURE;
@@ -491,7 +499,7 @@ static int simple_get(const struct kiln_command *cmd, int argc, char **argv, con
 	if (!valid_id(argv[optind]))
 		return cli_usage_error(cmd, "'%s' is not a build ID", argv[optind]);
 	_cleanup_free_ char *path = xasprintf("/api/v1/builds/%s%s", argv[optind], suffix);
-	struct kiln_buf resp = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf resp = KILN_BUF_INIT_MAX(KILN_BUF_MAX_RESPONSE);
 	long status = client_call(&o.c, method, path, NULL, NULL, &resp);
 	int ret = KILN_EXIT_FAILURE;
 	if (status == 200) {
@@ -503,7 +511,6 @@ static int simple_get(const struct kiln_command *cmd, int argc, char **argv, con
 	} else if (status > 0) {
 		print_http_error(cmd->name, status, &resp);
 	}
-	kiln_buf_free(&resp);
 	return ret;
 }
 
@@ -542,7 +549,7 @@ static int cmd_list(int argc, char **argv)
 		q = nq;
 	}
 	curl_easy_cleanup(e);
-	struct kiln_buf resp = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf resp = KILN_BUF_INIT_MAX(KILN_BUF_MAX_RESPONSE);
 	long status = client_call(&o.c, "GET", q, NULL, NULL, &resp);
 	int ret = KILN_EXIT_FAILURE;
 	if (status == 200 && o.json) {
@@ -569,7 +576,6 @@ static int cmd_list(int argc, char **argv)
 	} else if (status > 0) {
 		print_http_error("list", status, &resp);
 	}
-	kiln_buf_free(&resp);
 	return ret;
 }
 
@@ -586,7 +592,7 @@ static int cmd_logs(int argc, char **argv)
 	if (o.follow)
 		return follow_logs(&o.c, argv[optind]);
 	_cleanup_free_ char *path = xasprintf("/api/v1/builds/%s/logs", argv[optind]);
-	struct kiln_buf resp = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf resp = KILN_BUF_INIT_MAX(KILN_BUF_MAX_LOG_RESPONSE);
 	long status = client_call(&o.c, "GET", path, NULL, NULL, &resp);
 	int ret = KILN_EXIT_FAILURE;
 	if (status == 200) {
@@ -595,7 +601,6 @@ static int cmd_logs(int argc, char **argv)
 	} else if (status > 0) {
 		print_http_error("logs", status, &resp);
 	}
-	kiln_buf_free(&resp);
 	return ret;
 }
 
@@ -614,8 +619,7 @@ static size_t dl_write(char *p, size_t sz, size_t n, void *ud)
 	if (!d->status)
 		curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &d->status);
 	if (d->status != 200) {
-		if (d->err.len < 4096)
-			kiln_buf_append(&d->err, p, sz * n);
+		kiln_buf_append(&d->err, p, sz * n); /* kept up to its ceiling */
 		return sz * n;
 	}
 	kiln_sha256_update(&d->h, p, sz * n);
@@ -702,7 +706,7 @@ static int cmd_download(int argc, char **argv)
 	 * another download's file. Renamed onto OUT only once verified. */
 	_cleanup_free_ char *tmp = xasprintf("%s.part-XXXXXX", out);
 	int tfd = mkostemp(tmp, O_CLOEXEC);
-	struct dl d = {.f = tfd >= 0 ? fdopen(tfd, "wb") : NULL, .err = KILN_BUF_INIT};
+	struct dl d = {.f = tfd >= 0 ? fdopen(tfd, "wb") : NULL, .err = KILN_BUF_INIT_MAX(4096)};
 	if (!d.f) {
 		cli_errorf("%s: %s", tmp, strerror(errno));
 		if (tfd >= 0) {
@@ -720,7 +724,7 @@ static int cmd_download(int argc, char **argv)
 		unlink(tmp);
 		return KILN_EXIT_FAILURE;
 	}
-	struct kiln_buf etag = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf etag = KILN_BUF_INIT_MAX(KILN_BUF_MAX_HEADER);
 	d.curl = h;
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, dl_write);
@@ -757,7 +761,6 @@ static int cmd_download(int argc, char **argv)
 	}
 	if (ret != KILN_EXIT_OK)
 		unlink(tmp);
-	kiln_buf_free(&etag);
 	kiln_buf_free(&d.err);
 	return ret;
 }

@@ -22,6 +22,28 @@ void cli_errorf(const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Every kind exits 1 today (README: 0 success, 1 failure, 2 usage): the
+ * codes are documented and scripts test for them. A kind that needs its own
+ * code (e.g. "kiln failed, a retry may help" for SYSTEM) is one row here. */
+static const int kind_exit[KILN_ERR_KIND_COUNT] = {
+    [KILN_ERR_USER] = KILN_EXIT_FAILURE,      /* the recipe or a step failed */
+    [KILN_ERR_LIMIT] = KILN_EXIT_FAILURE,     /* a timeout or the memory limit */
+    [KILN_ERR_CANCELLED] = KILN_EXIT_FAILURE, /* Ctrl-C, SIGTERM */
+    [KILN_ERR_SYSTEM] = KILN_EXIT_FAILURE,    /* kiln or the host failed */
+};
+
+int cli_exit_code(const struct kiln_error *err)
+{
+	enum kiln_error_kind k = kiln_error_kind(err);
+	return (unsigned)k < KILN_ERR_KIND_COUNT ? kind_exit[k] : KILN_EXIT_FAILURE;
+}
+
+int cli_fail(const char *what, int rc, const struct kiln_error *err)
+{
+	cli_errorf("%s: %s", what, err && err->msg ? err->msg : strerror(-rc));
+	return cli_exit_code(err);
+}
+
 int cli_usage_error(const struct kiln_command *cmd, const char *fmt, ...)
 {
 	va_list ap;

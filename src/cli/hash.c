@@ -46,7 +46,7 @@ static int run(int argc, char **argv)
 	char key[KILN_SHA256_HEX_LEN + 1];
 	kiln_recipe_build_key(r, &in, key);
 
-	struct kiln_buf b = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
 	kiln_buf_printf(&b, "{\"build_key\":\"%s\",\"config_hash\":\"%s\"", key, r->config_hash);
 	if (canonical) {
 		size_t n;
@@ -62,7 +62,6 @@ static int run(int argc, char **argv)
 	kiln_buf_printf(&b, ",\"source_date_epoch\":%" PRId64 ",\"source_date_epoch_given\":%s}\n",
 	                r->source_date_epoch, r->epoch_given ? "true" : "false");
 	fwrite(b.data, 1, b.len, stdout);
-	kiln_buf_free(&b);
 	return fflush(stdout) == 0 ? KILN_EXIT_OK : KILN_EXIT_FAILURE;
 }
 

@@ -47,10 +47,9 @@ static int run(int argc, char **argv)
 	bool already = false;
 	char digest[KILN_SHA256_HEX_LEN + 1];
 	_cleanup_error_ struct kiln_error *err = NULL;
-	if (kiln_image_setup(state, base, &hooks, &already, digest, &err) < 0) {
-		cli_errorf("setup: %s", err->msg);
-		return KILN_EXIT_FAILURE;
-	}
+	rc = kiln_image_setup(state, base, &hooks, &already, digest, &err);
+	if (rc < 0)
+		return cli_fail("setup", rc, err);
 	if (already)
 		printf("base %s is already set up (sha256:%s); nothing to do\n", base, digest);
 	else

@@ -313,10 +313,9 @@ static int h_artifact(struct kiln_http_request *r)
 	MHD_add_response_header(resp, "Cache-Control", "private, no-cache");
 	if (status == MHD_HTTP_PARTIAL_CONTENT)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, content_range);
-	struct kiln_buf cd = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf cd = KILN_BUF_INIT;
 	kiln_http_content_disposition(&cd, r->params[1]);
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, cd.data);
-	kiln_buf_free(&cd);
 	return http_respond(r, status, resp);
 }
 

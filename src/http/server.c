@@ -230,7 +230,7 @@ static int mw_route(struct kiln_http_request *r)
 	if (i == KILN_HTTP_ROUTE_NOT_FOUND)
 		return STAGE_DONE(
 		    http_respond_error(r, MHD_HTTP_NOT_FOUND, "not_found", "no such endpoint"));
-	struct kiln_buf allow = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf allow = KILN_BUF_INIT;
 	kiln_http_allow_header(r->allow, &allow);
 	if (r->method == KILN_HTTP_OPTIONS) {
 		/* CORS preflight (or a plain OPTIONS): what this path answers. */
@@ -244,7 +244,6 @@ static int mw_route(struct kiln_http_request *r)
 			                        "Range, If-None-Match, If-Range");
 			MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
 		}
-		kiln_buf_free(&allow);
 		return STAGE_DONE(http_respond(r, MHD_HTTP_NO_CONTENT, resp));
 	}
 	if (i == KILN_HTTP_ROUTE_BAD_METHOD) {
@@ -252,10 +251,8 @@ static int mw_route(struct kiln_http_request *r)
 		    error_response("method_not_allowed", "method not allowed for this endpoint");
 		if (resp)
 			MHD_add_response_header(resp, "Allow", allow.data);
-		kiln_buf_free(&allow);
 		return STAGE_DONE(respond_error_resp(r, MHD_HTTP_METHOD_NOT_ALLOWED, resp));
 	}
-	kiln_buf_free(&allow);
 	r->route = &http_routes[i];
 	r->n_params = n;
 	for (size_t k = 0; k < n; k++)
@@ -520,11 +517,11 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
 			r->part_error = -EEXIST;
 			return MHD_NO;
 		}
-		if (r->recipe_part.len + size > r->srv->body_limit) {
+		kiln_buf_append(&r->recipe_part, data, size);
+		if (r->recipe_part.truncated) {
 			r->part_error = -EFBIG;
 			return MHD_NO;
 		}
-		kiln_buf_append(&r->recipe_part, data, size);
 		return MHD_YES;
 	}
 	if (strcmp(key, "context") == 0) {
@@ -692,6 +689,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 	r->context_fd = -1;
 	r->path = "";
 	r->method_name = "";
+	/* Bodies held in memory stop at the body limit (STYLE.md §12). */
+	r->body.max = r->recipe_part.max = r->srv->body_limit;
 	return r;
 }
 
@@ -705,7 +704,7 @@ static enum MHD_Result redirect_to_https(struct kiln_http_request *r)
 	    !kiln_http_host_split(host, strlen(host), &name_len, &port))
 		return http_respond_error(r, MHD_HTTP_BAD_REQUEST, "host_not_allowed",
 		                          "Host header not allowed (see --allowed-host)");
-	struct kiln_buf loc = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf loc = KILN_BUF_INIT;
 	kiln_buf_puts(&loc, "https://");
 	kiln_buf_append(&loc, host, name_len);
 	if (r->srv->https_port != 443)
@@ -714,7 +713,6 @@ static enum MHD_Result redirect_to_https(struct kiln_http_request *r)
 	struct MHD_Response *resp = error_response("moved", "use HTTPS");
 	if (resp)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, loc.data);
-	kiln_buf_free(&loc);
 	return respond_error_resp(r, MHD_HTTP_MOVED_PERMANENTLY, resp);
 }
 

@@ -104,13 +104,12 @@ int kiln_recipe_export_archiso(const struct kiln_recipe *r, const char *dir,
 	if (dirfd < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot open directory", dir);
 
-	struct kiln_buf pk = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf pk = KILN_BUF_INIT;
 	if (r->n_packages == 0)
 		kiln_buf_puts(&pk, "base\nlinux\n");
 	for (size_t i = 0; i < r->n_packages; i++)
 		kiln_buf_printf(&pk, "%s\n", r->packages[i]);
 	int rc = write_top(dirfd, "packages.x86_64", pk.data, pk.len, 0644, dir, err);
-	kiln_buf_free(&pk);
 	if (rc < 0)
 		return rc;
 

@@ -115,10 +115,9 @@ static int parse_object(json_t *obj, const char *path, const struct field *field
 				f = &fields[i];
 		_cleanup_free_ char *sub = path_key(path, key);
 		if (!f) {
-			struct kiln_buf q = KILN_BUF_INIT;
+			_cleanup_buf_ struct kiln_buf q = KILN_BUF_INIT;
 			kiln_json_put_string(&q, key, strlen(key), true);
 			int r = fail(err, path, "unknown field %s", q.data);
-			kiln_buf_free(&q);
 			return r;
 		}
 		int r = f->parse(target, v, sub, err);
@@ -279,10 +278,9 @@ static int f_base(void *t, json_t *v, const char *path, struct kiln_error **err)
 			r->base = xstrdup(s.s);
 			return 0;
 		}
-	struct kiln_buf q = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf q = KILN_BUF_INIT;
 	kiln_json_put_string(&q, s.s, s.len, true);
 	rc = fail(err, path, "unsupported base %s (supported: debian/bookworm, busybox)", q.data);
-	kiln_buf_free(&q);
 	return rc;
 }
 
@@ -304,13 +302,12 @@ static int f_packages(void *t, json_t *v, const char *path, struct kiln_error **
 		struct str s;
 		rc = get_string(json_array_get(v, i), sub, false, 255, &s, err);
 		if (rc == 0 && !valid_package(s.s, s.len)) {
-			struct kiln_buf q = KILN_BUF_INIT;
+			_cleanup_buf_ struct kiln_buf q = KILN_BUF_INIT;
 			kiln_json_put_string(&q, s.s, s.len, true);
 			rc = fail(err, sub,
 			          "%s is not a valid Debian package name "
 			          "(lowercase letters, digits, + . -; at least 2 characters)",
 			          q.data);
-			kiln_buf_free(&q);
 		}
 		if (rc < 0) {
 			strv_free(pk);
@@ -646,12 +643,11 @@ static int parse_step(const char *s, size_t n, const char *path, struct kiln_ste
 		if (strlen(step_ops[i].word) == w && memcmp(step_ops[i].word, s, w) == 0)
 			op = &step_ops[i];
 	if (!op) {
-		struct kiln_buf q = KILN_BUF_INIT;
+		_cleanup_buf_ struct kiln_buf q = KILN_BUF_INIT;
 		kiln_json_put_string(&q, s, w, true);
 		int rc = fail(err, path,
 		              "unknown instruction %s (expected RUN, ENV, USER, WORKDIR or COPY)",
 		              q.data);
-		kiln_buf_free(&q);
 		return rc;
 	}
 	const char *a = s + w;

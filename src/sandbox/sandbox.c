@@ -479,25 +479,21 @@ static int prepare_root(struct run *r, struct kiln_error **err)
 	 * fsconfig, and keeps the string, which says nothing. */
 	_cleanup_(layer_fds_closep) struct layer_fds fds = {xcalloc(s->n_layers + 2, sizeof(int)),
 	                                                    0};
-	struct kiln_buf lower = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf lower = KILN_BUF_INIT;
 	for (size_t i = 0; i < s->n_layers; i++) {
 		int e = layer_ref(&fds, s->layers[i], i ? &lower : NULL, &lower);
-		if (e < 0) {
-			kiln_buf_free(&lower);
+		if (e < 0)
 			return kiln_error_set_errno(err, -e, "root layer %s", s->layers[i]);
-		}
 	}
 	_cleanup_free_ char *lowerdirs = kiln_buf_steal(&lower, NULL);
-	struct kiln_buf upper = KILN_BUF_INIT, workb = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf upper = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf workb = KILN_BUF_INIT;
 	if (s->upper_dir) {
 		int e = layer_ref(&fds, s->upper_dir, NULL, &upper);
 		if (e >= 0)
 			e = layer_ref(&fds, work, NULL, &workb);
-		if (e < 0) {
-			kiln_buf_free(&upper);
-			kiln_buf_free(&workb);
+		if (e < 0)
 			return kiln_error_set_errno(err, -e, "overlay upper %s", s->upper_dir);
-		}
 	}
 	_cleanup_free_ char *upperdir = s->upper_dir ? kiln_buf_steal(&upper, NULL) : NULL;
 	_cleanup_free_ char *workdir = s->upper_dir ? kiln_buf_steal(&workb, NULL) : NULL;

@@ -137,7 +137,8 @@ void svc_log_writer_close(struct log_writer *w);
  * claim: the oldest pending build becomes `building` and is registered as
  * running (1, with its id), or 0 when none is pending. finish: ends a claimed
  * build as the worker would after the pipeline returned rc (0: completed
- * with the given artifacts; -ECANCELED; other: failed with msg). */
+ * with the given artifacts; -ECANCELED: an error of kind CANCELLED; other:
+ * failed with msg). */
 int kiln_service_test_claim(struct kiln_service *s, char ret_id[KILN_BUILD_ID_LEN + 1],
                             struct kiln_error **err);
 int kiln_service_test_finish(struct kiln_service *s, const char *id, int rc, const char *msg,

@@ -91,7 +91,8 @@ static int open_log(struct kiln_service *s, const char *id)
 
 void svc_log_append(struct kiln_service *s, const char *id, const char *text, size_t len)
 {
-	struct kiln_buf cur = KILN_BUF_INIT, out = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf cur = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf out = KILN_BUF_INIT;
 	split_lines(&cur, text, len, &out);
 	if (cur.len) {
 		kiln_buf_append(&out, cur.data, cur.len);
@@ -100,8 +101,6 @@ void svc_log_append(struct kiln_service *s, const char *id, const char *text, si
 	_cleanup_close_ int fd = open_log(s, id);
 	if (fd >= 0 && out.len)
 		write_all(fd, out.data, out.len);
-	kiln_buf_free(&cur);
-	kiln_buf_free(&out);
 }
 
 int svc_log_writer_open(struct log_writer *w, struct kiln_service *s, const char *id)
@@ -130,7 +129,7 @@ static void writer_put(struct log_writer *w, const char *data, size_t len, bool 
 	 * end line terminates it. */
 	if (budgeted)
 		len = kiln_budget_take(&w->budget, len);
-	struct kiln_buf out = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf out = KILN_BUF_INIT;
 	if (!budgeted && w->partial.len)
 		split_lines(&w->partial, "\n", 1, &out);
 	split_lines(&w->partial, data, len, &out);
@@ -138,7 +137,6 @@ static void writer_put(struct log_writer *w, const char *data, size_t len, bool 
 		write_all(w->fd, out.data, out.len);
 	pthread_mutex_unlock(&w->mu);
 	bool any = out.len > 0;
-	kiln_buf_free(&out);
 	if (any)
 		svc_log_notify(w->s, w->id);
 }
@@ -260,7 +258,7 @@ int kiln_service_log_read_bounded(struct kiln_service *s, const char *id, const 
 	}
 	if (after_seq < total) {
 		char *buf = xmalloc(CHUNK);
-		struct kiln_buf cur = KILN_BUF_INIT;
+		_cleanup_buf_ struct kiln_buf cur = KILN_BUF_INIT;
 		uint64_t off = start, seq = after_seq - skip;
 		size_t bytes = 0;
 #define MORE() ((max_lines == 0 || n < max_lines) && (max_bytes == 0 || bytes < max_bytes))
@@ -288,7 +286,6 @@ int kiln_service_log_read_bounded(struct kiln_service *s, const char *id, const 
 			off += (uint64_t)got;
 		}
 #undef MORE
-		kiln_buf_free(&cur);
 		free(buf);
 	}
 	*ret = v;

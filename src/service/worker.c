@@ -288,7 +288,7 @@ static int record_outcome_locked(struct kiln_service *s, struct log_writer *w, c
  * cache answered at claim time (from_same_owner: with a build of the same
  * owner, whose id the log may name). */
 static int end_build(struct kiln_service *s, struct run *run, struct log_writer *w, int rc,
-                     const char *msg, const struct kiln_build_artifact *a, size_t n,
+                     const struct kiln_error *why, const struct kiln_build_artifact *a, size_t n,
                      const char *cached_from, bool from_same_owner, struct kiln_error **err)
 {
 	char id[KILN_BUILD_ID_LEN + 1];
@@ -297,6 +297,7 @@ static int end_build(struct kiln_service *s, struct run *run, struct log_writer 
 	enum run_stop stop = run->stop;
 	pthread_mutex_unlock(&s->lock);
 
+	const char *msg = why ? why->msg : NULL;
 	enum outcome o;
 	_cleanup_free_ char *line = NULL;
 	if (rc == 0 && cached_from) {
@@ -316,7 +317,7 @@ static int end_build(struct kiln_service *s, struct run *run, struct log_writer 
 		o = OUT_REQUEUED;
 		line = xstrdup("==> stopped: the server is shutting down; the build is queued again"
 		               " and starts over at the next start\n");
-	} else if (rc == -ECANCELED || stop == RUN_CANCEL) {
+	} else if (kiln_error_kind(why) == KILN_ERR_CANCELLED || stop == RUN_CANCEL) {
 		o = OUT_CANCELLED;
 		msg = "cancelled";
 		line = xstrdup("==> cancelled\n");
@@ -464,7 +465,7 @@ static void run_claimed(struct kiln_service *s, struct claim *c)
 	if (rc == 0)
 		rc = ensure_base(s, recipe, &hooks, &w, &err);
 	if (rc == 0 && stop_requested(s, c->run))
-		rc = kiln_error_set(&err, ECANCELED, "build cancelled");
+		rc = kiln_error_set_kind(&err, KILN_ERR_CANCELLED, ECANCELED, "build cancelled");
 
 	_cleanup_free_ char *ctx = c->context ? kiln_cas_path(s->state_dir, c->context) : NULL;
 	if (rc == 0 && ctx) {
@@ -519,7 +520,7 @@ static void run_claimed(struct kiln_service *s, struct claim *c)
 			arts[n].size = res->artifacts[n].size;
 		}
 	}
-	end_build(s, c->run, &w, rc, err ? err->msg : NULL, arts, n, NULL, false, NULL);
+	end_build(s, c->run, &w, rc, err, arts, n, NULL, false, NULL);
 	svc_log_writer_close(&w);
 	free(arts);
 	safe_close(TAKE_FD(lock_fd));
@@ -613,7 +614,14 @@ int kiln_service_test_finish(struct kiln_service *s, const char *id, int rc, con
 	pthread_mutex_unlock(&s->lock);
 	if (!run)
 		return kiln_error_set(err, ENOENT, "build %s: not claimed", id);
-	return end_build(s, run, NULL, rc, msg, a, n, NULL, false, err);
+	/* The pipeline's error as the worker would get it; -ECANCELED stands
+	 * for its CANCELLED kind. */
+	struct kiln_error why = {
+	    .code = -rc,
+	    .kind = rc == -ECANCELED ? KILN_ERR_CANCELLED : KILN_ERR_USER,
+	    .msg = (char *)msg,
+	};
+	return end_build(s, run, NULL, rc, rc < 0 ? &why : NULL, a, n, NULL, false, err);
 }
 
 int kiln_service_test_cancel_fd(struct kiln_service *s, const char *id)

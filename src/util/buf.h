@@ -35,6 +35,9 @@ enum {
 	KILN_BUF_MAX_TOOL_ERRORS = 16 * 1024,
 	/* the body of an API response the client reads (JSON, error bodies) */
 	KILN_BUF_MAX_RESPONSE = 16 * 1024 * 1024,
+	/* a whole build log the client reads (GET .../logs): the server keeps
+	 * far less; this only bounds what a hostile server can make it hold */
+	KILN_BUF_MAX_LOG_RESPONSE = 1024 * 1024 * 1024,
 	/* one Server-Sent Event's line or data the client assembles */
 	KILN_BUF_MAX_SSE_EVENT = 1024 * 1024,
 	/* a header value the client keeps (ETag) */

@@ -17,7 +17,7 @@
 
 int kiln_read_fd(int fd, size_t max, char **ret, size_t *ret_len, struct kiln_error **err)
 {
-	struct kiln_buf b = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
 	for (;;) {
 		kiln_buf_reserve(&b, 65536);
 		b.data[b.len] = '\0'; /* an empty read is "", not whatever malloc gave */
@@ -26,7 +26,6 @@ int kiln_read_fd(int fd, size_t max, char **ret, size_t *ret_len, struct kiln_er
 			if (errno == EINTR)
 				continue;
 			int e = errno;
-			kiln_buf_free(&b);
 			return kiln_error_set_errno(err, e, "read failed");
 		}
 		if (n == 0)
@@ -34,7 +33,6 @@ int kiln_read_fd(int fd, size_t max, char **ret, size_t *ret_len, struct kiln_er
 		b.len += (size_t)n;
 		b.data[b.len] = '\0';
 		if (b.len > max) {
-			kiln_buf_free(&b);
 			return kiln_error_set(err, EFBIG, "larger than the limit of %zu bytes",
 			                      max);
 		}

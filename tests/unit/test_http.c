@@ -89,10 +89,9 @@ static void test_routes(void **state)
 	assert_int_equal(kiln_http_method_parse("GET"), KILN_HTTP_GET);
 	assert_int_equal(kiln_http_method_parse("get"), 0);
 	assert_int_equal(kiln_http_method_parse("BREW"), 0);
-	struct kiln_buf b = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
 	kiln_http_allow_header(KILN_HTTP_GET | KILN_HTTP_POST, &b);
 	assert_string_equal(b.data, "GET, HEAD, POST, OPTIONS");
-	kiln_buf_free(&b);
 }
 
 static void test_origin_and_fetch_site(void **state)
@@ -372,7 +371,7 @@ static void test_listen(void **state)
 	(void)state;
 	struct sockaddr_storage ss;
 	socklen_t len;
-	struct kiln_buf b = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
 	assert_int_equal(kiln_http_listen_parse("127.0.0.1:8080", &ss, &len, NULL), 0);
 	assert_true(kiln_http_addr_is_loopback((struct sockaddr *)&ss));
 	kiln_http_addr_format((struct sockaddr *)&ss, &b, true);
@@ -382,7 +381,6 @@ static void test_listen(void **state)
 	assert_true(kiln_http_addr_is_loopback((struct sockaddr *)&ss));
 	kiln_http_addr_format((struct sockaddr *)&ss, &b, true);
 	assert_string_equal(b.data, "[::1]:0");
-	kiln_buf_free(&b);
 	assert_int_equal(kiln_http_listen_parse("localhost:1", &ss, &len, NULL), 0);
 	assert_true(kiln_http_addr_is_loopback((struct sockaddr *)&ss));
 	assert_int_equal(kiln_http_listen_parse("127.8.9.10:1", &ss, &len, NULL), 0);
@@ -438,7 +436,7 @@ static void test_bucket(void **state)
 static void test_sse_and_disposition(void **state)
 {
 	(void)state;
-	struct kiln_buf b = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
 	kiln_http_sse_event(&b, "log", 7, "hello", 5);
 	assert_string_equal(b.data, "id: 7\nevent: log\ndata: hello\n\n");
 	kiln_buf_reset(&b);
@@ -456,7 +454,6 @@ static void test_sse_and_disposition(void **state)
 	kiln_http_content_disposition(&b, "a\"b\r\nc é");
 	assert_string_equal(b.data, "attachment; filename=\"a_b__c __\"; "
 	                            "filename*=UTF-8''a%22b%0D%0Ac%20%C3%A9");
-	kiln_buf_free(&b);
 }
 
 /* ---- the API's JSON (http/json.c; moved here from test_service.c) ------------------ */

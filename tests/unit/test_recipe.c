@@ -639,7 +639,7 @@ static void test_errors_json_level(void **state)
 static void test_errors_limits(void **state)
 {
 	(void)state;
-	struct kiln_buf b = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
 	kiln_buf_puts(&b, "{\"packages\":[");
 	for (int i = 0; i <= KILN_RECIPE_MAX_PACKAGES; i++)
 		kiln_buf_printf(&b, "%s\"p%d\"", i ? "," : "", i);
@@ -656,7 +656,6 @@ static void test_errors_limits(void **state)
 	kiln_buf_puts(&b, "]}]}");
 	expect_error(b.data,
 	             "overlays[1].files: the recipe has more than 10000 overlay files in all");
-	kiln_buf_free(&b);
 
 	/* the 16 MiB limit is checked before parsing */
 	size_t big = KILN_RECIPE_MAX_BYTES + 1;

@@ -1,4 +1,5 @@
-/* Unit tests of store/db and service/: migrations, submit (validation,
+/* Unit tests of service/ (store/ has tests/unit/test_store.c): the
+ * service's schema, submit (validation,
  * queue, coalescing, cache), list and its cursor, owner isolation, cancel,
  * the queue's claim/finish without the pipeline, logs and subscribers,
  * tokens, crash recovery. Every test has its own state directory and a real
@@ -98,70 +99,14 @@ static char *recipe_named(const char *name)
 
 /* ---- db ------------------------------------------------------------------------ */
 
+/* The database layer itself (migrations, placeholders, transactions) is
+ * tests/unit/test_store.c's; here the service's schema on it. */
 static void test_db_migrations(void **state)
 {
 	struct fx *f = *state;
-	_cleanup_free_ char *url = xasprintf("sqlite:%s/t.db", f->dir);
 	_cleanup_error_ struct kiln_error *err = NULL;
 	struct kiln_db *db = NULL;
-	assert_int_equal(kiln_db_open(url, &db, &err), 0);
-	const struct kiln_db_migration m[] = {
-	    {1, "CREATE TABLE t (a TEXT PRIMARY KEY, b BIGINT)"},
-	    {2, "CREATE INDEX t_b ON t (b)"},
-	};
-	int v = 0;
-	assert_int_equal(kiln_db_migrate(db, m, 2, &v, &err), 0);
-	assert_int_equal(v, 2);
-	/* Idempotent: applying again is a no-op (a second CREATE would fail). */
-	assert_int_equal(kiln_db_migrate(db, m, 2, &v, &err), 0);
-	assert_int_equal(v, 2);
-
-	/* A failing migration rolls back entirely: version stays 2, no table. */
-	const struct kiln_db_migration bad[] = {
-	    m[0], m[1], {3, "CREATE TABLE u (x TEXT); THIS IS NOT SQL"}};
-	assert_true(kiln_db_migrate(db, bad, 3, &v, &err) < 0);
-	assert_non_null(err);
-	assert_non_null(strstr(err->msg, "migration 3"));
-	err = kiln_error_free(err);
 	struct kiln_db_stmt *st = NULL;
-	assert_int_equal(
-	    kiln_db_prepare(db, "SELECT COUNT(*) FROM sqlite_master WHERE name = $1", &st, &err),
-	    0);
-	kiln_db_bind_text(st, 1, "u");
-	assert_int_equal(kiln_db_step(st, &err), 1);
-	assert_int_equal(kiln_db_column_int64(st, 0), 0);
-	kiln_db_stmt_done(st);
-
-	/* A database newer than the code is refused. */
-	assert_int_equal(kiln_db_migrate(db, m, 1, &v, &err), -EPROTO);
-	err = kiln_error_free(err);
-
-	/* $N placeholders by name: out of order and repeated. */
-	assert_int_equal(kiln_db_prepare(db, "INSERT INTO t (b, a) VALUES ($2, $1)", &st, &err), 0);
-	kiln_db_bind_text(st, 1, "x");
-	kiln_db_bind_int64(st, 2, 42);
-	assert_int_equal(kiln_db_step(st, &err), 0);
-	kiln_db_stmt_done(st);
-	assert_int_equal(kiln_db_prepare(db, "INSERT INTO t (a, b) VALUES ($1, $2)", &st, &err), 0);
-	kiln_db_bind_text(st, 1, "x");
-	kiln_db_bind_int64(st, 2, 1);
-	assert_int_equal(kiln_db_step(st, &err), -EEXIST); /* unique key */
-	err = kiln_error_free(err);
-	kiln_db_stmt_done(st);
-	assert_int_equal(
-	    kiln_db_prepare(db, "SELECT a, b FROM t WHERE b = $1 AND b >= $1", &st, &err), 0);
-	kiln_db_bind_int64(st, 1, 42);
-	assert_int_equal(kiln_db_step(st, &err), 1);
-	assert_string_equal(kiln_db_column_text(st, 0), "x");
-	assert_int_equal(kiln_db_step(st, &err), 0);
-	kiln_db_stmt_done(st);
-	/* A parameter the statement does not have fails the step. */
-	assert_int_equal(kiln_db_prepare(db, "SELECT a FROM t WHERE b = $1", &st, &err), 0);
-	kiln_db_bind_int64(st, 2, 42);
-	assert_int_equal(kiln_db_step(st, &err), -EINVAL);
-	err = kiln_error_free(err);
-	kiln_db_stmt_done(st);
-	kiln_db_close(db);
 
 	/* The service's own schema: versions 1 to 4, and reopening changes nothing. */
 	kiln_service_free(f->s);
