@@ -106,6 +106,11 @@ typedef int (*kiln_image_ref_fn)(void *ud, enum kiln_image_ref kind, const char 
                                  const char *what, const char *hex, uint64_t size);
 int kiln_image_store_refs(const char *state_dir, kiln_image_ref_fn fn, void *ud,
                           struct kiln_error **err);
+/* The parser behind kiln_image_store_refs, for one file's text of kind
+ * (holder names the file): fn per reference, -EBADMSG when the text is not
+ * one kiln writes (fn may have been called for the lines before). */
+int kiln_image_refs_parse(enum kiln_image_ref kind, const char *text, const char *holder,
+                          kiln_image_ref_fn fn, void *ud);
 /* Removes the local cache entry of build_key (its blobs went); -ENOENT when
  * there is none. */
 int kiln_image_cache_forget(const char *state_dir, const char *build_key);

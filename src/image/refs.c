@@ -139,6 +139,15 @@ int kiln_image_store_refs(const char *state_dir, kiln_image_ref_fn fn, void *ud,
 	return 0;
 }
 
+int kiln_image_refs_parse(enum kiln_image_ref kind, const char *text, const char *holder,
+                          kiln_image_ref_fn fn, void *ud)
+{
+	for (size_t i = 0; i < ELEMENTSOF(ref_dirs); i++)
+		if (ref_dirs[i].kind == kind)
+			return ref_dirs[i].each(text, holder, fn, ud);
+	return -EINVAL;
+}
+
 int kiln_image_cache_forget(const char *state_dir, const char *build_key)
 {
 	if (!is_hex64(build_key, strlen(build_key)))
