@@ -1,3 +1,4 @@
+#include <dirent.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -7,6 +8,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -21,10 +23,13 @@
 #include "util/parse.h"
 
 static int cancel_pipe[2] = {-1, -1};
+/* The signal that cancelled the build: its exit status is 128 + it, as a
+ * shell reports a command a signal ended (130 for Ctrl-C). */
+static volatile sig_atomic_t got_signal;
 
 static void on_signal(int sig)
 {
-	(void)sig;
+	got_signal = sig;
 	char c = 1;
 	ssize_t _unused_ r = write(cancel_pipe[1], &c, 1);
 }
@@ -33,16 +38,125 @@ struct ui {
 	bool quiet;
 	bool tty;
 	/* Per build, as in the service: stderr is often a file (CI logs), and
-	 * a step printing forever would fill its disk. */
+	 * a step printing forever would fill its disk. The saved log gets the
+	 * same bytes. */
 	struct kiln_budget budget;
+	bool json;      /* a failure is also a JSON object on stdout */
+	FILE *logf;     /* the saved log (NULL when it could not be created) */
+	char *log_path; /* its path, named in every failure */
 };
 
 static void log_out(void *ud, const char *data, size_t len)
 {
 	struct ui *u = ud;
 	len = kiln_budget_take(&u->budget, len);
-	if (!u->quiet && len)
+	if (!len)
+		return;
+	if (!u->quiet)
 		fwrite(data, 1, len, stderr);
+	if (u->logf)
+		fwrite(data, 1, len, u->logf);
+}
+
+/* How many saved logs of local builds logs/local/ keeps: the newest (their
+ * names begin with the UTC time), so the directory cannot grow forever. */
+#define LOCAL_LOGS_KEPT 100
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void prune_logs(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	char **names = NULL;
+	size_t n = 0;
+	for (struct dirent *e; (e = readdir(d));) {
+		size_t l = strlen(e->d_name);
+		if (e->d_name[0] == '.' || l < 5 || strcmp(e->d_name + l - 4, ".log") != 0)
+			continue;
+		names = xreallocarray(names, n + 1, sizeof(*names));
+		names[n++] = xstrdup(e->d_name);
+	}
+	closedir(d);
+	if (n)
+		qsort(names, n, sizeof(*names), name_cmp);
+	for (size_t i = 0; i < n; i++) {
+		if (i + LOCAL_LOGS_KEPT < n) {
+			_cleanup_free_ char *p = xasprintf("%s/%s", dir, names[i]);
+			(void)unlink(p);
+		}
+		free(names[i]);
+	}
+	free(names);
+}
+
+/* Local builds keep their log as the server does: state/logs/local/
+ * <UTC time>-<random>.log (0600, like the state dir's other files). A log
+ * that cannot be created is a warning, not a failed build. */
+static void log_open(struct ui *u, const char *state)
+{
+	_cleanup_free_ char *logs = xasprintf("%s/logs", state);
+	_cleanup_free_ char *dir = xasprintf("%s/local", logs);
+	(void)mkdir(logs, 0700);
+	(void)mkdir(dir, 0700);
+	prune_logs(dir);
+	char stamp[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
+	uint32_t rnd = 0;
+	if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+		rnd = (uint32_t)getpid();
+	_cleanup_free_ char *path = xasprintf("%s/%s-%08x.log", dir, stamp, rnd);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || !(u->logf = fdopen(fd, "w"))) {
+		fprintf(stderr, "kiln build: warning: cannot save the build log in %s: %s\n", dir,
+		        strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	u->log_path = TAKE_PTR(path);
+	if (!u->quiet)
+		fprintf(stderr, "==> build log: %s\n", u->log_path);
+}
+
+static void log_close(struct ui *u)
+{
+	if (u->logf)
+		fclose(u->logf);
+	u->logf = NULL;
+	free(u->log_path);
+	u->log_path = NULL;
+}
+
+/* A failed build: the message (cli_fail), where the log is, and with
+ * --json the same as an object on stdout (a script reads one stream). */
+static int build_fail(struct ui *u, const char *what, int rc, const struct kiln_error *err)
+{
+	int code = cli_fail(what, rc, err);
+	if (got_signal)
+		code = 128 + got_signal;
+	if (u && u->log_path)
+		fprintf(stderr, "kiln: build: the whole log is in %s\n", u->log_path);
+	if (u && u->json) {
+		_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
+		kiln_buf_puts(&b, "{\"error\":");
+		kiln_json_put_cstr(&b, err && err->msg ? err->msg : strerror(-rc));
+		kiln_buf_printf(
+		    &b, ",\"kind\":\"%s\",\"log\":", kiln_error_kind_name(kiln_error_kind(err)));
+		if (u->log_path)
+			kiln_json_put_cstr(&b, u->log_path);
+		else
+			kiln_buf_puts(&b, "null");
+		kiln_buf_puts(&b, "}\n");
+		fwrite(b.data, 1, b.len, stdout);
+	}
+	return code;
 }
 
 /* After a build: says what the log budget dropped, and starts the next
@@ -69,7 +183,7 @@ static int do_build(const struct kiln_image_build_opts *o, struct kiln_image_res
 	_cleanup_error_ struct kiln_error *err = NULL;
 	int rc = kiln_image_build(o, ret, &err);
 	log_end(o->hooks.userdata);
-	return rc < 0 ? cli_fail("build", rc, err) : KILN_EXIT_OK;
+	return rc < 0 ? build_fail(o->hooks.userdata, "build", rc, err) : KILN_EXIT_OK;
 }
 
 /* -o is checked before anything runs: a file there fails at once (not after
@@ -181,7 +295,7 @@ static int run(int argc, char **argv)
 				                       "suffixes allowed) from 4K to 16G, not '%s'",
 				                       optarg);
 			break;
-		default: return cli_usage_error(&kiln_cmd_build, "unknown option");
+		default: return cli_option_error(&kiln_cmd_build, "ho:c:q", argv);
 		}
 	}
 	if (argc - optind != 1)
@@ -225,6 +339,8 @@ static int build_in(const struct build_args *args)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
+	_cleanup_(log_close) struct ui u = {
+	    .quiet = quiet, .tty = isatty(STDERR_FILENO), .budget = {.max = max_log}, .json = json};
 	_cleanup_(kiln_image_result_freep) struct kiln_image_result *res = NULL;
 	/* Identical recipe, same tools, warm store: answered from the local
 	 * cache without building (--verify always builds, twice). */
@@ -233,10 +349,10 @@ static int build_in(const struct build_args *args)
 		_cleanup_error_ struct kiln_error *e = NULL;
 		int kr = kiln_image_build_key(r, context, key, &e);
 		if (kr < 0)
-			return cli_fail("build", kr, e);
+			return build_fail(&u, "build", kr, e);
 		int cr = kiln_image_cache_lookup(state, key, out, &res, &e);
 		if (cr < 0 && cr != -ENOENT)
-			return cli_fail("build", cr, e);
+			return build_fail(&u, "build", cr, e);
 		if (cr == 0 && !quiet)
 			fprintf(stderr,
 			        "==> build key %.12s is in the build cache: nothing to build "
@@ -244,7 +360,8 @@ static int build_in(const struct build_args *args)
 			        key);
 	}
 
-	struct ui u = {quiet, isatty(STDERR_FILENO), {.max = max_log}};
+	if (!res)
+		log_open(&u, state);
 	struct kiln_image_hooks hooks = {
 	    .log = log_out, .progress = progress_out, .userdata = &u, .cancel_fd = cancel_pipe[0]};
 
@@ -259,7 +376,7 @@ static int build_in(const struct build_args *args)
 				        r->base);
 			int sr = kiln_image_setup(state, r->base, &hooks, NULL, NULL, &e);
 			if (sr < 0)
-				return cli_fail("build: setup", sr, e);
+				return build_fail(&u, "build: setup", sr, e);
 		}
 	}
 
@@ -402,8 +519,14 @@ const struct kiln_command kiln_cmd_build = {
              "      --state-dir DIR  state directory (default $KILN_STATE_DIR or\n"
              "                       /var/lib/kiln)\n"
              "\n"
+             "The build log is saved in STATE/logs/local/ (the newest 100 are kept)\n"
+             "and named on stderr. A failure's message ends with the last lines of\n"
+             "the failing step's output; with --json it is also an object on stdout:\n"
+             "{\"error\": MESSAGE, \"kind\": \"user\"|\"limit\"|\"system\"|\"cancelled\",\n"
+             "\"log\": PATH}.\n"
+             "\n"
              "Ctrl-C cancels the build and removes its scratch.\n"
              "Exit status: 0 success, 1 failure (or not reproducible with --verify),\n"
-             "2 usage error.\n",
+             "2 usage error, 130 cancelled by Ctrl-C (143 by SIGTERM).\n",
     .run = run,
 };

@@ -51,6 +51,11 @@ int cli_fail(const char *what, int rc, const struct kiln_error *err);
 /* Prints the usage error and a hint; returns KILN_EXIT_USAGE. */
 int cli_usage_error(const struct kiln_command *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* The usage error of an option getopt_long refused (it returned '?'):
+ * unknown, missing its argument, or given one it does not take, named as
+ * the user wrote it. optstring is the one given to getopt_long. Returns
+ * KILN_EXIT_USAGE. */
+int cli_option_error(const struct kiln_command *cmd, const char *optstring, char **argv);
 /* Loads and validates a recipe file ("-" = stdin). On failure prints
  * "kiln: FILE: <error>" and returns KILN_EXIT_FAILURE. */
 int cli_load_recipe(const char *path, struct kiln_recipe **ret);

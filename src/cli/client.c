@@ -223,7 +223,7 @@ static int parse_opts(const struct kiln_command *cmd, int argc, char **argv, str
 			o->limit = (unsigned)v;
 			break;
 		}
-		default: return cli_usage_error(cmd, "unknown option");
+		default: return cli_option_error(cmd, "hfo:c:", argv);
 		}
 	}
 	if (token_arg && token_file)

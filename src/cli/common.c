@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -54,6 +55,28 @@ int cli_usage_error(const struct kiln_command *cmd, const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "Try 'kiln help %s'.\n", cmd->name);
 	return KILN_EXIT_USAGE;
+}
+
+int cli_option_error(const struct kiln_command *cmd, const char *optstring, char **argv)
+{
+	/* getopt's own messages are off (main sets opterr = 0): they named the
+	 * command "build:" and came before a second, wrong one. */
+	const char *arg = optind > 0 ? argv[optind - 1] : "";
+	if (strncmp(arg, "--", 2) == 0) {
+		const char *eq = strchr(arg, '=');
+		int n = eq ? (int)(eq - arg) : (int)strlen(arg);
+		if (!optopt)
+			return cli_usage_error(cmd, "unknown option '%.*s'", n, arg);
+		if (eq)
+			return cli_usage_error(cmd, "option '%.*s' takes no argument", n, arg);
+		return cli_usage_error(cmd, "option '%s' requires an argument", arg);
+	}
+	const char *o = optopt && optopt != ':' ? strchr(optstring, optopt) : NULL;
+	if (o && o[1] == ':')
+		return cli_usage_error(cmd, "option '-%c' requires an argument", optopt);
+	if (optopt && optopt > ' ' && optopt < 0x7f)
+		return cli_usage_error(cmd, "unknown option '-%c'", optopt);
+	return cli_usage_error(cmd, "unknown option '%s'", arg);
 }
 
 void cli_print_help(const struct kiln_command *cmd)

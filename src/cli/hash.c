@@ -23,7 +23,7 @@ static int run(int argc, char **argv)
 		case 'h': cli_print_help(&kiln_cmd_hash); return KILN_EXIT_OK;
 		case 'c': context = optarg; break;
 		case 'C': canonical = 1; break;
-		default: return cli_usage_error(&kiln_cmd_hash, "unknown option");
+		default: return cli_option_error(&kiln_cmd_hash, "hc:", argv);
 		}
 	}
 	if (argc - optind != 1)

@@ -15,6 +15,7 @@
  *
  * KILN_FULL is defined when compiling kiln-full. */
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -125,6 +126,9 @@ static int cmd_help(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+	/* Every command reports a refused option itself, once, as
+	 * "kiln CMD: ..." (cli_option_error). */
+	opterr = 0;
 	const char *name = argc >= 2 ? argv[1] : "";
 	if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
 		printf("kiln %s\n", KILN_VERSION);

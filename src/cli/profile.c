@@ -18,7 +18,7 @@ static int run(int argc, char **argv)
 		switch (c) {
 		case 'h': cli_print_help(&kiln_cmd_profile); return KILN_EXIT_OK;
 		case 'f': format = optarg; break;
-		default: return cli_usage_error(&kiln_cmd_profile, "unknown option");
+		default: return cli_option_error(&kiln_cmd_profile, "hf:", argv);
 		}
 	}
 	if (!format)

@@ -269,7 +269,7 @@ static int run(int argc, char **argv)
 				                       "--source-date-epoch: seconds");
 			spec.source_date_epoch = i64;
 			break;
-		default: return cli_usage_error(&kiln_cmd_run, "unknown option");
+		default: return cli_option_error(&kiln_cmd_run, "+h", argv);
 		}
 	}
 	if (optind >= argc)

@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "http/http.h"
+#include "http/parse.h"
 #include "service/service.h"
 #include "store/cas.h"
 #include "util/alloc.h"
@@ -165,10 +166,19 @@ static int run(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "+hl:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'h': cli_print_help(&kiln_cmd_serve); return KILN_EXIT_OK;
-		case 'l':
+		case 'l': {
+			/* Checked here, so that a typo is a usage error (2), not a
+			 * failure to start (1) after the state is opened. */
+			struct sockaddr_storage ss;
+			socklen_t sl;
+			_cleanup_error_ struct kiln_error *le = NULL;
+			if (kiln_http_listen_parse(optarg, &ss, &sl, &le) < 0)
+				return cli_usage_error(&kiln_cmd_serve, "--listen %s: %s", optarg,
+				                       le ? le->msg : "not ADDR:PORT");
 			if (add(listen, &hc.n_listen, optarg) < 0)
 				return cli_usage_error(&kiln_cmd_serve, "too many --listen");
 			break;
+		}
 		case OPT_STATE: sc.state_dir = optarg; break;
 		case OPT_DATABASE: sc.database = optarg; break;
 		case OPT_ACCESS_LOG: access_log = optarg; break;
@@ -254,7 +264,7 @@ static int run(int argc, char **argv)
 				    optarg);
 			gc_policy = true;
 			break;
-		default: return cli_usage_error(&kiln_cmd_serve, "unknown option");
+		default: return cli_option_error(&kiln_cmd_serve, "+hl:", argv);
 		}
 	}
 	if (gc_policy && !gc_every)

@@ -29,7 +29,7 @@ static int run(int argc, char **argv)
 		case 'h': cli_print_help(&kiln_cmd_setup); return KILN_EXIT_OK;
 		case 'b': base = optarg; break;
 		case 's': state = optarg; break;
-		default: return cli_usage_error(&kiln_cmd_setup, "unknown option");
+		default: return cli_option_error(&kiln_cmd_setup, "+hb:", argv);
 		}
 	}
 	if (optind != argc)

@@ -317,7 +317,7 @@ static int run(int argc, char **argv)
 			gc_opts = true;
 			break;
 		}
-		default: return cli_usage_error(&kiln_cmd_store, "unknown option");
+		default: return cli_option_error(&kiln_cmd_store, "hq", argv);
 		}
 	}
 	if (!verb)

@@ -60,7 +60,7 @@ static int run(int argc, char **argv)
 		case 'd': database = optarg; break;
 		case 'u': owner = optarg; break;
 		case 'n': name = optarg; break;
-		default: return cli_usage_error(&kiln_cmd_token, "unknown option");
+		default: return cli_option_error(&kiln_cmd_token, "hu:n:", argv);
 		}
 	}
 	if (!verb)

@@ -13,7 +13,7 @@ static int run(int argc, char **argv)
 			cli_print_help(&kiln_cmd_validate);
 			return KILN_EXIT_OK;
 		}
-		return cli_usage_error(&kiln_cmd_validate, "unknown option");
+		return cli_option_error(&kiln_cmd_validate, "h", argv);
 	}
 	if (argc - optind != 1)
 		return cli_usage_error(&kiln_cmd_validate, "expected exactly one RECIPE");

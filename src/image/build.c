@@ -41,6 +41,7 @@ double kiln_image_elapsed_s(const struct build *b)
 static void forward_log(void *ud, const char *data, size_t len)
 {
 	struct build *b = ud;
+	kiln_tail_feed(&b->tail, data, len);
 	if (b->o->hooks.log)
 		b->o->hooks.log(b->o->hooks.userdata, data, len);
 }

@@ -10,6 +10,7 @@
 #include "sandbox/sandbox.h"
 #include "util/buf.h"
 #include "util/fs.h"
+#include "util/tail.h"
 
 /* One command in the sandbox. */
 struct kiln_image_run {
@@ -77,6 +78,8 @@ struct build {
 	const struct kiln_image_build_opts *o;
 	const struct kiln_recipe *r;
 	struct kiln_image_hooks hooks;
+	/* The end of the current step's output, for its error (steps.c). */
+	struct kiln_tail tail;
 
 	/* The base: its root tree (a lower layer of every run) and digest. */
 	char *base_tree;

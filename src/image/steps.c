@@ -172,12 +172,42 @@ static int parse_ids(const char *out, uint64_t *ret_uid, uint64_t *ret_gid)
 	return 0;
 }
 
+/* A failed step's error says why in its first line (the output's last
+ * line: "COPY: x: not in the context archive", "id: 'alice': no such
+ * user") and ends with the last lines of the output, so that the CLI, the
+ * API's error field and the web UI show the reason, not only a status. */
+static void explain_failure(struct build *b, struct kiln_error **err)
+{
+	if (!err || !*err || kiln_error_kind(*err) == KILN_ERR_CANCELLED ||
+	    (*err)->code == ECANCELED)
+		return;
+	const char *last = kiln_tail_last(&b->tail);
+	if (!last)
+		return;
+	size_t n = 0;
+	_cleanup_free_ char *lines = kiln_tail_format(&b->tail, &n);
+	struct kiln_error *e = *err;
+	char *msg;
+	if (n > 1)
+		msg = xasprintf("%s: %s\nthe last %zu lines of its output:\n%s", e->msg, last, n,
+		                lines);
+	else
+		msg = xasprintf("%s: %s", e->msg, last);
+	/* no trailing newline (error.h) */
+	size_t ml = strlen(msg);
+	while (ml && msg[ml - 1] == '\n')
+		msg[--ml] = '\0';
+	free(e->msg);
+	e->msg = msg;
+}
+
 static int run_step(struct build *b, size_t i, struct kiln_error **err)
 {
 	const struct kiln_step *s = &b->r->steps[i];
 	_cleanup_free_ char *what =
 	    xasprintf("step %zu (%.60s%s)", i + 1, s->text, strlen(s->text) > 60 ? "..." : "");
 	kiln_image_progress(b, "step %zu of %zu: %s", i + 1, b->r->n_steps, s->text);
+	kiln_tail_reset(&b->tail);
 	unsigned limit =
 	    b->o->step_timeout_s ? b->o->step_timeout_s : (unsigned)b->r->resources.step_timeout_s;
 	struct timespec t0, t1;
@@ -246,8 +276,10 @@ static int run_step(struct build *b, size_t i, struct kiln_error **err)
 	double dt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	if (rc == 0)
 		kiln_image_logf(&b->o->hooks, "    step %zu: ok (%.2f s)\n", i + 1, dt);
-	else
+	else {
 		kiln_image_logf(&b->o->hooks, "    step %zu: failed after %.2f s\n", i + 1, dt);
+		explain_failure(b, err);
+	}
 	return rc;
 }
 

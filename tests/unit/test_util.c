@@ -25,6 +25,7 @@
 #include "util/parse.h"
 #include "util/passwd.h"
 #include "util/sha256.h"
+#include "util/tail.h"
 #include "util/utf8.h"
 
 /* ---- error ------------------------------------------------------------------ */
@@ -894,6 +895,39 @@ static void test_split_fields(void **state)
 	assert_int_equal(v, 123);
 }
 
+static void test_tail_keeps_the_last_lines(void **state)
+{
+	(void)state;
+	struct kiln_tail t;
+	kiln_tail_reset(&t);
+	assert_null(kiln_tail_last(&t));
+	assert_null(kiln_tail_format(&t, NULL));
+	for (int i = 1; i <= 30; i++) {
+		char l[32];
+		int n = snprintf(l, sizeof(l), "line %d\r\n", i);
+		kiln_tail_feed(&t, l, (size_t)n);
+	}
+	kiln_tail_feed(&t, "\n  \n", 4); /* blank lines are not the reason */
+	assert_string_equal(kiln_tail_last(&t), "line 30");
+	size_t n = 0;
+	char *f = kiln_tail_format(&t, &n);
+	assert_int_equal(n, KILN_TAIL_LINES);
+	assert_non_null(strstr(f, "  | line 13\n"));
+	assert_null(strstr(f, "line 12\n"));
+	free(f);
+	/* a partial last line counts; an over-long one is cut with "..." */
+	kiln_tail_reset(&t);
+	char big[1000];
+	memset(big, 'x', sizeof(big));
+	kiln_tail_feed(&t, big, sizeof(big));
+	kiln_tail_feed(&t, "\nno newline", 11);
+	assert_string_equal(kiln_tail_last(&t), "no newline");
+	f = kiln_tail_format(&t, &n);
+	assert_int_equal(n, 2);
+	assert_int_equal(strlen(f), 4 + KILN_TAIL_LINE_MAX + 3 + 1 + strlen("  | no newline\n"));
+	free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -934,6 +968,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_fs_read_limits, tree_setup, tree_teardown),
 	    cmocka_unit_test(test_fs_rmtree_stays_inside),
 	    cmocka_unit_test(test_passwd_lookup),
+	    cmocka_unit_test(test_tail_keeps_the_last_lines),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
