@@ -12,20 +12,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "image/internal.h"
+#include "image/backend.h"
 #include "store/cas.h"
 #include "util/alloc.h"
 #include "util/fs.h"
-
-struct base_def {
-	const char *name;
-	const char *suite;
-	const char *variant;
-	const char *include;     /* --include=..., or NULL */
-	const char *hook_option; /* the mmdebstrap hook that records the packages */
-	const char *hook;        /* its script, run as `sh HOOK ROOT` */
-	const char *const *drop; /* tar --exclude options for the unpack */
-};
 
 /* Records every base package with the SHA-256 of its .deb from the index,
  * while the index is still there (mmdebstrap removes the lists afterwards):
@@ -75,13 +65,16 @@ static const char busybox_hook[] =
 /* mmdebstrap's own apt and dpkg configuration, meaningless without them */
 static const char *const busybox_drop[] = {"--exclude=./etc/apt", "--exclude=./etc/dpkg", NULL};
 
-static const struct base_def bases[] = {
-    {"debian/bookworm", "bookworm", "minbase", NULL, "--customize-hook", debian_hook, NULL},
-    {"busybox", "bookworm", "extract", "busybox-static", "--extract-hook", busybox_hook,
-     busybox_drop},
+/* Every base kiln can set up. Busybox is a base of the Debian backend: it
+ * is made by mmdebstrap from Debian's busybox-static and takes no packages. */
+static const struct kiln_image_base bases[] = {
+    {"debian/bookworm", &kiln_image_backend_debian, "bookworm", "minbase", NULL, "--customize-hook",
+     debian_hook, NULL},
+    {"busybox", &kiln_image_backend_debian, "bookworm", "extract", "busybox-static",
+     "--extract-hook", busybox_hook, busybox_drop},
 };
 
-static const struct base_def *find_base(const char *name, struct kiln_error **err)
+const struct kiln_image_base *kiln_image_base_find(const char *name, struct kiln_error **err)
 {
 	for (size_t i = 0; i < ELEMENTSOF(bases); i++)
 		if (strcmp(bases[i].name, name) == 0)
@@ -91,7 +84,7 @@ static const struct base_def *find_base(const char *name, struct kiln_error **er
 	return NULL;
 }
 
-static char *ref_path(const char *state_dir, const struct base_def *b)
+static char *ref_path(const char *state_dir, const struct kiln_image_base *b)
 {
 	_cleanup_free_ char *n = xstrdup(b->name);
 	for (char *p = n; *p; p++)
@@ -103,7 +96,7 @@ static char *ref_path(const char *state_dir, const struct base_def *b)
 int kiln_image_base_path(const char *state_dir, const char *base, char **ret_path,
                          char ret_digest[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err)
 {
-	const struct base_def *b = find_base(base, err);
+	const struct kiln_image_base *b = kiln_image_base_find(base, err);
 	if (!b)
 		return -ENOENT;
 	_cleanup_free_ char *ref = ref_path(state_dir, b);
@@ -214,48 +207,22 @@ static int collect_sources(const char *dir, char ***ret, struct kiln_error **err
 	return 0;
 }
 
-int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_image_hooks *h,
-                     bool *ret_already, char ret_digest[KILN_SHA256_HEX_LEN + 1],
-                     struct kiln_error **err)
+/* mmdebstrap, inside the sandbox with the host's root read-only and the
+ * host network (the bootstrap is networked, like a build's fetch); the
+ * mirrors are the host's apt sources, copied into srcdir. */
+int kiln_image_debian_bootstrap(const struct kiln_image_bootstrap *bs, struct kiln_error **err)
 {
-	const struct base_def *b = find_base(base, err);
-	if (!b)
-		return -ENOENT;
-	int rc = kiln_state_init(state_dir, err);
-	if (rc < 0)
-		return rc;
-	_cleanup_free_ char *existing = NULL;
-	char digest[KILN_SHA256_HEX_LEN + 1];
-	if (kiln_image_base_path(state_dir, base, &existing, digest, NULL) == 0) {
-		if (ret_already)
-			*ret_already = true;
-		if (ret_digest)
-			memcpy(ret_digest, digest, sizeof(digest));
-		return 0;
-	}
-
-	kiln_image_cleanup_stale(state_dir);
-	_cleanup_free_ char *id = kiln_image_random_id();
-	_cleanup_rmtree_ char *scratch = xasprintf("%s/builds/setup-%s", state_dir, id);
-	_cleanup_free_ char *srcdir = xasprintf("%s/sources", scratch);
-	_cleanup_free_ char *outdir = xasprintf("%s/out", scratch);
-	if (mkdir(scratch, 0755) < 0 || mkdir(srcdir, 0755) < 0)
-		return kiln_error_set_errno(err, errno, "%s: cannot create", scratch);
-	_cleanup_free_ char *lk = xasprintf("%s/.lock", scratch);
-	_cleanup_close_ int lock_fd = open(lk, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) < 0)
-		return kiln_error_set_errno(err, errno, "%s: cannot lock", lk);
-	rc = kiln_image_mkdir_sandbox(outdir, err);
+	const struct kiln_image_base *b = bs->base;
+	const struct kiln_image_hooks *h = bs->h;
+	const char *srcdir = bs->srcdir, *outdir = bs->outdir;
 	_cleanup_strv_free_ char **sources = NULL;
-	if (rc == 0)
-		rc = collect_sources(srcdir, &sources, err);
+	int rc = collect_sources(srcdir, &sources, err);
 	if (rc == 0) {
 		_cleanup_close_ int sfd = open(srcdir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 		if (sfd < 0 || kiln_write_file_atomic_at(sfd, "kiln-base-packages.sh", b->hook,
 		                                         strlen(b->hook), 0644) < 0)
 			rc = kiln_error_set_errno(err, errno, "%s: cannot write the hook", srcdir);
 	}
-	_cleanup_rmtree_ char *tree_tmp = xasprintf("%s/bases/.tmp-%s", state_dir, id);
 	if (rc < 0)
 		return rc;
 
@@ -313,6 +280,97 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 		if (rc < 0)
 			return rc;
 	}
+
+	return 0;
+}
+
+int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_image_hooks *h,
+                     bool *ret_already, char ret_digest[KILN_SHA256_HEX_LEN + 1],
+                     struct kiln_error **err)
+{
+	return kiln_image_setup_with(state_dir, base, NULL, h, ret_already, ret_digest, err);
+}
+
+/* The identity recorded in a ref ("<digest>\nidentity <hex>\n"), or NULL. */
+static char *ref_identity(const char *state_dir, const struct kiln_image_base *b)
+{
+	_cleanup_free_ char *ref = ref_path(state_dir, b);
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	_cleanup_error_ struct kiln_error *e = NULL;
+	if (kiln_read_file(ref, 256, &data, &len, &e) < 0)
+		return NULL;
+	const char *p = strstr(data, "\nidentity ");
+	if (!p || strlen(p + 10) < KILN_SHA256_HEX_LEN)
+		return NULL;
+	return xstrndup(p + 10, KILN_SHA256_HEX_LEN);
+}
+
+int kiln_image_setup_with(const char *state_dir, const char *base,
+                          const struct kiln_image_setup_opts *opts,
+                          const struct kiln_image_hooks *h, bool *ret_already,
+                          char ret_digest[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err)
+{
+	static const struct kiln_image_setup_opts no_opts = {0};
+	if (!opts)
+		opts = &no_opts;
+	const struct kiln_image_base *b = kiln_image_base_find(base, err);
+	if (!b)
+		return -ENOENT;
+	/* The backend's identity of these options (NULL: it has none, or none
+	 * were given: any set-up base of that name will do). */
+	_cleanup_free_ char *identity = NULL;
+	bool none = true;
+	if (!b->backend->identity &&
+	    (opts->n_mirrors || opts->keyring || opts->n_packages || opts->allow_unsigned))
+		return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL,
+		                           "base %s takes no --mirror, --keyring, --packages or "
+		                           "--allow-unsigned: its sources are the host's apt "
+		                           "configuration",
+		                           b->name);
+	if (b->backend->identity) {
+		identity = b->backend->identity(opts, &none, err);
+		if (!identity && !none)
+			return -EINVAL;
+	}
+	int rc = kiln_state_init(state_dir, err);
+	if (rc < 0)
+		return rc;
+	_cleanup_free_ char *existing = NULL;
+	char digest[KILN_SHA256_HEX_LEN + 1];
+	if (kiln_image_base_path(state_dir, base, &existing, digest, NULL) == 0) {
+		_cleanup_free_ char *had = ref_identity(state_dir, b);
+		if (!identity || (had && strcmp(had, identity) == 0)) {
+			if (ret_already)
+				*ret_already = true;
+			if (ret_digest)
+				memcpy(ret_digest, digest, sizeof(digest));
+			return 0;
+		}
+	}
+	if (b->backend->identity && !identity)
+		return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL,
+		                           "base %s is not set up: it needs at least one --mirror",
+		                           b->name);
+
+	kiln_image_cleanup_stale(state_dir);
+	_cleanup_free_ char *id = kiln_image_random_id();
+	_cleanup_rmtree_ char *scratch = xasprintf("%s/builds/setup-%s", state_dir, id);
+	_cleanup_free_ char *srcdir = xasprintf("%s/sources", scratch);
+	_cleanup_free_ char *outdir = xasprintf("%s/out", scratch);
+	if (mkdir(scratch, 0755) < 0 || mkdir(srcdir, 0755) < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot create", scratch);
+	_cleanup_free_ char *lk = xasprintf("%s/.lock", scratch);
+	_cleanup_close_ int lock_fd = open(lk, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot lock", lk);
+	rc = kiln_image_mkdir_sandbox(outdir, err);
+	_cleanup_rmtree_ char *tree_tmp = xasprintf("%s/bases/.tmp-%s", state_dir, id);
+	if (rc < 0)
+		return rc;
+	struct kiln_image_bootstrap bs = {state_dir, b, opts, srcdir, outdir, h};
+	if ((rc = b->backend->bootstrap(&bs, err)) < 0)
+		return rc;
 
 	_cleanup_free_ char *tar = xasprintf("%s/base.tar", outdir);
 	uint64_t size = 0;
@@ -376,7 +434,9 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
 		_cleanup_free_ char *ref = ref_path(state_dir, b);
 		_cleanup_free_ char *dir = xasprintf("%s/bases", state_dir);
 		_cleanup_close_ int dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-		_cleanup_free_ char *line = xasprintf("%s\n", digest);
+		_cleanup_free_ char *line = identity
+		                                ? xasprintf("%s\nidentity %s\n", digest, identity)
+		                                : xasprintf("%s\n", digest);
 		int r = dfd < 0 ? -errno
 		                : kiln_write_file_atomic_at(dfd, strrchr(ref, '/') + 1, line,
 		                                            strlen(line), 0644);

@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "image/internal.h"
+#include "image/backend.h"
 #include "store/cas.h"
 #include "util/alloc.h"
 #include "util/fs.h"
@@ -372,6 +372,7 @@ static int build_prepare(struct build *b, struct kiln_error **err)
 	rc = kiln_image_base_path(o->state_dir, r->base, &b->base_tree, b->base_digest, err);
 	if (rc < 0)
 		return rc;
+	b->be = kiln_image_base_find(r->base, err)->backend;
 
 	char ctx_hex[KILN_SHA256_HEX_LEN + 1];
 	if (o->context_path) {

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "image/internal.h"
+#include "image/backend.h"
 #include "image/normalize.h"
 #include "util/alloc.h"
 #include "util/fs.h"
@@ -192,7 +192,9 @@ int kiln_image_phase_normalize(struct build *b, struct kiln_error **err)
 		for (size_t k = 0; k < r->overlays[i].n_files; k++)
 			keep[nk++] = r->overlays[i].files[k].path;
 	struct kiln_normalize_stats ns;
-	rc = kiln_normalize_tree(b->rootfd, r->source_date_epoch, keep, &ns, err);
+	rc = b->be->normalize ? b->be->normalize(b, err) : 0;
+	if (rc == 0)
+		rc = kiln_normalize_tree(b->rootfd, r->source_date_epoch, keep, &ns, err);
 	free(keep);
 	if (rc < 0)
 		return rc;

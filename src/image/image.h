@@ -42,6 +42,27 @@ int kiln_image_setup(const char *state_dir, const char *base, const struct kiln_
                      bool *ret_already, char ret_digest[KILN_SHA256_HEX_LEN + 1],
                      struct kiln_error **err);
 
+/* What a base's bootstrap takes beyond its name (the archlinux base; the
+ * Debian bases take none and refuse them). */
+struct kiln_image_setup_opts {
+	/* pacman Server templates ("http://m.example/$repo/os/$arch"): the
+	 * allowlist, the only hosts contacted. */
+	const char *const *mirrors;
+	size_t n_mirrors;
+	const char *keyring;         /* file of OpenPGP public keys (armored or binary), or NULL */
+	const char *const *packages; /* added to the base's own ("base") */
+	size_t n_packages;
+	bool allow_unsigned; /* SigLevel = Never: only when the operator says so */
+};
+
+/* kiln_image_setup with options (NULL: none). With options that differ
+ * from the set-up base's (its mirrors, keys, packages are its identity),
+ * the base is bootstrapped again and the name points at the new one. */
+int kiln_image_setup_with(const char *state_dir, const char *base,
+                          const struct kiln_image_setup_opts *opts,
+                          const struct kiln_image_hooks *hooks, bool *ret_already,
+                          char ret_digest[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err);
+
 /* Resolves a set-up base to its root tree; -ENOENT (with a message telling
  * the user to run `kiln setup`) when it is not set up. Caller frees. */
 int kiln_image_base_path(const char *state_dir, const char *base, char **ret_path,

@@ -80,6 +80,9 @@ struct build {
 	struct kiln_image_hooks hooks;
 	/* The end of the current step's output, for its error (steps.c). */
 	struct kiln_tail tail;
+	/* The base's distribution backend (image/backend.h): the phases that
+	 * speak a package manager go through it. */
+	const struct kiln_image_backend *be;
 
 	/* The base: its root tree (a lower layer of every run) and digest. */
 	char *base_tree;
@@ -161,6 +164,15 @@ int kiln_image_pkglist_parse(const char *text, bool want_file, struct kiln_pkgli
                              struct kiln_error **err);
 /* Scratch directory recording the initrds the install generated. */
 char *kiln_image_initrd_record_dir(const struct build *b);
+/* The lock file of b's base and packages (state_dir/locks/<digest>.lock). */
+char *kiln_image_lock_path(const struct build *b);
+/* Every package of l is in the store. */
+bool kiln_image_lock_warm(const struct build *b, const struct kiln_pkglist *l);
+/* Links the locked packages from the store into dir under their file names. */
+int kiln_image_stage_lock(struct build *b, const char *dir, struct kiln_error **err);
+/* Fills b->installed from "name version arch" lines, with each package's
+ * digest from the lock, else the base's record, else "unknown". */
+void kiln_image_installed_from(struct build *b, const char *text);
 int kiln_image_phase_fetch(struct build *b, struct kiln_error **err);
 int kiln_image_phase_install(struct build *b, struct kiln_error **err);
 int kiln_image_phase_list_installed(struct build *b, struct kiln_error **err);

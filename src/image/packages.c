@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "image/internal.h"
+#include "image/backend.h"
 #include "store/cas.h"
 #include "util/alloc.h"
 #include "util/fs.h"
@@ -65,7 +65,7 @@ int kiln_image_pkglist_parse(const char *text, bool want_file, struct kiln_pkgli
 
 /* ---- fetch and lock ------------------------------------------------------- */
 
-static char *lock_path(const struct build *b)
+char *kiln_image_lock_path(const struct build *b)
 {
 	struct kiln_sha256 s;
 	kiln_sha256_init(&s);
@@ -80,7 +80,7 @@ static char *lock_path(const struct build *b)
 	return xasprintf("%s/locks/%s.lock", b->o->state_dir, hex);
 }
 
-static bool lock_is_warm(const struct build *b, const struct kiln_pkglist *l)
+bool kiln_image_lock_warm(const struct build *b, const struct kiln_pkglist *l)
 {
 	for (size_t i = 0; i < l->n; i++)
 		if (!kiln_cas_has(b->o->state_dir, l->v[i].sha256))
@@ -112,16 +112,16 @@ static const char fetch_script[] =
     "$4}' "
     "/tmp/hashes.txt /tmp/debs.txt > /mnt/lock.txt\n";
 
-static int fetch(struct build *b, struct kiln_error **err)
+static int debian_fetch(struct build *b, struct kiln_error **err)
 {
-	_cleanup_free_ char *lp = lock_path(b);
+	_cleanup_free_ char *lp = kiln_image_lock_path(b);
 	_cleanup_free_ char *text = NULL;
 	size_t len = 0;
 	_cleanup_error_ struct kiln_error *e2 = NULL;
 	if (kiln_read_file(lp, 64 << 20, &text, &len, &e2) == 0) {
 		struct kiln_pkglist l;
 		if (kiln_image_pkglist_parse(text, true, &l, NULL) == 0) {
-			if (lock_is_warm(b, &l)) {
+			if (kiln_image_lock_warm(b, &l)) {
 				kiln_image_logf(&b->o->hooks,
 				                "    lock and all %zu .debs are in the store; no "
 				                "network needed\n",
@@ -204,7 +204,7 @@ static int fetch(struct build *b, struct kiln_error **err)
 }
 
 /* The locked .debs, linked from the store into a directory of their own. */
-static int stage_debs(struct build *b, const char *dir, struct kiln_error **err)
+int kiln_image_stage_lock(struct build *b, const char *dir, struct kiln_error **err)
 {
 	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
 		return kiln_error_set_errno(err, errno, "%s: cannot create", dir);
@@ -275,10 +275,10 @@ char *kiln_image_initrd_record_dir(const struct build *b)
 	return xasprintf("%s/initrd", b->scratch);
 }
 
-static int install(struct build *b, struct kiln_error **err)
+static int debian_install(struct build *b, struct kiln_error **err)
 {
 	_cleanup_rmtree_ char *dir = xasprintf("%s/install-debs", b->scratch);
-	int rc = stage_debs(b, dir, err);
+	int rc = kiln_image_stage_lock(b, dir, err);
 	if (rc < 0)
 		return rc;
 	_cleanup_free_ char *rec = kiln_image_initrd_record_dir(b);
@@ -307,7 +307,50 @@ static int install(struct build *b, struct kiln_error **err)
 	return rc;
 }
 
-int kiln_image_phase_list_installed(struct build *b, struct kiln_error **err)
+/* "name version arch" lines of what the image has installed, with each
+ * package's digest from the lock, else from the base's record. */
+void kiln_image_installed_from(struct build *b, const char *text)
+{
+	_cleanup_free_ char *bp =
+	    xasprintf("%s/bases/%s.packages", b->o->state_dir, b->base_digest);
+	_cleanup_free_ char *btxt = NULL;
+	size_t bl = 0;
+	struct kiln_pkglist base = {NULL, 0};
+	_cleanup_error_ struct kiln_error *e2 = NULL;
+	if (kiln_read_file(bp, 64 << 20, &btxt, &bl, &e2) == 0)
+		kiln_image_pkglist_parse(btxt, false, &base, NULL);
+	struct kiln_pkglist l = {NULL, 0};
+	const char *ln = text;
+	while (*ln) {
+		const char *nl = strchr(ln, '\n');
+		size_t len = nl ? (size_t)(nl - ln) : strlen(ln);
+		struct kiln_span f[3];
+		if (kiln_split_fields(ln, len, f, 3, NULL) == 3) {
+			_cleanup_free_ char *name = xstrndup(f[0].p, f[0].len);
+			_cleanup_free_ char *ver = xstrndup(f[1].p, f[1].len);
+			const char *h = NULL;
+			for (size_t i = 0; i < b->lock.n && !h; i++)
+				if (!strcmp(b->lock.v[i].name, name) &&
+				    !strcmp(b->lock.v[i].version, ver))
+					h = b->lock.v[i].sha256;
+			for (size_t i = 0; i < base.n && !h; i++)
+				if (!strcmp(base.v[i].name, name) &&
+				    !strcmp(base.v[i].version, ver))
+					h = base.v[i].sha256;
+			if (!h || strlen(h) != KILN_SHA256_HEX_LEN)
+				h = "unknown";
+			l.v = xreallocarray(l.v, l.n + 1, sizeof(struct kiln_pkg));
+			l.v[l.n++] =
+			    (struct kiln_pkg){TAKE_PTR(name), TAKE_PTR(ver),
+			                      xstrndup(f[2].p, f[2].len), xstrdup(h), NULL};
+		}
+		ln += len + (nl ? 1 : 0);
+	}
+	kiln_image_pkglist_clear(&base);
+	b->installed = l;
+}
+
+static int debian_list_installed(struct build *b, struct kiln_error **err)
 {
 	/* A base without dpkg (busybox) had its packages extracted, never
 	 * installed, and takes no more: its record is the whole list. */
@@ -324,58 +367,35 @@ int kiln_image_phase_list_installed(struct build *b, struct kiln_error **err)
 	int rc = kiln_image_script(b, "list packages",
 	                           "dpkg-query -W -f='${Package} ${Version} ${Architecture}\\n'",
 	                           NULL, NULL, 0, &out, 0, err);
-	if (rc == 0) {
-		/* Add the .deb digests: the lock's, else the base's record. */
-		_cleanup_free_ char *bp =
-		    xasprintf("%s/bases/%s.packages", b->o->state_dir, b->base_digest);
-		_cleanup_free_ char *btxt = NULL;
-		size_t bl = 0;
-		struct kiln_pkglist base = {NULL, 0};
-		_cleanup_error_ struct kiln_error *e2 = NULL;
-		if (kiln_read_file(bp, 64 << 20, &btxt, &bl, &e2) == 0)
-			kiln_image_pkglist_parse(btxt, false, &base, NULL);
-		struct kiln_pkglist l = {NULL, 0};
-		const char *ln = out.data ? out.data : "";
-		while (*ln) {
-			const char *nl = strchr(ln, '\n');
-			size_t len = nl ? (size_t)(nl - ln) : strlen(ln);
-			struct kiln_span f[3];
-			if (kiln_split_fields(ln, len, f, 3, NULL) == 3) {
-				_cleanup_free_ char *name = xstrndup(f[0].p, f[0].len);
-				_cleanup_free_ char *ver = xstrndup(f[1].p, f[1].len);
-				const char *h = NULL;
-				for (size_t i = 0; i < b->lock.n && !h; i++)
-					if (!strcmp(b->lock.v[i].name, name) &&
-					    !strcmp(b->lock.v[i].version, ver))
-						h = b->lock.v[i].sha256;
-				for (size_t i = 0; i < base.n && !h; i++)
-					if (!strcmp(base.v[i].name, name) &&
-					    !strcmp(base.v[i].version, ver))
-						h = base.v[i].sha256;
-				if (!h || strlen(h) != KILN_SHA256_HEX_LEN)
-					h = "unknown";
-				l.v = xreallocarray(l.v, l.n + 1, sizeof(struct kiln_pkg));
-				l.v[l.n++] =
-				    (struct kiln_pkg){TAKE_PTR(name), TAKE_PTR(ver),
-				                      xstrndup(f[2].p, f[2].len), xstrdup(h), NULL};
-			}
-			ln += len + (nl ? 1 : 0);
-		}
-		kiln_image_pkglist_clear(&base);
-		b->installed = l;
-	}
+	if (rc == 0)
+		kiln_image_installed_from(b, out.data ? out.data : "");
 	kiln_buf_free(&out);
 	return rc;
 }
 
+const struct kiln_image_backend kiln_image_backend_debian = {
+    .name = "debian",
+    .bootstrap = kiln_image_debian_bootstrap,
+    .fetch = debian_fetch,
+    .install = debian_install,
+    .list_installed = debian_list_installed,
+};
+
+/* ---- the phases, through the base's backend -------------------------------- */
+
 int kiln_image_phase_fetch(struct build *b, struct kiln_error **err)
 {
 	kiln_image_progress(b, "fetch %zu packages", b->r->n_packages);
-	return b->r->n_packages ? fetch(b, err) : 0;
+	return b->r->n_packages ? b->be->fetch(b, err) : 0;
 }
 
 int kiln_image_phase_install(struct build *b, struct kiln_error **err)
 {
 	kiln_image_progress(b, "install %zu locked packages (offline)", b->lock.n);
-	return b->lock.n ? install(b, err) : 0;
+	return b->lock.n ? b->be->install(b, err) : 0;
+}
+
+int kiln_image_phase_list_installed(struct build *b, struct kiln_error **err)
+{
+	return b->be->list_installed(b, err);
 }
