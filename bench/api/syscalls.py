@@ -2,7 +2,8 @@
 """System calls per request of `kiln serve`, counted with strace -c -f.
 
     bench/api/syscalls.py [--kiln build/src/cli/kiln] [--requests 2000]
-                          [--path /api/v1/health] [--access-log FILE|-|off|legacy]
+                          [--path /api/v1/health | --get-build]
+                          [--access-log FILE|-|off|legacy]
 
 Starts `kiln serve --no-auth --no-workers` in a fresh state directory with
 its stderr going to a file (as a user runs it), attaches strace to every
@@ -13,6 +14,7 @@ from before the option: its log always went to stderr). Not a throughput
 benchmark: strace slows every call down; bench/api/run.py measures req/s.
 """
 import argparse
+import json
 import re
 import signal
 import socket
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 
 def main():
@@ -28,6 +31,8 @@ def main():
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--path", default="/api/v1/health")
     ap.add_argument("--access-log", default="-")
+    ap.add_argument("--get-build", action="store_true",
+                    help="GET /api/v1/builds/{id} of a (pending) build submitted first")
     a = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="kiln-syscalls-")
@@ -40,6 +45,12 @@ def main():
     if not m:
         sys.exit("server did not start: " + open(f"{tmp}/stderr").read())
     port = int(m.group(1))
+    if a.get_build:
+        body = json.dumps({"name": "syscalls", "packages": [], "outputs": ["tar"]}).encode()
+        r = urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/builds", data=body,
+            headers={"Content-Type": "application/json"}))
+        a.path = "/api/v1/builds/" + json.loads(r.read())["id"]
     st = subprocess.Popen(["strace", "-c", "-f", "-p", str(srv.pid), "-o", f"{tmp}/strace"],
                           stderr=subprocess.PIPE, text=True)
     attached = st.stderr.readline()  # "strace: Process N attached with T threads"
