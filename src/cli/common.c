@@ -127,7 +127,12 @@ int cli_load_recipe(const char *path, struct kiln_recipe **ret)
 		return KILN_EXIT_FAILURE;
 	}
 	if (kiln_recipe_parse(buf, len, ret, &err) < 0) {
-		cli_errorf("%s: %s", shown, err->msg);
+		/* One error a line (recipe.h), each named by file, as a compiler's. */
+		for (char *line = err->msg, *nl; line; line = nl ? nl + 1 : NULL) {
+			nl = strchr(line, '\n');
+			cli_errorf("%s: %.*s", shown, nl ? (int)(nl - line) : (int)strlen(line),
+			           line);
+		}
 		return KILN_EXIT_FAILURE;
 	}
 	return KILN_EXIT_OK;

@@ -127,11 +127,9 @@ static int h_submit(struct kiln_http_request *r)
 	/* Bad JSON is a malformed request (400); a well-formed recipe that
 	 * breaks the rules is unprocessable (422, from the service). */
 	json_error_t jerr;
-	json_t *probe = json_loadb(recipe, len, 0, &jerr);
-	if (!probe)
-		return http_respond_error(r, MHD_HTTP_BAD_REQUEST, "invalid_json",
-		                          "body is not valid JSON: line %d column %d: %s",
-		                          jerr.line, jerr.column, jerr.text);
+	/* JSON_ALLOW_NUL as the recipe parser: file content may hold NUL. */
+	json_t *probe = json_loadb(recipe, len, JSON_ALLOW_NUL, &jerr);
+	bool bad_json = !probe;
 	json_decref(probe);
 
 	struct kiln_submit in = {
@@ -151,6 +149,12 @@ static int h_submit(struct kiln_http_request *r)
 		free(r->context_path);
 		r->context_path = NULL;
 	}
+	/* Bad JSON fails in the service's parser before anything is stored:
+	 * its message is the one `kiln validate` prints ("line 1, column 6:
+	 * invalid JSON: ..."), with the status of a malformed request. */
+	if (rc < 0 && bad_json)
+		return http_respond_error(r, MHD_HTTP_BAD_REQUEST, "invalid_json", "%s",
+		                          err ? err->msg : "invalid JSON");
 	if (rc < 0)
 		return http_respond_service_error(r, rc, err);
 	struct kiln_buf body = KILN_BUF_INIT;

@@ -95,6 +95,66 @@ static int get_array(json_t *v, const char *path, size_t max, const char *what,
 	return 0;
 }
 
+/* ---- every error, not only the first ------------------------------------- */
+
+/* A recipe's errors are collected, one per line, so that a user fixes them
+ * in one round trip; each field still stops at its own first error (a value
+ * of the wrong type says nothing useful about its parts). The top level caps
+ * what is shown at KILN_RECIPE_MAX_ERRORS. */
+struct errs {
+	struct kiln_buf msg;
+	size_t n;
+};
+
+static void errs_add(struct errs *e, struct kiln_error **sub)
+{
+	if (!sub || !*sub)
+		return;
+	if (e->n)
+		kiln_buf_putc(&e->msg, '\n');
+	kiln_buf_puts(&e->msg, (*sub)->msg);
+	e->n++;
+	for (const char *c = (*sub)->msg; (c = strchr(c, '\n')); c++)
+		e->n++;
+	*sub = kiln_error_free(*sub);
+}
+
+static int errs_finish(struct errs *e, struct kiln_error **err)
+{
+	if (!e->n)
+		return 0;
+	int rc = kiln_error_set_kind(err, KILN_ERR_USER, EINVAL, "%s", e->msg.data);
+	kiln_buf_free(&e->msg);
+	return rc;
+}
+
+/* Levenshtein distance of two short keys (a, b <= 63 bytes), for "did you
+ * mean": a typo of one or two letters names the field it meant. */
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	if (la > 63 || lb > 63)
+		return SIZE_MAX;
+	size_t row[64];
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t best = diag + (a[i - 1] != b[j - 1]);
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
 /* Walks an object against a field table: unknown keys are errors. */
 struct field {
 	const char *key;
@@ -106,6 +166,7 @@ static int parse_object(json_t *obj, const char *path, const struct field *field
 {
 	if (!json_is_object(obj))
 		return fail(err, path, "must be an object, not %s", json_type_name(obj));
+	struct errs es = {KILN_BUF_INIT, 0};
 	const char *key;
 	json_t *v;
 	json_object_foreach (obj, key, v) {
@@ -114,17 +175,30 @@ static int parse_object(json_t *obj, const char *path, const struct field *field
 			if (strcmp(fields[i].key, key) == 0)
 				f = &fields[i];
 		_cleanup_free_ char *sub = path_key(path, key);
+		_cleanup_error_ struct kiln_error *e = NULL;
 		if (!f) {
 			_cleanup_buf_ struct kiln_buf q = KILN_BUF_INIT;
 			kiln_json_put_string(&q, key, strlen(key), true);
-			int r = fail(err, path, "unknown field %s", q.data);
-			return r;
+			const char *near = NULL;
+			size_t best = SIZE_MAX;
+			for (size_t i = 0; i < n; i++) {
+				size_t d = edit_distance(key, fields[i].key);
+				if (d < best && d <= (strlen(fields[i].key) > 4 ? 2u : 1u)) {
+					best = d;
+					near = fields[i].key;
+				}
+			}
+			if (near)
+				fail(&e, path, "unknown field %s (did you mean \"%s\"?)", q.data,
+				     near);
+			else
+				fail(&e, path, "unknown field %s", q.data);
+		} else {
+			(void)f->parse(target, v, sub, &e);
 		}
-		int r = f->parse(target, v, sub, err);
-		if (r < 0)
-			return r;
+		errs_add(&es, &e);
 	}
-	return 0;
+	return errs_finish(&es, err);
 }
 
 /* ---- value validators ----------------------------------------------------- */
@@ -721,19 +795,22 @@ static int f_steps(void *t, json_t *v, const char *path, struct kiln_error **err
 		return rc;
 	size_t n = json_array_size(v);
 	struct kiln_step *steps = xcalloc(n, sizeof(*steps));
+	struct errs es = {KILN_BUF_INIT, 0};
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *sub = path_index(path, i);
+		_cleanup_error_ struct kiln_error *e = NULL;
 		struct str s;
 		rc = get_string(json_array_get(v, i), sub, false, KILN_RECIPE_MAX_STEP_BYTES, &s,
-		                err);
+		                &e);
 		if (rc == 0)
-			rc = parse_step(s.s, s.len, sub, &steps[i], err);
-		if (rc < 0) {
-			for (size_t k = 0; k < i; k++)
-				step_clear(&steps[k]);
-			free(steps);
-			return rc;
-		}
+			rc = parse_step(s.s, s.len, sub, &steps[i], &e);
+		errs_add(&es, &e);
+	}
+	if (es.n) {
+		for (size_t k = 0; k < n; k++)
+			step_clear(&steps[k]);
+		free(steps);
+		return errs_finish(&es, err);
 	}
 	r->steps = steps;
 	r->n_steps = n;
@@ -1016,9 +1093,9 @@ int kiln_recipe_parse(const char *buf, size_t len, struct kiln_recipe **ret,
 		 * form; anything inside a value names that value's path first. */
 		_cleanup_free_ char *where =
 		    json_path_at(buf, len, (size_t)jerr.position, SIZE_MAX, NULL);
-		return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL,
-		                           "%s%sline %d, column %d: invalid JSON: %s", where,
-		                           *where ? ": " : "", jerr.line, jerr.column, jerr.text);
+		return kiln_error_set_kind(
+		    err, KILN_ERR_USER, EINVAL, "%s%sline %d, column %d: invalid JSON: %s", where,
+		    *where ? ": " : "", jerr.line, jerr.column < 1 ? 1 : jerr.column, jerr.text);
 	}
 
 	_cleanup_recipe_ struct kiln_recipe *r = xcalloc(1, sizeof(*r));
@@ -1028,19 +1105,41 @@ int kiln_recipe_parse(const char *buf, size_t len, struct kiln_recipe **ret,
 	r->packages = xcalloc(1, sizeof(char *));
 	r->outputs = KILN_OUTPUT_TAR;
 	r->resources = (struct kiln_resources){8192, 4, 1200, 900, 600};
-	rc = parse_object(root, "", recipe_fields, ELEMENTSOF(recipe_fields), r, err);
-	if (rc < 0)
-		return rc;
-	/* The busybox base has no package manager and no kernel. */
-	if (strcmp(r->base, KILN_BASE_BUSYBOX) == 0 && r->n_packages > 0)
-		return fail(err, "packages",
-		            "base \"busybox\" has no package manager: packages must be empty "
-		            "(use base \"debian/bookworm\" to install packages)");
-	if (strcmp(r->base, KILN_BASE_BUSYBOX) == 0 && (r->outputs & KILN_OUTPUT_ISO))
-		return fail(
-		    err, "outputs",
-		    "\"iso\" needs a kernel and a boot loader, which base \"busybox\" "
-		    "does not have (use \"tar\" or \"squashfs\", or base \"debian/bookworm\")");
+	struct errs es = {KILN_BUF_INIT, 0};
+	_cleanup_error_ struct kiln_error *e = NULL;
+	(void)parse_object(root, "", recipe_fields, ELEMENTSOF(recipe_fields), r, &e);
+	errs_add(&es, &e);
+	/* The busybox base has no package manager, no kernel and no tzdata. */
+	bool busybox = strcmp(r->base, KILN_BASE_BUSYBOX) == 0;
+	if (busybox && r->n_packages > 0)
+		fail(&e, "packages",
+		     "base \"busybox\" has no package manager: packages must be empty "
+		     "(use base \"debian/bookworm\" to install packages)");
+	errs_add(&es, &e);
+	if (busybox && (r->outputs & KILN_OUTPUT_ISO))
+		fail(&e, "outputs",
+		     "\"iso\" needs a kernel and a boot loader, which base \"busybox\" "
+		     "does not have (use \"tar\" or \"squashfs\", or base \"debian/bookworm\")");
+	errs_add(&es, &e);
+	if (busybox && strcmp(r->timezone, "UTC") != 0 && strcmp(r->timezone, "Etc/UTC") != 0)
+		fail(&e, "timezone",
+		     "base \"busybox\" has no time zone data: only \"UTC\" (use base "
+		     "\"debian/bookworm\" with the tzdata package for \"%s\")",
+		     r->timezone);
+	errs_add(&es, &e);
+	if (es.n > KILN_RECIPE_MAX_ERRORS) {
+		/* The first KILN_RECIPE_MAX_ERRORS lines, then how many more. */
+		char *c = es.msg.data;
+		for (size_t i = 0; i < KILN_RECIPE_MAX_ERRORS && c; i++)
+			c = strchr(c + (i ? 1 : 0), '\n');
+		if (c) {
+			es.msg.len = (size_t)(c - es.msg.data);
+			*c = '\0';
+		}
+		kiln_buf_printf(&es.msg, "\n(and %zu more errors)", es.n - KILN_RECIPE_MAX_ERRORS);
+	}
+	if (es.n)
+		return errs_finish(&es, err);
 
 	size_t clen;
 	_cleanup_free_ char *canon = kiln_recipe_config_canonical(r, &clen);

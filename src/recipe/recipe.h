@@ -15,6 +15,9 @@
 #include "util/sha256.h"
 
 #define KILN_RECIPE_MAX_BYTES (16u << 20)
+/* At most this many of a recipe's errors are listed (one a line), then
+ * "(and N more errors)". */
+#define KILN_RECIPE_MAX_ERRORS 20
 #define KILN_RECIPE_MAX_FILES 10000
 #define KILN_RECIPE_MAX_PACKAGES 4096
 #define KILN_RECIPE_MAX_OVERLAYS 1000

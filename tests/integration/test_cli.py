@@ -101,7 +101,7 @@ def test_validate_stdin_error_names_stdin(kiln):
 ERRORS = [
     # unknown fields
     ('{"foo":1}', '(root): unknown field "foo"'),
-    ('{"name":"x","Packages":[]}', '(root): unknown field "Packages"'),
+    ('{"name":"x","Packages":[]}', '(root): unknown field "Packages" (did you mean "packages"?)'),
     (ov({"path": "/a", "owner": "root"}), 'overlays[0].files[0]: unknown field "owner"'),
     ({"overlays": [{"name": "a", "bar": 1}]}, 'overlays[0]: unknown field "bar"'),
     ({"resources": {"disk_mb": 1}}, 'resources: unknown field "disk_mb"'),

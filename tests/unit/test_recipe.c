@@ -603,7 +603,7 @@ static void test_errors_json_level(void **state)
 	expect_error_prefix(big, strlen(big), "resources.cpus: ");
 	const char *syntax = "{\"name\":\"x\",}";
 	expect_error_prefix(syntax, strlen(syntax), "line 1, column ");
-	expect_error_prefix("", 0, "line 1, column 0: invalid JSON");
+	expect_error_prefix("", 0, "line 1, column 1: invalid JSON");
 
 	/* nesting: 32 levels parse (and then fail on type), 33 are refused up front */
 	char deep[200];
