@@ -103,6 +103,17 @@ def events(data):
     return logs, final
 
 
+def wait_status(srv, bid, want, limit=600):
+    """The build's status once it is one of want (a bound, not a timing)."""
+    deadline = time.monotonic() + limit
+    while True:
+        st = requests.get(srv.url(f"/api/v1/builds/{bid}")).json()["status"]
+        if st in want:
+            return st
+        assert st in ("pending", "building") and time.monotonic() < deadline, st
+        time.sleep(0.2)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="real builds need root")
 def test_stalled_readers_cost_bounded_memory_and_resume(kiln_bin, server, tmp_path):
     p = subprocess.run([kiln_bin, "setup", "--base", "busybox", "--state-dir", STATE],
@@ -110,14 +121,17 @@ def test_stalled_readers_cost_bounded_memory_and_resume(kiln_bin, server, tmp_pa
     assert p.returncode == 0, p.stderr[-2000:]
     srv = server("--no-auth", "--workers", "1", "--idle-timeout", "8", state=STATE)
     marker = os.urandom(6).hex()  # a fresh recipe: not answered from the cache
-    step = ("awk 'BEGIN { s = sprintf(\"%%%ds\", \"\"); gsub(/ /, \"x\", s); "
+    # The readers attach while the build runs (the sleep gives them the
+    # time; whether they come before or during the lines does not change
+    # what is asserted), then it logs 600 lines of 60 KB.
+    step = ("sleep 5; awk 'BEGIN { s = sprintf(\"%%%ds\", \"\"); gsub(/ /, \"x\", s); "
             "for (i = 0; i < %d; i++) print \"line\" i \" %s \" s }'" % (WIDTH, LINES, marker))
-    recipe = tmp_path / "r.json"
-    recipe.write_text(json.dumps({"name": "sse-memory", "base": "busybox",
-                                  "outputs": ["tar"], "steps": ["RUN " + step]}))
-    p = run(kiln_bin, "submit", "--wait", "--json", "--server", srv.base, recipe)
-    assert p.returncode == 0, p.stderr[-2000:]
-    bid = json.loads(p.stdout.splitlines()[0])["id"]
+    r = requests.post(srv.url("/api/v1/builds"),
+                      json={"name": "sse-memory", "base": "busybox", "outputs": ["tar"],
+                            "steps": ["RUN " + step]})
+    assert r.status_code == 202, r.text
+    bid = r.json()["id"]
+    wait_status(srv, bid, {"building"})
     pid = srv.proc.pid
     base_fds = socket_fds(pid)
     base_hwm = status_kib(pid, "VmHWM")
@@ -139,6 +153,7 @@ def test_stalled_readers_cost_bounded_memory_and_resume(kiln_bin, server, tmp_pa
     assert growth < RSS_GROWTH_BOUND_KIB, \
         f"server grew by {growth} KiB for {READERS} stalled readers"
 
+    assert wait_status(srv, bid, {"completed", "failed"}) == "completed"
     full = requests.get(srv.url(f"/api/v1/builds/{bid}/logs")).text.splitlines()
     first = next(i for i, l in enumerate(full) if l.startswith("line0 "))
     assert len(full) - first >= LINES and len(full[first]) > WIDTH  # the log is big
