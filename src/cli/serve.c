@@ -124,6 +124,7 @@ static int run(int argc, char **argv)
 		OPT_KEEP_DAYS,
 		OPT_MAX_SIZE,
 		OPT_ACCESS_LOG,
+		OPT_MAX_DISK,
 	};
 	static const struct option opts[] = {
 	    {"help", no_argument, NULL, 'h'},
@@ -151,6 +152,7 @@ static int run(int argc, char **argv)
 	    {"gc-every", required_argument, NULL, OPT_GC_EVERY},
 	    {"keep-days", required_argument, NULL, OPT_KEEP_DAYS},
 	    {"max-size", required_argument, NULL, OPT_MAX_SIZE},
+	    {"max-disk-mb", required_argument, NULL, OPT_MAX_DISK},
 	    {},
 	};
 	const char *listen[MAX_LIST], *hosts[MAX_LIST], *origins[MAX_LIST];
@@ -210,6 +212,14 @@ static int run(int argc, char **argv)
 		case OPT_OFFLINE: sc.offline = true; break;
 		case OPT_NO_WORKERS: sc.no_workers = true; break;
 		case OPT_SHARED_CACHE: sc.shared_cache = true; break;
+		case OPT_MAX_DISK: {
+			unsigned mb = 0;
+			if ((r = parse_uint("--max-disk-mb", optarg, 16, KILN_DISK_MB_MAX, &mb)) !=
+			    0)
+				return r;
+			sc.max_disk_mb = mb;
+			break;
+		}
 		case OPT_MAX_LOG:
 			if (kiln_parse_size(optarg, 4096, KILN_LOG_MAX_LIMIT, &sc.max_log_bytes) <
 			    0)
@@ -372,7 +382,7 @@ const struct kiln_command kiln_cmd_serve = {
              "                  [--no-workers] [--tls-self-signed] [--session-ttl SECONDS]\n"
              "                  [--idle-timeout SECONDS] [--max-connections N]\n"
              "                  [--max-connections-per-client N] [--shared-cache]\n"
-             "                  [--max-log-size SIZE]\n"
+             "                  [--max-log-size SIZE] [--max-disk-mb N]\n"
              "                  [--gc-every DURATION [--keep-days N] [--max-size SIZE]]\n"
              "                  [--access-log FILE|-|off]\n"
              "\n"
@@ -404,6 +414,9 @@ const struct kiln_command kiln_cmd_serve = {
              "      --max-log-size SIZE  a build's stored log keeps this much, the rest is\n"
              "                           dropped with a line saying how much (default 64M;\n"
              "                           K, M, G suffixes; 4K to 16G)\n"
+             "      --max-disk-mb N      refuse recipes whose resources.disk_mb is over N\n"
+             "                           (default 16384; the build's upper layer is a tmpfs\n"
+             "                           of that size)\n"
              "\n"
              "      --gc-every DURATION  run `kiln store gc` at start and then every\n"
              "                           DURATION (90s, 10m, 6h, 1d); with its policy:\n"

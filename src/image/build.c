@@ -22,6 +22,7 @@
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -90,6 +91,29 @@ unsigned kiln_image_secs_up(double x)
 	return s + (x > (double)s);
 }
 
+int kiln_image_check_disk(const struct kiln_recipe *r, int64_t max_disk_mb, struct kiln_error **err)
+{
+	int64_t max = max_disk_mb > 0 ? max_disk_mb : KILN_DISK_MB_OPERATOR_DEFAULT;
+	if (r->resources.disk_mb <= max)
+		return 0;
+	return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL,
+	                           "resources.disk_mb: %" PRId64
+	                           " is over this host's maximum of %" PRId64 " MB",
+	                           r->resources.disk_mb, max);
+}
+
+/* Whether the build's upper layer is (all but) full: then a failed command
+ * failed for want of space, and the message says which limit. */
+static bool layer_full(const struct build *b)
+{
+	struct statfs st;
+	if (!b->layer_mounted || statfs(b->layer, &st) < 0)
+		return false;
+	uint64_t avail = (uint64_t)st.f_bavail * (uint64_t)st.f_bsize;
+	uint64_t size = (uint64_t)st.f_blocks * (uint64_t)st.f_bsize;
+	return avail < (UINT64_C(1) << 20) || avail < size / 100 || st.f_ffree == 0;
+}
+
 int kiln_image_run_timed(struct build *b, struct kiln_image_run *r, unsigned step_limit,
                          struct kiln_error **err)
 {
@@ -122,6 +146,18 @@ int kiln_image_run_timed(struct build *b, struct kiln_image_run *r, unsigned ste
 	r->cpus = (double)b->r->resources.cpus;
 	_cleanup_error_ struct kiln_error *e = NULL;
 	int rc = kiln_image_sandbox(&b->hooks, r, &e);
+	if (rc == -EIO && r->upper && layer_full(b)) {
+		/* "step 2 (RUN dd ...): disk limit of 64 MB reached (...): exited
+		 * with status 1": the sandbox's message without its own prefix. */
+		const char *why = e ? e->msg : "failed";
+		size_t n = strlen(r->what);
+		if (strncmp(why, r->what, n) == 0 && strncmp(why + n, ": ", 2) == 0)
+			why += n + 2;
+		return kiln_error_set_kind(err, KILN_ERR_LIMIT, ENOSPC,
+		                           "%s: disk limit of %" PRId64
+		                           " MB reached (resources.disk_mb): %s",
+		                           r->what, b->r->resources.disk_mb, why);
+	}
 	if (rc == -ETIME && build_limit)
 		return kiln_error_set(err, ETIME, "Build timed out after %" PRId64 " seconds",
 		                      b->r->resources.timeout_s);
@@ -167,14 +203,42 @@ int kiln_image_script(struct build *b, const char *what, const char *script,
 	return kiln_image_run_timed(b, &r, step_limit, err);
 }
 
-int kiln_image_mount_merged(struct build *b, struct kiln_error **err)
+/* The build's own file system for everything its commands write: a tmpfs
+ * of resources.disk_mb at builds/<id>/layer, in a private mount namespace
+ * of this thread (the sandboxes and host tools the build starts inherit
+ * it), holding the upper layer and every overlayfs workdir.
+ *  - disk: a step filling it gets ENOSPC at disk_mb (and the message says
+ *    so) instead of filling the state directory's disk (issue 11, 10b);
+ *  - setuid: the upper layer's files are owned by the sandbox's ids, and a
+ *    step can leave a setuid-100000 binary there. The host's mount table
+ *    never shows this mount, so no host path leads to those files (the
+ *    plain directory under it is empty), and nosuid,nodev would void the
+ *    bit and any device node even through a path that did (issue 11, 2);
+ *  - cleanup: unmounting discards the layer whatever a step left in it (a
+ *    tree deeper than PATH_MAX included), and a killed kiln's mount dies
+ *    with its namespace. */
+static int mount_layer(struct build *b, struct kiln_error **err)
 {
-	/* A private mount namespace for this thread: the merged view is never
-	 * visible to the host and disappears with kiln, even on SIGKILL. */
+	/* A private mount namespace for this thread: the layer and the merged
+	 * view are never visible to the host and disappear with kiln, even on
+	 * SIGKILL. */
 	if (unshare(CLONE_NEWNS) < 0)
 		return kiln_error_set_errno(err, errno, "unshare(CLONE_NEWNS)");
 	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
 		return kiln_error_set_errno(err, errno, "cannot make mounts private");
+	if (mkdir(b->layer, 0700) < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot create", b->layer);
+	_cleanup_free_ char *opts =
+	    xasprintf("size=%" PRId64 "m,mode=0700,uid=0,gid=0", b->r->resources.disk_mb);
+	if (mount("kiln-build", b->layer, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot mount the build's layer",
+		                            b->layer);
+	b->layer_mounted = true;
+	return 0;
+}
+
+int kiln_image_mount_merged(struct build *b, struct kiln_error **err)
+{
 	if (mkdir(b->merged, 0755) < 0 || mkdir(b->work, 0700) < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot create", b->merged);
 	_cleanup_free_ char *opts =
@@ -193,11 +257,14 @@ static void build_clear(struct build *b)
 	safe_close(b->rootfd);
 	if (b->mounted)
 		umount2(b->merged, MNT_DETACH);
+	if (b->layer_mounted)
+		umount2(b->layer, MNT_DETACH);
 	if (b->scratch)
 		kiln_rmtree(b->scratch);
 	safe_close(b->lock_fd);
 	free(b->base_tree);
 	free(b->scratch);
+	free(b->layer);
 	free(b->upper);
 	free(b->debs);
 	free(b->merged);
@@ -360,10 +427,13 @@ static int build_prepare(struct build *b, struct kiln_error **err)
 {
 	const struct kiln_image_build_opts *o = b->o;
 	const struct kiln_recipe *r = b->r;
+	int rc = kiln_image_check_disk(r, o->max_disk_mb, err);
+	if (rc < 0)
+		return rc;
 	if (!path_safe_for_mount(o->state_dir))
 		return kiln_error_set(err, EINVAL, "state directory %s: must not contain , : or \\",
 		                      o->state_dir);
-	int rc = kiln_state_init(o->state_dir, err);
+	rc = kiln_state_init(o->state_dir, err);
 	if (rc < 0)
 		return rc;
 	if (mkdir(o->out_dir, 0755) < 0 && errno != EEXIST)
@@ -389,16 +459,21 @@ static int build_prepare(struct build *b, struct kiln_error **err)
 	_cleanup_free_ char *id = o->build_id ? xstrdup(o->build_id) : kiln_image_random_id();
 	kiln_image_cleanup_stale(o->state_dir);
 	b->scratch = xasprintf("%s/builds/%s", o->state_dir, id);
-	if (mkdir(b->scratch, 0711) < 0)
+	/* 0700, like everything up to the state directory: nothing of a build
+	 * is for other local users. */
+	if (mkdir(b->scratch, 0700) < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot create", b->scratch);
 	_cleanup_free_ char *lk = xasprintf("%s/.lock", b->scratch);
 	b->lock_fd = open(lk, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (b->lock_fd < 0 || flock(b->lock_fd, LOCK_EX | LOCK_NB) < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot lock", lk);
-	b->upper = xasprintf("%s/upper", b->scratch);
+	b->layer = xasprintf("%s/layer", b->scratch);
+	b->upper = xasprintf("%s/upper", b->layer);
 	b->debs = xasprintf("%s/fetch-debs", b->scratch);
 	b->merged = xasprintf("%s/merged", b->scratch);
-	b->work = xasprintf("%s/work", b->scratch);
+	b->work = xasprintf("%s/work", b->layer);
+	if ((rc = mount_layer(b, err)) < 0)
+		return rc;
 	if ((rc = kiln_image_mkdir_sandbox(b->upper, err)) < 0 ||
 	    (rc = kiln_image_mkdir_sandbox(b->debs, err)) < 0)
 		return rc;

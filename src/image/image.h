@@ -98,8 +98,15 @@ struct kiln_image_build_opts {
 	bool offline;             /* never fetch: the lock and .debs must be in the store */
 	unsigned step_timeout_s;  /* per step; 0: the recipe's resources.step_timeout_s */
 	bool want_tree;           /* fill kiln_image_result.tree */
+	/* The operator's ceiling on resources.disk_mb; a recipe over it fails
+	 * before anything runs. 0: KILN_DISK_MB_OPERATOR_DEFAULT. */
+	int64_t max_disk_mb;
 	struct kiln_image_hooks hooks;
 };
+/* Checks r's resources.disk_mb against the operator's ceiling max_disk_mb
+ * (0: KILN_DISK_MB_OPERATOR_DEFAULT): -EINVAL (kind user) naming both. */
+int kiln_image_check_disk(const struct kiln_recipe *r, int64_t max_disk_mb,
+                          struct kiln_error **err);
 
 /* The build key the pipeline will use for recipe r (tool versions included;
  * context_path may be NULL). */

@@ -89,15 +89,18 @@ struct build {
 	char base_digest[KILN_SHA256_HEX_LEN + 1];
 	char build_key[KILN_SHA256_HEX_LEN + 1];
 
-	/* Scratch under state_dir/builds/<id>, removed with the build: the
-	 * image's upper layer, the fetch directory, the merged root and
-	 * overlayfs workdir (normalize phase on), the extracted context (NULL
-	 * without one). lock_fd holds the flock that tells the stale-scratch
-	 * cleanup this build is alive. */
-	char *scratch, *upper, *debs, *merged, *work, *context;
+	/* Scratch under state_dir/builds/<id> (0700), removed with the build:
+	 * the fetch directory, the merged root, the extracted context (NULL
+	 * without one), and `layer`: a tmpfs of resources.disk_mb mounted
+	 * nosuid,nodev in this thread's private mount namespace, holding the
+	 * image's upper layer and the overlayfs workdirs (build.c says why).
+	 * lock_fd holds the flock that tells the stale-scratch cleanup this
+	 * build is alive. */
+	char *scratch, *layer, *upper, *debs, *merged, *work, *context;
 	int lock_fd;
-	bool mounted; /* merged is mounted (in this thread's namespace) */
-	int rootfd;   /* O_DIRECTORY fd of merged once mounted, else -1 */
+	bool layer_mounted; /* layer is mounted (in this thread's namespace) */
+	bool mounted;       /* merged is mounted (in this thread's namespace) */
+	int rootfd;         /* O_DIRECTORY fd of merged once mounted, else -1 */
 
 	/* Packages: the lock (what fetch resolved and verified, what install
 	 * takes) and what the finished image has installed (for the SBOM). */

@@ -875,9 +875,11 @@ INT_FIELD(rf_cpus, struct kiln_resources, cpus, 1, 1024)
 INT_FIELD(rf_timeout, struct kiln_resources, timeout_s, 1, 7 * 86400)
 INT_FIELD(rf_warning, struct kiln_resources, warning_s, 0, 7 * 86400)
 INT_FIELD(rf_step_timeout, struct kiln_resources, step_timeout_s, 1, 7 * 86400)
+INT_FIELD(rf_disk, struct kiln_resources, disk_mb, 16, KILN_DISK_MB_MAX)
 
 static const struct field resource_fields[] = {
-    {"cpus", rf_cpus},         {"memory_mb", rf_memory},  {"step_timeout_s", rf_step_timeout},
+    {"cpus", rf_cpus},         {"disk_mb", rf_disk},
+    {"memory_mb", rf_memory},  {"step_timeout_s", rf_step_timeout},
     {"timeout_s", rf_timeout}, {"warning_s", rf_warning},
 };
 
@@ -1104,7 +1106,7 @@ int kiln_recipe_parse(const char *buf, size_t len, struct kiln_recipe **ret,
 	r->timezone = xstrdup(KILN_DEFAULT_TIMEZONE);
 	r->packages = xcalloc(1, sizeof(char *));
 	r->outputs = KILN_OUTPUT_TAR;
-	r->resources = (struct kiln_resources){8192, 4, 1200, 900, 600};
+	r->resources = (struct kiln_resources){8192, 4, 1200, 900, 600, KILN_DISK_MB_DEFAULT};
 	struct errs es = {KILN_BUF_INIT, 0};
 	_cleanup_error_ struct kiln_error *e = NULL;
 	(void)parse_object(root, "", recipe_fields, ELEMENTSOF(recipe_fields), r, &e);

@@ -81,8 +81,17 @@ struct kiln_healthcheck {
 	int64_t interval_s, timeout_s, start_period_s, retries;
 };
 
+/* resources.disk_mb: the default, the largest a recipe may ask for, and the
+ * operator's maximum unless they choose one (`kiln serve --max-disk-mb`,
+ * kiln_image_build_opts.max_disk_mb): the upper layer is a tmpfs of that
+ * size, i.e. memory (docs/recipe.md, "Resources"). */
+#define KILN_DISK_MB_DEFAULT 4096
+#define KILN_DISK_MB_MAX 1048576
+#define KILN_DISK_MB_OPERATOR_DEFAULT 16384
+
 struct kiln_resources {
 	int64_t memory_mb, cpus, timeout_s, warning_s, step_timeout_s;
+	int64_t disk_mb; /* everything the build's commands write (the upper layer) */
 };
 
 struct kiln_recipe {

@@ -49,6 +49,7 @@ struct kiln_service {
 	bool no_workers;
 	bool shared_cache;
 	uint64_t max_log_bytes;
+	int64_t max_disk_mb;
 	struct kiln_db *db;
 	int lock_fd; /* flock on state_dir/locks/service.lock while serving */
 

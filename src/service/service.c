@@ -487,6 +487,9 @@ int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
 	if (r < 0) /* the parser's kind: USER, or LIMIT for a recipe too large */
 		return kiln_error_set_kind(err, perr ? perr->kind : KILN_ERR_USER, -r, "%s",
 		                           perr ? perr->msg : "recipe: invalid");
+	/* Refused at the door, not when a worker claims it. */
+	if ((r = kiln_image_check_disk(rc, s->max_disk_mb, err)) < 0)
+		return r;
 	char ctx[KILN_SHA256_HEX_LEN + 1] = "";
 	if (in->context_path && (r = store_context(s, in->context_path, ctx, err)) < 0)
 		return r;
@@ -881,6 +884,7 @@ int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service
 	s->no_workers = cfg->no_workers;
 	s->shared_cache = cfg->shared_cache;
 	s->max_log_bytes = cfg->max_log_bytes ? cfg->max_log_bytes : KILN_LOG_MAX_DEFAULT;
+	s->max_disk_mb = cfg->max_disk_mb;
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->queue_cond, NULL);

@@ -91,6 +91,7 @@ struct kiln_service_config {
 	bool shared_cache; /* a completed build answers identical recipes of every
 	                    * owner, not only its own (docs/service.md, "cache") */
 	uint64_t max_log_bytes; /* per build; 0: KILN_LOG_MAX_DEFAULT */
+	int64_t max_disk_mb;    /* ceiling on resources.disk_mb; 0: KILN_DISK_MB_OPERATOR_DEFAULT */
 	bool no_workers;        /* the database only: no workers, no crash recovery, no
 	                         * server lock — for `kiln token ...` next to a running
 	                         * server, and for tests of the queue */

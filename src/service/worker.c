@@ -507,6 +507,7 @@ static void run_claimed(struct kiln_service *s, struct claim *c)
 		    .out_dir = out,
 		    .build_id = c->id,
 		    .offline = s->offline,
+		    .max_disk_mb = s->max_disk_mb,
 		    .hooks = hooks,
 		};
 		rc = kiln_image_build(&o, &res, &err);
