@@ -358,7 +358,7 @@ int kiln_image_setup_with(const char *state_dir, const char *base,
 	_cleanup_rmtree_ char *scratch = xasprintf("%s/builds/setup-%s", state_dir, id);
 	_cleanup_free_ char *srcdir = xasprintf("%s/sources", scratch);
 	_cleanup_free_ char *outdir = xasprintf("%s/out", scratch);
-	if (mkdir(scratch, 0755) < 0 || mkdir(srcdir, 0755) < 0)
+	if (mkdir(scratch, 0700) < 0 || mkdir(srcdir, 0755) < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot create", scratch);
 	_cleanup_free_ char *lk = xasprintf("%s/.lock", scratch);
 	_cleanup_close_ int lock_fd = open(lk, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);

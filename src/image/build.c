@@ -241,8 +241,12 @@ int kiln_image_mount_merged(struct build *b, struct kiln_error **err)
 {
 	if (mkdir(b->merged, 0755) < 0 || mkdir(b->work, 0700) < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot create", b->merged);
-	_cleanup_free_ char *opts =
-	    xasprintf("lowerdir=%s,upperdir=%s,workdir=%s", b->base_tree, b->upper, b->work);
+	/* xino=on: the upper layer is on the build's tmpfs, the base on the
+	 * state directory's disk; without it the files of each report their
+	 * layer's st_dev, and the walks over merged that stay on one file
+	 * system (clamping, the tree listing) skip them (sandbox.c says more). */
+	_cleanup_free_ char *opts = xasprintf("lowerdir=%s,upperdir=%s,workdir=%s,xino=on",
+	                                      b->base_tree, b->upper, b->work);
 	if (mount("overlay", b->merged, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
 		return kiln_error_set_errno(err, errno, "cannot mount the image's merged root");
 	b->mounted = true;

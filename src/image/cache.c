@@ -41,7 +41,7 @@ int kiln_image_cache_record(const char *state_dir, const struct kiln_image_resul
                             struct kiln_error **err)
 {
 	_cleanup_free_ char *dir = xasprintf("%s/results", state_dir);
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return kiln_error_set_errno(err, errno, "%s: cannot create", dir);
 	struct kiln_buf b = KILN_BUF_INIT;
 	for (size_t i = 0; i < res->n_artifacts; i++)

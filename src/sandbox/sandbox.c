@@ -509,6 +509,14 @@ static int prepare_root(struct run *r, struct kiln_error **err)
 		if (opts[i].v && fsconfig(fs, FSCONFIG_SET_STRING, opts[i].k, opts[i].v, 0) < 0)
 			return kiln_error_set_errno(err, errno, "overlayfs %s (%s)", opts[i].k,
 			                            opts[i].named);
+	/* An upper layer on another file system than the lower ones (the
+	 * image pipeline's per-build tmpfs): without xino a file reports its
+	 * layer's st_dev, not the root's, and every walk that stays on one
+	 * file system (find -xdev, du -x, nftw FTW_MOUNT) silently skips it.
+	 * The composed inode numbers are 64-bit; 32-bit programs, which could
+	 * see EOVERFLOW, cannot run here (seccomp kills non-native ABIs). */
+	if (upperdir && fsconfig(fs, FSCONFIG_SET_STRING, "xino", "on", 0) < 0)
+		return kiln_error_set_errno(err, errno, "overlayfs xino=on");
 	if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
 		return kiln_error_set_errno(err, errno, "cannot mount overlayfs (top layer %s)",
 		                            s->layers[0]);

@@ -488,7 +488,7 @@ static void run_claimed(struct kiln_service *s, struct claim *c)
 	_cleanup_close_ int lock_fd = -1;
 	if (rc == 0) {
 		kiln_rmtree(out);
-		if (mkdir(out, 0755) < 0)
+		if (mkdir(out, 0700) < 0)
 			rc = kiln_error_set_errno(&err, errno, "%s: cannot create", out);
 	}
 	if (rc == 0) {
