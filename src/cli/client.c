@@ -649,17 +649,15 @@ static int artifact_sha256(const struct client *c, const char *id, const char *n
                            char ret[KILN_SHA256_HEX_LEN + 1])
 {
 	_cleanup_free_ char *path = xasprintf("/api/v1/builds/%s/artifacts", id);
-	struct kiln_buf resp = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf resp = KILN_BUF_INIT_MAX(KILN_BUF_MAX_RESPONSE);
 	long status = client_call(c, "GET", path, NULL, NULL, &resp);
 	if (status != 200) {
 		if (status > 0)
 			print_http_error("download", status, &resp);
-		kiln_buf_free(&resp);
 		return KILN_EXIT_FAILURE;
 	}
 	json_error_t je;
 	json_t *j = json_loadb(resp.data ? resp.data : "", resp.len, 0, &je);
-	kiln_buf_free(&resp);
 	const char *sha = NULL;
 	size_t i;
 	json_t *a;

@@ -80,15 +80,15 @@ int kiln_archive_detect(const void *head, size_t len, enum kiln_archive_format *
 		*ret = KILN_ARCHIVE_ZIP;
 		return 0;
 	}
-	return kiln_error_set(err, EPROTONOSUPPORT,
-	                      "unrecognized archive format (expected tar, tar.gz or zip)");
+	return kiln_error_set_kind(err, KILN_ERR_USER, EPROTONOSUPPORT,
+	                           "unrecognized archive format (expected tar, tar.gz or zip)");
 }
 
 /* Entry names come from the archive: keep control characters out of messages
  * that end up in logs and terminals. */
 static char *printable(const char *s)
 {
-	struct kiln_buf b = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
 	size_t n = 0;
 	for (; s && *s && n < 200; s++, n++)
 		kiln_buf_putc(&b, ((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s);
@@ -110,7 +110,7 @@ static const char *clean_path(const char *in, char **ret)
 		return "absolute path";
 	if (strlen(in) >= PATH_MAX)
 		return "name longer than PATH_MAX";
-	struct kiln_buf b = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
 	unsigned depth = 0;
 	for (const char *p = in; *p;) {
 		const char *e = strchrnul(p, '/');
@@ -119,14 +119,12 @@ static const char *clean_path(const char *in, char **ret)
 			/* Zip-slip / tar "../": climbing out of the extraction
 			 * directory. Refused even when it would land back inside,
 			 * so no name ever needs a second look. */
-			kiln_buf_free(&b);
 			return "\"..\" component";
 		}
 		if (n > 0 && !(n == 1 && p[0] == '.')) {
 			/* Quadratic path resolution with thousands of components
 			 * is a cheap denial of service. */
 			if (++depth > KILN_ARCHIVE_MAX_DEPTH) {
-				kiln_buf_free(&b);
 				return "path deeper than 256 components";
 			}
 			if (b.len)
@@ -329,18 +327,20 @@ static int extract_file(struct extract *x, struct archive_entry *e, const char *
 	if (archive_entry_size_is_set(e)) {
 		uint64_t sz = (uint64_t)archive_entry_size(e);
 		if (sz > x->lim.max_entry_bytes)
-			return kiln_error_set(
-			    err, EFBIG, "%llu bytes, over the limit of %llu per file",
-			    (unsigned long long)sz, (unsigned long long)x->lim.max_entry_bytes);
+			return kiln_error_set_kind(err, KILN_ERR_LIMIT, EFBIG,
+			                           "%llu bytes, over the limit of %llu per file",
+			                           (unsigned long long)sz,
+			                           (unsigned long long)x->lim.max_entry_bytes);
 		if (sz > x->lim.max_total_bytes - x->stats.bytes)
-			return kiln_error_set(err, EFBIG,
-			                      "archive holds more than the limit of %llu bytes",
-			                      (unsigned long long)x->lim.max_total_bytes);
+			return kiln_error_set_kind(
+			    err, KILN_ERR_LIMIT, EFBIG,
+			    "archive holds more than the limit of %llu bytes",
+			    (unsigned long long)x->lim.max_total_bytes);
 	}
 	int r = clear_slot(dirfd, base);
 	if (r > 0)
-		return kiln_error_set(err, EISDIR,
-		                      "a directory of that name was already extracted");
+		return kiln_error_set_kind(err, KILN_ERR_USER, EISDIR,
+		                           "a directory of that name was already extracted");
 	if (r < 0)
 		return kiln_error_set_errno(err, -r, "cannot replace existing entry");
 	_cleanup_close_ int fd =
@@ -353,20 +353,21 @@ static int extract_file(struct extract *x, struct archive_entry *e, const char *
 		if (n == 0)
 			break;
 		if (n < 0)
-			return kiln_error_set(err, EIO, "%s", archive_error_string(x->a));
+			return kiln_error_set_kind(err, KILN_ERR_USER, EIO, "%s",
+			                           archive_error_string(x->a));
 		written += (uint64_t)n;
 		x->stats.bytes += (uint64_t)n;
 		/* Counted on what is actually inflated, not on the header: a
 		 * zip's or a sparse tar's declared size can lie (gzip/zip bombs
 		 * filling the disk). */
 		if (written > x->lim.max_entry_bytes)
-			return kiln_error_set(err, EFBIG,
-			                      "expands past the limit of %llu bytes per file",
-			                      (unsigned long long)x->lim.max_entry_bytes);
+			return kiln_error_set_kind(err, KILN_ERR_LIMIT, EFBIG,
+			                           "expands past the limit of %llu bytes per file",
+			                           (unsigned long long)x->lim.max_entry_bytes);
 		if (x->stats.bytes > x->lim.max_total_bytes)
-			return kiln_error_set(err, EFBIG,
-			                      "archive expands past the limit of %llu bytes",
-			                      (unsigned long long)x->lim.max_total_bytes);
+			return kiln_error_set_kind(err, KILN_ERR_LIMIT, EFBIG,
+			                           "archive expands past the limit of %llu bytes",
+			                           (unsigned long long)x->lim.max_total_bytes);
 		r = kiln_write_all(fd, x->buf, (size_t)n);
 		if (r < 0)
 			return kiln_error_set_errno(err, -r, "write failed");
@@ -408,12 +409,12 @@ static int extract_symlink(struct extract *x, struct archive_entry *e, const cha
 	const char *why = check_link_target(path, target);
 	if (why) {
 		_cleanup_free_ char *t = printable(target);
-		return kiln_error_set(err, EPERM, "%s (\"%s\")", why, t);
+		return kiln_error_set_kind(err, KILN_ERR_USER, EPERM, "%s (\"%s\")", why, t);
 	}
 	int r = clear_slot(dirfd, base);
 	if (r > 0)
-		return kiln_error_set(err, EISDIR,
-		                      "a directory of that name was already extracted");
+		return kiln_error_set_kind(err, KILN_ERR_USER, EISDIR,
+		                           "a directory of that name was already extracted");
 	if (r < 0)
 		return kiln_error_set_errno(err, -r, "cannot replace existing entry");
 	if (symlinkat(target, dirfd, base) < 0)
@@ -431,12 +432,14 @@ static int extract_hardlink(struct extract *x, const char *target_raw, const cha
 	 * host's file appear (and be writable) inside the context; only files
 	 * this very archive wrote may be linked. */
 	if (why)
-		return kiln_error_set(err, EPERM, "hardlink target \"%s\": %s", t, why);
+		return kiln_error_set_kind(err, KILN_ERR_USER, EPERM, "hardlink target \"%s\": %s",
+		                           t, why);
 	if (!set_contains(&x->files, target))
-		return kiln_error_set(
-		    err, EPERM, "hardlink to \"%s\", which is not a file extracted earlier", t);
+		return kiln_error_set_kind(
+		    err, KILN_ERR_USER, EPERM,
+		    "hardlink to \"%s\", which is not a file extracted earlier", t);
 	if (strcmp(target, path) == 0)
-		return kiln_error_set(err, EPERM, "hardlink to itself");
+		return kiln_error_set_kind(err, KILN_ERR_USER, EPERM, "hardlink to itself");
 	_cleanup_free_ char *tbuf = NULL;
 	const char *tparent, *tbase;
 	split_path(target, &tbuf, &tparent, &tbase);
@@ -448,12 +451,12 @@ static int extract_hardlink(struct extract *x, const char *target_raw, const cha
 	 * dereferences. */
 	struct stat st;
 	if (fstatat(tdir, tbase, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
-		return kiln_error_set(err, EPERM,
-		                      "hardlink target \"%s\" is no longer a regular file", t);
+		return kiln_error_set_kind(err, KILN_ERR_USER, EPERM,
+		                           "hardlink target \"%s\" is no longer a regular file", t);
 	int r = clear_slot(dirfd, base);
 	if (r > 0)
-		return kiln_error_set(err, EISDIR,
-		                      "a directory of that name was already extracted");
+		return kiln_error_set_kind(err, KILN_ERR_USER, EISDIR,
+		                           "a directory of that name was already extracted");
 	if (r < 0)
 		return kiln_error_set_errno(err, -r, "cannot replace existing entry");
 	if (linkat(tdir, tbase, dirfd, base, 0) < 0)
@@ -496,15 +499,17 @@ static int extract_entry(struct extract *x, struct archive_entry *e, const char 
 			if (types[i].type == archive_entry_filetype(e))
 				row = &types[i];
 		if (!row)
-			return kiln_error_set(err, EPERM, "unknown entry type 0%o",
-			                      (unsigned)archive_entry_filetype(e));
+			return kiln_error_set_kind(err, KILN_ERR_USER, EPERM,
+			                           "unknown entry type 0%o",
+			                           (unsigned)archive_entry_filetype(e));
 		if (!row->fn)
-			return kiln_error_set(err, EPERM, "%s", row->refusal);
+			return kiln_error_set_kind(err, KILN_ERR_USER, EPERM, "%s", row->refusal);
 	}
 
 	_cleanup_close_ int dirfd = open_parent(x->root, parent);
 	if (dirfd == -ELOOP)
-		return kiln_error_set(err, EPERM, "its directory is reached through a symlink");
+		return kiln_error_set_kind(err, KILN_ERR_USER, EPERM,
+		                           "its directory is reached through a symlink");
 	if (dirfd < 0)
 		return kiln_error_set_errno(err, -dirfd, "cannot open its directory");
 	if (hl)
@@ -522,20 +527,22 @@ static int extract_all(struct extract *x, struct kiln_error **err)
 		/* WARN: e.g. a name not convertible to the locale; the entry
 		 * itself is intact and its raw name is checked below. */
 		if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
-			return kiln_error_set(err, EINVAL, "entry %llu: %s",
-			                      (unsigned long long)x->stats.entries + 1,
-			                      archive_error_string(x->a));
+			return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL, "entry %llu: %s",
+			                           (unsigned long long)x->stats.entries + 1,
+			                           archive_error_string(x->a));
 		/* Millions of empty entries exhaust inodes and time without
 		 * tripping any byte limit. */
 		if (++x->stats.entries > x->lim.max_entries)
-			return kiln_error_set(err, EFBIG, "more than the limit of %llu entries",
-			                      (unsigned long long)x->lim.max_entries);
+			return kiln_error_set_kind(err, KILN_ERR_LIMIT, EFBIG,
+			                           "more than the limit of %llu entries",
+			                           (unsigned long long)x->lim.max_entries);
 		const char *raw = archive_entry_pathname(e);
 		_cleanup_free_ char *shown = printable(raw);
 		_cleanup_free_ char *path = NULL;
 		const char *why = clean_path(raw, &path);
 		if (why)
-			return kiln_error_set(err, EPERM, "entry \"%s\": %s", shown, why);
+			return kiln_error_set_kind(err, KILN_ERR_USER, EPERM, "entry \"%s\": %s",
+			                           shown, why);
 		if (!*path)
 			continue; /* "./": the destination itself keeps its mode */
 		r = extract_entry(x, e, path, err);
@@ -592,8 +599,8 @@ int kiln_archive_extract_memory(const void *data, size_t len, int destfd,
 		return r;
 	_cleanup_(archive_read_freep) struct archive *a = reader_new(fmt);
 	if (archive_read_open_memory(a, data, len) != ARCHIVE_OK)
-		return kiln_error_set(err, EINVAL, "%s archive: %s", formats[fmt].name,
-		                      archive_error_string(a));
+		return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL, "%s archive: %s",
+		                           formats[fmt].name, archive_error_string(a));
 	return extract(a, fmt, destfd, limits, ret_stats, err);
 }
 
@@ -604,7 +611,8 @@ int kiln_archive_extract_fd(int fd, int destfd, const struct kiln_archive_limits
 	if (fstat(fd, &st) < 0)
 		return kiln_error_set_errno(err, errno, "context archive: cannot stat");
 	if (!S_ISREG(st.st_mode))
-		return kiln_error_set(err, EINVAL, "context archive: not a regular file");
+		return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL,
+		                           "context archive: not a regular file");
 	unsigned char head[512];
 	ssize_t n;
 	do
@@ -620,8 +628,8 @@ int kiln_archive_extract_fd(int fd, int destfd, const struct kiln_archive_limits
 		return kiln_error_set_errno(err, errno, "context archive: cannot seek");
 	_cleanup_(archive_read_freep) struct archive *a = reader_new(fmt);
 	if (archive_read_open_fd(a, fd, COPY_BUF_SIZE) != ARCHIVE_OK)
-		return kiln_error_set(err, EINVAL, "%s archive: %s", formats[fmt].name,
-		                      archive_error_string(a));
+		return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL, "%s archive: %s",
+		                           formats[fmt].name, archive_error_string(a));
 	return extract(a, fmt, destfd, limits, ret_stats, err);
 }
 
@@ -655,7 +663,8 @@ static int copy_file(struct copy *c, int in, const struct stat *st, int dirfd, c
 {
 	int r = clear_slot(dirfd, base);
 	if (r > 0)
-		return kiln_error_set(err, EISDIR, "%s: a directory is in the way", rel);
+		return kiln_error_set_kind(err, KILN_ERR_USER, EISDIR,
+		                           "%s: a directory is in the way", rel);
 	if (r < 0)
 		return kiln_error_set_errno(err, -r, "%s: cannot replace", rel);
 	_cleanup_close_ int out =
@@ -683,7 +692,8 @@ static int copy_symlink(struct copy *c, int sdir, const char *name, int dirfd, c
 	target[n] = '\0';
 	int r = clear_slot(dirfd, name);
 	if (r > 0)
-		return kiln_error_set(err, EISDIR, "%s: a directory is in the way", rel);
+		return kiln_error_set_kind(err, KILN_ERR_USER, EISDIR,
+		                           "%s: a directory is in the way", rel);
 	if (r < 0)
 		return kiln_error_set_errno(err, -r, "%s: cannot replace", rel);
 	if (symlinkat(target, dirfd, name) < 0)
@@ -717,8 +727,8 @@ static int copy_tree(struct copy *c, int sdir, const char *srel, int dst_root, c
                      mode_t mode, unsigned depth, struct kiln_error **err)
 {
 	if (depth > KILN_ARCHIVE_MAX_DEPTH)
-		return kiln_error_set(err, ELOOP, "%s: deeper than %d levels", srel,
-		                      KILN_ARCHIVE_MAX_DEPTH);
+		return kiln_error_set_kind(err, KILN_ERR_USER, ELOOP, "%s: deeper than %d levels",
+		                           srel, KILN_ARCHIVE_MAX_DEPTH);
 	/* Resolved from the root each time, in-root: a merged-/usr symlink
 	 * (/bin -> usr/bin) in the image is followed, but only inside it. */
 	_cleanup_close_ int dfd = open_dst_dir(c, dst_root, drel, mode, err);
@@ -761,7 +771,8 @@ static int copy_tree(struct copy *c, int sdir, const char *srel, int dst_root, c
 		} else {
 			/* Same reasons as the extraction's device/FIFO/socket
 			 * refusals: the context tree may not be ours. */
-			r = kiln_error_set(err, EPERM, "%s: special files are not copied", s);
+			r = kiln_error_set_kind(err, KILN_ERR_USER, EPERM,
+			                        "%s: special files are not copied", s);
 		}
 		if (r < 0)
 			return r;
@@ -785,10 +796,12 @@ int kiln_archive_copy(int src_root, const char *src, int dst_root, const char *d
 	bool dst_is_dir = !*dst || dst[strlen(dst) - 1] == '/';
 	const char *why = clean_path(*src ? src : ".", &scl);
 	if (why)
-		return kiln_error_set(err, EPERM, "COPY source \"%s\": %s", sshow, why);
+		return kiln_error_set_kind(err, KILN_ERR_USER, EPERM, "COPY source \"%s\": %s",
+		                           sshow, why);
 	why = clean_path(*dst ? dst : ".", &dcl);
 	if (why)
-		return kiln_error_set(err, EPERM, "COPY destination \"%s\": %s", dshow, why);
+		return kiln_error_set_kind(err, KILN_ERR_USER, EPERM, "COPY destination \"%s\": %s",
+		                           dshow, why);
 
 	struct copy c = {.uid = uid, .gid = gid};
 	_cleanup_free_ char *buf = xmalloc(COPY_BUF_SIZE);
@@ -803,16 +816,16 @@ int kiln_archive_copy(int src_root, const char *src, int dst_root, const char *d
 	if (fstat(probe, &st) < 0)
 		return kiln_error_set_errno(err, errno, "COPY source \"%s\"", sshow);
 	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
-		return kiln_error_set(err, EPERM, "COPY source \"%s\": not a file or directory",
-		                      sshow);
+		return kiln_error_set_kind(err, KILN_ERR_USER, EPERM,
+		                           "COPY source \"%s\": not a file or directory", sshow);
 	_cleanup_close_ int sfd = kiln_open_in_root(
 	    src_root, *scl ? scl : ".",
 	    S_ISDIR(st.st_mode) ? O_RDONLY | O_DIRECTORY : O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
 	if (sfd < 0)
 		return kiln_error_set_errno(err, -sfd, "COPY source \"%s\"", sshow);
 	if (fstat(sfd, &st2) < 0 || st2.st_dev != st.st_dev || st2.st_ino != st.st_ino)
-		return kiln_error_set(err, ESTALE, "COPY source \"%s\": changed while opening",
-		                      sshow);
+		return kiln_error_set_kind(err, KILN_ERR_USER, ESTALE,
+		                           "COPY source \"%s\": changed while opening", sshow);
 
 	int r;
 	if (S_ISDIR(st.st_mode)) {

@@ -9,7 +9,10 @@
  * step), resolved in-root on both sides.
  * Must not: follow a symlink out of either tree, trust any name, size, mode
  * or owner stored in the archive, print, or touch the network. Rules and
- * reasons: docs/image.md. */
+ * reasons: docs/image.md.
+ *
+ * The archive is the user's: a refusal is an error of kind USER (LIMIT for
+ * a size or count limit); a system call kiln could not make stays SYSTEM. */
 #pragma once
 
 #include <stddef.h>

@@ -261,7 +261,7 @@ int kiln_image_debian_bootstrap(const struct kiln_image_bootstrap *bs, struct ki
 		    {srcdir, "/srv", true},
 		    {outdir, "/mnt", false},
 		};
-		struct kiln_buf errs = KILN_BUF_INIT;
+		_cleanup_buf_ struct kiln_buf errs = KILN_BUF_INIT_MAX(KILN_BUF_MAX_TOOL_ERRORS);
 		struct kiln_image_run r = {
 		    .what = "bootstrap (mmdebstrap)",
 		    .binds = binds,
@@ -273,7 +273,6 @@ int kiln_image_debian_bootstrap(const struct kiln_image_bootstrap *bs, struct ki
 		    .errors = &errs,
 		};
 		rc = kiln_image_sandbox(h, &r, err);
-		kiln_buf_free(&errs);
 		for (size_t i = first_source; i < a; i++)
 			free((char *)argv[i]);
 		free(argv);

@@ -120,12 +120,13 @@ int kiln_image_run_timed(struct build *b, struct kiln_image_run *r, unsigned ste
 	if (r->upper && kiln_image_clamp_upper(b, err) < 0)
 		return -EIO;
 	if (kiln_image_cancelled(b))
-		return kiln_error_set(err, ECANCELED, "build cancelled");
+		return kiln_error_set_kind(err, KILN_ERR_CANCELLED, ECANCELED, "build cancelled");
 	double el = kiln_image_elapsed_s(b);
 	double left = (double)b->r->resources.timeout_s - el;
 	if (left < 1)
-		return kiln_error_set(err, ETIME, "Build timed out after %" PRId64 " seconds",
-		                      b->r->resources.timeout_s);
+		return kiln_error_set_kind(err, KILN_ERR_LIMIT, ETIME,
+		                           "Build timed out after %" PRId64 " seconds",
+		                           b->r->resources.timeout_s);
 	unsigned t = kiln_image_secs_up(left);
 	bool build_limit = true;
 	if (step_limit && step_limit < t) {
@@ -146,7 +147,9 @@ int kiln_image_run_timed(struct build *b, struct kiln_image_run *r, unsigned ste
 	r->cpus = (double)b->r->resources.cpus;
 	_cleanup_error_ struct kiln_error *e = NULL;
 	int rc = kiln_image_sandbox(&b->hooks, r, &e);
-	if (rc == -EIO && r->upper && layer_full(b)) {
+	/* A command that failed (USER) while its layer is full failed of the
+	 * disk limit (LIMIT). */
+	if (rc < 0 && kiln_error_kind(e) == KILN_ERR_USER && r->upper && layer_full(b)) {
 		/* "step 2 (RUN dd ...): disk limit of 64 MB reached (...): exited
 		 * with status 1": the sandbox's message without its own prefix. */
 		const char *why = e ? e->msg : "failed";
@@ -158,9 +161,12 @@ int kiln_image_run_timed(struct build *b, struct kiln_image_run *r, unsigned ste
 		                           " MB reached (resources.disk_mb): %s",
 		                           r->what, b->r->resources.disk_mb, why);
 	}
-	if (rc == -ETIME && build_limit)
-		return kiln_error_set(err, ETIME, "Build timed out after %" PRId64 " seconds",
-		                      b->r->resources.timeout_s);
+	/* The sandbox's timeout was the build's when that was the shorter one
+	 * (a LIMIT that is a timeout, not an OOM kill). */
+	if (rc < 0 && build_limit && kiln_image_timed_out(e))
+		return kiln_error_set_kind(err, KILN_ERR_LIMIT, ETIME,
+		                           "Build timed out after %" PRId64 " seconds",
+		                           b->r->resources.timeout_s);
 	if (rc < 0 && err && !*err)
 		*err = TAKE_PTR(e);
 	return rc;

@@ -43,7 +43,7 @@ int kiln_image_cache_record(const char *state_dir, const struct kiln_image_resul
 	_cleanup_free_ char *dir = xasprintf("%s/results", state_dir);
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return kiln_error_set_errno(err, errno, "%s: cannot create", dir);
-	struct kiln_buf b = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
 	for (size_t i = 0; i < res->n_artifacts; i++)
 		kiln_buf_printf(&b, "%s %s %" PRIu64 "\n", res->artifacts[i].name,
 		                res->artifacts[i].sha256, res->artifacts[i].size);
@@ -51,7 +51,6 @@ int kiln_image_cache_record(const char *state_dir, const struct kiln_image_resul
 	int r = dfd < 0 ? -errno
 	                : kiln_write_file_atomic_at(dfd, res->build_key, b.data ? b.data : "",
 	                                            b.len, 0644);
-	kiln_buf_free(&b);
 	if (r < 0)
 		return kiln_error_set_errno(err, -r, "%s/%s: cannot write", dir, res->build_key);
 	return 0;
@@ -218,7 +217,7 @@ char *kiln_image_tree_list(const char *root)
 	nftw(root, tree_entry, 64, FTW_PHYS | FTW_MOUNT);
 	tree_ctx = NULL;
 	qsort(t.lines, t.n, sizeof(char *), cmp_line);
-	struct kiln_buf b = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
 	for (size_t i = 0; i < t.n; i++) {
 		kiln_buf_puts(&b, t.lines[i]);
 		kiln_buf_putc(&b, '\n');
@@ -281,7 +280,7 @@ char *kiln_image_tree_diff(const char *a, const char *b, size_t max)
 			continue;
 		}
 		int c = !ha ? 1 : !hb ? -1 : strcmp(ta->path, tb->path);
-		struct kiln_buf line = KILN_BUF_INIT;
+		_cleanup_buf_ struct kiln_buf line = KILN_BUF_INIT;
 		if (c < 0) {
 			kiln_buf_printf(&line, "  %s: only in the first build\n", ta->path);
 		} else if (c > 0) {
@@ -310,7 +309,6 @@ char *kiln_image_tree_diff(const char *a, const char *b, size_t max)
 				shown++;
 			}
 		}
-		kiln_buf_free(&line);
 		if (c <= 0 && *pa)
 			pa = ea ? ea + 1 : pa + la;
 		if (c >= 0 && *pb)

@@ -61,12 +61,11 @@ static void compute_versions(void)
 			para = end ? end + 2 : NULL;
 		}
 	}
-	struct kiln_buf b = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
 	for (size_t i = 0; i < ELEMENTSOF(tool_packages); i++)
 		kiln_buf_printf(&b, "%s%s=%s", i ? "; " : "", tool_packages[i],
 		                found[i] ? found[i] : "missing");
 	snprintf(tool_versions, sizeof(tool_versions), "%s", b.data);
-	kiln_buf_free(&b);
 }
 
 const char *kiln_image_tool_versions(void)

@@ -113,7 +113,7 @@ void kiln_image_scan_leaks(struct build *b)
 	if (gethostname(host, sizeof(host) - 1) == 0 && strlen(host) >= 4 &&
 	    strcmp(host, "kiln") != 0 && strcmp(host, "localhost") != 0)
 		needles[n++] = host;
-	struct kiln_buf report = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf report = KILN_BUF_INIT;
 	struct leak_scan ls = {needles, n, b->upper, &report, 0};
 	leak_ctx = &ls;
 	nftw(b->upper, leak_entry, 64, FTW_PHYS | FTW_MOUNT);
@@ -125,7 +125,6 @@ void kiln_image_scan_leaks(struct build *b)
 		                ls.found, report.data);
 		b->leaks = ls.found;
 	}
-	kiln_buf_free(&report);
 }
 
 /* ---- initramfs -------------------------------------------------------------- */

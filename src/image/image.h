@@ -151,7 +151,10 @@ char *kiln_image_tree_diff(const char *a, const char *b, size_t max);
 /* Runs the whole pipeline. The calling thread is moved into a private mount
  * namespace (unshare(CLONE_NEWNS)) if it is not in one of kiln's already.
  * On failure the error names the phase or step ("step 3 (RUN make): exited
- * with status 2"); -ECANCELED when cancelled, -ETIME on timeout. */
+ * with status 2") and its kind says whose fault: USER (a step or the
+ * healthcheck failed, the recipe asks for what the image cannot do, the
+ * context archive is refused), LIMIT (a step's or the build's timeout, the
+ * memory limit), CANCELLED (hooks.cancel_fd), SYSTEM (kiln or the host). */
 int kiln_image_build(const struct kiln_image_build_opts *opts, struct kiln_image_result **ret,
                      struct kiln_error **err);
 /* Removes scratch directories under state_dir/builds left by a kiln that

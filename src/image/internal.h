@@ -37,9 +37,13 @@ struct kiln_image_run {
 };
 
 /* Runs r; a non-zero exit, a signal, a timeout or a cancel is an error
- * naming r->what (-ECANCELED, -ETIME for the latter two). */
+ * naming r->what, of the sandbox's kind: USER (the command failed), LIMIT
+ * (its timeout — code ETIME — or an OOM kill), CANCELLED; a sandbox that
+ * could not run it is SYSTEM. */
 int kiln_image_sandbox(const struct kiln_image_hooks *h, const struct kiln_image_run *r,
                        struct kiln_error **err);
+/* Whether e is kiln_image_sandbox()'s timeout (not another limit). */
+bool kiln_image_timed_out(const struct kiln_error *e);
 /* Runs a trusted host tool on files kiln wrote itself. */
 int kiln_image_host_cmd(const struct kiln_image_hooks *h, const char *const *argv,
                         const char *const *env, struct kiln_buf *capture, struct kiln_error **err);

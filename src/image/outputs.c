@@ -80,7 +80,7 @@ static void put_pkg_json(struct kiln_buf *m, const struct kiln_pkglist *l)
 static int write_manifest(struct build *b, struct kiln_error **err)
 {
 	const struct kiln_recipe *r = b->r;
-	struct kiln_buf m = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf m = KILN_BUF_INIT;
 	kiln_buf_puts(&m, "{\n  \"kiln_version\": ");
 	kiln_json_put_cstr(&m, KILN_VERSION);
 	kiln_buf_puts(&m, ",\n  \"recipe\": {\"name\":");
@@ -111,7 +111,6 @@ static int write_manifest(struct build *b, struct kiln_error **err)
 	kiln_buf_puts(&m, b->res->n_artifacts ? "\n  ]\n}\n" : "]\n}\n");
 	_cleanup_free_ char *p = xasprintf("%s/manifest.json", b->o->out_dir);
 	int rc = kiln_image_write_text(p, m.data, m.len, 0644, err);
-	kiln_buf_free(&m);
 	return rc;
 }
 
@@ -150,7 +149,7 @@ int kiln_image_phase_squashfs(struct build *b, struct kiln_error **err)
 	struct kiln_emit_ctx ec = {
 	    &b->hooks, b->scratch, b->merged, b->rootfd, b->r->source_date_epoch, b->r->name};
 	if (kiln_image_cancelled(b))
-		return kiln_error_set(err, ECANCELED, "build cancelled");
+		return kiln_error_set_kind(err, KILN_ERR_CANCELLED, ECANCELED, "build cancelled");
 	int rc = kiln_emit_squashfs(&ec, b->squashfs, err);
 	if (rc < 0)
 		return rc;
@@ -161,7 +160,7 @@ int kiln_image_phase_iso(struct build *b, struct kiln_error **err)
 {
 	kiln_image_progress(b, "emit live.iso");
 	if (kiln_image_cancelled(b))
-		return kiln_error_set(err, ECANCELED, "build cancelled");
+		return kiln_error_set_kind(err, KILN_ERR_CANCELLED, ECANCELED, "build cancelled");
 	struct kiln_emit_ctx ec = {
 	    &b->hooks, b->scratch, b->merged, b->rootfd, b->r->source_date_epoch, b->r->name};
 	_cleanup_free_ char *iso = xasprintf("%s/live.iso", b->o->out_dir);

@@ -133,9 +133,10 @@ static int debian_fetch(struct build *b, struct kiln_error **err)
 		}
 	}
 	if (b->o->offline)
-		return kiln_error_set(err, ENETUNREACH,
-		                      "fetch: offline build, but the packages of this recipe are "
-		                      "not in the store yet (build once with network)");
+		return kiln_error_set_kind(
+		    err, KILN_ERR_USER, ENETUNREACH,
+		    "fetch: offline build, but the packages of this recipe are "
+		    "not in the store yet (build once with network)");
 
 	_cleanup_rmtree_ char *fup = xasprintf("%s/fetch-upper", b->scratch);
 	int rc = kiln_image_mkdir_sandbox(fup, err);
@@ -150,7 +151,7 @@ static int debian_fetch(struct build *b, struct kiln_error **err)
 		argv[4 + i] = b->r->packages[i];
 	const char *layers[] = {b->base_tree};
 	struct kiln_sandbox_bind binds[] = {{b->debs, "/mnt", false}};
-	struct kiln_buf errs = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf errs = KILN_BUF_INIT_MAX(KILN_BUF_MAX_TOOL_ERRORS);
 	struct kiln_image_run r = {
 	    .what = "fetch",
 	    .layers = layers,
@@ -164,7 +165,6 @@ static int debian_fetch(struct build *b, struct kiln_error **err)
 	};
 	rc = kiln_image_run_timed(b, &r, 0, err);
 	free(argv);
-	kiln_buf_free(&errs);
 	if (rc < 0)
 		return rc;
 
@@ -291,7 +291,7 @@ static int debian_install(struct build *b, struct kiln_error **err)
 	const char *argv[] = {"/bin/sh", "-c", install_script, "kiln-install", epoch, NULL};
 	const char *layers[] = {b->base_tree};
 	struct kiln_sandbox_bind binds[] = {{dir, "/srv", true}, {rec, "/mnt", false}};
-	struct kiln_buf errs = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf errs = KILN_BUF_INIT_MAX(KILN_BUF_MAX_TOOL_ERRORS);
 	struct kiln_image_run r = {
 	    .what = "install",
 	    .layers = layers,
@@ -303,7 +303,6 @@ static int debian_install(struct build *b, struct kiln_error **err)
 	    .errors = &errs,
 	};
 	rc = kiln_image_run_timed(b, &r, 0, err);
-	kiln_buf_free(&errs);
 	return rc;
 }
 
@@ -363,13 +362,16 @@ static int debian_list_installed(struct build *b, struct kiln_error **err)
 		int r = kiln_read_file(bp, 64 << 20, &btxt, &bl, err);
 		return r < 0 ? r : kiln_image_pkglist_parse(btxt, false, &b->installed, err);
 	}
-	struct kiln_buf out = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf out = KILN_BUF_INIT_MAX(KILN_BUF_MAX_CAPTURE);
 	int rc = kiln_image_script(b, "list packages",
 	                           "dpkg-query -W -f='${Package} ${Version} ${Architecture}\\n'",
 	                           NULL, NULL, 0, &out, 0, err);
+	/* A cut list would be a wrong SBOM, not a short one. */
+	if (rc == 0 && out.truncated)
+		rc = kiln_error_set(err, EFBIG, "list packages: the list is over %zu bytes",
+		                    out.max);
 	if (rc == 0)
 		kiln_image_installed_from(b, out.data ? out.data : "");
-	kiln_buf_free(&out);
 	return rc;
 }
 

@@ -48,8 +48,7 @@ static void on_output(void *ud, enum kiln_sandbox_stream stream, const char *dat
 		return;
 	for (size_t i = 0; i < len; i++) {
 		if (data[i] != '\n') {
-			if (c->line.len < 4096)
-				kiln_buf_putc(&c->line, data[i]);
+			kiln_buf_putc(&c->line, data[i]); /* kept up to its ceiling */
 			continue;
 		}
 		if (c->line.len > 3 && strncmp(c->line.data, "E: ", 3) == 0) {
@@ -101,7 +100,7 @@ int kiln_image_sandbox(const struct kiln_image_hooks *h, const struct kiln_image
 	spec.warning_s = r->warning_s ? r->warning_s : r->timeout_s + 1;
 	spec.source_date_epoch = r->epoch;
 	spec.cancel_fd = h ? h->cancel_fd : -1;
-	struct out_ctx oc = {h, r, KILN_BUF_INIT};
+	struct out_ctx oc = {h, r, KILN_BUF_INIT_MAX(KILN_BUF_MAX_LINE)};
 	spec.on_output = on_output;
 	spec.on_warning = on_warning;
 	spec.userdata = &oc;
@@ -113,18 +112,25 @@ int kiln_image_sandbox(const struct kiln_image_hooks *h, const struct kiln_image
 		kiln_error_prefix(err, "%s", r->what);
 		return rc;
 	}
+	if (!res.failed)
+		return 0;
+	/* The kind is the sandbox's verdict (the command's fault, a limit, a
+	 * cancel); the code only says which, for the message's readers. */
 	if (res.cancelled)
-		return kiln_error_set(err, ECANCELED, "%s: cancelled", r->what);
+		return kiln_error_set_kind(err, res.kind, ECANCELED, "%s: cancelled", r->what);
 	if (res.timed_out)
-		return kiln_error_set(err, ETIME, "%s: timed out after %u seconds", r->what,
-		                      res.timeout_s);
-	if (res.exit_code != 0 || res.term_signal) {
-		_cleanup_free_ char *d = kiln_sandbox_result_describe(&res);
-		if (r->errors && r->errors->len)
-			return kiln_error_set(err, EIO, "%s: %s (%s)", r->what, r->errors->data, d);
-		return kiln_error_set(err, EIO, "%s: %s", r->what, d);
-	}
-	return 0;
+		return kiln_error_set_kind(err, res.kind, ETIME, "%s: timed out after %u seconds",
+		                           r->what, res.timeout_s);
+	_cleanup_free_ char *d = kiln_sandbox_result_describe(&res);
+	if (r->errors && r->errors->len)
+		return kiln_error_set_kind(err, res.kind, EIO, "%s: %s (%s)", r->what,
+		                           r->errors->data, d);
+	return kiln_error_set_kind(err, res.kind, EIO, "%s: %s", r->what, d);
+}
+
+bool kiln_image_timed_out(const struct kiln_error *e)
+{
+	return e && e->kind == KILN_ERR_LIMIT && e->code == ETIME;
 }
 
 int kiln_image_host_cmd(const struct kiln_image_hooks *h, const char *const *argv,
@@ -158,7 +164,8 @@ int kiln_image_host_cmd(const struct kiln_image_hooks *h, const char *const *arg
 		close(pfd[0]);
 		return kiln_error_set_errno(err, rc, "%s", argv[0]);
 	}
-	struct kiln_buf out = KILN_BUF_INIT;
+	/* kept for the error message (its last line), up to its ceiling */
+	_cleanup_buf_ struct kiln_buf out = KILN_BUF_INIT_MAX(KILN_BUF_MAX_TOOL_OUTPUT);
 	char buf[8192];
 	for (;;) {
 		ssize_t n = read(pfd[0], buf, sizeof(buf));
@@ -168,8 +175,7 @@ int kiln_image_host_cmd(const struct kiln_image_hooks *h, const char *const *arg
 			break;
 		if (capture)
 			kiln_buf_append(capture, buf, (size_t)n);
-		if (out.len < 65536)
-			kiln_buf_append(&out, buf, (size_t)n);
+		kiln_buf_append(&out, buf, (size_t)n);
 		if (!capture && h && h->log)
 			h->log(h->userdata, buf, (size_t)n);
 	}
@@ -187,10 +193,8 @@ int kiln_image_host_cmd(const struct kiln_image_hooks *h, const char *const *arg
 		                    WIFEXITED(status) ? "exit status" : "signal",
 		                    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
 		                    *last ? ": " : "", last);
-		kiln_buf_free(&out);
 		return rc;
 	}
-	kiln_buf_free(&out);
 	return 0;
 }
 

@@ -137,7 +137,7 @@ int kiln_sbom_spdx_json(const char *doc_name, int64_t source_date_epoch,
 		kiln_buf_printf(
 		    &b, "\"checksums\":[{\"algorithm\":\"SHA256\",\"checksumValue\":\"%s\"}],",
 		    p->sha256);
-		struct kiln_buf purl = KILN_BUF_INIT;
+		_cleanup_buf_ struct kiln_buf purl = KILN_BUF_INIT;
 		kiln_buf_puts(&purl, "pkg:deb/debian/");
 		put_purl_part(&purl, p->name);
 		kiln_buf_putc(&purl, '@');
@@ -147,7 +147,6 @@ int kiln_sbom_spdx_json(const char *doc_name, int64_t source_date_epoch,
 		kiln_buf_puts(&b, "\"externalRefs\":[{\"referenceCategory\":\"PACKAGE-MANAGER\","
 		                  "\"referenceType\":\"purl\",\"referenceLocator\":");
 		kiln_json_put_string(&b, purl.data, purl.len, true);
-		kiln_buf_free(&purl);
 		kiln_buf_puts(&b, "}]}");
 	}
 	kiln_buf_puts(&b, "],\"relationships\":[");

@@ -47,7 +47,7 @@ int kiln_image_phase_overlays(struct build *b, struct kiln_error **err)
 	_cleanup_close_ int dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 	if (dfd < 0)
 		return kiln_error_set_errno(err, errno, "%s", dir);
-	struct kiln_buf script = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf script = KILN_BUF_INIT;
 	/* Plain sh, cat, mkdir, chown and chmod — there in every base, busybox
 	 * too (whose applets have no install(1)). rm first: an existing file
 	 * or symlink at the path is replaced, never written through. */
@@ -81,7 +81,6 @@ int kiln_image_phase_overlays(struct build *b, struct kiln_error **err)
 		rc = kiln_image_script(b, "overlay files", script.data, NULL, binds, 1, NULL, 0,
 		                       err);
 	}
-	kiln_buf_free(&script);
 	return rc;
 }
 
@@ -225,7 +224,7 @@ static int run_step(struct build *b, size_t i, struct kiln_error **err)
 		break;
 	}
 	case KILN_STEP_USER: {
-		struct kiln_buf out = KILN_BUF_INIT;
+		_cleanup_buf_ struct kiln_buf out = KILN_BUF_INIT_MAX(KILN_BUF_MAX_CAPTURE);
 		const char *args[] = {s->arg, NULL};
 		rc = kiln_image_script(b, what, "id -u \"$1\" && id -g \"$1\"", args, NULL, 0, &out,
 		                       limit, err);
@@ -233,21 +232,22 @@ static int run_step(struct build *b, size_t i, struct kiln_error **err)
 		if (rc == 0)
 			rc = parse_ids(out.data ? out.data : "", &uid, &gid);
 		if (rc == -EINVAL)
-			rc = kiln_error_set(err, EINVAL, "%s: cannot resolve user", what);
+			rc = kiln_error_set_kind(err, KILN_ERR_USER, EINVAL,
+			                         "%s: cannot resolve user", what);
 		else if (rc == -ERANGE)
-			rc = kiln_error_set(err, ERANGE, "%s: uid/gid outside the sandbox's range",
-			                    what);
+			rc = kiln_error_set_kind(err, KILN_ERR_USER, ERANGE,
+			                         "%s: uid/gid outside the sandbox's range", what);
 		if (rc == 0) {
 			b->uid = (uid_t)uid;
 			b->gid = (gid_t)gid;
 		}
-		kiln_buf_free(&out);
 		break;
 	}
 	case KILN_STEP_COPY: {
 		if (!b->context)
-			return kiln_error_set(err, EINVAL,
-			                      "%s: COPY needs a context archive (--context)", what);
+			return kiln_error_set_kind(err, KILN_ERR_USER, EINVAL,
+			                           "%s: COPY needs a context archive (--context)",
+			                           what);
 		struct kiln_sandbox_bind binds[] = {{b->context, "/srv", true}};
 		const char *args[] = {s->arg, s->arg2, NULL};
 		rc = kiln_image_script(b, what, copy_script, args, binds, 1, NULL, limit, err);
@@ -310,13 +310,12 @@ static bool overlay_kept(struct build *b, const char *path)
 static int config_script(struct build *b, const char *what, const char *script,
                          const char *const *args, char outcome[static 32], struct kiln_error **err)
 {
-	struct kiln_buf out = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf out = KILN_BUF_INIT_MAX(KILN_BUF_MAX_CAPTURE);
 	int rc = kiln_image_script(b, what, script, args, NULL, 0, &out, 0, err);
 	size_t n = 0;
 	for (const char *s = out.data ? out.data : ""; *s && *s != '\n' && n < 31; s++)
 		outcome[n++] = *s;
 	outcome[n] = '\0';
-	kiln_buf_free(&out);
 	return rc;
 }
 
@@ -368,8 +367,8 @@ int kiln_image_phase_timezone(struct build *b, struct kiln_error **err)
 		return rc;
 	for (size_t i = 0; i < ELEMENTSOF(timezone_failures); i++)
 		if (strcmp(outcome, timezone_failures[i].outcome) == 0)
-			return kiln_error_set(
-			    err, ENOENT,
+			return kiln_error_set_kind(
+			    err, KILN_ERR_USER, ENOENT,
 			    "timezone \"%s\": /usr/share/zoneinfo/%s is not in the "
 			    "image (%s)",
 			    tz, tz, timezone_failures[i].why);
@@ -427,10 +426,11 @@ int kiln_image_phase_locale(struct build *b, struct kiln_error **err)
 	if (rc < 0)
 		return rc;
 	if (strcmp(outcome, "unknown") == 0)
-		return kiln_error_set(err, ENOENT,
-		                      "locale \"%s\": not a locale the image can generate (not in "
-		                      "its /usr/share/i18n/SUPPORTED)",
-		                      loc);
+		return kiln_error_set_kind(
+		    err, KILN_ERR_USER, ENOENT,
+		    "locale \"%s\": not a locale the image can generate (not in "
+		    "its /usr/share/i18n/SUPPORTED)",
+		    loc);
 	if (strcmp(outcome, "not-generated") == 0)
 		kiln_image_logf(&b->o->hooks,
 		                "    locale %s: set in /etc/default/locale but not generated: the "
@@ -500,9 +500,11 @@ int kiln_image_phase_healthcheck(struct build *b, struct kiln_error **err)
 		kiln_image_logf(&b->o->hooks,
 		                "    healthcheck attempt %" PRId64 " of %" PRId64 "\n", i,
 		                attempts);
-		/* run() reports the build's own timeout when it is the shorter
-		 * limit; that, a cancel and a sandbox that cannot start end the
-		 * build, only the command's failure is a failed attempt. */
+		/* Only the check's own failure is a failed attempt: the command
+		 * failed (USER) or hit its own limit (LIMIT: its timeout, the
+		 * memory limit). The build's timeout (reported by run_timed when
+		 * it is the shorter limit), a cancel and kiln's own failure
+		 * (SYSTEM: a sandbox that cannot start) end the build. */
 		bool build_limit = (double)hc->timeout_s >=
 		                   (double)b->r->resources.timeout_s - kiln_image_elapsed_s(b);
 		_cleanup_error_ struct kiln_error *e = NULL;
@@ -513,7 +515,11 @@ int kiln_image_phase_healthcheck(struct build *b, struct kiln_error **err)
 			                i);
 			return 0;
 		}
-		if (!(rc == -EIO || (rc == -ETIME && !build_limit))) {
+		enum kiln_error_kind k = kiln_error_kind(e);
+		bool attempt_failed =
+		    k == KILN_ERR_USER ||
+		    (k == KILN_ERR_LIMIT && !(build_limit && kiln_image_timed_out(e)));
+		if (!attempt_failed) {
 			if (err && !*err)
 				*err = TAKE_PTR(e);
 			return rc;
@@ -525,8 +531,9 @@ int kiln_image_phase_healthcheck(struct build *b, struct kiln_error **err)
 		last = xstrdup(why);
 		kiln_image_logf(&b->o->hooks, "    healthcheck attempt %" PRId64 ": %s\n", i, why);
 	}
-	return kiln_error_set(err, EIO, "healthcheck failed after %" PRId64 " attempt%s: %s",
-	                      attempts, attempts == 1 ? "" : "s", last ? last : "failed");
+	return kiln_error_set_kind(err, KILN_ERR_USER, EIO,
+	                           "healthcheck failed after %" PRId64 " attempt%s: %s", attempts,
+	                           attempts == 1 ? "" : "s", last ? last : "failed");
 }
 
 int kiln_image_phase_steps(struct build *b, struct kiln_error **err)

@@ -80,7 +80,7 @@ int kiln_state_secure(const char *state_dir, char **ret_notice, struct kiln_erro
 	int r = kiln_state_init(state_dir, err);
 	if (r < 0)
 		return r;
-	struct kiln_buf notice = KILN_BUF_INIT;
+	_cleanup_buf_ struct kiln_buf notice = KILN_BUF_INIT;
 	for (size_t i = 0; i < ELEMENTSOF(secured); i++) {
 		_cleanup_free_ char *p = xasprintf("%s%s", state_dir, secured[i].rel);
 		_cleanup_close_ int fd = open(p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY |
@@ -89,13 +89,11 @@ int kiln_state_secure(const char *state_dir, char **ret_notice, struct kiln_erro
 			continue;
 		struct stat st;
 		if (fd < 0 || fstat(fd, &st) < 0) {
-			kiln_buf_free(&notice);
 			return kiln_error_set_errno(err, errno, "%s: cannot check", p);
 		}
 		/* Someone else's directory or database is not ours to trust: its
 		 * owner could read or swap anything kiln puts there. */
 		if (st.st_uid != geteuid()) {
-			kiln_buf_free(&notice);
 			return kiln_error_set(err, EPERM,
 			                      "%s: owned by uid %u, not by kiln's uid %u: refusing "
 			                      "to use it (chown it or choose another --state-dir)",
@@ -106,7 +104,6 @@ int kiln_state_secure(const char *state_dir, char **ret_notice, struct kiln_erro
 			continue;
 		mode_t want = mode & secured[i].max;
 		if (fchmod(fd, want) < 0) {
-			kiln_buf_free(&notice);
 			return kiln_error_set_errno(err, errno, "%s: cannot restrict mode %04o", p,
 			                            (unsigned)mode);
 		}
@@ -115,7 +112,6 @@ int kiln_state_secure(const char *state_dir, char **ret_notice, struct kiln_erro
 		    notice.len ? "\n" : "", p, (unsigned)mode, secured[i].what, (unsigned)want);
 	}
 	*ret_notice = notice.len ? kiln_buf_steal(&notice, NULL) : NULL;
-	kiln_buf_free(&notice);
 	return 0;
 }
 

@@ -33,6 +33,9 @@ enum {
 	KILN_BUF_MAX_TOOL_OUTPUT = 64 * 1024,
 	/* "E: ..." lines of apt's stderr kept for the error message */
 	KILN_BUF_MAX_TOOL_ERRORS = 16 * 1024,
+	/* a command's stdout kiln reads back from an image (ids, the package
+	 * list, a script's one-word outcome) */
+	KILN_BUF_MAX_CAPTURE = 16 * 1024 * 1024,
 	/* the body of an API response the client reads (JSON, error bodies) */
 	KILN_BUF_MAX_RESPONSE = 16 * 1024 * 1024,
 	/* a whole build log the client reads (GET .../logs): the server keeps

@@ -180,6 +180,9 @@ static void test_run_output_and_status(void **state)
 	assert_int_equal(res.exit_code, 3);
 	assert_int_equal(res.term_signal, 0);
 	assert_false(res.timed_out || res.cancelled || res.oom_killed);
+	/* the command's own failure: the user's */
+	assert_true(res.failed);
+	assert_int_equal(res.kind, KILN_ERR_USER);
 	assert_string_equal(c.out.data, "out\nbar\n");
 	assert_string_equal(c.err.data, "err\n");
 	assert_int_equal(res.stdout_bytes, 8);
@@ -236,6 +239,8 @@ static void test_run_signal(void **state)
 	assert_int_equal(run_capture(&s, &c, &res), 0);
 	assert_int_equal(res.exit_code, -1);
 	assert_int_equal(res.term_signal, SIGTERM);
+	assert_true(res.failed); /* a signal the command sent itself: its failure */
+	assert_int_equal(res.kind, KILN_ERR_USER);
 	capture_free(&c);
 }
 
@@ -250,6 +255,7 @@ static void test_run_output_limit(void **state)
 	struct kiln_sandbox_result res;
 	assert_int_equal(run_capture(&s, &c, &res), 0);
 	assert_int_equal(res.exit_code, 0);
+	assert_false(res.failed); /* a capped stream is not a failure */
 	assert_int_equal(c.out.len, 1000);
 	assert_int_equal(res.stdout_bytes, 100000);
 	assert_true(res.stdout_truncated);
@@ -284,6 +290,9 @@ static void test_run_timeout_and_warning(void **state)
 	assert_true(res.timed_out);
 	assert_false(res.cancelled);
 	assert_int_equal(res.term_signal, SIGKILL);
+	/* killed by SIGKILL, but the timeout's doing: a limit */
+	assert_true(res.failed);
+	assert_int_equal(res.kind, KILN_ERR_LIMIT);
 	assert_int_equal(res.timeout_s, 2);
 	assert_int_equal(c.warnings, 1);
 	capture_free(&c);
@@ -314,6 +323,8 @@ static void test_run_cancel_from_thread(void **state)
 	pthread_join(t, NULL);
 	assert_true(res.cancelled);
 	assert_false(res.timed_out);
+	assert_true(res.failed);
+	assert_int_equal(res.kind, KILN_ERR_CANCELLED);
 	kiln_sandbox_canceller_free(c);
 	capture_free(&cap);
 }
