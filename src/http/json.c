@@ -134,6 +134,20 @@ void kiln_http_json_artifacts(struct kiln_buf *b, const struct kiln_build_info *
 	kiln_buf_puts(b, "}\n");
 }
 
+void kiln_http_json_session(struct kiln_buf *b, const struct kiln_session_info *si)
+{
+	kiln_buf_puts(b, "{\"owner\":");
+	put_str(b, si->owner);
+	kiln_buf_puts(b, ",\"csrf_token\":");
+	put_str(b, si->csrf_token);
+	time_t sec = (time_t)(si->expires_us / 1000000);
+	struct tm tm;
+	gmtime_r(&sec, &tm);
+	char t[32];
+	strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	kiln_buf_printf(b, ",\"expires_at\":\"%s\"}\n", t);
+}
+
 void kiln_http_json_error(struct kiln_buf *b, const char *code, const char *msg)
 {
 	kiln_buf_puts(b, "{\"error\":{\"code\":");

@@ -1,6 +1,7 @@
 /* http/json.h — the API's representation: builds, artifacts, lists, errors.
  *
- * Owns: every JSON body of /api/v1 that describes a build (docs/api.md), the
+ * Owns: every JSON body of /api/v1 that describes a build or a session
+ * (docs/api.md), the
  * links between the resources (/api/v1/builds/{id}/...), the error body, the
  * one escaping rule they share (kiln_json_put_string without ascii_only:
  * UTF-8 kept, '"', '\\', C0 controls and DEL escaped) and the HTTP status
@@ -30,6 +31,9 @@ void kiln_http_json_build_list(struct kiln_buf *b, struct kiln_build_info *const
                                const char *next);
 /* {"artifacts":[{"name","sha256","size","url"}...]}, newline-terminated. */
 void kiln_http_json_artifacts(struct kiln_buf *b, const struct kiln_build_info *bi);
+/* The session answer {"owner","csrf_token","expires_at"} (expires_at in
+ * whole seconds), newline-terminated. */
+void kiln_http_json_session(struct kiln_buf *b, const struct kiln_session_info *si);
 /* {"error":{"code":...,"message":...}}, newline-terminated. */
 void kiln_http_json_error(struct kiln_buf *b, const char *code, const char *msg);
 

@@ -8,9 +8,9 @@
 #include <time.h>
 
 #include "http/internal.h"
+#include "http/json.h"
 #include "http/ui_files.h"
 #include "util/alloc.h"
-#include "util/json.h"
 
 /* ---- the page's files ---------------------------------------------------------- */
 
@@ -77,29 +77,6 @@ int http_ui_file(struct kiln_http_request *r)
 
 /* ---- sessions --------------------------------------------------------------------- */
 
-static void put_time(struct kiln_buf *b, int64_t us)
-{
-	time_t sec = (time_t)(us / 1000000);
-	struct tm tm;
-	gmtime_r(&sec, &tm);
-	char t[32];
-	strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	kiln_json_put_cstr(b, t);
-}
-
-static char *session_json(const struct kiln_session_info *si)
-{
-	struct kiln_buf b = KILN_BUF_INIT;
-	kiln_buf_puts(&b, "{\"owner\":");
-	kiln_json_put_cstr(&b, si->owner);
-	kiln_buf_puts(&b, ",\"csrf_token\":");
-	kiln_json_put_cstr(&b, si->csrf_token);
-	kiln_buf_puts(&b, ",\"expires_at\":");
-	put_time(&b, si->expires_us);
-	kiln_buf_puts(&b, "}\n");
-	return kiln_buf_steal(&b, NULL);
-}
-
 static void add_cookie(struct kiln_http_request *r, struct MHD_Response *resp, const char *name,
                        const char *value, int64_t max_age, bool http_only)
 {
@@ -115,7 +92,9 @@ static void add_cookie(struct kiln_http_request *r, struct MHD_Response *resp, c
 static enum MHD_Result respond_session(struct kiln_http_request *r, const char *id,
                                        const struct kiln_session_info *si)
 {
-	char *json = session_json(si);
+	struct kiln_buf body = KILN_BUF_INIT;
+	kiln_http_json_session(&body, si);
+	char *json = kiln_buf_steal(&body, NULL);
 	struct MHD_Response *resp =
 	    MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
 	if (!resp) {

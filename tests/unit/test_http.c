@@ -534,6 +534,18 @@ static void test_build_json(void **state)
 	             "artifacts/live.iso\"}]}\n");
 	assert_non_null(strstr(j, "\"artifacts\":[{\"name\":\"live.iso\",\"sha256\":\"aaaa"));
 
+	/* The session answer (moved here from web.c). */
+	_cleanup_buf_ struct kiln_buf ses = KILN_BUF_INIT;
+	struct kiln_session_info si = {.owner = (char *)"alice", .expires_us = 1700000000123456};
+	memset(si.csrf_token, 'c', KILN_CSRF_TOKEN_LEN);
+	si.csrf_token[KILN_CSRF_TOKEN_LEN] = '\0';
+	kiln_http_json_session(&ses, &si);
+	_cleanup_free_ char *want_ses =
+	    xasprintf("{\"owner\":\"alice\",\"csrf_token\":\"%s\",\"expires_at\":"
+	              "\"2023-11-14T22:13:20Z\"}\n",
+	              si.csrf_token);
+	assert_string_equal(ses.data, want_ses);
+
 	/* One escaping rule: UTF-8 kept, controls escaped, in names and errors. */
 	_cleanup_buf_ struct kiln_buf eb = KILN_BUF_INIT;
 	kiln_http_json_error(&eb, "invalid_recipe", "name: \"caf\xc3\xa9\"\n\x01");
