@@ -190,14 +190,14 @@ static int build_main(const char *out)
 		for (size_t i = 0; i < ELEMENTSOF(denied_families_below_netlink) && r >= 0; i++)
 			r = seccomp_rule_add(
 			    ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), nr, 1,
-			    SCMP_A0(SCMP_CMP_EQ, denied_families_below_netlink[i]));
+			    SCMP_A0(SCMP_CMP_EQ, denied_families_below_netlink[i], 0));
 		if (r >= 0)
 			r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), nr, 1,
-			                     SCMP_A0(SCMP_CMP_GT, FAMILY_NETLINK));
+			                     SCMP_A0(SCMP_CMP_GT, FAMILY_NETLINK, 0));
 		if (r >= 0)
 			r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPROTONOSUPPORT), nr, 2,
-			                     SCMP_A0(SCMP_CMP_EQ, FAMILY_NETLINK),
-			                     SCMP_A2(SCMP_CMP_NE, 0));
+			                     SCMP_A0(SCMP_CMP_EQ, FAMILY_NETLINK, 0),
+			                     SCMP_A2(SCMP_CMP_NE, 0, 0));
 	}
 	/* clone3 passes its flags in memory, where a filter cannot look; ENOSYS
 	 * makes libc fall back to clone(2), whose flags the rules above check. */
