@@ -35,12 +35,13 @@ suite unit meson test -C "$BUILD" --print-errorlogs
 # Heavy image tests (ISO builds, QEMU boots) are `make check-e2e`.
 suite integration pytests "$BUILD"
 # The API suite once more with every server on PostgreSQL (a server the tests
-# start themselves: tests/pglib.py). The normal build only, and without the
-# slow-client tests, which never touch the database: ~3 minutes; tests/store
-# too (its SQL: verify, gc, pins, the marks; ~40 s).
+# start themselves: tests/pglib.py), and three hosts sharing one database
+# (tests/multihost). The normal build only, and without the slow-client tests,
+# which never touch the database: ~5 minutes; tests/store too (its SQL:
+# verify, gc, pins, the marks; ~40 s).
 suite api-postgresql env KILN_TEST_DATABASE=postgresql KILN="$(pwd)/$BUILD/src/cli/kiln" \
 	"$PYTHON" -m pytest -q -p no:cacheprovider -rfE -m "not heavy" tests/api \
-	--ignore=tests/api/test_slow_clients.py tests/store
+	--ignore=tests/api/test_slow_clients.py tests/store tests/multihost
 # The web UI in Debian's Chromium (Playwright), against the real server.
 suite browser env KILN="$(pwd)/$BUILD/src/cli/kiln" tests/browser/run.sh
 

@@ -385,6 +385,9 @@ static void print_build_summary(const char *json_text)
 		printf("  step %lld/%lld",
 		       (long long)json_integer_value(json_object_get(prog, "current_step")),
 		       (long long)json_integer_value(json_object_get(prog, "total_steps")));
+	const char *host = json_string_value(json_object_get(b, "host"));
+	if (host)
+		printf("  host %s", host);
 	if (err)
 		printf("  error: %s", err);
 	putchar('\n');

@@ -125,6 +125,10 @@ static int run(int argc, char **argv)
 		OPT_MAX_SIZE,
 		OPT_ACCESS_LOG,
 		OPT_MAX_DISK,
+		OPT_HOST_ID,
+		OPT_LEASE,
+		OPT_RETRIES,
+		OPT_STORE,
 	};
 	static const struct option opts[] = {
 	    {"help", no_argument, NULL, 'h'},
@@ -132,6 +136,10 @@ static int run(int argc, char **argv)
 	    {"state-dir", required_argument, NULL, OPT_STATE},
 	    {"database", required_argument, NULL, OPT_DATABASE},
 	    {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
+	    {"host-id", required_argument, NULL, OPT_HOST_ID},
+	    {"lease", required_argument, NULL, OPT_LEASE},
+	    {"retries", required_argument, NULL, OPT_RETRIES},
+	    {"store", required_argument, NULL, OPT_STORE},
 	    {"workers", required_argument, NULL, OPT_WORKERS},
 	    {"no-auth", no_argument, NULL, OPT_NO_AUTH},
 	    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
@@ -184,6 +192,22 @@ static int run(int argc, char **argv)
 		case OPT_STATE: sc.state_dir = optarg; break;
 		case OPT_DATABASE: sc.database = optarg; break;
 		case OPT_ACCESS_LOG: access_log = optarg; break;
+		case OPT_HOST_ID:
+			if (!*optarg || strlen(optarg) > 64 || strpbrk(optarg, "/ \t\n"))
+				return cli_usage_error(
+				    &kiln_cmd_serve,
+				    "--host-id: 1 to 64 characters, no '/' or space");
+			sc.host_id = optarg;
+			break;
+		case OPT_LEASE:
+			if ((r = parse_uint("--lease", optarg, 3, 3600, &sc.lease_s)) != 0)
+				return r;
+			break;
+		case OPT_STORE: sc.store = optarg; break;
+		case OPT_RETRIES:
+			if ((r = parse_uint("--retries", optarg, 0, 100, &sc.retries)) != 0)
+				return r;
+			break;
 		case OPT_WORKERS:
 			if ((r = parse_uint("--workers", optarg, 1, 256, &sc.workers)) != 0)
 				return r;
@@ -375,7 +399,8 @@ const struct kiln_command kiln_cmd_serve = {
     .name = "serve",
     .summary = "run the build service (HTTP API)",
     .usage = "Usage: kiln serve [--listen ADDR:PORT]... [--state-dir DIR] [--database URL]\n"
-             "                  [--workers N]\n"
+             "                  [--workers N] [--host-id NAME] [--lease SECONDS] [--retries N]\n"
+             "                  [--store DIR]\n"
              "                  [--no-auth] [--tls-cert FILE --tls-key FILE]\n"
              "                  [--redirect-http PORT] [--allowed-host HOST]...\n"
              "                  [--cors-origin ORIGIN]... [--rate-limit N] [--offline]\n"
@@ -396,6 +421,17 @@ const struct kiln_command kiln_cmd_serve = {
              "                           queue), sqlite:PATH or PATH (default\n"
              "                           $KILN_DATABASE, else STATE/kiln.db)\n"
              "      --workers N          concurrent builds (default one per two cores)\n"
+             "      --host-id NAME       this host among several on one database (default\n"
+             "                           the host name; unique per host)\n"
+             "      --lease SECONDS      a running build's lease, renewed every third of it;\n"
+             "                           a host silent for longer has its builds reaped by\n"
+             "                           the others (default 30)\n"
+             "      --retries N          queue a build whose host died again up to N times\n"
+             "                           (default 0: it ends failed, \"interrupted\")\n"
+             "      --store DIR          keep artifacts, contexts and fetched packages in\n"
+             "                           DIR (a mount every host sees) instead of\n"
+             "                           STATE/cas: any host serves any build's artifacts\n"
+             "                           and cache hits\n"
              "      --no-auth            no tokens: everyone is \"anonymous\" (loopback only)\n"
              "      --tls-cert FILE      PEM certificate: serve HTTPS\n"
              "      --tls-key FILE       PEM private key for --tls-cert\n"

@@ -60,7 +60,8 @@ static void on_progress(void *ud, size_t done, size_t total, uint64_t bytes_done
 	        done, total, a, b, p->tty && done != total ? "" : "\n");
 }
 
-static int open_service(const char *state, const char *database, struct kiln_service **ret)
+static int open_service(const char *state, const char *database, const char *store,
+                        struct kiln_service **ret)
 {
 	int rc = cli_state_secure("store", state);
 	if (rc)
@@ -69,7 +70,7 @@ static int open_service(const char *state, const char *database, struct kiln_ser
 	 * a live server (which is also why every change below is one
 	 * statement or one rename). */
 	struct kiln_service_config cfg = {
-	    .state_dir = state, .database = database, .no_workers = true};
+	    .state_dir = state, .database = database, .no_workers = true, .store = store};
 	_cleanup_error_ struct kiln_error *err = NULL;
 	if (kiln_service_open(&cfg, ret, &err) < 0) {
 		cli_errorf("store: %s", err->msg);
@@ -249,11 +250,13 @@ static int run(int argc, char **argv)
 		OPT_MAX_SIZE,
 		OPT_DRY_RUN,
 		OPT_GRACE,
+		OPT_STORE,
 	};
 	static const struct option opts[] = {
 	    {"help", no_argument, NULL, 'h'},
 	    {"state-dir", required_argument, NULL, OPT_STATE},
 	    {"database", required_argument, NULL, OPT_DATABASE},
+	    {"store", required_argument, NULL, OPT_STORE},
 	    {"repair", no_argument, NULL, OPT_REPAIR},
 	    {"keep-days", required_argument, NULL, OPT_KEEP_DAYS},
 	    {"max-size", required_argument, NULL, OPT_MAX_SIZE},
@@ -263,6 +266,7 @@ static int run(int argc, char **argv)
 	    {},
 	};
 	const char *state = NULL, *database = getenv("KILN_DATABASE"), *verb = NULL;
+	const char *store = NULL;
 	bool repair = false, quiet = false;
 	struct kiln_store_gc_policy pol = {.keep_us = -1, .grace_us = KILN_STORE_GC_GRACE_US};
 	bool gc_opts = false;
@@ -281,6 +285,7 @@ static int run(int argc, char **argv)
 		case 'q': quiet = true; break;
 		case OPT_STATE: state = optarg; break;
 		case OPT_DATABASE: database = optarg; break;
+		case OPT_STORE: store = optarg; break;
 		case OPT_REPAIR: repair = true; break;
 		case OPT_KEEP_DAYS:
 			if (kiln_parse_i64(optarg, 0, 100000, &v) < 0)
@@ -343,7 +348,7 @@ static int run(int argc, char **argv)
 		return KILN_EXIT_FAILURE;
 	}
 	struct kiln_service *s = NULL;
-	int rc = open_service(state, database, &s);
+	int rc = open_service(state, database, store, &s);
 	if (rc)
 		return rc;
 	if (is_verify) {
@@ -403,6 +408,8 @@ const struct kiln_command kiln_cmd_store = {
              "                       /var/lib/kiln)\n"
              "      --database URL   the server's database (default $KILN_DATABASE, else\n"
              "                       STATE/kiln.db)\n"
+             "      --store DIR      the store shared by several hosts, as for kiln serve\n"
+             "                       (default STATE/cas)\n"
              "  -q, --quiet          no progress on stderr\n"
              "\n"
              "Runs next to a live server. Needs root.\n"

@@ -88,7 +88,9 @@ static void put_build(struct kiln_buf *b, const struct kiln_build_info *bi, bool
 	kiln_buf_printf(b, ",\"progress\":{\"current_step\":%u,\"total_steps\":%u,\"current\":",
 	                bi->current_step, bi->total_steps);
 	put_str_or_null(b, bi->current_what);
-	kiln_buf_printf(b, "},\"cached\":%s,\"warning\":%s,\"artifacts\":", bool_text(cached),
+	kiln_buf_puts(b, "},\"host\":");
+	put_str_or_null(b, bi->host);
+	kiln_buf_printf(b, ",\"cached\":%s,\"warning\":%s,\"artifacts\":", bool_text(cached),
 	                bool_text(bi->warning));
 	put_artifacts(b, bi);
 	kiln_buf_printf(b,

@@ -30,7 +30,12 @@ enum run_stop {
 	RUN_GO,
 	RUN_CANCEL,  /* kiln_service_cancel: ends `cancelled` */
 	RUN_REQUEUE, /* kiln_service_free: back to `pending` */
+	RUN_LOST,    /* the record is no longer ours (hosts.c): write nothing */
 };
+
+/* Notification channels (kiln_db_notify; PostgreSQL only, polled else). */
+#define SVC_CHANNEL_QUEUE "kiln_queue"   /* a build became pending */
+#define SVC_CHANNEL_CANCEL "kiln_cancel" /* payload: the id of a cancelled build */
 
 /* A build a worker of this process has claimed. */
 struct run {
@@ -52,6 +57,18 @@ struct kiln_service {
 	int64_t max_disk_mb;
 	struct kiln_db *db;
 	int lock_fd; /* flock on state_dir/locks/service.lock while serving */
+
+	/* hosts.c: this process as one host of a fleet sharing the database. */
+	char *db_url;    /* for the listener's own connection */
+	char *host_id;   /* --host-id, default the host name */
+	char *worker_id; /* host_id/random: this process; claims and fences */
+	unsigned lease_s, retries;
+	pthread_t hb_thread;       /* heartbeat, lease renewal, reaper, cancel poll */
+	pthread_cond_t hb_cond;    /* wakes the heartbeat to stop */
+	struct kiln_db *listen_db; /* PostgreSQL: LISTEN connection, or NULL */
+	pthread_t listen_thread;
+	int listen_wake[2]; /* written to stop the listener */
+	bool hb_started, listen_started;
 
 	pthread_mutex_t lock;
 	pthread_cond_t queue_cond;
@@ -105,6 +122,14 @@ int svc_token_check(struct kiln_service *s, const char *secret, char ret_id[KILN
 
 /* session.c: loads (creating it on first use) the CSRF key into s. */
 int svc_session_secret_load(struct kiln_service *s, struct kiln_error **err);
+
+/* hosts.c — registration, start-up reaping of this host's own builds,
+ * then the heartbeat and listener threads; stop ends them and deregisters. */
+int svc_hosts_start(struct kiln_service *s, unsigned slots, struct kiln_error **err);
+void svc_hosts_stop(struct kiln_service *s);
+/* One pass of the heartbeat (lease renewal, reaper, cancel poll): the
+ * thread's body, and for tests. */
+void svc_hosts_tick(struct kiln_service *s, bool renew);
 
 /* worker.c */
 int svc_workers_start(struct kiln_service *s, unsigned n, struct kiln_error **err);

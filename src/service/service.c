@@ -96,6 +96,7 @@ struct kiln_build_info *kiln_build_info_free(struct kiln_build_info *b)
 	free(b->name);
 	free(b->error);
 	free(b->current_what);
+	free(b->host);
 	for (size_t i = 0; i < b->n_artifacts; i++)
 		free(b->artifacts[i].name);
 	free(b->artifacts);
@@ -187,6 +188,25 @@ static const struct kiln_db_migration migrations[] = {
      * answers the cache again; pinned keeps its blobs from gc. */
     {4, "ALTER TABLE builds ADD COLUMN store_error TEXT;"
         "ALTER TABLE builds ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;"},
+    /* Several hosts on one database (hosts.c): a claimed build names its
+     * host and the process (worker) that holds it until lease_until;
+     * attempts counts claims for --retries; cancel_requested persists a
+     * cancel for the host that runs the build. hosts: one row per live
+     * kiln serve, its heartbeat renewed with the leases. */
+    {5, "ALTER TABLE builds ADD COLUMN host TEXT;"
+        "ALTER TABLE builds ADD COLUMN worker TEXT;"
+        "ALTER TABLE builds ADD COLUMN lease_until BIGINT;"
+        "ALTER TABLE builds ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE builds ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;"
+        "CREATE INDEX builds_lease ON builds (status, lease_until);"
+        "CREATE TABLE hosts ("
+        " id TEXT PRIMARY KEY,"
+        " worker TEXT NOT NULL,"
+        " slots INTEGER NOT NULL,"
+        " started_us BIGINT NOT NULL,"
+        " heartbeat_us BIGINT NOT NULL,"
+        " version TEXT NOT NULL"
+        ");"},
 };
 
 /* ---- reading builds ---------------------------------------------------------- */
@@ -194,7 +214,7 @@ static const struct kiln_db_migration migrations[] = {
 #define BUILD_COLS                                                                                 \
 	"id, owner, name, status, config_hash, build_key, source_date_epoch, created_us,"          \
 	" started_us, completed_us, error, current_step, total_steps, current_what, cached,"       \
-	" warning"
+	" warning, host"
 
 static struct kiln_build_info *row_to_info(struct kiln_db_stmt *st)
 {
@@ -216,6 +236,7 @@ static struct kiln_build_info *row_to_info(struct kiln_db_stmt *st)
 	b->current_what = strdup_or_null(kiln_db_column_text(st, 13));
 	b->cached = kiln_db_column_int64(st, 14) != 0;
 	b->warning = kiln_db_column_int64(st, 15) != 0;
+	b->host = strdup_or_null(kiln_db_column_text(st, 16));
 	return b;
 }
 
@@ -534,6 +555,9 @@ int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
 				                        in->context_path ? ctx : NULL, NULL, err);
 			}
 		}
+		/* Idle hosts wake at once (sent at commit; polled on SQLite). */
+		if (r == 0 && outcome == KILN_SUBMIT_QUEUED)
+			r = kiln_db_notify(s->db, SVC_CHANNEL_QUEUE, "", err);
 		if (r < 0)
 			kiln_db_rollback(s->db);
 		else
@@ -655,7 +679,8 @@ static int set_cancelled_locked(struct kiln_service *s, const char *id, const ch
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 	int r =
 	    kiln_db_prepare(s->db,
-	                    "UPDATE builds SET status = 'cancelled', error = $3, completed_us = $4"
+	                    "UPDATE builds SET status = 'cancelled', error = $3, completed_us = $4,"
+	                    " cancel_requested = 1, lease_until = NULL"
 	                    " WHERE id = $1 AND status = $2",
 	                    &st, err);
 	if (r < 0)
@@ -696,13 +721,16 @@ int kiln_service_cancel(struct kiln_service *s, const char *id, const char *owne
 			ssize_t w = write(run->cancel_pipe[1], "c", 1);
 			(void)w;
 		} else {
-			/* Claimed by another process's worker: the record is the
-			 * truth, that worker's final update finds it no longer
-			 * `building` and is discarded. */
+			/* Claimed by another process (another host): the record is
+			 * the truth, that worker's final update finds it no longer
+			 * `building` and is discarded. The notification (or its
+			 * once-a-second poll, hosts.c) makes it kill the sandbox. */
 			static const char line[] = "==> cancelled\n";
 			svc_log_append(s, b->id, line, sizeof(line) - 1);
 			r = set_cancelled_locked(s, b->id, "building", "cancelled", err);
 			notify = r > 0;
+			if (notify)
+				(void)kiln_db_notify(s->db, SVC_CHANNEL_CANCEL, b->id, NULL);
 		}
 	} else if (r == 0) {
 		r = kiln_error_set(err, EBUSY, "build %s: already finished (%s)", b->id,
@@ -802,56 +830,11 @@ unsigned kiln_service_workers(struct kiln_service *s)
 
 /* ---- open / recover / free ------------------------------------------------------- */
 
-/* Builds that were `building` when the last server died: nothing can resume
- * them (the sandbox died with the server), so they end `failed`. */
-static int recover(struct kiln_service *s, struct kiln_error **err)
+/* Start-up: this host's builds that its previous process left `building`
+ * are reaped by svc_hosts_start (hosts.c: nothing can resume them, the
+ * sandbox died with the server); here the scratch they left goes. */
+static int remove_scratch(struct kiln_service *s)
 {
-	static const char why[] = "interrupted: the server stopped while this build was running";
-	char(*ids)[KILN_BUILD_ID_LEN + 1] = NULL;
-	size_t n = 0;
-	int r;
-	{
-		_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
-		r = kiln_db_prepare(s->db, "SELECT id FROM builds WHERE status = 'building'", &st,
-		                    err);
-		while (r == 0 || r == 1) {
-			r = kiln_db_step(st, err);
-			if (r != 1)
-				break;
-			ids = xreallocarray(ids, n + 1, sizeof(*ids));
-			snprintf(ids[n++], KILN_BUILD_ID_LEN + 1, "%s", kiln_db_column_text(st, 0));
-		}
-	}
-	for (size_t i = 0; r == 0 && i < n; i++) {
-		/* A killed writer may have left half a line: end it first. */
-		_cleanup_free_ char *p = svc_log_path(s, ids[i]);
-		_cleanup_close_ int fd = open(p, O_RDONLY | O_CLOEXEC);
-		char last = '\n';
-		struct stat st;
-		if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0)
-			if (pread(fd, &last, 1, st.st_size - 1) != 1)
-				last = '\n';
-		_cleanup_free_ char *line =
-		    xasprintf("%s==> error: %s\n", last == '\n' ? "" : "\n", why);
-		svc_log_append(s, ids[i], line, strlen(line));
-
-		_cleanup_stmt_ struct kiln_db_stmt *up = NULL;
-		r = kiln_db_prepare(
-		    s->db,
-		    "UPDATE builds SET status = 'failed', error = $2, completed_us = $3"
-		    " WHERE id = $1 AND status = 'building'",
-		    &up, err);
-		if (r == 0) {
-			kiln_db_bind_text(up, 1, ids[i]);
-			kiln_db_bind_text(up, 2, why);
-			kiln_db_bind_int64(up, 3, kiln_now_us());
-			r = kiln_db_step(up, err);
-		}
-	}
-	free(ids);
-	if (r < 0)
-		return r;
-
 	/* Scratch: the pipeline's own (flock-guarded) and our output dirs. */
 	kiln_image_cleanup_stale(s->state_dir);
 	_cleanup_free_ char *dir = xasprintf("%s/builds", s->state_dir);
@@ -871,11 +854,19 @@ static int recover(struct kiln_service *s, struct kiln_error **err)
 	return 0;
 }
 
+static unsigned default_workers(void)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	return cores >= 4 ? (unsigned)(cores / 2) : 1;
+}
+
 int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service **ret,
                       struct kiln_error **err)
 {
 	const char *state = cfg->state_dir ? cfg->state_dir : kiln_state_dir_default();
 	int r = kiln_state_init(state, err);
+	if (r == 0 && cfg->store)
+		r = kiln_cas_set_store(cfg->store, err);
 	if (r < 0)
 		return r;
 	struct kiln_service *s = xcalloc(1, sizeof(*s));
@@ -886,15 +877,31 @@ int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service
 	s->max_log_bytes = cfg->max_log_bytes ? cfg->max_log_bytes : KILN_LOG_MAX_DEFAULT;
 	s->max_disk_mb = cfg->max_disk_mb;
 	s->lock_fd = -1;
+	s->listen_wake[0] = s->listen_wake[1] = -1;
+	s->lease_s = cfg->lease_s ? cfg->lease_s : 30;
+	s->retries = cfg->retries;
+	char hn[256] = "";
+	if (!cfg->host_id && gethostname(hn, sizeof(hn) - 1) < 0)
+		snprintf(hn, sizeof(hn), "localhost");
+	s->host_id = xstrdup(cfg->host_id ? cfg->host_id : hn);
+	/* This process's worker id: claims and final updates carry it, so a
+	 * restarted host (same host id) never passes the fence of its
+	 * predecessor's builds. */
+	uint8_t rnd[4];
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		abort(); /* the kernel's CSPRNG failing is not recoverable */
+	char hex[9];
+	kiln_hex_encode(rnd, sizeof(rnd), hex);
+	s->worker_id = xasprintf("%s/%s", s->host_id, hex);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->queue_cond, NULL);
+	pthread_cond_init(&s->hb_cond, NULL);
 	pthread_mutex_init(&s->subs_lock, NULL);
 	pthread_mutex_init(&s->idx_lock, NULL);
 	pthread_mutex_init(&s->setup_lock, NULL);
 
-	_cleanup_free_ char *url =
-	    cfg->database ? xstrdup(cfg->database) : xasprintf("sqlite:%s/kiln.db", state);
-	r = kiln_db_open(url, &s->db, err);
+	s->db_url = cfg->database ? xstrdup(cfg->database) : xasprintf("sqlite:%s/kiln.db", state);
+	r = kiln_db_open(s->db_url, &s->db, err);
 	if (r == 0)
 		r = kiln_db_migrate(s->db, migrations, ELEMENTSOF(migrations), NULL, err);
 	if (r == 0)
@@ -912,18 +919,15 @@ int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service
 			                   state);
 	}
 	if (r == 0 && !s->no_workers)
-		r = recover(s, err);
+		r = svc_hosts_start(s, cfg->workers ? cfg->workers : default_workers(), err);
+	if (r == 0 && !s->no_workers)
+		r = remove_scratch(s);
 	/* The tool versions (part of every build key) run a few host tools the
 	 * first time: do it now, not in the first submit's request. */
 	if (r == 0 && !s->no_workers)
 		(void)kiln_image_tool_versions();
 	if (r == 0 && !s->no_workers) {
-		unsigned n = cfg->workers;
-		if (n == 0) {
-			long cores = sysconf(_SC_NPROCESSORS_ONLN);
-			n = cores >= 4 ? (unsigned)(cores / 2) : 1;
-		}
-		r = svc_workers_start(s, n, err);
+		r = svc_workers_start(s, cfg->workers ? cfg->workers : default_workers(), err);
 	}
 	if (r < 0) {
 		kiln_service_free(s);
@@ -938,16 +942,23 @@ struct kiln_service *kiln_service_free(struct kiln_service *s)
 	if (!s)
 		return NULL;
 	svc_workers_stop(s);
+	svc_hosts_stop(s);
 	svc_log_free_all(s);
 	kiln_db_close(s->db);
 	safe_close(s->lock_fd);
 	explicit_bzero(s->csrf_key, sizeof(s->csrf_key));
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->queue_cond);
+	pthread_cond_destroy(&s->hb_cond);
+	safe_close(s->listen_wake[0]);
+	safe_close(s->listen_wake[1]);
 	pthread_mutex_destroy(&s->subs_lock);
 	pthread_mutex_destroy(&s->idx_lock);
 	pthread_mutex_destroy(&s->setup_lock);
 	free(s->state_dir);
+	free(s->db_url);
+	free(s->host_id);
+	free(s->worker_id);
 	free(s);
 	return NULL;
 }

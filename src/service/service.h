@@ -63,6 +63,7 @@ struct kiln_build_info {
 	char *error;                                  /* failed/cancelled: why; else NULL */
 	unsigned current_step, total_steps;
 	char *current_what; /* "step 2 of 5: RUN make", or NULL */
+	char *host;         /* the host (--host-id) that claimed it, or NULL */
 	bool cached;        /* answered from the cache: no build ran for it */
 	bool warning;       /* the build passed its warning_s */
 	struct kiln_build_artifact *artifacts;
@@ -95,14 +96,23 @@ struct kiln_service_config {
 	bool no_workers;        /* the database only: no workers, no crash recovery, no
 	                         * server lock — for `kiln token ...` next to a running
 	                         * server, and for tests of the queue */
+	/* Several hosts on one database (docs/service.md, "Several hosts"). */
+	const char *host_id; /* NULL: the host name */
+	unsigned lease_s;    /* a claimed build's lease; 0: 30 s */
+	unsigned retries;    /* times a build whose host died is queued again */
+	const char *store;   /* NULL: STATE/cas; else a store shared by every host
+	                      * (kiln_cas_set_store: process-wide) */
 };
 
 struct kiln_service;
 
-/* Opens the database (applying migrations), recovers from a crash (builds
- * that were `building` end `failed` with "interrupted: the server stopped
- * while this build was running"; their scratch is removed; `pending` ones
- * stay queued) and starts the workers. */
+/* Opens the database (applying migrations), registers this host, reaps the
+ * builds this host (the same host_id) left `building` when it died — they
+ * end `failed` with "interrupted: the server stopped while this build was
+ * running", or go back to `pending` while cfg->retries allows; their
+ * scratch is removed; `pending` ones stay queued — and starts the workers
+ * and the heartbeat (lease renewal, the reaper of other hosts' expired
+ * leases, the cancel poll). */
 int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service **ret,
                       struct kiln_error **err);
 /* Graceful stop: stops claiming work, cancels running builds and puts them

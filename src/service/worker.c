@@ -72,15 +72,27 @@ static int claim_locked(struct kiln_service *s, struct claim *c, struct kiln_err
 	if (r < 0)
 		return r;
 	{
+		/* The claim names this host and this process (worker) and starts
+		 * the lease that hosts.c's heartbeat extends; SKIP LOCKED (on
+		 * PostgreSQL) lets concurrent hosts take different rows instead of
+		 * queueing behind one; the re-check of status makes a lost race
+		 * claim nothing rather than the same build twice. */
+		_cleanup_free_ char *sql =
+		    xasprintf("UPDATE builds SET status = 'building', started_us = $1, host = $2, "
+		              "worker = $3,"
+		              " lease_until = $4, attempts = attempts + 1"
+		              " WHERE id = (SELECT id FROM builds WHERE status = 'pending'"
+		              "  ORDER BY created_us, id LIMIT 1%s) AND status = 'pending'"
+		              " RETURNING id, build_key, recipe, context_sha256, owner",
+		              kiln_db_sql_skip_locked(s->db));
 		_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
-		r = kiln_db_prepare(s->db,
-		                    "UPDATE builds SET status = 'building', started_us = $1"
-		                    " WHERE id = (SELECT id FROM builds WHERE status = 'pending'"
-		                    "  ORDER BY created_us, id LIMIT 1) AND status = 'pending'"
-		                    " RETURNING id, build_key, recipe, context_sha256, owner",
-		                    &st, err);
+		r = kiln_db_prepare(s->db, sql, &st, err);
 		if (r == 0) {
-			kiln_db_bind_int64(st, 1, kiln_now_us());
+			int64_t now = kiln_now_us();
+			kiln_db_bind_int64(st, 1, now);
+			kiln_db_bind_text(st, 2, s->host_id);
+			kiln_db_bind_text(st, 3, s->worker_id);
+			kiln_db_bind_int64(st, 4, now + (int64_t)s->lease_s * 1000000);
 			r = kiln_db_step(st, err);
 		}
 		if (r == 1) {
@@ -120,30 +132,63 @@ static int claim_locked(struct kiln_service *s, struct claim *c, struct kiln_err
 	return 1;
 }
 
-enum outcome { OUT_COMPLETED, OUT_CACHED, OUT_CANCELLED, OUT_REQUEUED, OUT_FAILED };
+enum outcome { OUT_COMPLETED, OUT_CACHED, OUT_CANCELLED, OUT_REQUEUED, OUT_FAILED, OUT_LOST };
 
+/* Every final update is fenced: `status = 'building' AND worker = $2` (this
+ * process's worker id), so a host whose lease expired — its build reaped by
+ * another host, failed or queued again and perhaps claimed elsewhere —
+ * cannot overwrite the outcome when it comes back. The status goes first:
+ * when the fence refuses, no artifact row is touched either. OUT_LOST (the
+ * record is no longer ours) writes nothing. */
 static int update_status_locked(struct kiln_service *s, const char *id, enum outcome o,
                                 const char *msg, const struct kiln_build_artifact *a, size_t n,
                                 const char *cached_from, struct kiln_error **err)
 {
 	static const char *const sql[] = {
-	    [OUT_COMPLETED] = "UPDATE builds SET status = 'completed', completed_us = $2,"
-	                      " error = NULL WHERE id = $1 AND status = 'building'",
-	    [OUT_CACHED] = "UPDATE builds SET status = 'completed', completed_us = $2,"
-	                   " error = NULL, cached = 1, cached_from = $3"
-	                   " WHERE id = $1 AND status = 'building'",
-	    [OUT_CANCELLED] = "UPDATE builds SET status = 'cancelled', completed_us = $2,"
-	                      " error = $3 WHERE id = $1 AND status = 'building'",
+	    [OUT_COMPLETED] = "UPDATE builds SET status = 'completed', completed_us = $3,"
+	                      " lease_until = NULL, error = NULL"
+	                      " WHERE id = $1 AND status = 'building' AND worker = $2",
+	    [OUT_CACHED] = "UPDATE builds SET status = 'completed', completed_us = $3,"
+	                   " lease_until = NULL, error = NULL, cached = 1, cached_from = $4"
+	                   " WHERE id = $1 AND status = 'building' AND worker = $2",
+	    [OUT_CANCELLED] = "UPDATE builds SET status = 'cancelled', completed_us = $3,"
+	                      " lease_until = NULL, error = $4"
+	                      " WHERE id = $1 AND status = 'building' AND worker = $2",
+	    /* A graceful stop is not an attempt (--retries counts crashes). */
 	    [OUT_REQUEUED] = "UPDATE builds SET status = 'pending', started_us = NULL,"
 	                     " current_step = 0, total_steps = 0, current_what = NULL,"
-	                     " warning = 0 WHERE id = $1 AND status = 'building'",
-	    [OUT_FAILED] = "UPDATE builds SET status = 'failed', completed_us = $2,"
-	                   " error = $3 WHERE id = $1 AND status = 'building'",
+	                     " warning = 0, worker = NULL, lease_until = NULL,"
+	                     " attempts = attempts - 1"
+	                     " WHERE id = $1 AND status = 'building' AND worker = $2",
+	    [OUT_FAILED] = "UPDATE builds SET status = 'failed', completed_us = $3,"
+	                   " lease_until = NULL, error = $4"
+	                   " WHERE id = $1 AND status = 'building' AND worker = $2",
 	};
+	if (o == OUT_LOST)
+		return 0;
 	int r = kiln_db_begin(s->db, err);
 	if (r < 0)
 		return r;
-	if (o == OUT_COMPLETED) {
+	{
+		_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
+		r = kiln_db_prepare(s->db, sql[o], &st, err);
+		if (r == 0) {
+			kiln_db_bind_text(st, 1, id);
+			kiln_db_bind_text(st, 2, s->worker_id);
+			if (o != OUT_REQUEUED)
+				kiln_db_bind_int64(st, 3, kiln_now_us());
+			if (o == OUT_CACHED)
+				kiln_db_bind_text(st, 4, cached_from);
+			else if (o == OUT_CANCELLED || o == OUT_FAILED)
+				kiln_db_bind_text(st, 4, msg);
+			r = kiln_db_step(st, err);
+		}
+		if (r == 0 && kiln_db_changes(s->db) == 0) {
+			kiln_db_rollback(s->db);
+			return 0; /* fenced: ended or taken over by someone else */
+		}
+	}
+	if (r == 0 && o == OUT_COMPLETED) {
 		_cleanup_stmt_ struct kiln_db_stmt *del = NULL;
 		r = kiln_db_prepare(s->db, "DELETE FROM artifacts WHERE build_id = $1", &del, err);
 		if (r == 0) {
@@ -164,23 +209,11 @@ static int update_status_locked(struct kiln_service *s, const char *id, enum out
 				r = kiln_db_step(ins, err);
 			}
 		}
-	} else if (o == OUT_CACHED) {
+	} else if (r == 0 && o == OUT_CACHED) {
 		r = svc_copy_artifacts_locked(s, cached_from, id, err);
 	}
-	if (r == 0) {
-		_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
-		r = kiln_db_prepare(s->db, sql[o], &st, err);
-		if (r == 0) {
-			kiln_db_bind_text(st, 1, id);
-			if (o != OUT_REQUEUED)
-				kiln_db_bind_int64(st, 2, kiln_now_us());
-			if (o == OUT_CACHED)
-				kiln_db_bind_text(st, 3, cached_from);
-			else if (o == OUT_CANCELLED || o == OUT_FAILED)
-				kiln_db_bind_text(st, 3, msg);
-			r = kiln_db_step(st, err);
-		}
-	}
+	if (r == 0 && o == OUT_REQUEUED)
+		r = kiln_db_notify(s->db, SVC_CHANNEL_QUEUE, "", err);
 	if (r < 0) {
 		kiln_db_rollback(s->db);
 		return r;
@@ -313,6 +346,12 @@ static int end_build(struct kiln_service *s, struct run *run, struct log_writer 
 	} else if (rc == 0) {
 		o = OUT_COMPLETED;
 		line = xasprintf("==> completed: %zu artifacts\n", n);
+	} else if (stop == RUN_LOST) {
+		o = OUT_LOST;
+		line =
+		    xstrdup("==> stopped: the build's record is no longer this host's (cancelled"
+		            " or reaped elsewhere while this host was not answering); its outcome"
+		            " stands\n");
 	} else if (stop == RUN_REQUEUE) {
 		o = OUT_REQUEUED;
 		line = xstrdup("==> stopped: the server is shutting down; the build is queued again"
@@ -361,9 +400,10 @@ static void on_progress(void *ud, unsigned step, unsigned total, const char *wha
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 	if (kiln_db_prepare(j->s->db,
 	                    "UPDATE builds SET current_step = $2, total_steps = $3,"
-	                    " current_what = $4 WHERE id = $1",
+	                    " current_what = $4 WHERE id = $1 AND worker = $5",
 	                    &st, NULL) == 0) {
 		kiln_db_bind_text(st, 1, j->id);
+		kiln_db_bind_text(st, 5, j->s->worker_id);
 		kiln_db_bind_int64(st, 2, step);
 		kiln_db_bind_int64(st, 3, total);
 		kiln_db_bind_text(st, 4, what);
@@ -381,9 +421,10 @@ static void on_warning(void *ud, unsigned elapsed_s)
 	(void)elapsed_s;
 	pthread_mutex_lock(&j->s->lock);
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
-	if (kiln_db_prepare(j->s->db, "UPDATE builds SET warning = 1 WHERE id = $1", &st, NULL) ==
-	    0) {
+	if (kiln_db_prepare(j->s->db, "UPDATE builds SET warning = 1 WHERE id = $1 AND worker = $2",
+	                    &st, NULL) == 0) {
 		kiln_db_bind_text(st, 1, j->id);
+		kiln_db_bind_text(st, 2, j->s->worker_id);
 		(void)kiln_db_step(st, NULL);
 	}
 	kiln_db_stmt_done(TAKE_PTR(st));
@@ -441,7 +482,7 @@ static void run_claimed(struct kiln_service *s, struct claim *c)
 	    .cancel_fd = c->run->cancel_pipe[0],
 	};
 	_cleanup_error_ struct kiln_error *err = NULL;
-	logf_job(&w, "==> build %s: started\n", c->id);
+	logf_job(&w, "==> build %s: started on host %s\n", c->id, s->host_id);
 
 	_cleanup_recipe_ struct kiln_recipe *recipe = NULL;
 	int rc = kiln_recipe_parse(c->recipe, strlen(c->recipe), &recipe, &err);

@@ -115,9 +115,34 @@ int kiln_state_secure(const char *state_dir, char **ret_notice, struct kiln_erro
 	return 0;
 }
 
+/* kiln serve --store DIR: the blobs of every host in one directory. Set
+ * once at start-up, before any thread exists, and never changed: readers
+ * need no lock. */
+static char *shared_store;
+
+int kiln_cas_set_store(const char *dir, struct kiln_error **err)
+{
+	_cleanup_free_ char *sub = xasprintf("%s/sha256", dir);
+	/* 0700 like the state directory: the blobs include contexts and
+	 * artifacts with whatever secrets their recipes baked in. */
+	int r = mkdir_p(sub, 0700, 0700);
+	if (r < 0)
+		return kiln_error_set_errno(err, -r, "store %s: cannot create", dir);
+	free(shared_store);
+	shared_store = xstrdup(dir);
+	return 0;
+}
+
+/* The directory holding sha256/: the shared store, or STATE/cas. */
+static char *cas_root(const char *state_dir)
+{
+	return shared_store ? xstrdup(shared_store) : xasprintf("%s/cas", state_dir);
+}
+
 char *kiln_cas_path(const char *state_dir, const char *hex)
 {
-	return xasprintf("%s/cas/sha256/%.2s/%s", state_dir, hex, hex);
+	_cleanup_free_ char *root = cas_root(state_dir);
+	return xasprintf("%s/sha256/%.2s/%s", root, hex, hex);
 }
 
 bool kiln_cas_has(const char *state_dir, const char *hex)
@@ -231,7 +256,8 @@ static int copy_fd(int in, int out)
 static int install_fd(const char *state_dir, const char *hex, int in, const char *what,
                       struct kiln_error **err)
 {
-	_cleanup_free_ char *dir = xasprintf("%s/cas/sha256/%.2s", state_dir, hex);
+	_cleanup_free_ char *root = cas_root(state_dir);
+	_cleanup_free_ char *dir = xasprintf("%s/sha256/%.2s", root, hex);
 	_cleanup_free_ char *dst = kiln_cas_path(state_dir, hex);
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return kiln_error_set_errno(err, errno, "%s: cannot create", dir);
@@ -283,7 +309,8 @@ int kiln_cas_quarantine(const char *state_dir, const char *hex, char **ret_path,
                         struct kiln_error **err)
 {
 	_cleanup_free_ char *src = kiln_cas_path(state_dir, hex);
-	_cleanup_free_ char *dir = xasprintf("%s/cas/quarantine", state_dir);
+	_cleanup_free_ char *root = cas_root(state_dir);
+	_cleanup_free_ char *dir = xasprintf("%s/quarantine", root);
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return kiln_error_set_errno(err, errno, "%s: cannot create", dir);
 	long long now = (long long)time(NULL);
@@ -481,7 +508,8 @@ static bool is_hex(const char *s, size_t n)
 int kiln_cas_each(const char *state_dir, int (*fn)(void *ud, const struct kiln_cas_entry *e),
                   void *ud, struct kiln_error **err)
 {
-	_cleanup_free_ char *top = xasprintf("%s/cas/sha256", state_dir);
+	_cleanup_free_ char *root = cas_root(state_dir);
+	_cleanup_free_ char *top = xasprintf("%s/sha256", root);
 	_cleanup_(closedirp) DIR *d = opendir(top);
 	if (!d)
 		return errno == ENOENT ? 0

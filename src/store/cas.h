@@ -39,6 +39,11 @@ int kiln_state_secure(const char *state_dir, char **ret_notice, struct kiln_erro
 /* The state directory: $KILN_STATE_DIR or /var/lib/kiln. Never NULL. */
 const char *kiln_state_dir_default(void);
 
+/* Makes every blob of this process live in dir/sha256/... instead of
+ * STATE/cas/sha256/... (kiln serve --store: one store that several hosts
+ * mount). Call once, before any thread starts. */
+int kiln_cas_set_store(const char *dir, struct kiln_error **err);
+
 /* Path of a blob (which may not exist). Caller frees. */
 char *kiln_cas_path(const char *state_dir, const char *hex);
 bool kiln_cas_has(const char *state_dir, const char *hex);
