@@ -321,9 +321,9 @@ static int register_host(struct kiln_service *s, unsigned slots, struct kiln_err
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 	int r = kiln_db_prepare(s->db,
 	                        "INSERT INTO hosts (id, worker, slots, started_us, heartbeat_us,"
-	                        " version) VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (id)"
-	                        " DO UPDATE SET worker = $2, slots = $3, started_us = $4,"
-	                        " heartbeat_us = $4, version = $5",
+	                        " version, tools) VALUES ($1, $2, $3, $4, $4, $5, $6)"
+	                        " ON CONFLICT (id) DO UPDATE SET worker = $2, slots = $3,"
+	                        " started_us = $4, heartbeat_us = $4, version = $5, tools = $6",
 	                        &st, err);
 	if (r < 0)
 		return r;
@@ -332,6 +332,7 @@ static int register_host(struct kiln_service *s, unsigned slots, struct kiln_err
 	kiln_db_bind_int64(st, 3, slots);
 	kiln_db_bind_int64(st, 4, kiln_now_us());
 	kiln_db_bind_text(st, 5, KILN_VERSION);
+	kiln_db_bind_text(st, 6, svc_tools_hash());
 	r = kiln_db_step(st, err);
 	return r < 0 ? r : 0;
 }

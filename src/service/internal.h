@@ -113,6 +113,11 @@ int svc_copy_artifacts_locked(struct kiln_service *s, const char *from, const ch
  * Returns how many builds were marked, or -errno. */
 int svc_store_mark(struct kiln_service *s, const char *hex, const char *why);
 
+/* service.c: SHA-256 of kiln_image_tool_versions() (computed once per
+ * process): a build records its submitter's, and only a host with the same
+ * may claim it — the build key names those tools (hosts.c, worker.c). */
+const char *svc_tools_hash(void);
+
 /* token.c: base64url without padding of n bytes into out (4n/3+2 bytes). */
 void svc_base64url(const uint8_t *p, size_t n, char *out);
 

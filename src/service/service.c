@@ -198,6 +198,7 @@ static const struct kiln_db_migration migrations[] = {
         "ALTER TABLE builds ADD COLUMN lease_until BIGINT;"
         "ALTER TABLE builds ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE builds ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE builds ADD COLUMN tools TEXT;"
         "CREATE INDEX builds_lease ON builds (status, lease_until);"
         "CREATE TABLE hosts ("
         " id TEXT PRIMARY KEY,"
@@ -205,7 +206,8 @@ static const struct kiln_db_migration migrations[] = {
         " slots INTEGER NOT NULL,"
         " started_us BIGINT NOT NULL,"
         " heartbeat_us BIGINT NOT NULL,"
-        " version TEXT NOT NULL"
+        " version TEXT NOT NULL,"
+        " tools TEXT NOT NULL"
         ");"},
 };
 
@@ -448,7 +450,8 @@ static int insert_build_locked(struct kiln_service *s, const char *id, const cha
 	    s->db,
 	    "INSERT INTO builds (id, owner, name, config_hash, build_key, status, created_us,"
 	    " started_us, completed_us, source_date_epoch, cached, cached_from, recipe,"
-	    " context_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12, $13)",
+	    " context_sha256, tools) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $12,"
+	    " $13, $14)",
 	    &st, err);
 	if (r < 0)
 		return r;
@@ -470,8 +473,24 @@ static int insert_build_locked(struct kiln_service *s, const char *id, const cha
 	kiln_db_bind_text(st, 11, cached_from);
 	kiln_db_bind_text(st, 12, text);
 	kiln_db_bind_text(st, 13, context);
+	kiln_db_bind_text(st, 14, svc_tools_hash());
 	r = kiln_db_step(st, err);
 	return r < 0 ? r : 0;
+}
+
+static void tools_hash_compute(void);
+static char tools_hex[KILN_SHA256_HEX_LEN + 1];
+static void tools_hash_compute(void)
+{
+	const char *t = kiln_image_tool_versions();
+	kiln_sha256_hex(t, strlen(t), tools_hex);
+}
+
+const char *svc_tools_hash(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, tools_hash_compute);
+	return tools_hex;
 }
 
 static int find_inflight_locked(struct kiln_service *s, const char *build_key, const char *owner,

@@ -78,10 +78,10 @@ static int claim_locked(struct kiln_service *s, struct claim *c, struct kiln_err
 		 * queueing behind one; the re-check of status makes a lost race
 		 * claim nothing rather than the same build twice. */
 		_cleanup_free_ char *sql =
-		    xasprintf("UPDATE builds SET status = 'building', started_us = $1, host = $2, "
-		              "worker = $3,"
-		              " lease_until = $4, attempts = attempts + 1"
+		    xasprintf("UPDATE builds SET status = 'building', started_us = $1, host = $2,"
+		              " worker = $3, lease_until = $4, attempts = attempts + 1"
 		              " WHERE id = (SELECT id FROM builds WHERE status = 'pending'"
+		              "  AND (tools IS NULL OR tools = $5)"
 		              "  ORDER BY created_us, id LIMIT 1%s) AND status = 'pending'"
 		              " RETURNING id, build_key, recipe, context_sha256, owner",
 		              kiln_db_sql_skip_locked(s->db));
@@ -93,6 +93,7 @@ static int claim_locked(struct kiln_service *s, struct claim *c, struct kiln_err
 			kiln_db_bind_text(st, 2, s->host_id);
 			kiln_db_bind_text(st, 3, s->worker_id);
 			kiln_db_bind_int64(st, 4, now + (int64_t)s->lease_s * 1000000);
+			kiln_db_bind_text(st, 5, svc_tools_hash());
 			r = kiln_db_step(st, err);
 		}
 		if (r == 1) {

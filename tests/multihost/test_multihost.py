@@ -306,3 +306,21 @@ def test_shared_store_artifacts_and_cache_hits_from_any_host(fleet):
     r = requests.get(others[1].url(f"/api/v1/builds/{hit['id']}/artifacts/{art['name']}"),
                      timeout=60)
     assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == art["sha256"]
+
+
+def test_only_a_host_with_the_same_tools_claims_a_build(fleet):
+    # A front end without workers queues two builds; the older one is made to
+    # look submitted by a host with other tool versions (its build key would
+    # name tools this fleet does not have).
+    front = fleet(1, "--no-workers")[0]
+    tag = uuid.uuid4().hex[:8]
+    foreign = front.submit(recipe(f"foreign-{tag}"))
+    sql(fleet, f"UPDATE builds SET tools = '{'f' * 64}' WHERE id = '{foreign}'")
+    ours = front.submit(recipe(f"ours-{tag}"))
+    worker = fleet(1)[1]
+    b = wait_for(lambda: finished(worker, ours), what="the matching build")
+    assert b["status"] == "completed" and b["host"] == worker.name, b
+    # The older build was first in line, and was passed over.
+    f = worker.get(foreign)
+    assert f["status"] == "pending" and f["host"] is None, f
+    assert sql(fleet, f"SELECT attempts FROM builds WHERE id = '{foreign}'") == "0"
