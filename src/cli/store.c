@@ -122,7 +122,10 @@ static int do_verify(struct kiln_service *s, bool repair, bool quiet)
 	if (repair)
 		printf("; --repair removed %zu stale entr%s", rep.removed,
 		       rep.removed == 1 ? "y" : "ies");
-	printf("\n%s\n", rep.n_problems ? "verify: problems found" : "verify: everything is good");
+	printf("\n%s\n", !rep.n_problems ? "verify: everything is good"
+	                 : repair        ? "verify: problems found"
+	                          : "verify: problems found (--repair also removes the local "
+	                            "cache entries that name a bad blob)");
 	int rc = rep.n_problems ? KILN_EXIT_FAILURE : KILN_EXIT_OK;
 	kiln_store_verify_report_clear(&rep);
 	return rc;

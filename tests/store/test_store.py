@@ -360,3 +360,21 @@ def test_a_corrupt_context_fails_the_build(kiln_bin, state, tmp_path):
         assert f"context sha256:{sha256(ctx)}" in b["error"] and "corrupt" in b["error"], b
     finally:
         assert srv.stop() == 0, srv.stderr()
+
+
+def test_verify_repair_removes_the_entries_that_name_a_bad_blob(kiln_bin, state, tmp_path):
+    r, _ = recipe(tmp_path, "repair")
+    out, a = result(build(kiln_bin, state, r, tmp_path / "o1"))
+    entry = pathlib.Path(state, "results", out["build_key"])
+    assert entry.is_file()
+    corrupt_in_place(blob(state, a["manifest.json"]["sha256"]))
+    p = store(kiln_bin, state, "verify")
+    assert p.returncode == 1 and "--repair also removes" in p.stdout, p.stdout
+    assert entry.is_file()  # without --repair: found, quarantined, the entry left
+    p = store(kiln_bin, state, "verify", "--repair")
+    assert p.returncode == 1, p.stdout  # the entry still named a missing blob
+    assert "missing  sha256:" + a["manifest.json"]["sha256"] in p.stdout
+    assert "--repair removed 1 stale entry" in p.stdout, p.stdout
+    assert not entry.exists()
+    p = store(kiln_bin, state, "verify")
+    assert p.returncode == 0, p.stdout
