@@ -27,10 +27,12 @@ void cli_errorf(const char *fmt, ...)
  * codes are documented and scripts test for them. A kind that needs its own
  * code (e.g. "kiln failed, a retry may help" for SYSTEM) is one row here. */
 static const int kind_exit[KILN_ERR_KIND_COUNT] = {
-    [KILN_ERR_USER] = KILN_EXIT_FAILURE,      /* the recipe or a step failed */
-    [KILN_ERR_LIMIT] = KILN_EXIT_FAILURE,     /* a timeout or the memory limit */
-    [KILN_ERR_CANCELLED] = KILN_EXIT_FAILURE, /* Ctrl-C, SIGTERM */
-    [KILN_ERR_SYSTEM] = KILN_EXIT_FAILURE,    /* kiln or the host failed */
+    [KILN_ERR_USER] = KILN_EXIT_FAILURE,  /* the recipe or a step failed */
+    [KILN_ERR_LIMIT] = KILN_EXIT_FAILURE, /* a timeout or the memory limit */
+    /* a cancel; one by a signal kiln's handler caught exits 128 + the
+     * signal instead, as a shell reports it (cli/build.c) */
+    [KILN_ERR_CANCELLED] = KILN_EXIT_FAILURE,
+    [KILN_ERR_SYSTEM] = KILN_EXIT_FAILURE, /* kiln or the host failed */
 };
 
 int cli_exit_code(const struct kiln_error *err)

@@ -26,7 +26,7 @@ static void test_exit_codes(void **state)
 	} want[] = {
 	    {KILN_ERR_USER, KILN_EXIT_FAILURE},      /* a failing step, a bad recipe */
 	    {KILN_ERR_LIMIT, KILN_EXIT_FAILURE},     /* a timeout */
-	    {KILN_ERR_CANCELLED, KILN_EXIT_FAILURE}, /* Ctrl-C */
+	    {KILN_ERR_CANCELLED, KILN_EXIT_FAILURE}, /* not by a signal (that is 128 + N) */
 	    {KILN_ERR_SYSTEM, KILN_EXIT_FAILURE},    /* kiln or the host */
 	};
 	for (size_t i = 0; i < ELEMENTSOF(want); i++) {
