@@ -15,6 +15,7 @@ libmicrohttpd-dev libgnutls28-dev
 libsqlite3-dev libpq-dev postgresql-15 postgresql-client-15
 mmdebstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-bin grub-common
 mtools dosfstools qemu-system-x86 ovmf util-linux procps openssl tar
+pacman-package-manager arch-install-scripts makepkg libarchive-tools fakeroot gnupg
 chromium
 "
 

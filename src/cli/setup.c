@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 #include "image/image.h"
 #include "store/cas.h"
+#include "util/alloc.h"
 
 static void log_stderr(void *ud, const char *data, size_t len)
 {
@@ -19,9 +20,18 @@ static int run(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {"base", required_argument, NULL, 'b'},
 	    {"state-dir", required_argument, NULL, 's'},
+	    {"mirror", required_argument, NULL, 'm'},
+	    {"keyring", required_argument, NULL, 'k'},
+	    {"packages", required_argument, NULL, 'p'},
+	    {"allow-unsigned", no_argument, NULL, 'U'},
 	    {},
 	};
 	const char *base = KILN_DEFAULT_BASE, *state = NULL;
+	/* archlinux: the mirrors (the allowlist), the keys, more packages */
+	_cleanup_strv_free_ char **mirrors = xcalloc(argc + 1, sizeof(char *));
+	_cleanup_strv_free_ char **packages = xcalloc(argc * 8 + 1, sizeof(char *));
+	struct kiln_image_setup_opts so = {0};
+	size_t nm = 0, np = 0;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+hb:", opts, NULL)) != -1) {
@@ -29,6 +39,18 @@ static int run(int argc, char **argv)
 		case 'h': cli_print_help(&kiln_cmd_setup); return KILN_EXIT_OK;
 		case 'b': base = optarg; break;
 		case 's': state = optarg; break;
+		case 'm': mirrors[nm++] = xstrdup(optarg); break;
+		case 'k': so.keyring = optarg; break;
+		case 'U': so.allow_unsigned = true; break;
+		case 'p':
+			/* comma or space separated, and repeatable */
+			for (const char *t = optarg; *t;) {
+				size_t n = strcspn(t, ", ");
+				if (n && np < (size_t)argc * 8)
+					packages[np++] = xstrndup(t, n);
+				t += n + strspn(t + n, ", ");
+			}
+			break;
 		default: return cli_option_error(&kiln_cmd_setup, "+hb:", argv);
 		}
 	}
@@ -47,7 +69,11 @@ static int run(int argc, char **argv)
 	bool already = false;
 	char digest[KILN_SHA256_HEX_LEN + 1];
 	_cleanup_error_ struct kiln_error *err = NULL;
-	rc = kiln_image_setup(state, base, &hooks, &already, digest, &err);
+	so.mirrors = (const char *const *)mirrors;
+	so.n_mirrors = nm;
+	so.packages = (const char *const *)packages;
+	so.n_packages = np;
+	rc = kiln_image_setup_with(state, base, &so, &hooks, &already, digest, &err);
 	if (rc < 0)
 		return cli_fail("setup", rc, err);
 	if (already)
@@ -61,15 +87,24 @@ const struct kiln_command kiln_cmd_setup = {
     .name = "setup",
     .summary = "bootstrap a base system into the state directory",
     .usage = "Usage: kiln setup [--base NAME] [--state-dir DIR]\n"
+             "       kiln setup --base archlinux --mirror URL [--mirror URL...]\n"
+             "                  [--keyring FILE | --allow-unsigned] [--packages P,...]\n"
              "\n"
-             "Bootstraps NAME with mmdebstrap inside kiln's sandbox, from the host's\n"
-             "configured apt sources only, and stores it content-addressed in the state\n"
-             "directory (default $KILN_STATE_DIR or /var/lib/kiln). Idempotent: a second\n"
+             "Bootstraps NAME inside kiln's sandbox and stores it content-addressed in\n"
+             "the state directory (default $KILN_STATE_DIR or /var/lib/kiln). Debian\n"
+             "bases come from mmdebstrap and the host's configured apt sources only;\n"
+             "archlinux from pacman and the --mirror list only (pacman Server templates,\n"
+             "e.g. https://mirror.example/$repo/os/$arch; repositories core and extra).\n"
+             "Package signatures are required: against the OpenPGP public keys of\n"
+             "--keyring FILE, else the mirror's archlinux-keyring package;\n"
+             "--allow-unsigned turns the check off. Mirrors, keys and packages are\n"
+             "the base's identity: other ones bootstrap it again. Idempotent: a second\n"
              "call says so and does nothing. Needs root.\n"
              "\n"
              "Bases:\n"
              "  debian/bookworm  the default: Debian minbase (apt, dpkg, coreutils)\n"
              "  busybox          Debian's busybox-static alone (no packages, no ISO)\n"
+             "  archlinux        pacman's base package and --packages, from --mirror\n"
              "\n"
              "Exit status: 0 success, 1 failure, 2 usage error.\n",
     .run = run,

@@ -34,7 +34,8 @@ struct kiln_image_bootstrap {
 };
 
 struct kiln_image_backend {
-	const char *name; /* "debian", "pacman" */
+	const char *name;        /* "debian", "pacman" */
+	const char *purl_prefix; /* the SBOM's package URLs: NULL "pkg:deb/debian/" */
 	int (*bootstrap)(const struct kiln_image_bootstrap *bs, struct kiln_error **err);
 	/* The identity of a setup beyond the base's name (mirrors, keys,
 	 * packages) as a SHA-256 hex string, or NULL when the backend has

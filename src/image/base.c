@@ -72,6 +72,7 @@ static const struct kiln_image_base bases[] = {
      debian_hook, NULL},
     {"busybox", &kiln_image_backend_debian, "bookworm", "extract", "busybox-static",
      "--extract-hook", busybox_hook, busybox_drop},
+    {"archlinux", &kiln_image_backend_pacman, NULL, NULL, NULL, NULL, NULL, NULL},
 };
 
 const struct kiln_image_base *kiln_image_base_find(const char *name, struct kiln_error **err)
@@ -79,8 +80,8 @@ const struct kiln_image_base *kiln_image_base_find(const char *name, struct kiln
 	for (size_t i = 0; i < ELEMENTSOF(bases); i++)
 		if (strcmp(bases[i].name, name) == 0)
 			return &bases[i];
-	kiln_error_set(err, ENOENT, "unknown base '%s' (supported: debian/bookworm, busybox)",
-	               name);
+	kiln_error_set(err, ENOENT,
+	               "unknown base '%s' (supported: debian/bookworm, busybox, archlinux)", name);
 	return NULL;
 }
 

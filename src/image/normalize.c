@@ -58,6 +58,15 @@ static const struct rule {
     /* Generated at install time: random, and a private key shared by
      * every machine booted from the image. */
     {"etc/ssh", "ssh_host_*", REMOVE, false},
+    /* pacman (archlinux bases): the sync databases are a snapshot of the
+     * mirror, the package cache holds what a build step downloaded, and
+     * the keyring carries a local secret key made by pacman-key --init that
+     * every machine booted from the image would share (pacman-key --init
+     * --populate at first boot makes a fresh one). Install dates in
+     * local/<pkg>/desc are the backend's (image/pacman.c). */
+    {"var/lib/pacman/sync", "*", REMOVE_FILES, false},
+    {"var/cache/pacman/pkg", "*", REMOVE_FILES, false},
+    {"etc/pacman.d", "gnupg", REMOVE, false},
     /* Copied from the build host by the bootstrap: its resolvers and its
      * name. A symlink (systemd-resolved's) is package content and stays. */
     {"etc", "resolv.conf", REMOVE, true},

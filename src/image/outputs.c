@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "image/backend.h"
 #include "image/emit.h"
-#include "image/internal.h"
 #include "image/sbom.h"
 #include "image/tarball.h"
 #include "store/cas.h"
@@ -122,7 +122,8 @@ static int write_sbom(struct build *b, struct kiln_error **err)
 		const struct kiln_pkg *p = &b->installed.v[i];
 		if (strlen(p->sha256) != KILN_SHA256_HEX_LEN)
 			continue; /* not from an index we know: listed in manifest only */
-		pk[n++] = (struct kiln_sbom_package){p->name, p->version, p->arch, p->sha256};
+		pk[n++] = (struct kiln_sbom_package){p->name, p->version, p->arch, p->sha256,
+		                                     b->be->purl_prefix};
 	}
 	_cleanup_free_ char *doc = NULL;
 	size_t len = 0;

@@ -138,7 +138,7 @@ int kiln_sbom_spdx_json(const char *doc_name, int64_t source_date_epoch,
 		    &b, "\"checksums\":[{\"algorithm\":\"SHA256\",\"checksumValue\":\"%s\"}],",
 		    p->sha256);
 		_cleanup_buf_ struct kiln_buf purl = KILN_BUF_INIT;
-		kiln_buf_puts(&purl, "pkg:deb/debian/");
+		kiln_buf_puts(&purl, p->purl_prefix ? p->purl_prefix : "pkg:deb/debian/");
 		put_purl_part(&purl, p->name);
 		kiln_buf_putc(&purl, '@');
 		put_purl_part(&purl, p->version);

@@ -17,6 +17,9 @@ struct kiln_sbom_package {
 	const char *version; /* Debian version, epoch included ("1:2.3-4") */
 	const char *arch;    /* "amd64", "all", ... */
 	const char *sha256;  /* of the .deb: 64 lowercase hex digits */
+	/* the purl's type and namespace: NULL is "pkg:deb/debian/"; the
+	 * pacman backend's packages are "pkg:alpm/arch/" */
+	const char *purl_prefix;
 };
 
 /* Renders the document for image `doc_name` into *ret (NUL-terminated, also

@@ -203,6 +203,22 @@ static int parse_object(json_t *obj, const char *path, const struct field *field
 
 /* ---- value validators ----------------------------------------------------- */
 
+bool kiln_recipe_pacman_name_ok(const char *s, size_t n)
+{
+	/* makepkg's lint_pkgname and alpm: letters, digits and @ . _ + -, not
+	 * starting with - (an option to pacman) or . (a hidden file). */
+	if (n < 1 || n > 255 || s[0] == '-' || s[0] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      strchr("@._+-", c)) ||
+		    c == '\0')
+			return false;
+	}
+	return true;
+}
+
 static bool valid_package(const char *s, size_t n)
 {
 	/* Debian policy 5.6.1: [a-z0-9][a-z0-9+.-]+ */
@@ -337,7 +353,8 @@ static int f_name(void *t, json_t *v, const char *path, struct kiln_error **err)
 	return 0;
 }
 
-static const char *const known_bases[] = {"debian/bookworm", KILN_BASE_BUSYBOX};
+static const char *const known_bases[] = {"debian/bookworm", KILN_BASE_BUSYBOX,
+                                          KILN_BASE_ARCHLINUX};
 
 static int f_base(void *t, json_t *v, const char *path, struct kiln_error **err)
 {
@@ -354,7 +371,8 @@ static int f_base(void *t, json_t *v, const char *path, struct kiln_error **err)
 		}
 	_cleanup_buf_ struct kiln_buf q = KILN_BUF_INIT;
 	kiln_json_put_string(&q, s.s, s.len, true);
-	rc = fail(err, path, "unsupported base %s (supported: debian/bookworm, busybox)", q.data);
+	rc = fail(err, path, "unsupported base %s (supported: debian/bookworm, busybox, archlinux)",
+	          q.data);
 	return rc;
 }
 
@@ -374,15 +392,9 @@ static int f_packages(void *t, json_t *v, const char *path, struct kiln_error **
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *sub = path_index(path, i);
 		struct str s;
+		/* The names' rules are the base's: checked once the base is
+		 * known (check_package_names). */
 		rc = get_string(json_array_get(v, i), sub, false, 255, &s, err);
-		if (rc == 0 && !valid_package(s.s, s.len)) {
-			_cleanup_buf_ struct kiln_buf q = KILN_BUF_INIT;
-			kiln_json_put_string(&q, s.s, s.len, true);
-			rc = fail(err, sub,
-			          "%s is not a valid Debian package name "
-			          "(lowercase letters, digits, + . -; at least 2 characters)",
-			          q.data);
-		}
 		if (rc < 0) {
 			strv_free(pk);
 			return rc;
@@ -403,6 +415,33 @@ static int f_packages(void *t, json_t *v, const char *path, struct kiln_error **
 	strv_free(r->packages);
 	r->packages = pk;
 	r->n_packages = k;
+	return 0;
+}
+
+/* Every package name by the base's rules, named by its place in the
+ * recipe (packages[i]): Debian policy for the Debian bases, pacman's for
+ * archlinux (a name pacman would refuse fails here, not at fetch). */
+static int check_package_names(json_t *root, const struct kiln_recipe *r, struct kiln_error **err)
+{
+	json_t *v = json_object_get(root, "packages");
+	bool arch = strcmp(r->base, KILN_BASE_ARCHLINUX) == 0;
+	for (size_t i = 0; json_is_array(v) && i < json_array_size(v); i++) {
+		const char *s = json_string_value(json_array_get(v, i));
+		size_t n = json_string_length(json_array_get(v, i));
+		if (!s || (arch ? kiln_recipe_pacman_name_ok(s, n) : valid_package(s, n)))
+			continue;
+		_cleanup_free_ char *sub = path_index("packages", i);
+		_cleanup_buf_ struct kiln_buf q = KILN_BUF_INIT;
+		kiln_json_put_string(&q, s, n, true);
+		return arch ? fail(err, sub,
+		                   "%s is not a valid pacman package name (letters, digits, "
+		                   "@ . _ + -; not starting with - or .)",
+		                   q.data)
+		            : fail(err, sub,
+		                   "%s is not a valid Debian package name "
+		                   "(lowercase letters, digits, + . -; at least 2 characters)",
+		                   q.data);
+	}
 	return 0;
 }
 
@@ -1110,6 +1149,13 @@ int kiln_recipe_parse(const char *buf, size_t len, struct kiln_recipe **ret,
 	struct errs es = {KILN_BUF_INIT, 0};
 	_cleanup_error_ struct kiln_error *e = NULL;
 	(void)parse_object(root, "", recipe_fields, ELEMENTSOF(recipe_fields), r, &e);
+	errs_add(&es, &e);
+	check_package_names(root, r, &e);
+	errs_add(&es, &e);
+	if (strcmp(r->base, KILN_BASE_ARCHLINUX) == 0 && (r->outputs & KILN_OUTPUT_ISO))
+		fail(&e, "outputs",
+		     "\"iso\" is not supported for base \"archlinux\" yet (use \"tar\" "
+		     "or \"squashfs\"; docs/image.md, \"Backends\")");
 	errs_add(&es, &e);
 	/* The busybox base has no package manager, no kernel and no tzdata. */
 	bool busybox = strcmp(r->base, KILN_BASE_BUSYBOX) == 0;

@@ -30,6 +30,8 @@
 #define KILN_DEFAULT_BASE "debian/bookworm"
 /* Debian's busybox-static alone: no package manager, no kernel */
 #define KILN_BASE_BUSYBOX "busybox"
+/* Arch Linux: pacman, from the mirrors given to kiln setup */
+#define KILN_BASE_ARCHLINUX "archlinux"
 #define KILN_DEFAULT_LOCALE "en_US.UTF-8"
 #define KILN_DEFAULT_TIMEZONE "UTC"
 #define KILN_DEFAULT_MODE "0644"
@@ -117,6 +119,10 @@ struct kiln_recipe {
 /* Parses and validates buf[0..len). On failure the message starts with the
  * JSON path of the offending value ("overlays[0].files[1].path: must be
  * absolute") or the line/column of a syntax error. */
+/* A package name pacman accepts (makepkg's rules): letters, digits and
+ * @ . _ + -, 1 to 255 characters, not starting with - or . */
+bool kiln_recipe_pacman_name_ok(const char *s, size_t n);
+
 int kiln_recipe_parse(const char *buf, size_t len, struct kiln_recipe **ret,
                       struct kiln_error **err);
 struct kiln_recipe *kiln_recipe_free(struct kiln_recipe *r);

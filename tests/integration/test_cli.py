@@ -139,7 +139,7 @@ ERRORS = [
     ({"healthcheck": {"cmd": "x", "retries": 101}}, "healthcheck.retries: must be between 0 and 100, not 101"),
     ({"healthcheck": {"cmd": ""}}, "healthcheck.cmd: must not be empty"),
     ({"healthcheck": {}}, 'healthcheck: missing required field "cmd"'),
-    ({"base": "ubuntu/noble"}, 'base: unsupported base "ubuntu/noble" (supported: debian/bookworm, busybox)'),
+    ({"base": "ubuntu/noble"}, 'base: unsupported base "ubuntu/noble" (supported: debian/bookworm, busybox, archlinux)'),
     ({"locale": "en US"}, 'locale: must be a locale name like "en_US.UTF-8"'),
     ({"locale": ""}, 'locale: must be a locale name like "en_US.UTF-8"'),
     ({"timezone": "../etc/passwd"}, 'timezone: must be a tz database name like "Europe/Berlin"'),

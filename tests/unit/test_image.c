@@ -1113,10 +1113,10 @@ static void test_sbom(void **state)
 {
 	(void)state;
 	const struct kiln_sbom_package fwd[] = {
-	    {"bash", "5.2.15-2+b2", "amd64", SHA_A},
-	    {"libc6", "2.36-9+deb12u4", "amd64", SHA_B},
-	    {"tzdata", "2024a-0+deb12u1", "all", SHA_A},
-	    {"dpkg", "1:1.21.22", "amd64", SHA_B},
+	    {"bash", "5.2.15-2+b2", "amd64", SHA_A, NULL},
+	    {"libc6", "2.36-9+deb12u4", "amd64", SHA_B, NULL},
+	    {"tzdata", "2024a-0+deb12u1", "all", SHA_A, NULL},
+	    {"dpkg", "1:1.21.22", "amd64", SHA_B, NULL},
 	};
 	const struct kiln_sbom_package rev[] = {fwd[3], fwd[2], fwd[1], fwd[0]};
 	char *a = NULL, *b = NULL;

@@ -436,7 +436,8 @@ static void test_errors_ranges(void **state)
 	             "healthcheck.interval_s: must be between 1 and 86400, not 0");
 	expect_error("{\"healthcheck\":{\"cmd\":\"\"}}", "healthcheck.cmd: must not be empty");
 	expect_error("{\"base\":\"debian/sid\"}",
-	             "base: unsupported base \"debian/sid\" (supported: debian/bookworm, busybox)");
+	             "base: unsupported base \"debian/sid\" (supported: debian/bookworm, busybox, "
+	             "archlinux)");
 	/* the busybox base has no package manager and no kernel; the field is named */
 	expect_error("{\"base\":\"busybox\",\"packages\":[\"vim\"]}",
 	             "packages: base \"busybox\" has no package manager: packages must be empty "
@@ -473,6 +474,27 @@ static void test_errors_packages(void **state)
 		_cleanup_recipe_ struct kiln_recipe *r = parse_ok(json);
 		assert_string_equal(r->packages[0], good[i]);
 	}
+	/* archlinux: pacman's rules, whichever comes first in the object */
+	static const char *arch_bad[] = {"", "-a", ".a", "a b", "a/b", "a:b", "a\\u00e9", "a*"};
+	for (size_t i = 0; i < ELEMENTSOF(arch_bad); i++) {
+		_cleanup_free_ char *json =
+		    xasprintf("{\"packages\":[\"ok\",\"%s\"],\"base\":\"archlinux\"}", arch_bad[i]);
+		_cleanup_recipe_ struct kiln_recipe *r = NULL;
+		_cleanup_error_ struct kiln_error *err = NULL;
+		assert_int_equal(kiln_recipe_parse(json, strlen(json), &r, &err), -EINVAL);
+		assert_non_null(strstr(err->msg, "packages[1]: "));
+		assert_non_null(strstr(err->msg, "is not a valid pacman package name"));
+	}
+	static const char *arch_good[] = {"a", "Vim", "a_b", "lib32-glibc", "python-foo@2", "g++"};
+	for (size_t i = 0; i < ELEMENTSOF(arch_good); i++) {
+		_cleanup_free_ char *json =
+		    xasprintf("{\"base\":\"archlinux\",\"packages\":[\"%s\"]}", arch_good[i]);
+		_cleanup_recipe_ struct kiln_recipe *r = parse_ok(json);
+		assert_string_equal(r->packages[0], arch_good[i]);
+	}
+	expect_error("{\"base\":\"archlinux\",\"outputs\":[\"iso\"]}",
+	             "outputs: \"iso\" is not supported for base \"archlinux\" yet (use \"tar\" "
+	             "or \"squashfs\"; docs/image.md, \"Backends\")");
 }
 
 static void test_errors_paths(void **state)
