@@ -24,7 +24,6 @@
  * bytes, from the store. */
 #include <fcntl.h>
 #include <inttypes.h>
-#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -378,19 +377,17 @@ static const char install_script[] =
     "\"$r/var/lib/pacman\" --cachedir /tmp/cache --gpgdir /tmp/gnupg --logfile /dev/null "
     "-U /srv/*\n";
 
-/* The image (base + upper) mounted at dir in this thread's own mount
- * namespace, so that a sandbox with the host's tools as its root can have
- * it bound; never visible to the host. */
+/* The image (base + upper) mounted at dir in the build's own mount
+ * namespace (build.c's mount_layer: never visible to the host), so that a
+ * sandbox with the host's tools as its root can have it bound. The workdir
+ * is on the build's layer with the upper one, as overlayfs requires; xino=on
+ * for the reason kiln_image_mount_merged gives. */
 static int mount_image(struct build *b, const char *dir, const char *work, struct kiln_error **err)
 {
-	if (unshare(CLONE_NEWNS) < 0)
-		return kiln_error_set_errno(err, errno, "unshare(CLONE_NEWNS)");
-	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
-		return kiln_error_set_errno(err, errno, "cannot make mounts private");
 	if (mkdir(dir, 0755) < 0 || mkdir(work, 0700) < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot create", dir);
 	_cleanup_free_ char *opts =
-	    xasprintf("lowerdir=%s,upperdir=%s,workdir=%s", b->base_tree, b->upper, work);
+	    xasprintf("lowerdir=%s,upperdir=%s,workdir=%s,xino=on", b->base_tree, b->upper, work);
 	if (mount("overlay", dir, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
 		return kiln_error_set_errno(err, errno, "cannot mount the image for pacman");
 	return 0;
@@ -399,7 +396,7 @@ static int mount_image(struct build *b, const char *dir, const char *work, struc
 static int pacman_install(struct build *b, struct kiln_error **err)
 {
 	_cleanup_rmtree_ char *dir = xasprintf("%s/install-pkgs", b->scratch);
-	_cleanup_rmtree_ char *work = xasprintf("%s/pacman-work", b->scratch);
+	_cleanup_rmtree_ char *work = xasprintf("%s/pacman-work", b->layer);
 	_cleanup_free_ char *root = xasprintf("%s/pacman-root", b->scratch);
 	int rc = kiln_image_stage_lock(b, dir, err);
 	if (rc < 0)
