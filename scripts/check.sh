@@ -27,7 +27,8 @@ pytests() {
 	build=$1
 	shift
 	KILN="$(pwd)/$build/src/cli/kiln" "$PYTHON" -m pytest -q -p no:cacheprovider -rfE \
-		-m "not heavy" "$@" tests/integration tests/security tests/image tests/api tests/store
+		-m "not heavy" "$@" tests/integration tests/security tests/image tests/api tests/store \
+		tests/ops
 }
 
 suite lint ./scripts/lint.sh

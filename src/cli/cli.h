@@ -39,6 +39,7 @@ extern const struct kiln_command kiln_cmd_cancel;
 extern const struct kiln_command kiln_cmd_download;
 extern const struct kiln_command kiln_cmd_serve;
 extern const struct kiln_command kiln_cmd_store;
+extern const struct kiln_command kiln_cmd_backup;
 
 /* Prints "kiln: <fmt>" to stderr. */
 void cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -25,14 +25,14 @@
 #include "cli/cli.h"
 
 static const struct kiln_command *const commands[] = {
-    &kiln_cmd_validate, &kiln_cmd_hash,   &kiln_cmd_profile,
+    &kiln_cmd_validate, &kiln_cmd_hash,     &kiln_cmd_profile,
 #ifdef KILN_FULL
-    &kiln_cmd_setup,    &kiln_cmd_build,  &kiln_cmd_token,
+    &kiln_cmd_setup,    &kiln_cmd_build,    &kiln_cmd_token,
 #endif
     &kiln_cmd_run,
 #ifdef KILN_FULL
-    &kiln_cmd_serve,    &kiln_cmd_submit, &kiln_cmd_status,   &kiln_cmd_list,
-    &kiln_cmd_logs,     &kiln_cmd_cancel, &kiln_cmd_download, &kiln_cmd_store,
+    &kiln_cmd_serve,    &kiln_cmd_submit,   &kiln_cmd_status,  &kiln_cmd_list,   &kiln_cmd_logs,
+    &kiln_cmd_cancel,   &kiln_cmd_download, &kiln_cmd_store,   &kiln_cmd_backup,
 #endif
 };
 

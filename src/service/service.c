@@ -211,6 +211,11 @@ static const struct kiln_db_migration migrations[] = {
         ");"},
 };
 
+int kiln_service_migrate(struct kiln_db *db, struct kiln_error **err)
+{
+	return kiln_db_migrate(db, migrations, ELEMENTSOF(migrations), NULL, err);
+}
+
 /* ---- reading builds ---------------------------------------------------------- */
 
 #define BUILD_COLS                                                                                 \

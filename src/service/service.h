@@ -115,6 +115,11 @@ struct kiln_service;
  * leases, the cancel poll). */
 int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service **ret,
                       struct kiln_error **err);
+/* Applies kiln's migrations to db (the restore test of `kiln backup verify`
+ * runs them on the restored copy: a backup this kiln cannot upgrade fails
+ * the test, not the next start). */
+struct kiln_db;
+int kiln_service_migrate(struct kiln_db *db, struct kiln_error **err);
 /* Graceful stop: stops claiming work, cancels running builds and puts them
  * back to `pending` (they run again at the next start), joins the workers,
  * closes the database. NULL-safe. (A crash instead — kill -9 — leaves them

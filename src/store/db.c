@@ -35,6 +35,16 @@ int kiln_db_open(const char *url, struct kiln_db **ret, struct kiln_error **err)
 	return kiln_db_sqlite_open(url, ret, err);
 }
 
+const char *kiln_db_sqlite_path(const char *url)
+{
+	for (size_t i = 0; i < ELEMENTSOF(schemes); i++) {
+		size_t n = strlen(schemes[i].prefix);
+		if (strncmp(url, schemes[i].prefix, n) == 0)
+			return schemes[i].open == kiln_db_sqlite_open ? url + n : NULL;
+	}
+	return strstr(url, "://") ? NULL : url;
+}
+
 const char *kiln_db_backend(struct kiln_db *db)
 {
 	return db->ops->name;

@@ -42,6 +42,9 @@ struct kiln_db_stmt;
  * missing and sets WAL mode, a busy timeout, foreign keys and
  * synchronous=NORMAL). Another "scheme://" is -EPROTONOSUPPORT. */
 int kiln_db_open(const char *url, struct kiln_db **ret, struct kiln_error **err);
+/* The file of a SQLite URL ("sqlite:PATH" or a plain PATH); NULL for
+ * another backend's. Points into url. */
+const char *kiln_db_sqlite_path(const char *url);
 /* "sqlite" or "postgresql". */
 const char *kiln_db_backend(struct kiln_db *db);
 struct kiln_db *kiln_db_close(struct kiln_db *db);

@@ -49,6 +49,10 @@ struct kiln_db_stmt {
 };
 
 int kiln_db_sqlite_open(const char *path, struct kiln_db **ret, struct kiln_error **err);
+/* Replaces the content of the SQLite database db with that of the SQLite
+ * file at src (the online backup API, into db: one write transaction, which
+ * other connections to db see as any other). -EINVAL when db is not SQLite. */
+int kiln_db_sqlite_restore(struct kiln_db *db, const char *src, struct kiln_error **err);
 /* Defined only when kiln-full is built with libpq (always, in meson.build);
  * the declaration keeps db.c free of #ifdefs. */
 int kiln_db_pg_open(const char *url, struct kiln_db **ret, struct kiln_error **err);

@@ -295,3 +295,37 @@ static const struct kiln_db_ops sqlite_ops = {
     .rollback = sq_rollback,
     .skip_locked = "",
 };
+
+int kiln_db_sqlite_restore(struct kiln_db *d, const char *src, struct kiln_error **err)
+{
+	if (d->ops != &sqlite_ops)
+		return kiln_error_set(err, EINVAL, "database: %s is not SQLite", d->ops->name);
+	struct sq_db *db = DB(d);
+	sqlite3 *from = NULL;
+	int rc = sqlite3_open_v2(src, &from, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		int r = kiln_error_set(err, -map_rc(rc), "%s: %s", src,
+		                       from ? sqlite3_errmsg(from) : sqlite3_errstr(rc));
+		sqlite3_close(from);
+		return r;
+	}
+	sqlite3_backup *bk = sqlite3_backup_init(db->h, "main", from, "main");
+	if (!bk) {
+		int r = db_error(db, sqlite3_errcode(db->h), err, "restore");
+		sqlite3_close(from);
+		return r;
+	}
+	/* All pages in one step: the destination is locked once, and readers
+	 * see the old content or the new, never a mix. */
+	rc = sqlite3_backup_step(bk, -1);
+	int fin = sqlite3_backup_finish(bk);
+	if (rc == SQLITE_DONE)
+		rc = fin;
+	int r = 0;
+	if (rc != SQLITE_OK && rc != SQLITE_DONE)
+		r = kiln_error_set(err, -map_rc(rc), "restore from %s: %s", src,
+		                   sqlite3_errmsg(db->h)[0] ? sqlite3_errmsg(db->h)
+		                                            : sqlite3_errstr(rc));
+	sqlite3_close(from);
+	return r;
+}
