@@ -104,7 +104,7 @@ ERRORS = [
     ('{"name":"x","Packages":[]}', '(root): unknown field "Packages" (did you mean "packages"?)'),
     (ov({"path": "/a", "owner": "root"}), 'overlays[0].files[0]: unknown field "owner"'),
     ({"overlays": [{"name": "a", "bar": 1}]}, 'overlays[0]: unknown field "bar"'),
-    ({"resources": {"disk_mb": 1}}, 'resources: unknown field "disk_mb"'),
+    ({"resources": {"widgets": 1}}, 'resources: unknown field "widgets"'),
     ({"healthcheck": {"cmd": "x", "every": 1}}, 'healthcheck: unknown field "every"'),
     # wrong types
     ({"packages": "vim"}, "packages: must be an array, not a string"),
