@@ -10,6 +10,7 @@ Packages:
   core/filesystem  the root's layout, /etc/passwd and /etc/group
   core/busybox     the host's busybox-static binary and its applet links
   core/base        depends on filesystem and busybox (what `kiln setup` installs)
+  core/archlinux-keyring  the test key as Arch ships its keyring
   extra/libgreet   a library greeter depends on
   extra/greeter    depends on libgreet
   extra/hello-hook a post_install scriptlet writes /etc/hello-installed
@@ -70,6 +71,13 @@ PACKAGES = {
             depends=("filesystem",)),
         "base": _pkgbuild("base", "3", '  mkdir -p "$pkgdir/usr/share/base"',
                           depends=("filesystem", "busybox")),
+        # What `kiln setup` trusts without --keyring: the test key, as
+        # Arch's archlinux-keyring ships its keys (archlinux.gpg plus the
+        # fingerprints to trust, and none revoked).
+        "archlinux-keyring": _pkgbuild(
+            "archlinux-keyring", "20261201",
+            "".join(f'  install -Dm644 "$startdir/{f}" "$pkgdir/usr/share/pacman/keyrings/{f}"\n'
+                    for f in ("archlinux.gpg", "archlinux-trusted", "archlinux-revoked"))),
     },
     "extra": {
         "libgreet": _pkgbuild(
@@ -143,6 +151,12 @@ class Mirror:
                 for fn, text in INSTALL_FILES.items():
                     with open(os.path.join(d, fn), "w") as f:
                         f.write(text)
+                if name == "archlinux-keyring":
+                    with open(os.path.join(d, "archlinux.gpg"), "wb") as f:
+                        f.write(_gpg(self.gnupg, "--export", self.fpr).stdout)
+                    with open(os.path.join(d, "archlinux-trusted"), "w") as f:
+                        f.write(f"{self.fpr}:4:\n")
+                    open(os.path.join(d, "archlinux-revoked"), "w").close()
                 for x in [self.work, home, d] + [os.path.join(d, f) for f in os.listdir(d)]:
                     os.lchown(x, NOBODY, -1)
                 subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",

@@ -96,11 +96,6 @@ def test_setup_refuses_bad_mirrors_and_unsigned_without_the_flag(kiln_bin, mirro
     assert p.returncode != 0 and "must be an http:// or https:// URL" in p.stderr
     p = setup_arch(kiln_bin, "--mirror", "ftp://127.0.0.1/$repo", state=state)
     assert p.returncode != 0 and "--mirror" in p.stderr
-    # No --keyring: the mirror's archlinux-keyring, which this mirror lacks;
-    # signatures are never skipped unless asked.
-    p = setup_arch(kiln_bin, "--mirror", mirror.url, state=state)
-    assert p.returncode != 0
-    assert "archlinux-keyring" in p.stderr
     assert not pathlib.Path(state, "bases", "archlinux.ref").exists()
     # Debian bases take no mirrors.
     p = subprocess.run([kiln_bin, "setup", "--state-dir", state, "--base", "busybox", "--mirror",
@@ -177,3 +172,44 @@ def test_arch_iso_refused_at_validate(kiln_bin, tmp_path):
     r.write_text(json.dumps({"base": "archlinux", "outputs": ["iso"]}))
     p = subprocess.run([kiln_bin, "validate", str(r)], capture_output=True, text=True)
     assert p.returncode != 0 and "not supported for base \"archlinux\"" in p.stderr
+
+
+def test_without_keyring_the_mirrors_archlinux_keyring_is_trusted(kiln_bin, mirror, tmp_path):
+    """No --keyring: the keys of the mirror's archlinux-keyring package, the
+    ones it lists as trusted locally signed; signatures are still required
+    (a package signed by another key is refused)."""
+    state = str(tmp_path / "state")
+    p = setup_arch(kiln_bin, "--mirror", mirror.url, state=state)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "the mirror's archlinux-keyring" in p.stderr
+    digest = re.search(r"sha256:([0-9a-f]{64})", p.stdout).group(1)
+    conf = pathlib.Path(state, "bases", digest, "etc/pacman.d/kiln.conf").read_text()
+    assert "SigLevel = Required DatabaseOptional" in conf
+    r = tmp_path / "r.json"
+    for pkgs, ok in ((["greeter"], True), (["badsig"], False)):
+        r.write_text(json.dumps({"base": "archlinux", "packages": pkgs}))
+        q = subprocess.run([kiln_bin, "build", "--state-dir", state, "-o", str(tmp_path / "o"),
+                            str(r)], capture_output=True, text=True, timeout=600)
+        assert (q.returncode == 0) == ok, q.stderr[-3000:]
+
+
+@pytest.mark.heavy
+@pytest.mark.skipif(not os.environ.get("KILN_TEST_ARCH_MIRROR"),
+                    reason="set KILN_TEST_ARCH_MIRROR='https://mirror/$repo/os/$arch' (a real Arch mirror)")
+def test_real_arch_mirror_base_and_kernel(kiln_bin, tmp_path):
+    """The manual check with a real Arch mirror (`KILN_TEST_ARCH_MIRROR=URL
+    make check-e2e`): the mirror's archlinux-keyring, pacman's real `base`,
+    and a kernel package built twice byte-identical. Not run where no Arch
+    mirror is reachable."""
+    state = str(tmp_path / "state")
+    p = setup_arch(kiln_bin, "--mirror", os.environ["KILN_TEST_ARCH_MIRROR"], state=state)
+    assert p.returncode == 0, p.stderr[-4000:]
+    r = tmp_path / "r.json"
+    r.write_text(json.dumps({"name": "arch-kernel", "base": "archlinux",
+                             "packages": ["linux", "mkinitcpio"], "outputs": ["tar"]}))
+    q = subprocess.run([kiln_bin, "build", "--state-dir", state, "--verify", "--json", "-o",
+                        str(tmp_path / "out"), str(r)], capture_output=True, text=True, timeout=7200)
+    assert q.returncode == 0, q.stderr[-4000:]
+    assert json.loads(q.stdout)["reproducible"] is True
+    names = tar_members(tmp_path / "out" / "rootfs.tar.gz")
+    assert "./boot/vmlinuz-linux" in names
