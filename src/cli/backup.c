@@ -1,16 +1,26 @@
 /* cli/backup.c — kiln backup: create, list, prune, restore and verify
  * backups of the database (store/backup.h; docs/operations.md). */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
 
 #include "cli/cli.h"
 #include "service/service.h"
 #include "store/backup.h"
 #include "store/cas.h"
 #include "util/alloc.h"
+#include "util/buf.h"
+#include "util/fs.h"
+#include "util/json.h"
 #include "util/macros.h"
 #include "util/parse.h"
 
@@ -240,3 +250,272 @@ const struct kiln_command kiln_cmd_backup = {
              "Exit status: 0 success, 1 failure, 2 usage error.\n",
     .run = run,
 };
+
+/* ---- the schedule inside kiln serve (--backup-dir) --------------------------------- */
+
+#define RESTORE_MARKER "restore-test.json"
+/* Longer than any backup takes: the holder keeps it while it works, and a
+ * host that died holding it is replaced after this long. */
+#define LEASE_S 3600
+/* A host that did not get the lease looks again this often (the holder may
+ * have died before its backup). */
+#define RECHECK_S 300
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	pthread_t thread;
+	bool started, stop;
+	struct kiln_service *svc;
+	struct cli_backup_schedule cfg;
+	char *last_error, *test_error;
+	int64_t test_us;
+	bool test_ok;
+	char *test_file;
+	const char *lease; /* "held", "other" (another host's turn) or "none" yet */
+} bs = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+/* The health is public: a backup's name, not where the directory is. */
+static const char *base_name(const char *path)
+{
+	const char *slash = path ? strrchr(path, '/') : NULL;
+	return slash ? slash + 1 : path;
+}
+
+/* The most recent HH:MM (UTC) at or before now. */
+static int64_t last_slot(int64_t now, int at_min)
+{
+	int64_t day = 86400LL * 1000000;
+	int64_t slot = now - now % day + (int64_t)at_min * 60 * 1000000;
+	return slot <= now ? slot : slot - day;
+}
+
+static void put_time(struct kiln_buf *b, const char *key, int64_t us)
+{
+	char t[32];
+	fmt_time(us, t, sizeof(t));
+	kiln_buf_printf(b, "\"%s\":\"%s\"", key, t);
+}
+
+static void put_str(struct kiln_buf *b, const char *key, const char *v)
+{
+	kiln_buf_printf(b, "\"%s\":", key);
+	if (v)
+		kiln_json_put_cstr(b, v);
+	else
+		kiln_buf_puts(b, "null");
+}
+
+/* The health details: the newest backup in the directory (whichever host
+ * took it) and this host's last errors and restore test. */
+static void report(const struct kiln_backup *newest, int64_t now)
+{
+	_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
+	kiln_buf_puts(&b, "\"backup\":{");
+	if (newest) {
+		put_time(&b, "last", newest->created_us);
+		kiln_buf_printf(&b, ",\"age_s\":%lld,",
+		                (long long)((now - newest->created_us) / 1000000));
+		put_str(&b, "file", base_name(newest->manifest_path));
+	} else {
+		kiln_buf_puts(&b, "\"last\":null");
+	}
+	kiln_buf_putc(&b, ',');
+	put_str(&b, "error", bs.last_error);
+	kiln_buf_printf(&b, ",\"lease\":\"%s\"", bs.lease ? bs.lease : "none");
+	kiln_buf_puts(&b, "},\"restore_test\":{");
+	if (bs.test_us) {
+		put_time(&b, "last", bs.test_us);
+		kiln_buf_printf(&b, ",\"ok\":%s,", bs.test_ok ? "true" : "false");
+		put_str(&b, "file", base_name(bs.test_file));
+		kiln_buf_putc(&b, ',');
+		put_str(&b, "error", bs.test_error);
+	} else {
+		kiln_buf_puts(&b, "\"last\":null");
+	}
+	kiln_buf_putc(&b, '}');
+	kiln_service_set_ops_detail(bs.svc, b.data);
+}
+
+static void set_str(char **p, const char *v)
+{
+	free(*p);
+	*p = v ? xstrdup(v) : NULL;
+}
+
+/* The last restore test, from the marker in the backup directory (shared by
+ * the hosts when the directory is). */
+static void read_marker(void)
+{
+	_cleanup_free_ char *path = xasprintf("%s/" RESTORE_MARKER, bs.cfg.dir);
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	_cleanup_error_ struct kiln_error *e = NULL;
+	if (kiln_read_file(path, 1 << 16, &text, &len, &e) < 0)
+		return;
+	json_t *m = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+	json_int_t at = 0;
+	int ok = 0;
+	const char *file = NULL;
+	json_t *error = NULL;
+	if (m && json_unpack(m, "{s:I, s:b, s:s, s?o}", "at_us", &at, "ok", &ok, "file", &file,
+	                     "error", &error) == 0) {
+		bs.test_us = at;
+		bs.test_ok = ok;
+		set_str(&bs.test_file, file);
+		set_str(&bs.test_error, json_is_string(error) ? json_string_value(error) : NULL);
+	}
+	json_decref(m);
+}
+
+static void write_marker(void)
+{
+	json_t *m =
+	    json_pack("{s:I, s:b, s:s, s:s?}", "at_us", (json_int_t)bs.test_us, "ok", bs.test_ok,
+	              "file", bs.test_file ? bs.test_file : "", "error", bs.test_error);
+	_cleanup_free_ char *text = json_dumps(m, JSON_SORT_KEYS);
+	json_decref(m);
+	_cleanup_close_ int dfd = open(bs.cfg.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0 && text)
+		(void)kiln_write_file_atomic_at(dfd, RESTORE_MARKER, text, strlen(text), 0600);
+}
+
+/* One pass: backs up when the last slot has no backup yet, prunes, runs
+ * the restore test when it is due — each only while holding the lease.
+ * Returns when to look again. */
+static int64_t pass(void)
+{
+	const char *url = kiln_service_db_url(bs.svc);
+	int64_t now = now_us();
+	struct kiln_backup **v = NULL;
+	size_t n = 0;
+	_cleanup_error_ struct kiln_error *err = NULL;
+	(void)kiln_backup_list(bs.cfg.dir, &v, &n, &err);
+	int64_t newest = n ? v[n - 1]->created_us : 0;
+	int64_t slot = last_slot(now, bs.cfg.at_min);
+	read_marker();
+	bool backup_due = newest < slot;
+	bool test_due =
+	    bs.cfg.restore_every_s && (backup_due || n) &&
+	    (!bs.test_us || bs.test_us + (int64_t)bs.cfg.restore_every_s * 1000000 <= now);
+	int64_t next = slot + 86400LL * 1000000;
+	if (bs.cfg.restore_every_s && bs.test_us) {
+		int64_t t = bs.test_us + (int64_t)bs.cfg.restore_every_s * 1000000;
+		if (t > now && t < next)
+			next = t;
+	}
+	if (backup_due || test_due) {
+		int held = kiln_service_lease(bs.svc, "backup", LEASE_S, &err);
+		if (held < 0) {
+			set_str(&bs.last_error, err->msg);
+			fprintf(stderr, "kiln serve: backup lease: %s\n", err->msg);
+			next = now + (int64_t)RECHECK_S * 1000000;
+		} else if (!held) {
+			bs.lease = "other";
+			next = now + (int64_t)RECHECK_S * 1000000; /* another host's turn */
+		} else {
+			bs.lease = "held";
+			if (backup_due) {
+				_cleanup_(kiln_backup_freep) struct kiln_backup *b = NULL;
+				_cleanup_error_ struct kiln_error *e = NULL;
+				if (kiln_backup_create(url, bs.cfg.dir, KILN_VERSION, &b, &e) < 0) {
+					set_str(&bs.last_error, e->msg);
+					fprintf(stderr, "kiln serve: backup: %s\n", e->msg);
+					next = now + (int64_t)RECHECK_S * 1000000;
+				} else {
+					set_str(&bs.last_error, NULL);
+					fprintf(stderr, "kiln serve: backup %s\n",
+					        b->manifest_path);
+				}
+				size_t removed = 0;
+				_cleanup_error_ struct kiln_error *pe = NULL;
+				if (kiln_backup_prune(bs.cfg.dir, bs.cfg.keep_days, now_us(),
+				                      &removed, &pe) < 0)
+					fprintf(stderr, "kiln serve: backup prune: %s\n", pe->msg);
+			}
+			kiln_backup_list_free(v, n);
+			v = NULL;
+			n = 0;
+			_cleanup_error_ struct kiln_error *le = NULL;
+			(void)kiln_backup_list(bs.cfg.dir, &v, &n, &le);
+			if (test_due && n) {
+				_cleanup_(kiln_backup_freep) struct kiln_backup *b = NULL;
+				_cleanup_error_ struct kiln_error *e = NULL;
+				int r = kiln_backup_load(v[n - 1]->manifest_path, &b, &e);
+				if (r == 0)
+					r = kiln_backup_verify(b, url, kiln_service_migrate, &e);
+				bs.test_us = now_us();
+				bs.test_ok = r == 0;
+				set_str(&bs.test_file, v[n - 1]->manifest_path);
+				set_str(&bs.test_error, r < 0 && e ? e->msg : NULL);
+				fprintf(stderr, "kiln serve: restore test of %s: %s\n",
+				        v[n - 1]->manifest_path,
+				        r == 0 ? "ok"
+				        : e    ? e->msg
+				               : "failed");
+				write_marker();
+				int64_t t = bs.test_us + (int64_t)bs.cfg.restore_every_s * 1000000;
+				if (t < next)
+					next = t;
+			}
+		}
+	}
+	report(n ? v[n - 1] : NULL, now_us());
+	kiln_backup_list_free(v, n);
+	return next;
+}
+
+static void *schedule_loop(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&bs.mu);
+	while (!bs.stop) {
+		pthread_mutex_unlock(&bs.mu);
+		int64_t next = pass();
+		pthread_mutex_lock(&bs.mu);
+		/* At most RECHECK_S between passes: the health's age_s stays
+		 * fresh, and a clock step is noticed. */
+		int64_t cap = now_us() + (int64_t)RECHECK_S * 1000000;
+		if (next > cap)
+			next = cap;
+		struct timespec ts = {.tv_sec = next / 1000000, .tv_nsec = (next % 1000000) * 1000};
+		while (!bs.stop && now_us() < next)
+			if (pthread_cond_timedwait(&bs.cond, &bs.mu, &ts) == ETIMEDOUT)
+				break;
+	}
+	pthread_mutex_unlock(&bs.mu);
+	return NULL;
+}
+
+int cli_backup_schedule_start(struct kiln_service *svc, const struct cli_backup_schedule *cfg)
+{
+	if (mkdir(cfg->dir, 0700) < 0 && errno != EEXIST) {
+		cli_errorf("serve: --backup-dir %s: %s", cfg->dir, strerror(errno));
+		return KILN_EXIT_FAILURE;
+	}
+	bs.svc = svc;
+	bs.cfg = *cfg;
+	bs.stop = false;
+	int r = pthread_create(&bs.thread, NULL, schedule_loop, NULL);
+	if (r != 0) {
+		cli_errorf("serve: cannot start the backup schedule: %s", strerror(r));
+		return KILN_EXIT_FAILURE;
+	}
+	bs.started = true;
+	return KILN_EXIT_OK;
+}
+
+void cli_backup_schedule_stop(void)
+{
+	if (!bs.started)
+		return;
+	pthread_mutex_lock(&bs.mu);
+	bs.stop = true;
+	pthread_cond_broadcast(&bs.cond);
+	pthread_mutex_unlock(&bs.mu);
+	pthread_join(bs.thread, NULL);
+	bs.started = false;
+	set_str(&bs.last_error, NULL);
+	set_str(&bs.test_error, NULL);
+	set_str(&bs.test_file, NULL);
+}

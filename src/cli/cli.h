@@ -79,4 +79,17 @@ struct kiln_store_gc_policy;
 int cli_gc_schedule_start(struct kiln_service *svc, unsigned every_s,
                           const struct kiln_store_gc_policy *pol);
 void cli_gc_schedule_stop(void);
+/* `kiln serve --backup-dir` (cli/backup.c): a backup every day at at_min
+ * minutes after midnight UTC (at once when the last one is missing), prune
+ * to keep_days, and the restore test every restore_every_s (0: never); on
+ * the one host of a fleet that holds the "backup" lease. The outcome shows
+ * in /api/v1/health. */
+struct cli_backup_schedule {
+	const char *dir;
+	int at_min;
+	unsigned keep_days;
+	unsigned restore_every_s;
+};
+int cli_backup_schedule_start(struct kiln_service *svc, const struct cli_backup_schedule *cfg);
+void cli_backup_schedule_stop(void);
 #endif

@@ -125,6 +125,10 @@ static int run(int argc, char **argv)
 		OPT_MAX_SIZE,
 		OPT_ACCESS_LOG,
 		OPT_MAX_DISK,
+		OPT_BACKUP_DIR,
+		OPT_BACKUP_AT,
+		OPT_BACKUP_KEEP,
+		OPT_RESTORE_EVERY,
 		OPT_HOST_ID,
 		OPT_LEASE,
 		OPT_RETRIES,
@@ -161,6 +165,10 @@ static int run(int argc, char **argv)
 	    {"keep-days", required_argument, NULL, OPT_KEEP_DAYS},
 	    {"max-size", required_argument, NULL, OPT_MAX_SIZE},
 	    {"max-disk-mb", required_argument, NULL, OPT_MAX_DISK},
+	    {"backup-dir", required_argument, NULL, OPT_BACKUP_DIR},
+	    {"backup-at", required_argument, NULL, OPT_BACKUP_AT},
+	    {"backup-keep-days", required_argument, NULL, OPT_BACKUP_KEEP},
+	    {"restore-test-every", required_argument, NULL, OPT_RESTORE_EVERY},
 	    {},
 	};
 	const char *listen[MAX_LIST], *hosts[MAX_LIST], *origins[MAX_LIST];
@@ -172,6 +180,9 @@ static int run(int argc, char **argv)
 	unsigned gc_every = 0;
 	struct kiln_store_gc_policy gc = {.keep_us = -1, .grace_us = KILN_STORE_GC_GRACE_US};
 	bool gc_policy = false;
+	struct cli_backup_schedule bk = {
+	    .at_min = 2 * 60, .keep_days = 30, .restore_every_s = 7 * 86400};
+	bool bk_opts = false;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+hl:", opts, NULL)) != -1) {
 		switch (c) {
@@ -298,9 +309,43 @@ static int run(int argc, char **argv)
 				    optarg);
 			gc_policy = true;
 			break;
+		case OPT_BACKUP_DIR: bk.dir = optarg; break;
+		case OPT_BACKUP_AT: {
+			int h, m;
+			char hh[3] = {0}, mm[3] = {0};
+			if (strlen(optarg) == 5 && optarg[2] == ':') {
+				memcpy(hh, optarg, 2);
+				memcpy(mm, optarg + 3, 2);
+			}
+			if (kiln_parse_int(hh, 0, 23, &h) < 0 || kiln_parse_int(mm, 0, 59, &m) < 0)
+				return cli_usage_error(
+				    &kiln_cmd_serve, "--backup-at: expected HH:MM (UTC), not '%s'",
+				    optarg);
+			bk.at_min = h * 60 + m;
+			bk_opts = true;
+			break;
+		}
+		case OPT_BACKUP_KEEP:
+			if (parse_uint("--backup-keep-days", optarg, 0, 36500, &bk.keep_days))
+				return KILN_EXIT_USAGE;
+			bk_opts = true;
+			break;
+		case OPT_RESTORE_EVERY:
+			if (cli_parse_duration(optarg, &bk.restore_every_s) < 0)
+				return cli_usage_error(
+				    &kiln_cmd_serve,
+				    "--restore-test-every: expected a duration such as "
+				    "7d, or 0 for never, not '%s'",
+				    optarg);
+			bk_opts = true;
+			break;
 		default: return cli_option_error(&kiln_cmd_serve, "+hl:", argv);
 		}
 	}
+	if (bk_opts && !bk.dir)
+		return cli_usage_error(&kiln_cmd_serve,
+		                       "--backup-at, --backup-keep-days and --restore-test-every "
+		                       "need --backup-dir");
 	if (gc_policy && !gc_every)
 		return cli_usage_error(&kiln_cmd_serve,
 		                       "--keep-days and --max-size need --gc-every");
@@ -384,9 +429,17 @@ static int run(int argc, char **argv)
 		return KILN_EXIT_FAILURE;
 	}
 
+	if (bk.dir && cli_backup_schedule_start(svc, &bk) != 0) {
+		cli_gc_schedule_stop();
+		kiln_http_stop(srv);
+		kiln_service_free(svc);
+		return KILN_EXIT_FAILURE;
+	}
+
 	int sig = 0;
 	sigwait(&set, &sig);
 	fprintf(stderr, "kiln: %s: shutting down\n", strsignal(sig));
+	cli_backup_schedule_stop();
 	cli_gc_schedule_stop();
 	kiln_http_stop(srv);
 	kiln_service_free(svc);
@@ -459,6 +512,17 @@ const struct kiln_command kiln_cmd_serve = {
              "      --keep-days N        blobs not used for N days go\n"
              "      --max-size SIZE      then least recently used first down to SIZE\n"
              "                           (see kiln help store; a summary goes to stderr)\n"
+             "\n"
+             "      --backup-dir DIR     back the database up into DIR every day (kiln help\n"
+             "                           backup; docs/operations.md), at once when the last\n"
+             "                           day's backup is missing; one host of a fleet does\n"
+             "                           it (a lease in the database); the outcome shows in\n"
+             "                           /api/v1/health \"details\"; with:\n"
+             "      --backup-at HH:MM    the time of day, UTC (default 02:00)\n"
+             "      --backup-keep-days N prune backups older than N days (default 30)\n"
+             "      --restore-test-every DURATION\n"
+             "                           kiln backup verify the newest backup this often\n"
+             "                           (default 7d; 0: never)\n"
              "\n"
              "      --session-ttl SECONDS web page sign-ins last this long (default 43200)\n"
              "      --access-log FILE|-|off\n"

@@ -33,6 +33,12 @@ static enum MHD_Result respond_owned_json(struct kiln_http_request *r, unsigned 
 static int h_health(struct kiln_http_request *r)
 {
 	static const char body[] = "{\"status\":\"ok\"}\n";
+	/* The scheduled chores' last outcome (kiln serve --backup-dir), as
+	 * JSON members the service keeps already written. */
+	_cleanup_free_ char *detail = kiln_service_ops_detail(r->srv->svc);
+	if (detail)
+		return respond_owned_json(
+		    r, MHD_HTTP_OK, xasprintf("{\"status\":\"ok\",\"details\":{%s}}\n", detail));
 	return http_respond_json(r, MHD_HTTP_OK, body, sizeof(body) - 1);
 }
 

@@ -70,6 +70,8 @@ struct kiln_service {
 	int listen_wake[2]; /* written to stop the listener */
 	bool hb_started, listen_started;
 
+	char *ops_detail; /* ops.c: JSON members for /api/v1/health, under lock */
+
 	pthread_mutex_t lock;
 	pthread_cond_t queue_cond;
 	bool stopping;

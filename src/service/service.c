@@ -209,6 +209,13 @@ static const struct kiln_db_migration migrations[] = {
         " version TEXT NOT NULL,"
         " tools TEXT NOT NULL"
         ");"},
+    /* Fleet-wide chores (ops.c): the host holding a row's lease until
+     * until_us runs the chore (the scheduled backup), the others skip it. */
+    {6, "CREATE TABLE ops_leases ("
+        " name TEXT PRIMARY KEY,"
+        " holder TEXT NOT NULL,"
+        " until_us BIGINT NOT NULL"
+        ");"},
 };
 
 int kiln_service_migrate(struct kiln_db *db, struct kiln_error **err)

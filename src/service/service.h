@@ -208,6 +208,22 @@ bool kiln_service_ready(struct kiln_service *s);
 int kiln_service_db_ping(struct kiln_service *s, uint64_t *ret_usec, struct kiln_error **err);
 unsigned kiln_service_workers(struct kiln_service *s);
 
+/* ---- fleet-wide chores (ops.c) ------------------------------------------------ */
+
+/* The database URL this service uses. */
+const char *kiln_service_db_url(struct kiln_service *s);
+/* This process's id in the fleet (host_id/random). */
+const char *kiln_service_worker_id(struct kiln_service *s);
+/* Takes the named lease, or renews it when this process holds it, until
+ * now + ttl_s: 1 when this process holds it afterwards, 0 when another
+ * process's lease has not expired. One host of a fleet runs the chore. */
+int kiln_service_lease(struct kiln_service *s, const char *name, unsigned ttl_s,
+                       struct kiln_error **err);
+/* JSON object members ("\"backup\":{...}") that /api/v1/health shows under
+ * "details"; NULL: none. The getter returns a copy (caller frees) or NULL. */
+void kiln_service_set_ops_detail(struct kiln_service *s, const char *json_members);
+char *kiln_service_ops_detail(struct kiln_service *s);
+
 /* ---- API tokens (stored as SHA-256 only) ------------------------------------ */
 
 struct kiln_token_info {
