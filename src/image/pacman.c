@@ -123,24 +123,24 @@ static char *pacman_identity(const struct kiln_image_setup_opts *o, bool *ret_no
  * on first use over the mirror: its keys are imported, the ones it lists as
  * trusted locally signed, the revoked ones disabled, as pacman-key
  * --populate does), or unsigned (no keyring: SigLevel = Never). Then pacman
- * installs base and the extra packages ($2...) into /mnt/root, and records
+ * installs base and the extra packages ($2...) into /mnt/root (its
+ * scriptlets chrooted there: one that leaves the chroot finds the host's
+ * root read-only and only this scratch writable), and records
  * every package it downloaded with the SHA-256 of its file. */
 static const char bootstrap_script[] =
     "set -eu\n"
     "mode=$1; shift\n"
     "r=/mnt/root; g=$r/etc/pacman.d/gnupg; c=/srv/pacman.conf\n"
     "mkdir -p \"$r/var/lib/pacman\" \"$r/etc/pacman.d\" \"$r/var/log\" /mnt/cache\n"
-    "cp /srv/pacman.conf \"$r/etc/pacman.d/kiln.conf\"\n"
     "K=\"pacman-key --config $c --gpgdir $g\"\n"
     "lsign_all() { gpg --homedir \"$g\" --batch --with-colons --import-options show-only "
     "--import \"$1\" | awk -F: '/^pub:/ {p = 1; next} p && /^fpr:/ {print $10; p = 0}' |\n"
     "  while read -r f; do $K --lsign-key \"$f\" >/dev/null; done; }\n"
-    "if [ \"$mode\" != unsigned ]; then\n"
-    "  $K --init >/dev/null\n"
-    "  grep -v '^keyserver' \"$g/gpg.conf\" > \"$g/gpg.conf.new\" || true\n"
-    "  echo disable-dirmngr >> \"$g/gpg.conf.new\"\n"
-    "  mv \"$g/gpg.conf.new\" \"$g/gpg.conf\"\n"
-    "fi\n"
+    "no_dirmngr() { grep -v -e '^keyserver' -e '^disable-dirmngr' \"$g/gpg.conf\" > /tmp/gpg.conf "
+    "|| true\n"
+    "  echo disable-dirmngr >> /tmp/gpg.conf; rm -f \"$g/gpg.conf\"; cp /tmp/gpg.conf "
+    "\"$g/gpg.conf\"; }\n"
+    "if [ \"$mode\" != unsigned ]; then $K --init >/dev/null; no_dirmngr; fi\n"
     "case $mode in\n"
     "keyring)\n"
     "  $K --add /srv/keyring >/dev/null\n"
@@ -162,6 +162,13 @@ static const char bootstrap_script[] =
     "esac\n"
     "pacman --noconfirm --config $c --root \"$r\" --dbpath \"$r/var/lib/pacman\" --cachedir "
     "/mnt/cache --gpgdir \"$g\" --logfile /dev/null -Sy base \"$@\"\n"
+    /* Written after the packages: a scriptlet could have written the
+     * file (an XferCommand, another Server) or the keyring's gpg.conf (a
+     * keyserver) that every later phase, the networked fetch included,
+     * trusts. */
+    "mkdir -p \"$r/etc/pacman.d\"; rm -f \"$r/etc/pacman.d/kiln.conf\"\n"
+    "cp /srv/pacman.conf \"$r/etc/pacman.d/kiln.conf\"\n"
+    "if [ \"$mode\" != unsigned ]; then no_dirmngr; fi\n"
     "for p in /mnt/cache/*.pkg.tar.*; do case $p in *.sig) continue ;; esac\n"
     "  bsdtar -xOf \"$p\" .PKGINFO | awk -F' = ' '/^pkgname = / {n = $2} /^pkgver = / {v = $2} "
     "/^arch = / {a = $2} END {printf \"%s %s %s \", n, v, a}'\n"

@@ -15,6 +15,7 @@ Packages:
   extra/greeter    depends on libgreet
   extra/hello-hook a post_install scriptlet writes /etc/hello-installed
   extra/badsig     signed by a key that is not in the keyring
+  extra/conf-clobber  a scriptlet that rewrites kiln's pacman.conf and gpg.conf
 """
 import os
 import pwd
@@ -94,10 +95,19 @@ PACKAGES = {
             "hello-hook", "0.1", '  mkdir -p "$pkgdir/usr/share/hello-hook"',
             install="hello-hook.install"),
         "badsig": _pkgbuild("badsig", "1.0", '  mkdir -p "$pkgdir/usr/share/badsig"'),
+        # Signed by the right key, but its scriptlet rewrites the pacman.conf
+        # and the gpg.conf every later phase of kiln trusts.
+        "conf-clobber": _pkgbuild("conf-clobber", "1.0",
+                                  '  mkdir -p "$pkgdir/usr/share/conf-clobber"',
+                                  install="conf-clobber.install"),
     },
 }
 
 INSTALL_FILES = {
+    "conf-clobber.install": ("post_install() {\n"
+                             "  echo 'XferCommand = /bin/false %u %o' >> /etc/pacman.d/kiln.conf\n"
+                             "  echo 'keyserver hkps://keys.invalid' >> /etc/pacman.d/gnupg/gpg.conf\n"
+                             "}\n"),
     "hello-hook.install": "post_install() {\n  echo \"hello-hook $1 installed\" > /etc/hello-installed\n}\n",
 }
 

@@ -193,6 +193,24 @@ def test_without_keyring_the_mirrors_archlinux_keyring_is_trusted(kiln_bin, mirr
         assert (q.returncode == 0) == ok, q.stderr[-3000:]
 
 
+def test_a_scriptlet_cannot_rewrite_the_allowlist_or_the_keyring_config(kiln_bin, mirror, tmp_path):
+    """A base package's post_install appends an XferCommand to kiln.conf and
+    a keyserver to the keyring's gpg.conf; kiln writes both after the
+    packages, so the fetch of every later build still sees only the mirrors
+    and no key lookups."""
+    state = str(tmp_path / "state")
+    p = setup_arch(kiln_bin, "--mirror", mirror.url, "--keyring", mirror.keyring,
+                   "--packages", "conf-clobber", state=state)
+    assert p.returncode == 0, p.stderr[-3000:]
+    digest = re.search(r"sha256:([0-9a-f]{64})", p.stdout).group(1)
+    tree = pathlib.Path(state, "bases", digest)
+    assert (tree / "var/lib/pacman/local/conf-clobber-1.0-1").is_dir()  # the scriptlet ran
+    conf = (tree / "etc/pacman.d/kiln.conf").read_text()
+    assert "XferCommand" not in conf
+    gpg = (tree / "etc/pacman.d/gnupg/gpg.conf").read_text()
+    assert "keyserver" not in gpg and "disable-dirmngr" in gpg
+
+
 @pytest.mark.heavy
 @pytest.mark.skipif(not os.environ.get("KILN_TEST_ARCH_MIRROR"),
                     reason="set KILN_TEST_ARCH_MIRROR='https://mirror/$repo/os/$arch' (a real Arch mirror)")
