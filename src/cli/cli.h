@@ -24,10 +24,10 @@ struct kiln_command {
 
 /* In both executables (kiln and kiln-full; src/cli/main.c). */
 extern const struct kiln_command kiln_cmd_validate;
-extern const struct kiln_command kiln_cmd_hash;
 extern const struct kiln_command kiln_cmd_profile;
 extern const struct kiln_command kiln_cmd_run;
 /* In kiln-full only. */
+extern const struct kiln_command kiln_cmd_hash;
 extern const struct kiln_command kiln_cmd_setup;
 extern const struct kiln_command kiln_cmd_build;
 extern const struct kiln_command kiln_cmd_token;
@@ -60,6 +60,9 @@ int cli_option_error(const struct kiln_command *cmd, const char *optstring, char
 /* Loads and validates a recipe file ("-" = stdin). On failure prints
  * "kiln: FILE: <error>" and returns KILN_EXIT_FAILURE. */
 int cli_load_recipe(const char *path, struct kiln_recipe **ret);
+/* The same, handing out the text read too (*ret_text, *ret_len; NULL
+ * ret_text: not wanted): for a command that also sends it. */
+int cli_read_recipe(const char *path, char **ret_text, size_t *ret_len, struct kiln_recipe **ret);
 /* A duration: seconds, or a number with s, m, h or d ("90s", "10m", "6h",
  * "1d"), at most 10 years. -EINVAL otherwise. */
 int cli_parse_duration(const char *s, unsigned *ret_s);

@@ -10,9 +10,11 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -132,12 +134,14 @@ enum {
 	OPT_CURSOR,
 	OPT_OUTPUT,
 	OPT_JSON,
+	OPT_RECIPE,
+	OPT_CANCEL_ON_INTERRUPT,
 };
 
 struct client_opts {
 	struct client c;
 	const char *context, *status, *cursor, *output;
-	bool wait, follow, json;
+	bool wait, follow, json, recipe, cancel_on_interrupt;
 	unsigned limit;
 };
 
@@ -191,6 +195,8 @@ static int parse_opts(const struct kiln_command *cmd, int argc, char **argv, str
 	    {"cursor", required_argument, NULL, OPT_CURSOR},
 	    {"output", required_argument, NULL, OPT_OUTPUT},
 	    {"json", no_argument, NULL, OPT_JSON},
+	    {"recipe", no_argument, NULL, OPT_RECIPE},
+	    {"cancel-on-interrupt", no_argument, NULL, OPT_CANCEL_ON_INTERRUPT},
 	    {},
 	};
 	memset(o, 0, sizeof(*o));
@@ -216,6 +222,8 @@ static int parse_opts(const struct kiln_command *cmd, int argc, char **argv, str
 		case 'o':
 		case OPT_OUTPUT: o->output = optarg; break;
 		case OPT_JSON: o->json = true; break;
+		case OPT_RECIPE: o->recipe = true; break;
+		case OPT_CANCEL_ON_INTERRUPT: o->cancel_on_interrupt = true; break;
 		case OPT_LIMIT: {
 			int v = 0;
 			if (kiln_parse_int(optarg, 1, 100, &v) < 0)
@@ -322,6 +330,21 @@ static size_t sse_write(char *p, size_t sz, size_t n, void *ud)
 	return s->line.truncated || s->data.truncated ? 0 : sz * n;
 }
 
+/* Ctrl-C while a log is followed: the stream stops (the progress callback
+ * aborts the transfer) and the caller says what became of the build. */
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+	interrupted = sig;
+}
+
+static int abort_on_interrupt(void *ud, curl_off_t a, curl_off_t b, curl_off_t c2, curl_off_t d)
+{
+	(void)ud, (void)a, (void)b, (void)c2, (void)d;
+	return interrupted != 0;
+}
+
 /* Streams the log until the build ends; returns the exit status. */
 static int follow_logs(const struct client *c, const char *id)
 {
@@ -337,13 +360,20 @@ static int follow_logs(const struct client *c, const char *id)
 	_cleanup_buf_ struct kiln_buf errbody = KILN_BUF_INIT;
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sse_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &s);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, abort_on_interrupt);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	struct sigaction sa = {.sa_handler = on_interrupt};
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
 	CURLcode rc = curl_easy_perform(h);
 	long status = 0;
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
 	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(h);
 	int ret = KILN_EXIT_FAILURE;
-	if (rc == CURLE_WRITE_ERROR && (s.line.truncated || s.data.truncated))
+	if (interrupted)
+		ret = 128 + interrupted; /* the caller says what became of the build */
+	else if (rc == CURLE_WRITE_ERROR && (s.line.truncated || s.data.truncated))
 		cli_errorf("logs: an event of the stream is over the limit of %d bytes",
 		           KILN_BUF_MAX_SSE_EVENT);
 	else if (rc != CURLE_OK)
@@ -405,6 +435,37 @@ static void print_build_summary(const char *json_text)
 
 /* ---- the commands ----------------------------------------------------------- */
 
+/* GET the build and print it as `kiln status` does. */
+static void show_build(const struct client *c, const char *id)
+{
+	_cleanup_free_ char *path = xasprintf("/api/v1/builds/%s", id);
+	_cleanup_buf_ struct kiln_buf resp = KILN_BUF_INIT_MAX(KILN_BUF_MAX_RESPONSE);
+	if (client_call(c, "GET", path, NULL, NULL, &resp) == 200)
+		print_build_summary(resp.data);
+}
+
+/* Ctrl-C while following: the build goes on on the server unless asked
+ * (--cancel-on-interrupt); either way the user learns which, and how to
+ * stop it. */
+static int interrupted_exit(const struct client_opts *o, const char *id, int code)
+{
+	fflush(stdout);
+	if (!o->cancel_on_interrupt) {
+		fprintf(stderr, "\nkiln: still running: kiln cancel %s\n", id);
+		return code;
+	}
+	_cleanup_free_ char *path = xasprintf("/api/v1/builds/%s/cancel", id);
+	_cleanup_buf_ struct kiln_buf resp = KILN_BUF_INIT_MAX(KILN_BUF_MAX_RESPONSE);
+	long st = client_call(&o->c, "POST", path, NULL, NULL, &resp);
+	if (st == 200) {
+		fprintf(stderr, "\nkiln: cancelled build %s\n", id);
+		show_build(&o->c, id);
+	} else if (st > 0) {
+		print_http_error("cancel", st, &resp);
+	}
+	return code;
+}
+
 static int cmd_submit(int argc, char **argv)
 {
 	struct client_opts o;
@@ -413,21 +474,24 @@ static int cmd_submit(int argc, char **argv)
 		return rc < 0 ? KILN_EXIT_OK : rc;
 	if (argc - optind != 1)
 		return cli_usage_error(&kiln_cmd_submit, "expected exactly one RECIPE");
-	/* Validate locally first: the same rules as the server, a clearer error. */
+	/* Read once ("-" is stdin, which cannot be read twice) and validated
+	 * locally first: the same rules as the server, a clearer error. */
 	_cleanup_recipe_ struct kiln_recipe *r = NULL;
-	rc = cli_load_recipe(argv[optind], &r);
-	if (rc)
-		return rc;
 	_cleanup_free_ char *text = NULL;
 	size_t len = 0;
-	_cleanup_error_ struct kiln_error *err = NULL;
-	if (kiln_read_file(argv[optind], KILN_RECIPE_MAX_BYTES, &text, &len, &err) < 0) {
-		cli_errorf("%s: %s", argv[optind], err->msg);
-		return KILN_EXIT_FAILURE;
-	}
+	rc = cli_read_recipe(argv[optind], &text, &len, &r);
+	if (rc)
+		return rc;
 	_cleanup_buf_ struct kiln_buf resp = KILN_BUF_INIT_MAX(KILN_BUF_MAX_RESPONSE);
 	long status;
 	CURL *mh = NULL;
+	/* From here on a Ctrl-C is the follow's (it ends the wait, never the
+	 * submission half-way, and the user learns the build's id). */
+	if (o.follow || o.wait) {
+		struct sigaction sa = {.sa_handler = on_interrupt};
+		sigaction(SIGINT, &sa, NULL);
+		sigaction(SIGTERM, &sa, NULL);
+	}
 	curl_mime *mime = NULL;
 	if (o.context) {
 		if (access(o.context, R_OK) != 0) {
@@ -476,15 +540,24 @@ static int cmd_submit(int argc, char **argv)
 		return KILN_EXIT_FAILURE;
 	}
 	if ((o.follow || o.wait) && !done) {
-		if (o.follow)
-			return follow_logs(&o.c, idc);
-		/* --wait without the log: follow quietly into /dev/null. */
-		fflush(stdout);
-		FILE *saved = stdout;
-		stdout = fopen("/dev/null", "w");
-		int r2 = follow_logs(&o.c, idc);
-		fclose(stdout);
-		stdout = saved;
+		int r2;
+		fflush(stdout); /* the summary (the build's id) before the wait */
+		if (o.follow) {
+			r2 = follow_logs(&o.c, idc);
+		} else {
+			/* --wait without the log: follow quietly into /dev/null. */
+			fflush(stdout);
+			FILE *saved = stdout;
+			stdout = fopen("/dev/null", "w");
+			r2 = follow_logs(&o.c, idc);
+			fclose(stdout);
+			stdout = saved;
+		}
+		if (interrupted)
+			return interrupted_exit(&o, idc, r2);
+		/* The end as `kiln status` shows it: final state and artifacts. */
+		if (!o.json)
+			show_build(&o.c, idc);
 		return r2;
 	}
 	return KILN_EXIT_OK;
@@ -501,6 +574,22 @@ static int simple_get(const struct kiln_command *cmd, int argc, char **argv, con
 		return cli_usage_error(cmd, "expected exactly one build ID");
 	if (!valid_id(argv[optind]))
 		return cli_usage_error(cmd, "'%s' is not a build ID", argv[optind]);
+	if (o.recipe && cmd == &kiln_cmd_status) {
+		/* The recipe as submitted, byte for byte (a file to edit and
+		 * submit again). */
+		_cleanup_free_ char *rp = xasprintf("/api/v1/builds/%s/recipe", argv[optind]);
+		_cleanup_buf_ struct kiln_buf rb = KILN_BUF_INIT_MAX(KILN_BUF_MAX_RESPONSE);
+		long st = client_call(&o.c, "GET", rp, NULL, NULL, &rb);
+		if (st == 200) {
+			fwrite(rb.data ? rb.data : "", 1, rb.len, stdout);
+			if (!rb.len || rb.data[rb.len - 1] != '\n')
+				putchar('\n');
+			return KILN_EXIT_OK;
+		}
+		if (st > 0)
+			print_http_error(cmd->name, st, &rb);
+		return KILN_EXIT_FAILURE;
+	}
 	_cleanup_free_ char *path = xasprintf("/api/v1/builds/%s%s", argv[optind], suffix);
 	_cleanup_buf_ struct kiln_buf resp = KILN_BUF_INIT_MAX(KILN_BUF_MAX_RESPONSE);
 	long status = client_call(&o.c, method, path, NULL, NULL, &resp);
@@ -524,7 +613,83 @@ static int cmd_status(int argc, char **argv)
 
 static int cmd_cancel(int argc, char **argv)
 {
-	return simple_get(&kiln_cmd_cancel, argc, argv, "POST", "/cancel");
+	struct client_opts o;
+	int rc = parse_opts(&kiln_cmd_cancel, argc, argv, &o);
+	if (rc)
+		return rc < 0 ? KILN_EXIT_OK : rc;
+	if (argc - optind != 1)
+		return cli_usage_error(&kiln_cmd_cancel, "expected exactly one build ID");
+	const char *id = argv[optind];
+	if (!valid_id(id))
+		return cli_usage_error(&kiln_cmd_cancel, "'%s' is not a build ID", id);
+	_cleanup_free_ char *path = xasprintf("/api/v1/builds/%s/cancel", id);
+	_cleanup_buf_ struct kiln_buf resp = KILN_BUF_INIT_MAX(KILN_BUF_MAX_RESPONSE);
+	long status = client_call(&o.c, "POST", path, NULL, NULL, &resp);
+	if (status != 200) {
+		if (status > 0)
+			print_http_error("cancel", status, &resp);
+		return KILN_EXIT_FAILURE;
+	}
+	json_error_t je;
+	json_t *j = json_loadb(resp.data, resp.len, 0, &je);
+	const char *st = j ? json_string_value(json_object_get(j, "status")) : NULL;
+	bool running = st && strcmp(st, "building") == 0;
+	if (j)
+		json_decref(j);
+	if (running) {
+		/* A running build stops when its worker sees the request: wait
+		 * for the end of its log stream, so that what is printed is the
+		 * state after the cancel, not before. */
+		fflush(stdout);
+		FILE *saved = stdout;
+		stdout = fopen("/dev/null", "w");
+		(void)follow_logs(&o.c, id);
+		fclose(stdout);
+		stdout = saved;
+		_cleanup_free_ char *gp = xasprintf("/api/v1/builds/%s", id);
+		kiln_buf_reset(&resp);
+		resp.len = 0;
+		if (client_call(&o.c, "GET", gp, NULL, NULL, &resp) != 200)
+			return KILN_EXIT_FAILURE;
+	}
+	if (o.json)
+		fwrite(resp.data, 1, resp.len, stdout), putchar('\n');
+	else
+		print_build_summary(resp.data);
+	return KILN_EXIT_OK;
+}
+
+/* Seconds since the epoch of an API time ("2026-12-01T22:00:00.123Z"), or
+ * -1. strptime: a fixed format the server writes (http/json.c put_time). */
+static double api_time(const char *t)
+{
+	if (!t)
+		return -1;
+	struct tm tm = {0};
+	const char *rest = strptime(t, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!rest)
+		return -1;
+	double frac = 0;
+	if (rest[0] == '.' && rest[1] >= '0' && rest[1] <= '9')
+		frac = (rest[1] - '0') / 10.0;
+	return (double)timegm(&tm) + frac;
+}
+
+/* "12.3s", "4m05s", "1h02m": started to completed (or to now while it
+ * runs); "-" before it starts. */
+static void list_duration(const char *started, const char *completed, char *out, size_t n)
+{
+	double a = api_time(started);
+	if (a < 0)
+		return;
+	double b = completed ? api_time(completed) : (double)time(NULL);
+	double d = b >= a ? b - a : 0;
+	if (d < 60)
+		snprintf(out, n, "%.1fs", d);
+	else if (d < 3600)
+		snprintf(out, n, "%um%02us", (unsigned)d / 60, (unsigned)d % 60);
+	else
+		snprintf(out, n, "%uh%02um", (unsigned)d / 3600, (unsigned)d % 3600 / 60);
 }
 
 static int cmd_list(int argc, char **argv)
@@ -563,12 +728,27 @@ static int cmd_list(int argc, char **argv)
 		json_t *j = json_loadb(resp.data, resp.len, 0, &je);
 		size_t i;
 		json_t *b;
+		printf("%-36s  %-9s  %-20s  %8s  %-7s  %s\n", "ID", "STATUS", "CREATED", "DURATION",
+		       "STEP", "NAME");
 		json_array_foreach (json_object_get(j, "builds"), i, b) {
 			const char *name = json_string_value(json_object_get(b, "name"));
-			printf("%s  %-9s  %s  %s\n", json_string_value(json_object_get(b, "id")),
+			const char *created = json_string_value(json_object_get(b, "created_at"));
+			char dur[32] = "-", step[32] = "-";
+			list_duration(json_string_value(json_object_get(b, "started_at")),
+			              json_string_value(json_object_get(b, "completed_at")), dur,
+			              sizeof(dur));
+			json_t *prog = json_object_get(b, "progress");
+			long long cur =
+			    (long long)json_integer_value(json_object_get(prog, "current_step"));
+			long long tot =
+			    (long long)json_integer_value(json_object_get(prog, "total_steps"));
+			if (tot)
+				snprintf(step, sizeof(step), "%lld/%lld", cur, tot);
+			/* "2026-12-01T22:00:00.123Z" shown to the second, UTC */
+			printf("%-36s  %-9s  %-20.19s  %8s  %-7s  %s\n",
+			       json_string_value(json_object_get(b, "id")),
 			       json_string_value(json_object_get(b, "status")),
-			       json_string_value(json_object_get(b, "created_at")),
-			       name ? name : "");
+			       created ? created : "-", dur, step, name ? name : "");
 		}
 		const char *next = json_string_value(json_object_get(j, "next_cursor"));
 		if (next)
@@ -784,16 +964,24 @@ const struct kiln_command kiln_cmd_submit = {
              "Options:\n" CLIENT_OPTS
              "  -c, --context F  context archive for COPY steps (multipart upload)\n"
              "  -f, --follow   stream the live log until the build ends\n"
-             "  --wait         wait quietly until the build ends\n"
+             "  --wait         wait quietly until the build ends; then print its final\n"
+             "                 status and artifacts\n"
+             "  --cancel-on-interrupt\n"
+             "                 Ctrl-C while following cancels the build (without it,\n"
+             "                 the build goes on and kiln prints how to cancel it)\n"
              "\n"
-             "Exit status: 0 submitted (with --follow/--wait: completed), 1 failure, 2 usage.\n",
+             "RECIPE may be - for stdin.\n"
+             "Exit status: 0 submitted (with --follow/--wait: completed), 1 failure, 2 usage,\n"
+             "130 interrupted by Ctrl-C while following.\n",
     .run = cmd_submit,
 };
 
 const struct kiln_command kiln_cmd_status = {
     .name = "status",
     .summary = "show a build on a kiln server",
-    .usage = "Usage: kiln status [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS,
+    .usage = "Usage: kiln status [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS
+             "  --recipe       print the recipe the build was submitted with instead\n"
+             "\nExit status: 0 shown, 1 failure (not found, server unreachable), 2 usage.\n",
     .run = cmd_status,
 };
 
@@ -804,7 +992,8 @@ const struct kiln_command kiln_cmd_list = {
              "  --status S     only builds in this state (pending, building, completed,\n"
              "                 failed, cancelled)\n"
              "  --limit N      page size, 1..100 (default 20)\n"
-             "  --cursor C     the next page (printed on stderr when there is one)\n",
+             "  --cursor C     the next page (printed on stderr when there is one)\n"
+             "\nExit status: 0 listed, 1 failure, 2 usage.\n",
     .run = cmd_list,
 };
 
@@ -813,7 +1002,8 @@ const struct kiln_command kiln_cmd_logs = {
     .summary = "print a build's log (--follow: live)",
     .usage = "Usage: kiln logs [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS
              "  -f, --follow   stream new lines until the build ends (Server-Sent Events);\n"
-             "                 exit 0 only if it completed\n",
+             "                 exit 0 only if it completed\n"
+             "\nExit status: 0 printed (with --follow: completed), 1 failure, 2 usage.\n",
     .run = cmd_logs,
 };
 
@@ -821,7 +1011,9 @@ const struct kiln_command kiln_cmd_cancel = {
     .name = "cancel",
     .summary = "cancel a pending or running build",
     .usage = "Usage: kiln cancel [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS
-             "\nA finished build cannot be cancelled (HTTP 409).\n",
+             "\nPrints the build's state after the cancel. A finished build cannot be\n"
+             "cancelled (HTTP 409).\n"
+             "Exit status: 0 cancelled, 1 failure (finished, not found), 2 usage.\n",
     .run = cmd_cancel,
 };
 
@@ -832,6 +1024,7 @@ const struct kiln_command kiln_cmd_download = {
              "  -o, --output F  where to write (default: NAME in the current directory)\n"
              "\nThe file is written to a temporary F.part-XXXXXX and renamed to F only\n"
              "after its SHA-256 matches the artifact's recorded SHA-256 (GET\n"
-             "/api/v1/builds/ID/artifacts), whether or not the response had an ETag.\n",
+             "/api/v1/builds/ID/artifacts), whether or not the response had an ETag.\n"
+             "Exit status: 0 written, 1 failure (nothing written), 2 usage.\n",
     .run = cmd_download,
 };

@@ -118,7 +118,7 @@ int cli_wants_help(int argc, char **argv)
 	return 0;
 }
 
-int cli_load_recipe(const char *path, struct kiln_recipe **ret)
+int cli_read_recipe(const char *path, char **ret_text, size_t *ret_len, struct kiln_recipe **ret)
 {
 	const char *shown = strcmp(path, "-") == 0 ? "<stdin>" : path;
 	_cleanup_error_ struct kiln_error *err = NULL;
@@ -137,7 +137,16 @@ int cli_load_recipe(const char *path, struct kiln_recipe **ret)
 		}
 		return KILN_EXIT_FAILURE;
 	}
+	if (ret_text) {
+		*ret_text = TAKE_PTR(buf);
+		*ret_len = len;
+	}
 	return KILN_EXIT_OK;
+}
+
+int cli_load_recipe(const char *path, struct kiln_recipe **ret)
+{
+	return cli_read_recipe(path, NULL, NULL, ret);
 }
 
 #ifdef KILN_FULL

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "image/image.h"
 #include "util/buf.h"
 #include "util/json.h"
 
@@ -42,7 +43,9 @@ static int run(int argc, char **argv)
 	if (rc)
 		return rc;
 
-	struct kiln_build_inputs in = {context ? ctx_hex : NULL, NULL};
+	/* The tools' versions as build and submit put them in: this key is the
+	 * one the build cache and the server use on this host. */
+	struct kiln_build_inputs in = {context ? ctx_hex : NULL, kiln_image_tool_versions()};
 	char key[KILN_SHA256_HEX_LEN + 1];
 	kiln_recipe_build_key(r, &in, key);
 
@@ -59,6 +62,8 @@ static int run(int argc, char **argv)
 	}
 	if (context)
 		kiln_buf_printf(&b, ",\"context_sha256\":\"%s\"", ctx_hex);
+	kiln_buf_puts(&b, ",\"tools\":");
+	kiln_json_put_cstr(&b, in.tools);
 	kiln_buf_printf(&b, ",\"source_date_epoch\":%" PRId64 ",\"source_date_epoch_given\":%s}\n",
 	                r->source_date_epoch, r->epoch_given ? "true" : "false");
 	fwrite(b.data, 1, b.len, stdout);
@@ -73,7 +78,9 @@ const struct kiln_command kiln_cmd_hash = {
              "Validates RECIPE (a file, or - for stdin) and prints one JSON object:\n"
              "  config_hash        SHA-256 of the canonical recipe (docs/recipe.md)\n"
              "  source_date_epoch  the recipe's, or derived from config_hash\n"
-             "  build_key          SHA-256 of everything that can change the output\n"
+             "  build_key          SHA-256 of everything that can change the output:\n"
+             "                     the key kiln build and kiln submit use on this host\n"
+             "  tools              the image tools' versions in build_key\n"
              "\n"
              "Options:\n"
              "  --context ARCHIVE  include the context archive's digest in build_key\n"

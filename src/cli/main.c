@@ -3,11 +3,11 @@
  * Two executables are built from this file (src/cli/meson.build):
  *
  *   kiln       statically linked (static-pie): the base layer (util, recipe,
- *              sandbox) and the commands that need only it — validate, hash,
- *              profile, run. No dynamic loader, no shared-library mapping or
- *              relocation at start: `kiln run` starts like a static binary
- *              (docs/benchmarks.md, "Sandbox start-to-exit").
- *   kiln-full  dynamically linked, every command. The image, store, service
+ *              sandbox) and the commands that need only it — validate,
+ *              profile, run. (hash is kiln-full's: its build_key includes
+ *              the image tools' versions, image/'s knowledge.) No dynamic loader, no shared-library
+ * mapping or relocation at start: `kiln run` starts like a static binary (docs/benchmarks.md,
+ * "Sandbox start-to-exit"). kiln-full  dynamically linked, every command. The image, store, service
  *              and http layers need libarchive, SQLite, libmicrohttpd and
  *              libcurl (→ libxml2, ICU, libstdc++, GnuTLS: ~7,000 symbol
  *              relocations). `kiln` execs it for any other command line
@@ -25,14 +25,18 @@
 #include "cli/cli.h"
 
 static const struct kiln_command *const commands[] = {
-    &kiln_cmd_validate, &kiln_cmd_hash,     &kiln_cmd_profile,
+    &kiln_cmd_validate,
+#ifdef KILN_FULL
+    &kiln_cmd_hash,
+#endif
+    &kiln_cmd_profile,
 #ifdef KILN_FULL
     &kiln_cmd_setup,    &kiln_cmd_build,    &kiln_cmd_token,
 #endif
     &kiln_cmd_run,
 #ifdef KILN_FULL
-    &kiln_cmd_serve,    &kiln_cmd_submit,   &kiln_cmd_status,  &kiln_cmd_list,   &kiln_cmd_logs,
-    &kiln_cmd_cancel,   &kiln_cmd_download, &kiln_cmd_store,   &kiln_cmd_backup,
+    &kiln_cmd_serve,    &kiln_cmd_submit,   &kiln_cmd_status, &kiln_cmd_list,   &kiln_cmd_logs,
+    &kiln_cmd_cancel,   &kiln_cmd_download, &kiln_cmd_store,  &kiln_cmd_backup,
 #endif
 };
 
@@ -94,8 +98,10 @@ static void print_overview(FILE *f)
 	fputs("  help       show help for a command\n"
 	      "\n"
 	      "Options:\n"
-	      "  --version  print the version and exit\n"
-	      "  --help     show this help\n"
+	      "  -V, --version  print the version and exit\n"
+	      "  -h, --help     show this help\n"
+	      "  --state-dir DIR, --server URL, --token-file F, --database URL\n"
+	      "                 may come before COMMAND too (kiln --state-dir X list)\n"
 	      "\n"
 	      "Run 'kiln help COMMAND' for a command's options.\n",
 	      f);
@@ -124,13 +130,46 @@ static int cmd_help(int argc, char **argv)
 	return KILN_EXIT_OK;
 }
 
+/* Options every command that has them takes the same way; given before the
+ * command (`kiln --state-dir X list`, as git and docker allow) they are
+ * moved after it, where the command's own parser reads them. */
+static const char *const global_opts[] = {"--state-dir", "--server", "--token-file", "--database"};
+
+static bool is_global_opt(const char *a, bool *ret_has_value)
+{
+	for (size_t i = 0; i < ELEMENTSOF(global_opts); i++) {
+		size_t n = strlen(global_opts[i]);
+		if (strncmp(a, global_opts[i], n) == 0 && (a[n] == '\0' || a[n] == '=')) {
+			*ret_has_value = a[n] == '=';
+			return true;
+		}
+	}
+	return false;
+}
+
+static void hoist_command(int argc, char **argv)
+{
+	int i = 1;
+	bool inline_value;
+	while (i < argc && is_global_opt(argv[i], &inline_value))
+		i += inline_value ? 1 : 2;
+	if (i == 1 || i >= argc)
+		return;
+	/* argv[1..i-1] are the global options, argv[i] the command. */
+	char *cmd = argv[i];
+	memmove(argv + 2, argv + 1, (size_t)(i - 1) * sizeof(*argv));
+	argv[1] = cmd;
+}
+
 int main(int argc, char **argv)
 {
+	hoist_command(argc, argv);
 	/* Every command reports a refused option itself, once, as
 	 * "kiln CMD: ..." (cli_option_error). */
 	opterr = 0;
 	const char *name = argc >= 2 ? argv[1] : "";
-	if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
+	if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0 ||
+	    strcmp(name, "version") == 0) {
 		printf("kiln %s\n", KILN_VERSION);
 		return KILN_EXIT_OK;
 	}

@@ -229,6 +229,18 @@ static int h_cancel(struct kiln_http_request *r)
 	return respond_buf(r, MHD_HTTP_OK, &o);
 }
 
+/* The recipe as submitted: its bytes, so that "edit and rebuild" starts
+ * from exactly what was built. */
+static int h_recipe(struct kiln_http_request *r)
+{
+	_cleanup_free_ char *text = NULL;
+	_cleanup_error_ struct kiln_error *err = NULL;
+	int rc = kiln_service_recipe(r->srv->svc, r->params[0], r->owner, &text, &err);
+	if (rc < 0)
+		return http_respond_service_error(r, rc, err);
+	return respond_owned_json(r, MHD_HTTP_OK, TAKE_PTR(text));
+}
+
 static int h_logs(struct kiln_http_request *r)
 {
 	bool sse = kiln_http_accepts(http_header(r, MHD_HTTP_HEADER_ACCEPT), "text/event-stream");

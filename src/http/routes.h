@@ -28,5 +28,6 @@
 	R(KILN_HTTP_GET, "/api/v1/builds/{id}", ROUTE_AUTH, h_get)                                 \
 	R(KILN_HTTP_POST, "/api/v1/builds/{id}/cancel", ROUTE_AUTH | ROUTE_MUTATING, h_cancel)     \
 	R(KILN_HTTP_GET, "/api/v1/builds/{id}/logs", ROUTE_AUTH, h_logs)                           \
+	R(KILN_HTTP_GET, "/api/v1/builds/{id}/recipe", ROUTE_AUTH, h_recipe)                       \
 	R(KILN_HTTP_GET, "/api/v1/builds/{id}/artifacts", ROUTE_AUTH, h_artifacts)                 \
 	R(KILN_HTTP_GET, "/api/v1/builds/{id}/artifacts/{name}", ROUTE_AUTH, h_artifact)

@@ -311,6 +311,32 @@ int kiln_service_get(struct kiln_service *s, const char *id, const char *owner,
 	return r;
 }
 
+int kiln_service_recipe(struct kiln_service *s, const char *id, const char *owner, char **ret,
+                        struct kiln_error **err)
+{
+	pthread_mutex_lock(&s->lock);
+	/* svc_get_locked first: another owner's build stays "not found". */
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;
+	int r = svc_get_locked(s, id, owner, &b, err);
+	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
+	if (r == 0)
+		r = kiln_db_prepare(s->db, "SELECT recipe FROM builds WHERE id = $1", &st, err);
+	if (r == 0) {
+		kiln_db_bind_text(st, 1, id);
+		r = kiln_db_step(st, err);
+		if (r == 0)
+			r = kiln_error_set(err, ENOENT, "build %s: not found", id);
+		else if (r == 1) {
+			const char *t = kiln_db_column_text(st, 0);
+			*ret = xstrdup(t ? t : "");
+			r = 0;
+		}
+	}
+	kiln_db_stmt_done(TAKE_PTR(st));
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
 /* ---- cache ---------------------------------------------------------------- */
 
 static bool artifacts_present_locked(struct kiln_service *s, const char *id)

@@ -147,6 +147,10 @@ int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
                         struct kiln_error **err);
 int kiln_service_get(struct kiln_service *s, const char *id, const char *owner,
                      struct kiln_build_info **ret, struct kiln_error **err);
+/* The recipe as it was submitted (JSON text), for GET .../recipe and
+ * "edit and rebuild"; another owner's build is -ENOENT, like a missing one. */
+int kiln_service_recipe(struct kiln_service *s, const char *id, const char *owner, char **ret,
+                        struct kiln_error **err);
 
 /* Newest first. status < 0: any. cursor: NULL for the first page, else the
  * next_cursor of the previous page (opaque; one the service did not issue is
