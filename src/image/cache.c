@@ -4,7 +4,6 @@
  * the CAS; it is written atomically after a build succeeded and trusted only
  * while every blob it names is present. */
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "util/alloc.h"
 #include "util/fs.h"
 #include "util/parse.h"
+#include "util/walk.h"
 
 int kiln_image_build_key(const struct kiln_recipe *r, const char *context_path,
                          char ret[KILN_SHA256_HEX_LEN + 1], struct kiln_error **err)
@@ -157,20 +157,15 @@ int kiln_image_cache_lookup(const char *state_dir, const char *build_key, const 
 /* ---- tree listings ---------------------------------------------------------- */
 
 struct tree_ctx {
-	size_t root_len;
 	char **lines;
 	size_t n, cap;
 };
-static _Thread_local struct tree_ctx *tree_ctx;
 
-static int tree_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+static int tree_entry(const struct kiln_walk_entry *e, void *ud)
 {
-	(void)flag;
-	(void)ftw;
-	struct tree_ctx *t = tree_ctx;
-	const char *rel = p + t->root_len;
-	if (!*rel)
-		rel = "/";
+	struct tree_ctx *t = ud;
+	const struct stat *st = e->st;
+	const char *rel = *e->rel ? e->rel : "/";
 	char type = S_ISDIR(st->st_mode)    ? 'd'
 	            : S_ISLNK(st->st_mode)  ? 'l'
 	            : S_ISREG(st->st_mode)  ? 'f'
@@ -181,11 +176,13 @@ static int tree_entry(const char *p, const struct stat *st, int flag, struct FTW
 	char what[KILN_SHA256_HEX_LEN + 1] = "-";
 	_cleanup_free_ char *target = NULL;
 	if (type == 'f') {
-		if (kiln_sha256_file(p, what, NULL) < 0)
+		_cleanup_close_ int fd =
+		    openat(e->dirfd, e->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+		if (fd < 0 || kiln_sha256_fd(fd, what, NULL) < 0)
 			snprintf(what, sizeof(what), "unreadable");
 	} else if (type == 'l') {
 		char buf[4096];
-		ssize_t n = readlink(p, buf, sizeof(buf) - 1);
+		ssize_t n = readlinkat(e->dirfd, e->name, buf, sizeof(buf) - 1);
 		target = xstrndup(buf, n > 0 ? (size_t)n : 0);
 	}
 	/* Owners as the image sees them: the sandbox's range mapped back. */
@@ -212,10 +209,8 @@ static int cmp_line(const void *a, const void *b)
 
 char *kiln_image_tree_list(const char *root)
 {
-	struct tree_ctx t = {strlen(root), NULL, 0, 0};
-	tree_ctx = &t;
-	nftw(root, tree_entry, 64, FTW_PHYS | FTW_MOUNT);
-	tree_ctx = NULL;
+	struct tree_ctx t = {NULL, 0, 0};
+	kiln_walk(AT_FDCWD, root, 0, tree_entry, &t);
 	qsort(t.lines, t.n, sizeof(char *), cmp_line);
 	_cleanup_buf_ struct kiln_buf b = KILN_BUF_INIT;
 	for (size_t i = 0; i < t.n; i++) {

@@ -4,7 +4,6 @@
  * id; TZ=UTC and LC_ALL=C for every tool. */
 #include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,6 +15,7 @@
 #include "store/cas.h"
 #include "util/alloc.h"
 #include "util/fs.h"
+#include "util/walk.h"
 
 static char tool_versions[1024];
 static pthread_once_t tool_once = PTHREAD_ONCE_INIT;
@@ -155,24 +155,16 @@ static char *find_boot_file(int rootfd, const char *prefix)
 	return best;
 }
 
-static int64_t set_epoch;
-static int set_time(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+static int set_time(const struct kiln_walk_entry *e, void *ud)
 {
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	struct timespec ts[2] = {{set_epoch, 0}, {set_epoch, 0}};
-	return utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW);
+	const int64_t *epoch = ud;
+	struct timespec ts[2] = {{*epoch, 0}, {*epoch, 0}};
+	return utimensat(e->dirfd, e->name, ts, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 }
-static pthread_mutex_t set_time_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int stage_times(const char *dir, int64_t epoch)
 {
-	pthread_mutex_lock(&set_time_lock);
-	set_epoch = epoch;
-	int r = nftw(dir, set_time, 32, FTW_PHYS);
-	pthread_mutex_unlock(&set_time_lock);
-	return r;
+	return kiln_walk(AT_FDCWD, dir, 0, set_time, &epoch);
 }
 
 static const char early_cfg[] = "search --no-floppy --set=root --file /.kiln-live\n"
@@ -288,8 +280,8 @@ int kiln_emit_iso(const struct kiln_emit_ctx *c, const char *squashfs, const cha
 	    (rc = kiln_image_host_cmd(c->hooks, mcopy, env, NULL, err)) < 0)
 		return rc;
 
-	if (stage_times(stage, c->epoch) < 0)
-		return kiln_error_set_errno(err, errno, "%s: cannot set times", stage);
+	if ((rc = stage_times(stage, c->epoch)) < 0)
+		return kiln_error_set_errno(err, -rc, "%s: cannot set times", stage);
 	_cleanup_free_ char *tmp = xasprintf("%s.tmp", dst);
 	const char *xorriso[] = {"xorriso",
 	                         "-as",

@@ -5,7 +5,6 @@
  * The walks run while no sandbox is alive, on this build's own trees, and
  * never follow symlinks or cross into another file system. */
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include "image/normalize.h"
 #include "util/alloc.h"
 #include "util/fs.h"
+#include "util/walk.h"
 
 /* ---- time hygiene ---------------------------------------------------------- */
 
@@ -25,36 +25,36 @@
  * comparing dates) would bake the build's time into the image. Clamping the
  * upper layer to SOURCE_DATE_EPOCH before every command closes that leak.
  * The walk runs while no sandbox is alive and never follows symlinks. */
-static _Thread_local int64_t clamp_epoch;
-static _Thread_local int64_t clamp_since;
-static _Thread_local uint64_t clamp_count;
+struct clamp {
+	int64_t epoch, since;
+	uint64_t count;
+};
 
 /* An mtime later than the epoch is clamped to it; so is any mtime from this
  * build's own run (>= its start): with an epoch in the future — the derived
  * one reaches 2031 — "clamping" alone would keep the wall clock. */
-static int clamp_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+static int clamp_entry(const struct kiln_walk_entry *e, void *ud)
 {
-	(void)flag;
-	(void)ftw;
-	bool late = st->st_mtim.tv_sec > clamp_epoch ||
-	            (st->st_mtim.tv_sec == clamp_epoch && st->st_mtim.tv_nsec != 0);
-	if (!late && st->st_mtim.tv_sec < clamp_since)
+	struct clamp *c = ud;
+	const struct stat *st = e->st;
+	bool late = st->st_mtim.tv_sec > c->epoch ||
+	            (st->st_mtim.tv_sec == c->epoch && st->st_mtim.tv_nsec != 0);
+	if (!late && st->st_mtim.tv_sec < c->since)
 		return 0;
-	if (st->st_mtim.tv_sec == clamp_epoch && st->st_mtim.tv_nsec == 0)
+	if (st->st_mtim.tv_sec == c->epoch && st->st_mtim.tv_nsec == 0)
 		return 0;
-	struct timespec ts[2] = {{clamp_epoch, 0}, {clamp_epoch, 0}};
-	if (utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW) == 0)
-		clamp_count++;
+	struct timespec ts[2] = {{c->epoch, 0}, {c->epoch, 0}};
+	if (utimensat(e->dirfd, e->name, ts, AT_SYMLINK_NOFOLLOW) == 0)
+		c->count++;
 	return 0;
 }
 
 int kiln_image_clamp_tree(struct build *b, const char *dir, struct kiln_error **err)
 {
-	clamp_epoch = b->r->source_date_epoch;
-	clamp_since = b->start_wall - 2;
-	clamp_count = 0;
-	if (nftw(dir, clamp_entry, 64, FTW_PHYS | FTW_MOUNT) < 0)
-		return kiln_error_set_errno(err, errno, "%s: cannot clamp mtimes", dir);
+	struct clamp c = {b->r->source_date_epoch, b->start_wall - 2, 0};
+	int r = kiln_walk(AT_FDCWD, dir, 0, clamp_entry, &c);
+	if (r < 0)
+		return kiln_error_set_errno(err, -r, "%s: cannot clamp mtimes", dir);
 	return 0;
 }
 
@@ -69,20 +69,18 @@ int kiln_image_clamp_upper(struct build *b, struct kiln_error **err)
 struct leak_scan {
 	const char *const *needles;
 	size_t n;
-	const char *root;
 	struct kiln_buf *report;
 	size_t found;
 };
-static _Thread_local struct leak_scan *leak_ctx;
 
-static int leak_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+static int leak_entry(const struct kiln_walk_entry *e, void *ud)
 {
-	(void)ftw;
-	struct leak_scan *ls = leak_ctx;
-	if (flag != FTW_F || !S_ISREG(st->st_mode) || st->st_size == 0 ||
-	    st->st_size > (64 << 20) || ls->found >= 20)
+	struct leak_scan *ls = ud;
+	const struct stat *st = e->st;
+	if (!S_ISREG(st->st_mode) || st->st_size == 0 || st->st_size > (64 << 20) ||
+	    ls->found >= 20)
 		return 0;
-	_cleanup_close_ int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	_cleanup_close_ int fd = openat(e->dirfd, e->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return 0;
 	_cleanup_free_ char *data = xmalloc((size_t)st->st_size);
@@ -91,8 +89,8 @@ static int leak_entry(const char *p, const struct stat *st, int flag, struct FTW
 		return 0;
 	for (size_t i = 0; i < ls->n; i++)
 		if (memmem(data, (size_t)n, ls->needles[i], strlen(ls->needles[i]))) {
-			kiln_buf_printf(ls->report, "    %s contains \"%s\"\n",
-			                p + strlen(ls->root), ls->needles[i]);
+			kiln_buf_printf(ls->report, "    %s contains \"%s\"\n", e->rel,
+			                ls->needles[i]);
 			ls->found++;
 			break;
 		}
@@ -114,10 +112,8 @@ void kiln_image_scan_leaks(struct build *b)
 	    strcmp(host, "kiln") != 0 && strcmp(host, "localhost") != 0)
 		needles[n++] = host;
 	_cleanup_buf_ struct kiln_buf report = KILN_BUF_INIT;
-	struct leak_scan ls = {needles, n, b->upper, &report, 0};
-	leak_ctx = &ls;
-	nftw(b->upper, leak_entry, 64, FTW_PHYS | FTW_MOUNT);
-	leak_ctx = NULL;
+	struct leak_scan ls = {needles, n, &report, 0};
+	kiln_walk(AT_FDCWD, b->upper, 0, leak_entry, &ls);
 	if (ls.found) {
 		kiln_image_logf(&b->o->hooks,
 		                "==> warning: %zu file(s) written by this build contain its date, "

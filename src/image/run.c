@@ -1,7 +1,6 @@
 /* Running commands for the pipeline: in the sandbox (everything that touches
  * an image tree) or, for kiln-written files only, as host tools. */
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <spawn.h>
 #include <stdarg.h>

@@ -7,7 +7,6 @@
  * build's own upper layer; recipe values reach scripts as arguments, never
  * as script text. */
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
@@ -21,6 +20,7 @@
 #include "util/alloc.h"
 #include "util/fs.h"
 #include "util/parse.h"
+#include "util/walk.h"
 
 /* ---- overlays and steps --------------------------------------------------- */
 
@@ -84,12 +84,13 @@ int kiln_image_phase_overlays(struct build *b, struct kiln_error **err)
 	return rc;
 }
 
-static int chown_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+static int chown_entry(const struct kiln_walk_entry *e, void *ud)
 {
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return lchown(p, KILN_IMAGE_ID_BASE, KILN_IMAGE_ID_BASE) < 0 ? -1 : 0;
+	(void)ud;
+	return fchownat(e->dirfd, e->name, KILN_IMAGE_ID_BASE, KILN_IMAGE_ID_BASE,
+	                AT_SYMLINK_NOFOLLOW) < 0
+	           ? -errno
+	           : 0;
 }
 
 int kiln_image_phase_context(struct build *b, struct kiln_error **err)
@@ -113,8 +114,9 @@ int kiln_image_phase_context(struct build *b, struct kiln_error **err)
 	}
 	/* Owned by the sandbox's root, so COPY inside the sandbox can read
 	 * files whatever their mode. */
-	if (nftw(b->context, chown_entry, 64, FTW_PHYS | FTW_MOUNT) < 0)
-		return kiln_error_set_errno(err, errno, "%s: cannot chown", b->context);
+	rc = kiln_walk(AT_FDCWD, b->context, 0, chown_entry, NULL);
+	if (rc < 0)
+		return kiln_error_set_errno(err, -rc, "%s: cannot chown", b->context);
 	return 0;
 }
 

@@ -1,8 +1,8 @@
 #include "util/fs.h"
+#include "util/walk.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <linux/openat2.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -169,21 +169,15 @@ int kiln_write_file_in_root(int rootfd, const char *relpath, const void *data, s
 	return kiln_write_file_atomic_at(dfd, base, data, len, mode);
 }
 
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+static int rm_entry(const struct kiln_walk_entry *e, void *ud)
 {
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_DP)
-		return rmdir(p) < 0 && errno != ENOENT ? -1 : 0;
-	return unlink(p) < 0 && errno != ENOENT ? -1 : 0;
+	(void)ud;
+	int flags = S_ISDIR(e->st->st_mode) ? AT_REMOVEDIR : 0;
+	return unlinkat(e->dirfd, e->name, flags) < 0 && errno != ENOENT ? -errno : 0;
 }
 
 int kiln_rmtree(const char *path)
 {
-	struct stat st;
-	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (nftw(path, rm_entry, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0)
-		return -errno;
-	return 0;
+	int r = kiln_walk(AT_FDCWD, path, KILN_WALK_DEPTH, rm_entry, NULL);
+	return r == -ENOENT ? 0 : r;
 }

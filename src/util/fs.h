@@ -37,10 +37,11 @@ int kiln_write_file_atomic_at(int dirfd, const char *name, const void *data, siz
 int kiln_write_file_in_root(int rootfd, const char *relpath, const void *data, size_t len,
                             mode_t mode);
 
-/* rm -rf that never follows a symlink (FTW_PHYS: one planted in a build tree
- * would otherwise delete host files) and never descends into a file system
- * mounted below path (FTW_MOUNT). 0 when path is gone (or never was);
- * -errno otherwise. */
+/* rm -rf by directory fds (util/walk.h): never follows a symlink (one planted
+ * in a build tree would otherwise delete host files), never descends into a
+ * file system mounted below path, and removes trees deeper than PATH_MAX
+ * (which a build step can make). 0 when path is gone (or never was); -errno
+ * otherwise. */
 int kiln_rmtree(const char *path);
 /* Cleanup for a scratch path: removes the tree, then frees the string. */
 static inline void kiln_rmtreep(char **p)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,6 +28,7 @@
 #include "util/sha256.h"
 #include "util/tail.h"
 #include "util/utf8.h"
+#include "util/walk.h"
 
 /* ---- error ------------------------------------------------------------------ */
 
@@ -928,6 +930,157 @@ static void test_tail_keeps_the_last_lines(void **state)
 	free(f);
 }
 
+/* ---- the directory walker (util/walk.h) ---- */
+
+struct walk_log {
+	struct kiln_buf b;
+	size_t n, max_depth;
+	int fail_at;      /* return -EPERM at this entry (1-based), 0: never */
+	const char *skip; /* rel path of a directory to skip */
+};
+
+static int walk_record(const struct kiln_walk_entry *e, void *ud)
+{
+	struct walk_log *l = ud;
+	l->n++;
+	if (e->depth > l->max_depth)
+		l->max_depth = e->depth;
+	/* (dirfd, name) reaches the entry itself, never what a symlink names */
+	struct stat st;
+	assert_int_equal(fstatat(e->dirfd, e->name, &st, AT_SYMLINK_NOFOLLOW), 0);
+	assert_int_equal(st.st_ino, e->st->st_ino);
+	assert_int_equal(strlen(e->rel), e->rel_len);
+	if (e->depth < 8)
+		kiln_buf_printf(&l->b, "%s%c ", *e->rel ? e->rel : "<root>",
+		                S_ISDIR(e->st->st_mode)   ? '/'
+		                : S_ISLNK(e->st->st_mode) ? '@'
+		                                          : ' ');
+	if (l->fail_at && l->n == (size_t)l->fail_at)
+		return -EPERM;
+	if (l->skip && strcmp(e->rel, l->skip) == 0)
+		return KILN_WALK_SKIP;
+	return 0;
+}
+
+/* root/{a/{f, l -> ../../outside, b/}, top} */
+static void make_walk_tree(struct tree *t)
+{
+	assert_int_equal(mkdirat(t->rootfd, "a", 0755), 0);
+	assert_int_equal(mkdirat(t->rootfd, "a/b", 0755), 0);
+	assert_int_equal(kiln_write_file_atomic_at(t->rootfd, "top", "x", 1, 0644), 0);
+	_cleanup_close_ int a = openat(t->rootfd, "a", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	assert_int_equal(kiln_write_file_atomic_at(a, "f", "y", 1, 0644), 0);
+	assert_int_equal(symlinkat(t->outside, a, "l"), 0);
+	_cleanup_close_ int o = open(t->outside, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	assert_int_equal(kiln_write_file_atomic_at(o, "secret", "s", 1, 0644), 0);
+}
+
+static void test_walk_orders_and_symlinks(void **state)
+{
+	struct tree *t = *state;
+	make_walk_tree(t);
+	struct walk_log l = {KILN_BUF_INIT, 0, 0, 0, NULL};
+	assert_int_equal(kiln_walk(AT_FDCWD, t->root, 0, walk_record, &l), 0);
+	assert_int_equal(l.n, 6);
+	/* pre-order: a directory before what it holds; the symlink is an
+	 * entry of its own and the outside file is never reached */
+	assert_null(strstr(l.b.data, "secret"));
+	const char *s = l.b.data;
+	assert_true(strstr(s, "<root>/") == s);
+	assert_true(strstr(s, "/a/ ") < strstr(s, "/a/f  "));
+	assert_true(strstr(s, "/a/ ") < strstr(s, "/a/b/ "));
+	assert_non_null(strstr(s, "/a/l@ "));
+	assert_non_null(strstr(s, "/top  "));
+	kiln_buf_free(&l.b);
+
+	/* depth-first: contents before their directory, the root last */
+	struct walk_log d = {KILN_BUF_INIT, 0, 0, 0, NULL};
+	assert_int_equal(kiln_walk(AT_FDCWD, t->root, KILN_WALK_DEPTH, walk_record, &d), 0);
+	assert_int_equal(d.n, 6);
+	s = d.b.data;
+	assert_true(strstr(s, "/a/f  ") < strstr(s, "/a/ "));
+	assert_true(strstr(s, "/a/b/ ") < strstr(s, "/a/ "));
+	assert_string_equal(s + d.b.len - strlen("<root>/ "), "<root>/ ");
+	kiln_buf_free(&d.b);
+
+	/* a skipped directory's contents are not reported */
+	struct walk_log k = {KILN_BUF_INIT, 0, 0, 0, "/a"};
+	assert_int_equal(kiln_walk(AT_FDCWD, t->root, 0, walk_record, &k), 0);
+	assert_int_equal(k.n, 3);
+	assert_null(strstr(k.b.data, "/a/f"));
+	kiln_buf_free(&k.b);
+
+	/* the callback's error ends the walk and is returned */
+	struct walk_log f = {KILN_BUF_INIT, 0, 0, 2, NULL};
+	assert_int_equal(kiln_walk(AT_FDCWD, t->root, 0, walk_record, &f), -EPERM);
+	assert_int_equal(f.n, 2);
+	kiln_buf_free(&f.b);
+
+	/* a symlink as the root is reported, not followed */
+	_cleanup_free_ char *ln = xasprintf("%s/a/l", t->root);
+	struct walk_log y = {KILN_BUF_INIT, 0, 0, 0, NULL};
+	assert_int_equal(kiln_walk(AT_FDCWD, ln, 0, walk_record, &y), 0);
+	assert_int_equal(y.n, 1);
+	assert_string_equal(y.b.data, "<root>@ ");
+	kiln_buf_free(&y.b);
+
+	_cleanup_free_ char *none = xasprintf("%s/nonexistent", t->root);
+	assert_int_equal(kiln_walk(AT_FDCWD, none, 0, walk_record, &y), -ENOENT);
+
+	/* rmtree removes the tree through the symlink's own entry only */
+	assert_int_equal(kiln_rmtree(t->root), 0);
+	assert_int_equal(access(t->root, F_OK), -1);
+	_cleanup_free_ char *secret = xasprintf("%s/secret", t->outside);
+	assert_int_equal(access(secret, F_OK), 0);
+	assert_int_equal(kiln_rmtree(t->root), 0);                    /* gone already: fine */
+	t->rootfd = open(t->top, O_DIRECTORY | O_RDONLY | O_CLOEXEC); /* for teardown */
+}
+
+/* A chain of 2100 directories "d" (4,200 bytes of path, past PATH_MAX) with
+ * a file at the bottom, walked and removed with far fewer fds than levels:
+ * the soft fd limit is lowered to 64 around the walks. nftw failed here
+ * (ENAMETOOLONG), which left a build's scratch behind (issue 11 item 8). */
+static void test_walk_deeper_than_path_max(void **state)
+{
+	struct tree *t = *state;
+	enum { LEVELS = 2100 };
+	int fd = dup(t->rootfd);
+	for (int i = 0; i < LEVELS; i++) {
+		assert_int_equal(mkdirat(fd, "d", 0755), 0);
+		int next = openat(fd, "d", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+		assert_true(next >= 0);
+		close(fd);
+		fd = next;
+	}
+	assert_int_equal(kiln_write_file_atomic_at(fd, "bottom", "z", 1, 0644), 0);
+	close(fd);
+	assert_true(2 * LEVELS > PATH_MAX);
+
+	struct rlimit old, low;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = 64;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+
+	struct walk_log l = {KILN_BUF_INIT, 0, 0, 0, NULL};
+	int r = kiln_walk(AT_FDCWD, t->root, 0, walk_record, &l);
+	struct walk_log d = {KILN_BUF_INIT, 0, 0, 0, NULL};
+	int rd = kiln_walk(AT_FDCWD, t->root, KILN_WALK_DEPTH, walk_record, &d);
+	int rm = kiln_rmtree(t->root);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+
+	assert_int_equal(r, 0);
+	assert_int_equal(l.n, LEVELS + 2); /* root, the chain, the file */
+	assert_int_equal(l.max_depth, LEVELS + 1);
+	assert_int_equal(rd, 0);
+	assert_int_equal(d.n, LEVELS + 2);
+	assert_int_equal(rm, 0);
+	assert_int_equal(access(t->root, F_OK), -1);
+	kiln_buf_free(&l.b);
+	kiln_buf_free(&d.b);
+	t->rootfd = open(t->top, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -957,6 +1110,10 @@ int main(void)
 	    cmocka_unit_test(test_parse_int),
 	    cmocka_unit_test(test_split_fields),
 	    cmocka_unit_test_setup_teardown(test_fs_write_plain, tree_setup, tree_teardown),
+	    cmocka_unit_test_setup_teardown(test_walk_orders_and_symlinks, tree_setup,
+	                                    tree_teardown),
+	    cmocka_unit_test_setup_teardown(test_walk_deeper_than_path_max, tree_setup,
+	                                    tree_teardown),
 	    cmocka_unit_test_setup_teardown(test_fs_write_refuses_bad_names, tree_setup,
 	                                    tree_teardown),
 	    cmocka_unit_test_setup_teardown(test_fs_symlinked_dir_stays_inside, tree_setup,
