@@ -172,19 +172,6 @@ int kiln_image_run_timed(struct build *b, struct kiln_image_run *r, unsigned ste
 	return rc;
 }
 
-int kiln_image_write_text(const char *path, const char *data, size_t len, mode_t mode,
-                          struct kiln_error **err)
-{
-	_cleanup_free_ char *dir = xstrdup(path);
-	char *slash = strrchr(dir, '/');
-	*slash = '\0';
-	_cleanup_close_ int dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-	int r = dfd < 0 ? -errno : kiln_write_file_atomic_at(dfd, slash + 1, data, len, mode);
-	if (r < 0)
-		return kiln_error_set_errno(err, -r, "%s: cannot write", path);
-	return 0;
-}
-
 int kiln_image_script(struct build *b, const char *what, const char *script,
                       const char *const *extra_args, const struct kiln_sandbox_bind *binds,
                       size_t n_binds, struct kiln_buf *capture, unsigned step_limit,
@@ -280,6 +267,7 @@ static void build_clear(struct build *b)
 	free(b->merged);
 	free(b->work);
 	free(b->squashfs);
+	kiln_outdir_close(&b->out);
 	free(b->context);
 	free(b->workdir);
 	for (size_t i = 0; i < b->n_env; i++)
@@ -446,9 +434,8 @@ static int build_prepare(struct build *b, struct kiln_error **err)
 	rc = kiln_state_init(o->state_dir, err);
 	if (rc < 0)
 		return rc;
-	if (mkdir(o->out_dir, 0755) < 0 && errno != EEXIST)
-		return kiln_error_set_errno(err, errno, "%s: cannot create output directory",
-		                            o->out_dir);
+	if ((rc = kiln_outdir_open(o->out_dir, &b->out, err)) < 0)
+		return rc;
 	rc = kiln_image_base_path(o->state_dir, r->base, &b->base_tree, b->base_digest, err);
 	if (rc < 0)
 		return rc;
@@ -514,7 +501,8 @@ static int build_run(struct build *b, struct kiln_error **err)
 int kiln_image_build(const struct kiln_image_build_opts *opts, struct kiln_image_result **ret,
                      struct kiln_error **err)
 {
-	struct build b = {.o = opts, .r = opts->recipe, .lock_fd = -1, .rootfd = -1};
+	struct build b = {
+	    .o = opts, .r = opts->recipe, .lock_fd = -1, .rootfd = -1, .out = {-1, NULL}};
 	/* Commands' output goes to the caller's log; their warning comes to
 	 * build_warning, which tells the caller once, with the build's time. */
 	b.hooks = (struct kiln_image_hooks){

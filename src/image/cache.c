@@ -14,6 +14,7 @@
 #include "store/cas.h"
 #include "util/alloc.h"
 #include "util/fs.h"
+#include "util/outdir.h"
 #include "util/parse.h"
 #include "util/walk.h"
 
@@ -118,33 +119,19 @@ int kiln_image_cache_lookup(const char *state_dir, const char *build_key, const 
 	}
 	if (rc == 0 && res->n_artifacts == 0)
 		rc = -ENOENT;
-	if (rc == 0 && mkdir(out_dir, 0755) < 0 && errno != EEXIST)
-		rc =
-		    kiln_error_set_errno(err, errno, "%s: cannot create output directory", out_dir);
+	/* A copy (a reflink where the file system can), never a hard link: a
+	 * write to the output must not reach the store's blob, which other
+	 * builds are answered with (issue 12). */
+	_cleanup_outdir_ struct kiln_outdir out = {-1, NULL};
+	if (rc == 0)
+		rc = kiln_outdir_open(out_dir, &out, err);
 	for (size_t i = 0; rc == 0 && i < res->n_artifacts; i++) {
-		_cleanup_free_ char *src = kiln_cas_path(state_dir, res->artifacts[i].sha256);
-		_cleanup_free_ char *tmp =
-		    xasprintf("%s/.%s.kiln-tmp", out_dir, res->artifacts[i].name);
-		_cleanup_free_ char *dst = xasprintf("%s/%s", out_dir, res->artifacts[i].name);
-		unlink(tmp);
-		/* A hard link answers in microseconds whatever the size; a copy
-		 * when the output is on another file system. */
-		if (link(src, tmp) < 0) {
-			_cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
-			_cleanup_close_ int out =
-			    open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-			ssize_t n = 0;
-			if (in >= 0 && out >= 0)
-				while ((n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0)) > 0)
-					;
-			if (in < 0 || out < 0 || n < 0)
-				rc = kiln_error_set_errno(err, errno,
-				                          "%s: cannot copy from the store", dst);
-		}
-		if (rc == 0 && rename(tmp, dst) < 0)
-			rc = kiln_error_set_errno(err, errno, "%s: cannot rename", dst);
-		if (rc < 0)
-			unlink(tmp);
+		/* Copied from the fd the store checked, not reopened by path. */
+		const struct kiln_image_artifact *a = &res->artifacts[i];
+		_cleanup_close_ int fd = -1;
+		rc = kiln_cas_open_verified(state_dir, a->sha256, a->size, &fd, err);
+		if (rc == 0)
+			rc = kiln_outdir_copy_fd(&out, a->name, fd, 0644, err);
 	}
 	if (rc < 0) {
 		kiln_image_result_free(res);

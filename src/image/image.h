@@ -93,7 +93,7 @@ struct kiln_image_build_opts {
 	const char *state_dir;
 	const struct kiln_recipe *recipe;
 	const char *context_path; /* context archive (tar, tar.gz, zip) or NULL */
-	const char *out_dir;      /* artifacts land here, each by atomic rename */
+	const char *out_dir;      /* artifacts land here through util/outdir.h */
 	const char *build_id;     /* names the scratch dir builds/<id>; NULL: random */
 	bool offline;             /* never fetch: the lock and .debs must be in the store */
 	unsigned step_timeout_s;  /* per step; 0: the recipe's resources.step_timeout_s */
@@ -115,9 +115,9 @@ int kiln_image_build_key(const struct kiln_recipe *r, const char *context_path,
 
 /* The local build cache: every successful kiln_image_build records its
  * artifacts under state_dir/results/<build_key>. When all of them are still
- * in the store, they are linked into out_dir (hard links into the
- * content-addressed store: treat them as read-only) and *ret is set with
- * cached = true; -ENOENT when there is no complete entry. */
+ * in the store, they are copied into out_dir (util/outdir.h: a reflink where
+ * the file system allows, never a hard link into the store) and *ret is set
+ * with cached = true; -ENOENT when there is no complete entry. */
 int kiln_image_cache_lookup(const char *state_dir, const char *build_key, const char *out_dir,
                             struct kiln_image_result **ret, struct kiln_error **err);
 

@@ -10,6 +10,7 @@
 #include "sandbox/sandbox.h"
 #include "util/buf.h"
 #include "util/fs.h"
+#include "util/outdir.h"
 #include "util/tail.h"
 
 /* One command in the sandbox. */
@@ -132,6 +133,7 @@ struct build {
 	 * and the result handed to the caller. */
 	size_t leaks;
 	char *squashfs;
+	struct kiln_outdir out; /* opts.out_dir, every artifact written through it */
 	struct kiln_image_result *res;
 };
 
@@ -156,13 +158,15 @@ int kiln_image_script(struct build *b, const char *what, const char *script,
                       const char *const *extra_args, const struct kiln_sandbox_bind *binds,
                       size_t n_binds, struct kiln_buf *capture, unsigned step_limit,
                       struct kiln_error **err);
-int kiln_image_write_text(const char *path, const char *data, size_t len, mode_t mode,
-                          struct kiln_error **err);
 /* Mounts the merged root (base + upper) in a private mount namespace of the
  * calling thread and opens b->rootfd. */
 int kiln_image_mount_merged(struct build *b, struct kiln_error **err);
 
 /* packages.c: package lists, fetch, lock, stage, install, list installed. */
+/* Writes data as the file at path (a directory kiln owns: locks, pacman's
+ * configuration) atomically. */
+int kiln_image_write_text(const char *path, const char *data, size_t len, mode_t mode,
+                          struct kiln_error **err);
 void kiln_image_pkglist_clear(struct kiln_pkglist *l);
 /* Parses "name version arch sha256 [file]" lines (file required when
  * want_file); fields are separated by single spaces, empty lines skipped.

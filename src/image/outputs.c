@@ -3,8 +3,9 @@
  * in the store) in the order the manifest lists them, and the cache record
  * that lets an identical build be answered without building.
  *
- * Every artifact lands in out_dir under its final name only once it is
- * complete (temp name, fsync, rename). */
+ * Every artifact reaches out_dir through the output-directory writer
+ * (util/outdir.h): under its final name only once complete, never through a
+ * name planted in the directory, across file systems too. */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -18,13 +19,18 @@
 #include "image/tarball.h"
 #include "store/cas.h"
 #include "util/alloc.h"
+#include "util/fs.h"
 #include "util/json.h"
+#include "util/outdir.h"
 
-static int add_artifact(struct build *b, const char *name, struct kiln_error **err)
+/* Records name as an artifact (digest, size, a copy in the store) from src,
+ * a file kiln holds — its scratch, or its own fd of the file being written
+ * — never from the output directory, where another user could have
+ * swapped the file by then and so put their bytes in the cache. */
+static int add_artifact(struct build *b, const char *name, const char *src, struct kiln_error **err)
 {
-	_cleanup_free_ char *p = xasprintf("%s/%s", b->o->out_dir, name);
 	struct kiln_image_artifact a = {xstrdup(name), "", 0};
-	int rc = kiln_cas_put_file(b->o->state_dir, p, NULL, a.sha256, &a.size, err);
+	int rc = kiln_cas_put_file(b->o->state_dir, src, NULL, a.sha256, &a.size, err);
 	if (rc < 0) {
 		free(a.name);
 		return rc;
@@ -36,28 +42,50 @@ static int add_artifact(struct build *b, const char *name, struct kiln_error **e
 	return 0;
 }
 
+/* f (written, not committed) is recorded, then renamed into place. */
+static int finish(struct build *b, struct kiln_outfile *f, const char *name,
+                  struct kiln_error **err)
+{
+	_cleanup_free_ char *self = xasprintf("/proc/self/fd/%d", f->fd);
+	int rc = add_artifact(b, name, self, err);
+	if (rc < 0) {
+		kiln_outdir_abort(&b->out, f);
+		return rc;
+	}
+	return kiln_outdir_commit(&b->out, f, name, 0644, err);
+}
+
+static int emit_buffer(struct build *b, const char *name, const void *data, size_t len,
+                       struct kiln_error **err)
+{
+	struct kiln_outfile f = KILN_OUTFILE_INIT;
+	int rc = kiln_outdir_begin(&b->out, &f, err);
+	if (rc < 0)
+		return rc;
+	if ((rc = kiln_write_all(f.fd, data, len)) < 0) {
+		kiln_outdir_abort(&b->out, &f);
+		return kiln_error_set_errno(err, -rc, "%s/%s: cannot write", b->out.path, name);
+	}
+	return finish(b, &f, name, err);
+}
+
 int kiln_image_phase_tar(struct build *b, struct kiln_error **err)
 {
 	kiln_image_progress(b, "emit rootfs.tar.gz");
-	_cleanup_free_ char *tmp = xasprintf("%s/.rootfs.tar.gz.tmp", b->o->out_dir);
-	_cleanup_free_ char *dst = xasprintf("%s/rootfs.tar.gz", b->o->out_dir);
-	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return kiln_error_set_errno(err, errno, "%s: cannot create", tmp);
+	struct kiln_outfile f = KILN_OUTFILE_INIT;
+	int rc = kiln_outdir_begin(&b->out, &f, err);
+	if (rc < 0)
+		return rc;
 	struct kiln_tarball_opts o;
 	kiln_tarball_opts_default(&o, b->r->source_date_epoch);
 	o.gzip = true;
-	int rc = kiln_tarball_write(b->rootfd, fd, &o, err);
-	if (rc == 0 && fsync(fd) < 0)
-		rc = kiln_error_set_errno(err, errno, "%s: fsync", tmp);
-	if (rc == 0 && rename(tmp, dst) < 0)
-		rc = kiln_error_set_errno(err, errno, "%s: cannot rename", dst);
+	rc = kiln_tarball_write(b->rootfd, f.fd, &o, err);
 	if (rc < 0) {
-		unlink(tmp);
+		kiln_outdir_abort(&b->out, &f);
 		kiln_error_prefix(err, "tar output");
 		return rc;
 	}
-	return add_artifact(b, "rootfs.tar.gz", err);
+	return finish(b, &f, "rootfs.tar.gz", err);
 }
 
 static void put_pkg_json(struct kiln_buf *m, const struct kiln_pkglist *l)
@@ -109,8 +137,7 @@ static int write_manifest(struct build *b, struct kiln_error **err)
 		kiln_buf_printf(&m, ",\"sha256\":\"%s\",\"size\":%" PRIu64 "}", a->sha256, a->size);
 	}
 	kiln_buf_puts(&m, b->res->n_artifacts ? "\n  ]\n}\n" : "]\n}\n");
-	_cleanup_free_ char *p = xasprintf("%s/manifest.json", b->o->out_dir);
-	int rc = kiln_image_write_text(p, m.data, m.len, 0644, err);
+	int rc = emit_buffer(b, "manifest.json", m.data, m.len, err);
 	return rc;
 }
 
@@ -134,19 +161,19 @@ static int write_sbom(struct build *b, struct kiln_error **err)
 		kiln_error_prefix(err, "sbom");
 		return rc;
 	}
-	_cleanup_free_ char *p = xasprintf("%s/sbom.spdx.json", b->o->out_dir);
-	return kiln_image_write_text(p, doc, len, 0644, err);
+	return emit_buffer(b, "sbom.spdx.json", doc, len, err);
 }
 
-/* The squashfs is an artifact of its own, or only the ISO's input (then it
- * stays in scratch). */
+/* mksquashfs and xorriso write into the build's scratch, a directory of
+ * kiln's own; the output directory only ever gets finished files, through
+ * the writer (util/outdir.h). The squashfs is an artifact of its own, the
+ * ISO's input, or both (then the ISO needs it after it is placed: a copy). */
 int kiln_image_phase_squashfs(struct build *b, struct kiln_error **err)
 {
 	bool keep_sq = b->r->outputs & KILN_OUTPUT_SQUASHFS;
 	if (keep_sq)
 		kiln_image_progress(b, "emit rootfs.squashfs");
-	b->squashfs = keep_sq ? xasprintf("%s/rootfs.squashfs", b->o->out_dir)
-	                      : xasprintf("%s/filesystem.squashfs", b->scratch);
+	b->squashfs = xasprintf("%s/filesystem.squashfs", b->scratch);
 	struct kiln_emit_ctx ec = {
 	    &b->hooks, b->scratch, b->merged, b->rootfd, b->r->source_date_epoch, b->r->name};
 	if (kiln_image_cancelled(b))
@@ -154,7 +181,11 @@ int kiln_image_phase_squashfs(struct build *b, struct kiln_error **err)
 	int rc = kiln_emit_squashfs(&ec, b->squashfs, err);
 	if (rc < 0)
 		return rc;
-	return keep_sq ? add_artifact(b, "rootfs.squashfs", err) : 0;
+	if (!keep_sq || (rc = add_artifact(b, "rootfs.squashfs", b->squashfs, err)) < 0)
+		return rc;
+	return b->r->outputs & KILN_OUTPUT_ISO
+	           ? kiln_outdir_copy_file(&b->out, "rootfs.squashfs", b->squashfs, 0644, err)
+	           : kiln_outdir_adopt(&b->out, "rootfs.squashfs", b->squashfs, 0644, err);
 }
 
 int kiln_image_phase_iso(struct build *b, struct kiln_error **err)
@@ -164,24 +195,22 @@ int kiln_image_phase_iso(struct build *b, struct kiln_error **err)
 		return kiln_error_set_kind(err, KILN_ERR_CANCELLED, ECANCELED, "build cancelled");
 	struct kiln_emit_ctx ec = {
 	    &b->hooks, b->scratch, b->merged, b->rootfd, b->r->source_date_epoch, b->r->name};
-	_cleanup_free_ char *iso = xasprintf("%s/live.iso", b->o->out_dir);
+	_cleanup_free_ char *iso = xasprintf("%s/live.iso", b->scratch);
 	int rc = kiln_emit_iso(&ec, b->squashfs, iso, err);
-	if (rc < 0)
+	if (rc < 0 || (rc = add_artifact(b, "live.iso", iso, err)) < 0)
 		return rc;
-	return add_artifact(b, "live.iso", err);
+	return kiln_outdir_adopt(&b->out, "live.iso", iso, 0644, err);
 }
 
 int kiln_image_phase_sbom(struct build *b, struct kiln_error **err)
 {
-	int rc = write_sbom(b, err);
-	return rc < 0 ? rc : add_artifact(b, "sbom.spdx.json", err);
+	return write_sbom(b, err);
 }
 
 /* Last of the artifacts: it lists every one before it. */
 int kiln_image_phase_manifest(struct build *b, struct kiln_error **err)
 {
-	int rc = write_manifest(b, err);
-	return rc < 0 ? rc : add_artifact(b, "manifest.json", err);
+	return write_manifest(b, err);
 }
 
 int kiln_image_phase_record(struct build *b, struct kiln_error **err)

@@ -63,6 +63,19 @@ int kiln_image_pkglist_parse(const char *text, bool want_file, struct kiln_pkgli
 	return 0;
 }
 
+int kiln_image_write_text(const char *path, const char *data, size_t len, mode_t mode,
+                          struct kiln_error **err)
+{
+	_cleanup_free_ char *dir = xstrdup(path);
+	char *slash = strrchr(dir, '/');
+	*slash = '\0';
+	_cleanup_close_ int dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	int r = dfd < 0 ? -errno : kiln_write_file_atomic_at(dfd, slash + 1, data, len, mode);
+	if (r < 0)
+		return kiln_error_set_errno(err, -r, "%s: cannot write", path);
+	return 0;
+}
+
 /* ---- fetch and lock ------------------------------------------------------- */
 
 char *kiln_image_lock_path(const struct build *b)

@@ -23,6 +23,7 @@
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/json.h"
+#include "util/outdir.h"
 #include "util/parse.h"
 #include "util/passwd.h"
 #include "util/sha256.h"
@@ -1081,6 +1082,115 @@ static void test_walk_deeper_than_path_max(void **state)
 	t->rootfd = open(t->top, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 }
 
+/* ---- the output-directory writer (util/outdir.h) ---- */
+
+static size_t count_temps(const char *dir)
+{
+	_cleanup_free_ char *cmd = xasprintf("ls -A '%s' | grep -c '^.kiln-out-'", dir);
+	FILE *f = popen(cmd, "r");
+	assert_non_null(f);
+	size_t n = 0;
+	assert_int_equal(fscanf(f, "%zu", &n), 1);
+	pclose(f);
+	return n;
+}
+
+static void test_outdir_write_replaces_planted_symlinks(void **state)
+{
+	struct tree *t = *state;
+	_cleanup_free_ char *victim = xasprintf("%s/victim", t->outside);
+	_cleanup_close_ int o = open(t->outside, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	assert_int_equal(kiln_write_file_atomic_at(o, "victim", "precious", 8, 0600), 0);
+	assert_int_equal(symlinkat(victim, t->rootfd, "manifest.json"), 0);
+
+	_cleanup_free_ char *outp = xasprintf("%s/out", t->root);
+	struct kiln_outdir d = {-1, NULL};
+	assert_int_equal(kiln_outdir_open(outp, &d, NULL), 0); /* created */
+	assert_int_equal(kiln_outdir_write(&d, "a.json", "{}", 2, 0644, NULL), 0);
+	kiln_outdir_close(&d);
+	assert_int_equal(d.fd, -1);
+
+	assert_int_equal(kiln_outdir_open(t->root, &d, NULL), 0);
+	assert_int_equal(kiln_outdir_write(&d, "manifest.json", "{\"x\":1}", 7, 0640, NULL), 0);
+	struct stat st;
+	assert_int_equal(fstatat(t->rootfd, "manifest.json", &st, AT_SYMLINK_NOFOLLOW), 0);
+	assert_true(S_ISREG(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0640);
+	_cleanup_free_ char *v = slurp(victim);
+	assert_string_equal(v, "precious");
+
+	/* a failed commit (the name is a directory) leaves no temporary file */
+	assert_int_equal(mkdirat(t->rootfd, "busy", 0755), 0);
+	assert_int_equal(kiln_outdir_write(&d, "busy", "x", 1, 0644, NULL) < 0, 1);
+	struct kiln_outfile f = KILN_OUTFILE_INIT;
+	assert_int_equal(kiln_outdir_begin(&d, &f, NULL), 0);
+	assert_int_equal(count_temps(t->root), 1);
+	kiln_outdir_abort(&d, &f);
+	assert_int_equal(f.fd, -1);
+	assert_int_equal(count_temps(t->root), 0);
+	kiln_outdir_close(&d);
+}
+
+/* A copy into a tmpfs from the disk: no rename or link can cross, and the
+ * result shares nothing with its source. */
+static void test_outdir_copy_across_file_systems(void **state)
+{
+	struct tree *t = *state;
+	_cleanup_free_ char *src = xasprintf("%s/blob", t->outside);
+	_cleanup_close_ int o = open(t->outside, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	size_t n = 3 << 20;
+	_cleanup_free_ char *data = xmalloc(n);
+	for (size_t i = 0; i < n; i++)
+		data[i] = (char)(i * 7 + (i >> 12));
+	assert_int_equal(kiln_write_file_atomic_at(o, "blob", data, n, 0444), 0);
+
+	char shm[] = "/dev/shm/kiln-test-outdir-XXXXXX";
+	assert_non_null(mkdtemp(shm));
+	struct kiln_outdir d = {-1, NULL};
+	assert_int_equal(kiln_outdir_open(shm, &d, NULL), 0);
+	assert_int_equal(kiln_outdir_copy_file(&d, "copy", src, 0644, NULL), 0);
+	_cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
+	assert_int_equal(kiln_outdir_copy_fd(&d, "copy2", in, 0644, NULL), 0);
+	/* and within one file system, from the store-like source */
+	struct kiln_outdir same = {-1, NULL};
+	assert_int_equal(kiln_outdir_open(t->root, &same, NULL), 0);
+	assert_int_equal(kiln_outdir_copy_file(&same, "copy3", src, 0644, NULL), 0);
+	kiln_outdir_close(&same);
+
+	struct stat s0, s1;
+	assert_int_equal(stat(src, &s0), 0);
+	const char *names[] = {"copy", "copy2"};
+	for (size_t i = 0; i < 2; i++) {
+		_cleanup_free_ char *p = xasprintf("%s/%s", shm, names[i]);
+		assert_int_equal(stat(p, &s1), 0);
+		assert_int_equal(s1.st_size, n);
+		assert_int_equal(s1.st_nlink, 1);
+		_cleanup_free_ char *got = NULL;
+		size_t len = 0;
+		assert_int_equal(kiln_read_file(p, n + 1, &got, &len, NULL), 0);
+		assert_int_equal(len, n);
+		assert_memory_equal(got, data, n);
+	}
+	_cleanup_free_ char *p3 = xasprintf("%s/copy3", t->root);
+	assert_int_equal(stat(p3, &s1), 0);
+	assert_int_equal(s1.st_nlink, 1);
+	assert_int_not_equal(s1.st_ino, s0.st_ino);
+	assert_int_equal(s0.st_nlink, 1);
+
+	/* adopt: a file of kiln's own moves (renamed or copied) into place */
+	_cleanup_free_ char *mine = xasprintf("%s/mine", t->outside);
+	assert_int_equal(kiln_write_file_atomic_at(o, "mine", "m", 1, 0600), 0);
+	assert_int_equal(kiln_outdir_adopt(&d, "adopted", mine, 0644, NULL), 0);
+	assert_int_equal(access(mine, F_OK), -1);
+	_cleanup_free_ char *pa = xasprintf("%s/adopted", shm);
+	assert_int_equal(stat(pa, &s1), 0);
+	assert_int_equal(s1.st_mode & 07777, 0644);
+	assert_int_equal(count_temps(shm), 0);
+	kiln_outdir_close(&d);
+	_cleanup_free_ char *cmd = xasprintf("rm -rf '%s'", shm);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1110,6 +1220,10 @@ int main(void)
 	    cmocka_unit_test(test_parse_int),
 	    cmocka_unit_test(test_split_fields),
 	    cmocka_unit_test_setup_teardown(test_fs_write_plain, tree_setup, tree_teardown),
+	    cmocka_unit_test_setup_teardown(test_outdir_write_replaces_planted_symlinks, tree_setup,
+	                                    tree_teardown),
+	    cmocka_unit_test_setup_teardown(test_outdir_copy_across_file_systems, tree_setup,
+	                                    tree_teardown),
 	    cmocka_unit_test_setup_teardown(test_walk_orders_and_symlinks, tree_setup,
 	                                    tree_teardown),
 	    cmocka_unit_test_setup_teardown(test_walk_deeper_than_path_max, tree_setup,
