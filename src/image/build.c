@@ -359,6 +359,11 @@ static bool wants_iso(const struct build *b)
 	return b->r->outputs & KILN_OUTPUT_ISO;
 }
 
+static bool wants_ext4(const struct build *b)
+{
+	return b->r->outputs & KILN_OUTPUT_EXT4;
+}
+
 static unsigned none(const struct build *b)
 {
 	(void)b;
@@ -403,6 +408,7 @@ static const struct phase {
     {"tar", wants_tar, one, kiln_image_phase_tar},
     {"squashfs", wants_squashfs, if_squashfs_kept, kiln_image_phase_squashfs},
     {"iso", wants_iso, one, kiln_image_phase_iso},
+    {"ext4", wants_ext4, one, kiln_image_phase_ext4},
     {"sbom", always, none, kiln_image_phase_sbom},
     {"manifest", always, none, kiln_image_phase_manifest},
     {"cache record", always, none, kiln_image_phase_record},

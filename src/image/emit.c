@@ -25,7 +25,8 @@ static pthread_once_t tool_once = PTHREAD_ONCE_INIT;
  * in milliseconds, and the package version pins the tool's behaviour more
  * precisely than its --version line. */
 static const char *const tool_packages[] = {
-    "squashfs-tools", "xorriso", "grub-pc-bin", "grub-efi-amd64-bin", "dosfstools", "mtools",
+    "squashfs-tools", "xorriso", "grub-pc-bin", "grub-efi-amd64-bin",
+    "dosfstools",     "mtools",  "e2fsprogs",
 };
 
 static void compute_versions(void)

@@ -19,5 +19,9 @@ struct kiln_emit_ctx {
 int kiln_emit_squashfs(const struct kiln_emit_ctx *c, const char *dst, struct kiln_error **err);
 /* A hybrid BIOS + UEFI ISO: the image's kernel and initrd, the squashfs as
  * live/filesystem.squashfs, GRUB for both firmware types, serial console. */
+/* The tree as an ext4 image (mke2fs -d, then debugfs for the times; ext4.c),
+ * its UUID and hash seed from build_key. dst is replaced atomically. */
+int kiln_emit_ext4(const struct kiln_emit_ctx *c, const char *build_key, const char *dst,
+                   struct kiln_error **err);
 int kiln_emit_iso(const struct kiln_emit_ctx *c, const char *squashfs, const char *dst,
                   struct kiln_error **err);

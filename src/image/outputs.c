@@ -202,6 +202,20 @@ int kiln_image_phase_iso(struct build *b, struct kiln_error **err)
 	return kiln_outdir_adopt(&b->out, "live.iso", iso, 0644, err);
 }
 
+int kiln_image_phase_ext4(struct build *b, struct kiln_error **err)
+{
+	kiln_image_progress(b, "emit rootfs.ext4");
+	if (kiln_image_cancelled(b))
+		return kiln_error_set_kind(err, KILN_ERR_CANCELLED, ECANCELED, "build cancelled");
+	struct kiln_emit_ctx ec = {
+	    &b->hooks, b->scratch, b->merged, b->rootfd, b->r->source_date_epoch, b->r->name};
+	_cleanup_free_ char *img = xasprintf("%s/rootfs.ext4", b->scratch);
+	int rc = kiln_emit_ext4(&ec, b->build_key, img, err);
+	if (rc < 0 || (rc = add_artifact(b, "rootfs.ext4", img, err)) < 0)
+		return rc;
+	return kiln_outdir_adopt(&b->out, "rootfs.ext4", img, 0644, err);
+}
+
 int kiln_image_phase_sbom(struct build *b, struct kiln_error **err)
 {
 	return write_sbom(b, err);

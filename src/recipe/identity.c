@@ -101,7 +101,7 @@ char *kiln_recipe_build_canonical(const struct kiln_recipe *r, const struct kiln
 	kiln_json_put_cstr(&b, KILN_VERSION);
 	kiln_buf_puts(&b, ",\"outputs\":[");
 	bool first = true;
-	for (unsigned bit = 1; bit <= KILN_OUTPUT_ISO; bit <<= 1) {
+	for (unsigned bit = 1; bit <= KILN_OUTPUT_LAST; bit <<= 1) {
 		if (!(r->outputs & bit))
 			continue;
 		kiln_buf_printf(&b, "%s\"%s\"", first ? "" : ",", kiln_output_name(bit));
