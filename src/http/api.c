@@ -64,12 +64,46 @@ static int h_db(struct kiln_http_request *r)
 	    xasprintf("{\"status\":\"ok\",\"latency_us\":%llu}\n", (unsigned long long)us));
 }
 
+/* The document with this server's facts filled in: info.version is kiln's
+ * version and servers the URLs it listens on (a client generator then
+ * talks to this server, not to the file's placeholder). */
+static char *openapi_for(const struct kiln_http_server *srv, size_t *ret_len)
+{
+	json_error_t je;
+	json_t *doc =
+	    json_loadb((const char *)kiln_http_openapi_json, kiln_http_openapi_json_len, 0, &je);
+	if (!doc)
+		return NULL;
+	json_object_set_new(json_object_get(doc, "info"), "version", json_string(KILN_VERSION));
+	const char *const *urls;
+	size_t n = kiln_http_urls(srv, &urls);
+	json_t *servers = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(servers, json_pack("{s:s}", "url", urls[i]));
+	if (n)
+		json_object_set_new(doc, "servers", servers);
+	else
+		json_decref(servers);
+	char *text = json_dumps(doc, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+	json_decref(doc);
+	if (text)
+		*ret_len = strlen(text);
+	return text;
+}
+
 static int h_openapi(struct kiln_http_request *r)
 {
-	struct MHD_Response *resp = MHD_create_response_from_buffer(
-	    kiln_http_openapi_json_len, (void *)kiln_http_openapi_json, MHD_RESPMEM_PERSISTENT);
-	if (!resp)
+	size_t len = 0;
+	char *doc = openapi_for(r->srv, &len);
+	struct MHD_Response *resp =
+	    doc ? MHD_create_response_from_buffer(len, doc, MHD_RESPMEM_MUST_FREE)
+	        : MHD_create_response_from_buffer(kiln_http_openapi_json_len,
+	                                          (void *)kiln_http_openapi_json,
+	                                          MHD_RESPMEM_PERSISTENT);
+	if (!resp) {
+		free(doc);
 		return MHD_NO;
+	}
 	MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
 	MHD_add_response_header(resp, "Cache-Control", "public, max-age=300");
 	return http_respond(r, MHD_HTTP_OK, resp);

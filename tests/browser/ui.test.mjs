@@ -521,6 +521,68 @@ uiTest('keyboard: visible focus on controls', async () => {
 	assert.notEqual(outline.style, 'none', `focused ${outline.tag} shows an outline`);
 });
 
+let busyboxId = '';
+
+uiTest('the base is a choice in the form; the busybox example builds on busybox', { timeout: BUILD_TIMEOUT }, async () => {
+	run(['setup', '--state-dir', STATE, '--base', 'busybox'], 10 * 60 * 1000);
+	await newRecipe();
+	const bases = await page.locator('#base option').evaluateAll((os) => os.map((o) => o.value));
+	assert.deepEqual(bases, ['debian/bookworm', 'busybox']);
+	assert.equal(await page.inputValue('#base'), 'debian/bookworm', 'the default base');
+	await page.selectOption('#example', 'busybox');
+	await page.click('#load-example');
+	await page.getByText('Loaded the busybox example.').waitFor();
+	assert.equal(await page.inputValue('#base'), 'busybox');
+	await addStep(`RUN echo kiln-ui-busybox-${NONCE}`);
+	await page.click('#build');
+	await page.waitForURL(/#\/builds\/[0-9a-f-]+$/);
+	busyboxId = decodeURIComponent(page.url().split('/').pop());
+	const sent = await pageFetch(`/api/v1/builds/${busyboxId}/recipe`);
+	assert.equal(sent.body.base, 'busybox', 'the form sent the base chosen');
+	await waitStatus(/^completed$/, BUILD_TIMEOUT);
+	/* the list: duration, step, artifact links (images first) */
+	await page.goto(`${base}/#/builds`);
+	const row = page.locator('tr', { has: page.locator(`code.id:text-is("${busyboxId}")`) });
+	await row.waitFor();
+	assert.match(await row.locator('td.duration').textContent(), /\d s|min/);
+	const links = await row.locator('td.artifacts a').allTextContents();
+	assert.equal(links[0], 'rootfs.tar.gz', `images first: ${links}`);
+	await shot('list-columns');
+});
+
+uiTest('the recipe view shows what was submitted; "Edit and rebuild" opens it in the editor', async () => {
+	assert.ok(busyboxId, 'the busybox build of the previous test');
+	await page.goto(`${base}/#/builds/${busyboxId}`);
+	await page.locator('#recipe-box summary').click();
+	await page.locator('#rebuild:not([disabled])').waitFor();
+	assert.match(await page.locator('#recipe').textContent(), new RegExp(`kiln-ui-busybox-${NONCE}`));
+	await shot('recipe-view');
+	await page.click('#rebuild');
+	await page.waitForURL(/#\/new$/);
+	assert.equal(await page.inputValue('#recipe-name'), 'busybox-hello');
+	assert.equal(await page.inputValue('#base'), 'busybox');
+	const steps = await page.locator('input.step').evaluateAll((is) => is.map((i) => i.value));
+	assert.ok(steps.includes(`RUN echo kiln-ui-busybox-${NONCE}`), `the steps came back: ${steps}`);
+});
+
+uiTest('a 50,000-line log renders (timing reported, not asserted)', { timeout: BUILD_TIMEOUT }, async () => {
+	const r = await fetch(`${base}/api/v1/builds`, {
+		method: 'POST',
+		headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+		body: JSON.stringify({ name: 'big-log', base: 'busybox', outputs: ['tar'], steps: [`RUN echo ${NONCE}; seq 1 50000`] }),
+	});
+	assert.ok(r.status === 202 || r.status === 200, `submitted: ${r.status}`);
+	const id = (await r.json()).id;
+	await page.goto(`${base}/#/builds/${id}`);
+	await waitStatus(/^completed$/, BUILD_TIMEOUT);
+	/* the finished build's whole log, loaded fresh */
+	const t0 = Date.now();
+	await page.reload();
+	await page.locator('#log', { hasText: /^50000$/m }).waitFor({ timeout: 120000 });
+	const ms = Date.now() - t0;
+	console.log(`# benchmark: a 50,000-line log rendered in ${(ms / 1000).toFixed(2)} s (target < 2 s)`);
+});
+
 uiTest('sign out ends the session', async () => {
 	const old = (await ctx.cookies(base)).find((c) => c.name === '__Host-kiln_session');
 	await page.goto(`${base}/#/builds`);

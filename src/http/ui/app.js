@@ -17,13 +17,18 @@
 	const STATUSES = ['pending', 'building', 'completed', 'failed', 'cancelled'];
 	const OUTPUTS = ['tar', 'squashfs', 'iso'];
 	const EXAMPLES = [
+		['busybox', 'busybox — the 2 MB busybox base, seconds to build'],
 		['minimal', 'minimal — an empty Debian base, tarball'],
 		['web-server', 'web-server — nginx with a site, tar + squashfs'],
 		['live', 'live — a bootable live ISO that prints KILN-BOOT-OK'],
 	];
 	/* Recipe keys the editor has its own inputs for; the rest go to the
 	 * "other settings" JSON box. */
-	const EDITED = new Set(['name', 'packages', 'overlays', 'steps', 'outputs', 'locale', 'timezone']);
+	const EDITED = new Set(['name', 'base', 'packages', 'overlays', 'steps', 'outputs', 'locale', 'timezone']);
+	const BASES = [
+		['debian/bookworm', 'debian/bookworm — Debian 12, packages, bootable ISOs'],
+		['busybox', 'busybox — 2 MB, no packages, tar and squashfs'],
+	];
 	const DRAFT_KEY = 'kiln.draft';
 	const FOLLOW_KEY = 'kiln.followLog';
 
@@ -157,6 +162,37 @@
 		const d = new Date(iso);
 		if (isNaN(d)) return h('span', null, String(iso));
 		return h('time', { datetime: iso, title: iso }, d.toLocaleString());
+	}
+
+	/* "12.3 s", "4 min 05 s": started to completed, or to now while running. */
+	function fmtDuration(started, completed) {
+		const a = Date.parse(started || '');
+		if (Number.isNaN(a)) return '—';
+		const b = completed ? Date.parse(completed) : Date.now();
+		const d = Math.max(0, (b - a) / 1000);
+		if (d < 60) return `${d.toFixed(1)} s`;
+		if (d < 3600) return `${Math.floor(d / 60)} min ${String(Math.floor(d % 60)).padStart(2, '0')} s`;
+		return `${Math.floor(d / 3600)} h ${String(Math.floor(d % 3600 / 60)).padStart(2, '0')} min`;
+	}
+
+	function stepText(b) {
+		const p = b.progress || {};
+		if (!p.total_steps) return '—';
+		return TERMINAL.has(b.status) ? `${p.total_steps} steps` : `${p.current_step}/${p.total_steps}`;
+	}
+
+	/* Images first (iso, squashfs, tar), then the manifest and SBOM. */
+	function artifactRank(name) {
+		const order = ['.iso', '.squashfs', '.tar.gz', '.tar'];
+		const i = order.findIndex((e) => String(name).endsWith(e));
+		return i < 0 ? order.length : i;
+	}
+
+	function artifactLinks(b) {
+		const arts = Array.isArray(b.artifacts) ? [...b.artifacts] : [];
+		if (!arts.length) return '—';
+		arts.sort((x, y) => artifactRank(x.name) - artifactRank(y.name) || String(x.name).localeCompare(String(y.name)));
+		return arts.map((a) => h('a', { class: 'artifact', href: `${API}/builds/${encodeURIComponent(b.id)}/artifacts/${encodeURIComponent(a.name)}`, download: String(a.name) }, String(a.name)));
 	}
 
 	function statusBadge(status) {
@@ -369,12 +405,16 @@
 				const rows = builds.map((b) => h('tr', null,
 					h('td', { 'data-label': 'Name' },
 						h('a', { href: `#/builds/${encodeURIComponent(b.id)}` }, b.name ? String(b.name) : `(unnamed) ${String(b.id).slice(0, 8)}`)),
-					h('td', { 'data-label': 'Status' }, statusBadge(b.status), b.cached ? h('span', { class: 'tag' }, 'cached') : null),
+					h('td', { 'data-label': 'Status' }, statusBadge(b.status), b.cached ? h('span', { class: 'tag' }, 'cached') : null,
+						b.status === 'failed' && b.error ? h('div', { class: 'reason' }, String(b.error).split('\n')[0]) : null),
+					h('td', { 'data-label': 'Duration', class: 'duration' }, fmtDuration(b.started_at, b.completed_at)),
+					h('td', { 'data-label': 'Step', class: 'step' }, stepText(b)),
 					h('td', { 'data-label': 'Created' }, fmtTime(b.created_at)),
+					h('td', { 'data-label': 'Artifacts', class: 'artifacts' }, artifactLinks(b)),
 					h('td', { 'data-label': 'Build ID' }, h('code', { class: 'id' }, String(b.id)))));
 				region.appendChild(h('table', { class: 'builds' },
 					h('caption', { class: 'visually-hidden' }, 'Builds, newest first'),
-					h('thead', null, h('tr', null, ['Name', 'Status', 'Created', 'Build ID'].map((t) => h('th', { scope: 'col' }, t)))),
+					h('thead', null, h('tr', null, ['Name', 'Status', 'Duration', 'Step', 'Created', 'Artifacts', 'Build ID'].map((t) => h('th', { scope: 'col' }, t)))),
 					h('tbody', null, rows)));
 			}
 			const pager = h('nav', { class: 'pager', 'aria-label': 'Pages' });
@@ -543,6 +583,7 @@
 		outFs._err = outErr;
 
 		/* --- other settings */
+		const baseSel = h('select', { id: 'base', name: 'base' }, BASES.map(([v, t]) => h('option', { value: v }, t)));
 		const locale = h('input', { type: 'text', autocomplete: 'off', placeholder: 'en_US.UTF-8' });
 		const timezone = h('input', { type: 'text', autocomplete: 'off', placeholder: 'UTC' });
 		const other = h('textarea', { id: 'other', rows: '5', spellcheck: 'false', class: 'mono' });
@@ -606,6 +647,7 @@
 			h('section', { class: 'card', 'aria-labelledby': 'sec-recipe' },
 				h('h2', { id: 'sec-recipe' }, 'Recipe'),
 				field('Name', nameInput, { help: 'A label for people; it does not change the build.', helpId: 'name-help' }),
+				field('Base', baseSel, { help: 'The system the image starts from. busybox builds in seconds but has no packages and no ISO.', helpId: 'base-help' }),
 				h('h3', null, 'Packages'),
 				pkgList,
 				field('Add packages', pkgAdd, { row: pkgAddBtn, help: 'Debian package names; separate several with spaces.', helpId: 'pkg-help' })),
@@ -631,6 +673,7 @@
 		function fill(r) {
 			clearErrors();
 			nameInput.value = typeof r.name === 'string' ? r.name : '';
+			baseSel.value = BASES.some(([v]) => v === r.base) ? r.base : 'debian/bookworm';
 			clear(pkgList);
 			for (const p of Array.isArray(r.packages) ? r.packages : []) addPackage(String(p), false);
 			clear(ovList);
@@ -654,6 +697,8 @@
 			fields = new Map();
 			const recipe = {};
 			if (nameInput.value !== '') { recipe.name = nameInput.value; fields.set('name', nameInput); }
+			recipe.base = baseSel.value;
+			fields.set('base', baseSel);
 			recipe.packages = [];
 			fields.set('packages', pkgAdd);
 			for (const input of pkgList.querySelectorAll('input')) {
@@ -838,6 +883,30 @@
 		const followBox = h('input', { type: 'checkbox', id: 'follow', checked: follow });
 		const streamState = h('span', { class: 'stream-state', 'aria-live': 'polite' });
 		const log = h('pre', { id: 'log', class: 'log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Build log', tabindex: '0' });
+		const rawLog = h('a', { id: 'raw-log', class: 'button', href: `${buildPath(id)}/logs`, download: `${id}.log` }, 'Raw log');
+		/* The recipe as submitted (GET .../recipe), loaded when opened; "Edit
+		 * and rebuild" hands it to the editor as its draft. */
+		const recipePre = h('pre', { id: 'recipe', class: 'recipe' }, 'Loading…');
+		const rebuildBtn = h('button', { type: 'button', id: 'rebuild', class: 'primary', disabled: true }, 'Edit and rebuild');
+		const recipeBox = h('details', { class: 'card', id: 'recipe-box' }, h('summary', null, 'Recipe'), recipePre, h('div', { class: 'actions' }, rebuildBtn));
+		let recipeObj = null;
+		recipeBox.addEventListener('toggle', async () => {
+			if (!recipeBox.open || recipeObj) return;
+			const r = await api('GET', `${buildPath(id)}/recipe`);
+			if (!alive || r.handled) return;
+			if (r.status !== 200 || !r.data || typeof r.data !== 'object') {
+				recipePre.textContent = `Could not load the recipe: ${r.error}`;
+				return;
+			}
+			recipeObj = r.data;
+			recipePre.textContent = JSON.stringify(recipeObj, null, 2);
+			rebuildBtn.disabled = false;
+		});
+		rebuildBtn.addEventListener('click', () => {
+			if (!recipeObj) return;
+			sessionStorage.setItem(DRAFT_KEY, JSON.stringify(recipeObj));
+			location.hash = '#/new';
+		});
 
 		followBox.addEventListener('change', () => {
 			follow = followBox.checked;
@@ -876,9 +945,11 @@
 				h('div', { class: 'log-head' },
 					h('h2', { id: 'log-h' }, 'Log'),
 					streamState,
-					h('label', { class: 'check', for: 'follow' }, followBox, ' Follow the log')),
+					h('label', { class: 'check', for: 'follow' }, followBox, ' Follow the log'),
+					rawLog),
 				log),
 			artifacts,
+			recipeBox,
 			h('details', { class: 'card' }, h('summary', null, 'Details'), details),
 			h('p', null, h('a', { href: '#/builds' }, '← All builds')));
 
@@ -936,8 +1007,7 @@
 			const st = String(b.status);
 			clear(statusLine).append(
 				'Status: ', statusBadge(st),
-				st === 'pending' ? ' — waiting for a worker' : '',
-				st === 'building' ? ' — running' : '');
+				st === 'pending' ? ' — waiting for a worker' : '');
 			const p = b.progress || {};
 			const total = Number(p.total_steps) || 0;
 			const cur = Number(p.current_step) || 0;
@@ -952,11 +1022,14 @@
 				progressLabel.textContent = st === 'pending' ? 'Queued' : (TERMINAL.has(st) ? 'Finished' : 'Starting');
 				if (TERMINAL.has(st)) { progress.max = 1; progress.value = 0; }
 			}
+			progressBox.classList.toggle('failed', st === 'failed');
 			cancelBtn.hidden = TERMINAL.has(st);
 			clear(errorBox);
 			if (st === 'cancelled')
 				errorBox.appendChild(h('p', { class: 'error' }, b.error && b.error !== 'cancelled' ? `The build was cancelled: ${b.error}` : 'The build was cancelled.'));
-			else if (b.error) errorBox.appendChild(h('p', { class: 'error' }, `Failed: ${b.error}`));
+			/* The reason, then the last lines of the step's output (one line
+			 * each, as the CLI shows them). */
+			else if (b.error) errorBox.appendChild(h('pre', { class: 'error', id: 'build-error' }, `Failed: ${b.error}`));
 			noticeFor(b);
 			renderDetails(b);
 			renderArtifacts(b);
