@@ -269,7 +269,10 @@ def test_unknown_package_is_named(kiln_bin, base, tmp_path):
     p = build(kiln_bin, {"packages": ["no-such-package-kiln"]}, tmp_path / "o")
     assert p.returncode == 1
     assert "kiln: build: fetch:" in p.stderr
-    assert "no-such-package-kiln" in p.stderr.splitlines()[-1]
+    lines = p.stderr.splitlines()
+    # The error's last line names the package; after it only where the log is.
+    assert lines[-1].startswith("kiln: build: the whole log is in "), lines[-1]
+    assert "no-such-package-kiln" in lines[-2]
     assert leftovers() == ([], [])
 
 
