@@ -335,6 +335,8 @@ static void report(const struct kiln_backup *newest, int64_t now)
 	}
 	kiln_buf_putc(&b, '}');
 	kiln_service_set_ops_detail(bs.svc, b.data);
+	kiln_service_set_backup_times(bs.svc, newest ? newest->created_us : 0, bs.test_us,
+	                              bs.test_ok);
 }
 
 static void set_str(char **p, const char *v)

@@ -129,6 +129,7 @@ static int run(int argc, char **argv)
 		OPT_BACKUP_AT,
 		OPT_BACKUP_KEEP,
 		OPT_RESTORE_EVERY,
+		OPT_METRICS_LISTEN,
 		OPT_HOST_ID,
 		OPT_LEASE,
 		OPT_RETRIES,
@@ -169,6 +170,7 @@ static int run(int argc, char **argv)
 	    {"backup-at", required_argument, NULL, OPT_BACKUP_AT},
 	    {"backup-keep-days", required_argument, NULL, OPT_BACKUP_KEEP},
 	    {"restore-test-every", required_argument, NULL, OPT_RESTORE_EVERY},
+	    {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
 	    {},
 	};
 	const char *listen[MAX_LIST], *hosts[MAX_LIST], *origins[MAX_LIST];
@@ -183,6 +185,7 @@ static int run(int argc, char **argv)
 	struct cli_backup_schedule bk = {
 	    .at_min = 2 * 60, .keep_days = 30, .restore_every_s = 7 * 86400};
 	bool bk_opts = false;
+	const char *metrics_listen = NULL;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+hl:", opts, NULL)) != -1) {
 		switch (c) {
@@ -310,6 +313,16 @@ static int run(int argc, char **argv)
 			gc_policy = true;
 			break;
 		case OPT_BACKUP_DIR: bk.dir = optarg; break;
+		case OPT_METRICS_LISTEN: {
+			struct sockaddr_storage ms;
+			socklen_t ml;
+			_cleanup_error_ struct kiln_error *me = NULL;
+			if (kiln_http_listen_parse(optarg, &ms, &ml, &me) < 0)
+				return cli_usage_error(&kiln_cmd_serve, "--metrics-listen %s: %s",
+				                       optarg, me ? me->msg : "not ADDR:PORT");
+			metrics_listen = optarg;
+			break;
+		}
 		case OPT_BACKUP_AT: {
 			int h, m;
 			char hh[3] = {0}, mm[3] = {0};
@@ -429,8 +442,21 @@ static int run(int argc, char **argv)
 		return KILN_EXIT_FAILURE;
 	}
 
+	struct kiln_http_metrics *metrics = NULL;
+	if (metrics_listen) {
+		if (kiln_http_metrics_start(metrics_listen, svc, &metrics, &err) < 0) {
+			cli_errorf("serve: %s", err->msg);
+			cli_gc_schedule_stop();
+			kiln_http_stop(srv);
+			kiln_service_free(svc);
+			return KILN_EXIT_FAILURE;
+		}
+		printf("kiln: metrics on %s\n", kiln_http_metrics_url(metrics));
+		fflush(stdout);
+	}
 	if (bk.dir && cli_backup_schedule_start(svc, &bk) != 0) {
 		cli_gc_schedule_stop();
+		kiln_http_metrics_stop(metrics);
 		kiln_http_stop(srv);
 		kiln_service_free(svc);
 		return KILN_EXIT_FAILURE;
@@ -441,6 +467,7 @@ static int run(int argc, char **argv)
 	fprintf(stderr, "kiln: %s: shutting down\n", strsignal(sig));
 	cli_backup_schedule_stop();
 	cli_gc_schedule_stop();
+	kiln_http_metrics_stop(metrics);
 	kiln_http_stop(srv);
 	kiln_service_free(svc);
 	if (hc.access_log && hc.access_log != stderr)
@@ -513,6 +540,11 @@ const struct kiln_command kiln_cmd_serve = {
              "      --max-size SIZE      then least recently used first down to SIZE\n"
              "                           (see kiln help store; a summary goes to stderr)\n"
              "\n"
+             "      --metrics-listen ADDR:PORT\n"
+             "                           serve GET /metrics (Prometheus text format) on a\n"
+             "                           listener of its own, without authentication: bind\n"
+             "                           it to loopback or a monitoring network (off by\n"
+             "                           default; docs/operations.md lists the series)\n"
              "      --backup-dir DIR     back the database up into DIR every day (kiln help\n"
              "                           backup; docs/operations.md), at once when the last\n"
              "                           day's backup is missing; one host of a fleet does\n"

@@ -69,6 +69,15 @@ struct kiln_http_server *kiln_http_stop(struct kiln_http_server *s);
 /* The base URLs served ("http://127.0.0.1:8080"), with the bound ports. */
 size_t kiln_http_urls(const struct kiln_http_server *s, const char *const **ret);
 
+/* GET /metrics (Prometheus text format; http/metrics.c) on a listener of
+ * its own at addr ("127.0.0.1:9090"). The service must outlive it. */
+struct kiln_http_metrics;
+int kiln_http_metrics_start(const char *addr, struct kiln_service *svc,
+                            struct kiln_http_metrics **ret, struct kiln_error **err);
+/* "http://127.0.0.1:9090/metrics", with the bound port. */
+const char *kiln_http_metrics_url(const struct kiln_http_metrics *m);
+struct kiln_http_metrics *kiln_http_metrics_stop(struct kiln_http_metrics *m);
+
 /* --tls-self-signed: state_dir/tls/cert.pem and key.pem (0600), created
  * the first time (an ECDSA P-256 key, a certificate for localhost,
  * 127.0.0.1 and ::1) and reused after; made again when the certificate is

@@ -141,6 +141,11 @@ const char *http_cookie(struct kiln_http_request *r, const char *name);
 extern const struct kiln_http_route http_routes[];
 extern const size_t http_n_routes;
 
+/* metrics.c: one answered request, for kiln_http_requests_total and the
+ * latency histogram (route NULL: it matched none). */
+void http_metrics_observe(const struct kiln_http_route *route, const char *method, unsigned status,
+                          uint64_t duration_us);
+
 /* web.c */
 int http_ui_index(struct kiln_http_request *r);
 int http_ui_file(struct kiln_http_request *r);

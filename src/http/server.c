@@ -852,6 +852,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	conn_set_due(r->srv, conn, http_now_us() + r->srv->header_timeout_us);
 	if (r->srv->access_log && r->started)
 		access_log_write(r, conn, toe);
+	if (r->started)
+		http_metrics_observe(r->route, r->method_name, r->status,
+		                     http_now_us() - r->start_us);
 	if (r->pp)
 		MHD_destroy_post_processor(r->pp);
 	safe_close(r->context_fd);

@@ -70,7 +70,9 @@ struct kiln_service {
 	int listen_wake[2]; /* written to stop the listener */
 	bool hb_started, listen_started;
 
-	char *ops_detail; /* ops.c: JSON members for /api/v1/health, under lock */
+	char *ops_detail;                   /* ops.c: JSON members for /api/v1/health, under lock */
+	int64_t backup_us, restore_test_us; /* ops.c, under lock */
+	bool restore_test_ok;
 
 	pthread_mutex_t lock;
 	pthread_cond_t queue_cond;

@@ -228,6 +228,37 @@ int kiln_service_lease(struct kiln_service *s, const char *name, unsigned ttl_s,
 void kiln_service_set_ops_detail(struct kiln_service *s, const char *json_members);
 char *kiln_service_ops_detail(struct kiln_service *s);
 
+/* The last backup (its time, whichever host took it) and this host's last
+ * restore test, for the metrics; 0: none. */
+void kiln_service_set_backup_times(struct kiln_service *s, int64_t backup_us, int64_t test_us,
+                                   bool test_ok);
+
+/* Numbers for GET /metrics, read from the database (so the whole fleet's)
+ * at the time of the call. Build durations are those of builds that ran
+ * (not cache hits) and ended completed or failed, in the buckets below. */
+#define KILN_STATS_DURATION_BUCKETS 11
+extern const double kiln_stats_duration_bounds_s[KILN_STATS_DURATION_BUCKETS]; /* last +Inf */
+struct kiln_stats_host {
+	char *id;
+	int64_t slots, busy;
+};
+struct kiln_service_stats {
+	int64_t by_status[5];      /* enum kiln_build_status */
+	int64_t cache_hits;        /* builds answered from the cache */
+	int64_t cache_misses;      /* builds that had to run (or will) */
+	int64_t oldest_pending_us; /* created_us of the oldest pending build; 0: none */
+	uint64_t duration_buckets[KILN_STATS_DURATION_BUCKETS]; /* cumulative */
+	double duration_sum_s;
+	uint64_t duration_count;
+	struct kiln_stats_host *hosts;
+	size_t n_hosts;
+	int64_t backup_us, restore_test_us;
+	bool restore_test_ok;
+};
+int kiln_service_stats(struct kiln_service *s, struct kiln_service_stats *ret,
+                       struct kiln_error **err);
+void kiln_service_stats_clear(struct kiln_service_stats *st);
+
 /* ---- API tokens (stored as SHA-256 only) ------------------------------------ */
 
 struct kiln_token_info {
