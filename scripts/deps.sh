@@ -16,6 +16,7 @@ libsqlite3-dev libpq-dev postgresql-15 postgresql-client-15 prometheus
 mmdebstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-bin grub-common
 mtools dosfstools qemu-system-x86 ovmf util-linux procps openssl tar
 pacman-package-manager arch-install-scripts makepkg libarchive-tools fakeroot gnupg
+e2fsprogs umoci skopeo
 chromium
 "
 

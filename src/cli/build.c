@@ -489,7 +489,7 @@ static int build_in(const struct build_args *args)
 
 const struct kiln_command kiln_cmd_build = {
     .name = "build",
-    .summary = "build a recipe's images locally (tar, squashfs, iso)",
+    .summary = "build a recipe's images locally (tar, squashfs, iso, ext4, oci)",
     .usage = "Usage: kiln build [OPTIONS] RECIPE\n"
              "\n"
              "Runs the whole pipeline locally: fetch and lock the packages (the only\n"

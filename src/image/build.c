@@ -364,6 +364,11 @@ static bool wants_ext4(const struct build *b)
 	return b->r->outputs & KILN_OUTPUT_EXT4;
 }
 
+static bool wants_oci(const struct build *b)
+{
+	return b->r->outputs & KILN_OUTPUT_OCI;
+}
+
 static unsigned none(const struct build *b)
 {
 	(void)b;
@@ -409,6 +414,7 @@ static const struct phase {
     {"squashfs", wants_squashfs, if_squashfs_kept, kiln_image_phase_squashfs},
     {"iso", wants_iso, one, kiln_image_phase_iso},
     {"ext4", wants_ext4, one, kiln_image_phase_ext4},
+    {"oci", wants_oci, one, kiln_image_phase_oci},
     {"sbom", always, none, kiln_image_phase_sbom},
     {"manifest", always, none, kiln_image_phase_manifest},
     {"cache record", always, none, kiln_image_phase_record},

@@ -23,5 +23,20 @@ int kiln_emit_squashfs(const struct kiln_emit_ctx *c, const char *dst, struct ki
  * its UUID and hash seed from build_key. dst is replaced atomically. */
 int kiln_emit_ext4(const struct kiln_emit_ctx *c, const char *build_key, const char *dst,
                    struct kiln_error **err);
+/* What the OCI config carries: the state the steps left (the build's own
+ * variables are filtered out by oci.c), and the build's identity. */
+struct kiln_oci_config {
+	const struct kiln_recipe *recipe;
+	const char *build_key;
+	const char *const *env; /* "K=V" */
+	size_t n_env;
+	uid_t uid;
+	gid_t gid;
+	const char *workdir; /* NULL: none set */
+};
+/* image.oci.tar: an OCI image layout with the tree as its one layer (oci.c).
+ * dst is a path in the scratch. */
+int kiln_emit_oci(const struct kiln_emit_ctx *c, const struct kiln_oci_config *cfg, const char *dst,
+                  struct kiln_error **err);
 int kiln_emit_iso(const struct kiln_emit_ctx *c, const char *squashfs, const char *dst,
                   struct kiln_error **err);

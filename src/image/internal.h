@@ -211,6 +211,7 @@ int kiln_image_phase_normalize(struct build *b, struct kiln_error **err);
 int kiln_image_phase_tar(struct build *b, struct kiln_error **err);
 int kiln_image_phase_squashfs(struct build *b, struct kiln_error **err);
 int kiln_image_phase_ext4(struct build *b, struct kiln_error **err);
+int kiln_image_phase_oci(struct build *b, struct kiln_error **err);
 int kiln_image_phase_iso(struct build *b, struct kiln_error **err);
 int kiln_image_phase_sbom(struct build *b, struct kiln_error **err);
 int kiln_image_phase_manifest(struct build *b, struct kiln_error **err);

@@ -216,6 +216,22 @@ int kiln_image_phase_ext4(struct build *b, struct kiln_error **err)
 	return kiln_outdir_adopt(&b->out, "rootfs.ext4", img, 0644, err);
 }
 
+int kiln_image_phase_oci(struct build *b, struct kiln_error **err)
+{
+	kiln_image_progress(b, "emit image.oci.tar");
+	if (kiln_image_cancelled(b))
+		return kiln_error_set_kind(err, KILN_ERR_CANCELLED, ECANCELED, "build cancelled");
+	struct kiln_emit_ctx ec = {
+	    &b->hooks, b->scratch, b->merged, b->rootfd, b->r->source_date_epoch, b->r->name};
+	struct kiln_oci_config cfg = {
+	    b->r, b->build_key, (const char *const *)b->env, b->n_env, b->uid, b->gid, b->workdir};
+	_cleanup_free_ char *img = xasprintf("%s/image.oci.tar", b->scratch);
+	int rc = kiln_emit_oci(&ec, &cfg, img, err);
+	if (rc < 0 || (rc = add_artifact(b, "image.oci.tar", img, err)) < 0)
+		return rc;
+	return kiln_outdir_adopt(&b->out, "image.oci.tar", img, 0644, err);
+}
+
 int kiln_image_phase_sbom(struct build *b, struct kiln_error **err)
 {
 	return write_sbom(b, err);

@@ -856,7 +856,7 @@ static int f_steps(void *t, json_t *v, const char *path, struct kiln_error **err
 	return 0;
 }
 
-static const char *const output_names[] = {"tar", "squashfs", "iso", "ext4"};
+static const char *const output_names[] = {"tar", "squashfs", "iso", "ext4", "oci"};
 
 const char *kiln_output_name(enum kiln_output o)
 {
@@ -873,8 +873,9 @@ static int f_outputs(void *t, json_t *v, const char *path, struct kiln_error **e
 	if (rc < 0)
 		return rc;
 	if (json_array_size(v) == 0)
-		return fail(err, path,
-		            "must name at least one of \"tar\", \"squashfs\", \"iso\", \"ext4\"");
+		return fail(
+		    err, path,
+		    "must name at least one of \"tar\", \"squashfs\", \"iso\", \"ext4\", \"oci\"");
 	unsigned mask = 0;
 	for (size_t i = 0; i < json_array_size(v); i++) {
 		_cleanup_free_ char *sub = path_index(path, i);
@@ -887,9 +888,9 @@ static int f_outputs(void *t, json_t *v, const char *path, struct kiln_error **e
 			if (strcmp(s.s, output_names[k]) == 0)
 				bit = 1u << k;
 		if (!bit)
-			return fail(
-			    err, sub,
-			    "unknown output (expected \"tar\", \"squashfs\", \"iso\" or \"ext4\")");
+			return fail(err, sub,
+			            "unknown output (expected \"tar\", \"squashfs\", \"iso\", "
+			            "\"ext4\" or \"oci\")");
 		if (mask & bit)
 			return fail(err, sub, "duplicate output \"%s\"", s.s);
 		mask |= bit;

@@ -41,7 +41,8 @@ enum kiln_output {
 	KILN_OUTPUT_SQUASHFS = 1u << 1,
 	KILN_OUTPUT_ISO = 1u << 2,
 	KILN_OUTPUT_EXT4 = 1u << 3,
-	KILN_OUTPUT_LAST = KILN_OUTPUT_EXT4, /* the build key lists outputs in bit order */
+	KILN_OUTPUT_OCI = 1u << 4,
+	KILN_OUTPUT_LAST = KILN_OUTPUT_OCI, /* the build key lists outputs in bit order */
 };
 
 enum kiln_step_op {

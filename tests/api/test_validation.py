@@ -59,7 +59,7 @@ def test_errors_are_capped(kiln_bin, tmp_path):
 
 def test_one_error_keeps_its_one_line(kiln_bin, tmp_path):
     assert validate(kiln_bin, tmp_path, '{"name": "x", "outputs": []}') == [
-        'outputs: must name at least one of "tar", "squashfs", "iso", "ext4"']
+        'outputs: must name at least one of "tar", "squashfs", "iso", "ext4", "oci"']
 
 
 def test_busybox_utc_is_fine(kiln_bin, tmp_path):

@@ -97,3 +97,46 @@ def test_ext4_output_name_is_checked(kiln_bin, tmp_path):
     r.write_text(json.dumps({"base": "busybox", "outputs": ["ext5"]}))
     p = subprocess.run([kiln_bin, "hash", str(r)], capture_output=True, text=True)
     assert p.returncode != 0 and "outputs[0]" in p.stderr and "\"ext4\"" in p.stderr
+
+
+OCI_RECIPE = on_tiny({
+    "steps": ["RUN mkdir -p /srv/app && chown nobody:nogroup /srv/app",
+              "ENV GREETING=hello world", "ENV SOURCE_DATE_EPOCH=1", "USER nobody",
+              "WORKDIR /srv/app", "RUN echo mine > owned && ln -s owned link"],
+    "outputs": ["tar", "oci"]})
+
+
+def test_oci_output_read_by_skopeo_and_umoci_equals_the_tar(kiln_bin, tiny, tmp_path):
+    out = tmp_path / "out"
+    p = build(kiln_bin, OCI_RECIPE, out, "--verify")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads(p.stdout)["reproducible"] is True
+    manifest = json.loads((out / "manifest.json").read_text())
+    key, epoch = manifest["recipe"]["build_key"], manifest["recipe"]["source_date_epoch"]
+    archive = out / "image.oci.tar"
+    cfg = json.loads(subprocess.run(
+        ["skopeo", "inspect", "--config", f"oci-archive:{archive}"], check=True,
+        capture_output=True, text=True).stdout)
+    c = cfg["config"]
+    assert c["User"] == "65534:65534" and c["WorkingDir"] == "/srv/app"
+    # The recipe's ENV and the image's TZ; kiln's HOME and the build's own
+    # clock filtered out; PATH the steps ran with.
+    assert "GREETING=hello world" in c["Env"] and c["Env"][0].startswith("PATH=/usr/local/sbin")
+    assert not [e for e in c["Env"] if e.startswith(("SOURCE_DATE_EPOCH=", "HOME="))], c["Env"]
+    raw = json.loads(subprocess.run(
+        ["skopeo", "inspect", "--raw", f"oci-archive:{archive}"], check=True,
+        capture_output=True, text=True).stdout)
+    assert raw["annotations"]["dev.kiln.build-key"] == key
+    assert raw["annotations"]["dev.kiln.source-date-epoch"] == str(epoch)
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    with tarfile.open(archive) as t:
+        t.extractall(layout)
+    bundle = tmp_path / "bundle"
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)], check=True,
+                   capture_output=True)
+    got = mounted_tree(bundle / "rootfs")
+    want = tar_tree(out / "rootfs.tar.gz")
+    assert got == want, sorted(set(got.items()) ^ set(want.items()))[:10]
+    assert got["srv/app/owned"][2] == 65534
+    assert leftovers() == ([], [])

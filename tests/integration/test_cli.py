@@ -206,11 +206,11 @@ ERRORS = [
     ({"steps": ["WORKDIR /a/../b"]}, "steps[0]: WORKDIR path must not contain . or .. components"),
     ({"steps": ["RUN a\u0000b"]}, "steps[0]: must not contain NUL characters"),
     # outputs
-    ({"outputs": ["zip"]}, 'outputs[0]: unknown output (expected "tar", "squashfs", "iso" or "ext4")'),
-    ({"outputs": ["tar", "TAR"]}, 'outputs[1]: unknown output (expected "tar", "squashfs", "iso" or "ext4")'),
+    ({"outputs": ["zip"]}, 'outputs[0]: unknown output (expected "tar", "squashfs", "iso", "ext4" or "oci")'),
+    ({"outputs": ["tar", "TAR"]}, 'outputs[1]: unknown output (expected "tar", "squashfs", "iso", "ext4" or "oci")'),
     ({"outputs": ["tar", "iso", "tar"]}, 'outputs[2]: duplicate output "tar"'),
-    ({"outputs": []}, 'outputs: must name at least one of "tar", "squashfs", "iso", "ext4"'),
-    ({"outputs": ["tar", "squashfs", "iso", "ext4", "tar"]}, "outputs: more than 4 outputs"),
+    ({"outputs": []}, 'outputs: must name at least one of "tar", "squashfs", "iso", "ext4", "oci"'),
+    ({"outputs": ["tar", "squashfs", "iso", "ext4", "oci", "tar"]}, "outputs: more than 5 outputs"),
     # file-level errors: nesting and syntax
     ("", None),
     ('{"name":"x"} x', None),

@@ -602,14 +602,14 @@ static void test_errors_steps(void **state)
 static void test_errors_outputs(void **state)
 {
 	(void)state;
-	expect_error(
-	    "{\"outputs\":[\"zip\"]}",
-	    "outputs[0]: unknown output (expected \"tar\", \"squashfs\", \"iso\" or \"ext4\")");
+	expect_error("{\"outputs\":[\"zip\"]}", "outputs[0]: unknown output (expected \"tar\", "
+	                                        "\"squashfs\", \"iso\", \"ext4\" or \"oci\")");
 	expect_error("{\"outputs\":[\"iso\",\"iso\"]}", "outputs[1]: duplicate output \"iso\"");
-	expect_error("{\"outputs\":[]}",
-	             "outputs: must name at least one of \"tar\", \"squashfs\", \"iso\", \"ext4\"");
-	expect_error("{\"outputs\":[\"tar\",\"iso\",\"squashfs\",\"ext4\",\"tar\"]}",
-	             "outputs: more than 4 outputs");
+	expect_error(
+	    "{\"outputs\":[]}",
+	    "outputs: must name at least one of \"tar\", \"squashfs\", \"iso\", \"ext4\", \"oci\"");
+	expect_error("{\"outputs\":[\"tar\",\"iso\",\"squashfs\",\"ext4\",\"oci\",\"tar\"]}",
+	             "outputs: more than 5 outputs");
 }
 
 static void test_errors_json_level(void **state)
