@@ -12,7 +12,7 @@ libseccomp-dev libcap-dev
 busybox-static bubblewrap hyperfine systemd-container
 libarchive-dev libcurl4-gnutls-dev
 libmicrohttpd-dev libgnutls28-dev
-libsqlite3-dev libpq-dev postgresql-15 postgresql-client-15 prometheus
+libsqlite3-dev libpq-dev postgresql-15 postgresql-client-15 prometheus libsystemd-dev
 mmdebstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-bin grub-common
 mtools dosfstools qemu-system-x86 ovmf util-linux procps openssl tar
 pacman-package-manager arch-install-scripts makepkg libarchive-tools fakeroot gnupg

@@ -69,6 +69,8 @@ int cli_parse_duration(const char *s, unsigned *ret_s);
 /* True when argv holds -h/--help before any "--". */
 int cli_wants_help(int argc, char **argv);
 void cli_print_help(const struct kiln_command *cmd);
+/* The help text as a man page (roff, section 1): kiln-NAME(1). */
+void cli_print_man(const struct kiln_command *cmd);
 #ifdef KILN_FULL
 /* Creates the state directory where missing and narrows a mode that lets
  * other local users read it (kiln_state_secure), saying so on stderr as

@@ -86,6 +86,28 @@ void cli_print_help(const struct kiln_command *cmd)
 	fputs(cmd->usage, stdout);
 }
 
+void cli_print_man(const struct kiln_command *cmd)
+{
+	/* The help text verbatim (.nf): one text for both, so the man page
+	 * can never say something `kiln help` does not. Escaped for roff: a
+	 * backslash is \e, and a line starting with '.' or '\'' would be a
+	 * request, so \& goes before it. */
+	printf(".TH KILN-%s 1 \"\" \"kiln %s\" \"kiln manual\"\n.SH NAME\nkiln-%s \\- %s\n"
+	       ".SH SYNOPSIS AND OPTIONS\n.nf\n",
+	       cmd->name, KILN_VERSION, cmd->name, cmd->summary);
+	bool bol = true;
+	for (const char *p = cmd->usage; *p; p++) {
+		if (bol && (*p == '.' || *p == '\''))
+			fputs("\\&", stdout);
+		if (*p == '\\')
+			fputs("\\e", stdout);
+		else
+			putchar(*p);
+		bol = *p == '\n';
+	}
+	printf("%s.fi\n.SH SEE ALSO\nkiln help, docs/ in the source tree\n", bol ? "" : "\n");
+}
+
 int cli_parse_duration(const char *s, unsigned *ret_s)
 {
 	static const struct {

@@ -113,6 +113,17 @@ static int cmd_help(int argc, char **argv)
 		print_overview(stdout);
 		return KILN_EXIT_OK;
 	}
+	/* kiln help --man COMMAND: the same text as a man page (meson install
+	 * generates kiln-COMMAND.1 with it; src/cli/meson.build). */
+	if (argc == 3 && strcmp(argv[1], "--man") == 0) {
+		const struct kiln_command *m = find_command(argv[2]);
+		if (!m) {
+			fprintf(stderr, "kiln help: unknown command '%s'\n", argv[2]);
+			return KILN_EXIT_USAGE;
+		}
+		cli_print_man(m);
+		return KILN_EXIT_OK;
+	}
 	if (argc > 2) {
 		fprintf(stderr, "kiln help: expected at most one COMMAND\n");
 		return KILN_EXIT_USAGE;

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "cli/cli.h"
 #include "http/http.h"
 #include "http/parse.h"
@@ -462,8 +464,14 @@ static int run(int argc, char **argv)
 		return KILN_EXIT_FAILURE;
 	}
 
+	/* Type=notify (dist/kiln.service): ready once every listener is bound
+	 * and the workers run, so units ordered after kiln find it serving.
+	 * A no-op without $NOTIFY_SOCKET. */
+	(void)sd_notify(0, "READY=1\nSTATUS=serving");
+
 	int sig = 0;
 	sigwait(&set, &sig);
+	(void)sd_notify(0, "STOPPING=1\nSTATUS=stopping");
 	fprintf(stderr, "kiln: %s: shutting down\n", strsignal(sig));
 	cli_backup_schedule_stop();
 	cli_gc_schedule_stop();
