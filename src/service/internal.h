@@ -109,6 +109,11 @@ int svc_cache_lookup_locked(struct kiln_service *s, const char *build_key, const
 /* The log line of a build answered from the cache by `from`: names `from`
  * only when it is the same owner's build. Caller frees. */
 char *svc_cache_log_line(const char *build_key, const char *from, bool same_owner);
+/* A build answered from the cache at submit has no log file: its one line,
+ * made from its row (1 with *ret, caller frees), or 0 if id is no such
+ * build. */
+int svc_cached_log_locked(struct kiln_service *s, const char *id, char **ret,
+                          struct kiln_error **err);
 int svc_copy_artifacts_locked(struct kiln_service *s, const char *from, const char *to,
                               struct kiln_error **err);
 

@@ -255,8 +255,26 @@ int kiln_service_log_read_bounded(struct kiln_service *s, const char *id, const 
 			skip = after_seq - (uint64_t)k * IDX_EVERY;
 		}
 		pthread_mutex_unlock(&s->idx_lock);
+	} else if (errno == ENOENT && b->cached) {
+		/* A submit answered from the cache writes no file (a hit costs
+		 * a row, not a file): its one line comes from the row. */
+		_cleanup_free_ char *line = NULL;
+		pthread_mutex_lock(&s->lock);
+		r = svc_cached_log_locked(s, b->id, &line, err);
+		pthread_mutex_unlock(&s->lock);
+		if (r < 0)
+			return r;
+		if (line) {
+			total = 1;
+			if (after_seq == 0) {
+				line[strcspn(line, "\n")] = 0;
+				v = xmalloc(sizeof(*v));
+				v[0] = (struct kiln_log_line){.seq = 1, .text = TAKE_PTR(line)};
+				n = 1;
+			}
+		}
 	}
-	if (after_seq < total) {
+	if (after_seq < total && fd >= 0) {
 		char *buf = xmalloc(CHUNK);
 		_cleanup_buf_ struct kiln_buf cur = KILN_BUF_INIT;
 		uint64_t off = start, seq = after_seq - skip;

@@ -424,6 +424,26 @@ char *svc_cache_log_line(const char *build_key, const char *from, bool same_owne
 	                 build_key);
 }
 
+int svc_cached_log_locked(struct kiln_service *s, const char *id, char **ret,
+                          struct kiln_error **err)
+{
+	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
+	int r = kiln_db_prepare(s->db,
+	                        "SELECT b.build_key, b.cached_from,"
+	                        " CASE WHEN f.owner = b.owner THEN 1 ELSE 0 END"
+	                        " FROM builds b LEFT JOIN builds f ON f.id = b.cached_from"
+	                        " WHERE b.id = $1 AND b.cached = 1 AND b.cached_from IS NOT NULL",
+	                        &st, err);
+	if (r < 0)
+		return r;
+	kiln_db_bind_text(st, 1, id);
+	r = kiln_db_step(st, err);
+	if (r == 1)
+		*ret = svc_cache_log_line(kiln_db_column_text(st, 0), kiln_db_column_text(st, 1),
+		                          kiln_db_column_int64(st, 2) != 0);
+	return r;
+}
+
 int svc_copy_artifacts_locked(struct kiln_service *s, const char *from, const char *to,
                               struct kiln_error **err)
 {
@@ -588,13 +608,10 @@ int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
 			kiln_uuid4(id);
 			r = insert_build_locked(s, id, owner, rc, key, in->recipe, in->recipe_len,
 			                        in->context_path ? ctx : NULL, from, err);
+			/* No log file: its one line is made when read
+			 * (svc_cached_log_locked), so a hit costs a row. */
 			if (r == 0)
 				r = svc_copy_artifacts_locked(s, from, id, err);
-			if (r == 0) {
-				_cleanup_free_ char *line =
-				    svc_cache_log_line(key, from, same_owner);
-				svc_log_append(s, id, line, strlen(line));
-			}
 		} else if (r == 0) {
 			/* Coalescing stays per owner even with a shared cache: it
 			 * answers with the in-flight build itself, which another
@@ -961,6 +978,9 @@ int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service
 	r = kiln_db_open(s->db_url, &s->db, err);
 	if (r == 0)
 		r = kiln_db_migrate(s->db, migrations, ELEMENTSOF(migrations), NULL, err);
+	/* No WAL checkpoint inside a request, which holds s->lock. */
+	if (r == 0)
+		r = kiln_db_checkpoint_in_background(s->db, err);
 	if (r == 0)
 		r = svc_session_secret_load(s, err);
 	if (r == 0 && !s->no_workers) {

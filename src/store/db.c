@@ -132,6 +132,11 @@ const char *kiln_db_sql_skip_locked(struct kiln_db *db)
 	return db->ops->skip_locked;
 }
 
+int kiln_db_checkpoint_in_background(struct kiln_db *db, struct kiln_error **err)
+{
+	return db->ops->bg_checkpoint ? db->ops->bg_checkpoint(db, err) : 0;
+}
+
 bool kiln_db_can_notify(struct kiln_db *db)
 {
 	return db->ops->listen != NULL;

@@ -104,6 +104,17 @@ void kiln_db_rollback(struct kiln_db *db);
  * already serialises writers). */
 const char *kiln_db_sql_skip_locked(struct kiln_db *db);
 
+/* SQLite: this connection's commits no longer run the automatic WAL
+ * checkpoint (1,000 pages: three fdatasyncs inside whichever commit crosses
+ * it, i.e. inside a request); a thread of the connection's own, on its own
+ * connection, runs a PASSIVE checkpoint once a commit has left
+ * KILN_DB_CHECKPOINT_PAGES in the WAL (writers go on meanwhile) and a
+ * TRUNCATE one after a second without commits, so the WAL stays bounded
+ * and is empty when the service is idle. Stopped by kiln_db_close. A no-op
+ * on PostgreSQL (the server checkpoints). */
+#define KILN_DB_CHECKPOINT_PAGES 256
+int kiln_db_checkpoint_in_background(struct kiln_db *db, struct kiln_error **err);
+
 /* Notifications between processes sharing the database (PostgreSQL's
  * LISTEN/NOTIFY). kiln_db_can_notify is false on SQLite: callers poll.
  * notify is a no-op there; inside a transaction it is sent at commit.

@@ -36,6 +36,8 @@ struct kiln_db_ops {
 	              struct kiln_error **err);
 	int (*wait_notify)(struct kiln_db *db, int wake_fd, int timeout_ms, char **ret_channel,
 	                   char **ret_payload, struct kiln_error **err);
+	/* kiln_db_checkpoint_in_background; NULL: nothing to do (PostgreSQL). */
+	int (*bg_checkpoint)(struct kiln_db *db, struct kiln_error **err);
 	/* The row-locking clause a claim's subquery ends with ("" if none). */
 	const char *skip_locked;
 };

@@ -13,9 +13,17 @@
  *                        write) for protection against power loss only.
  *   busy_timeout=5000    another process holding the write lock is waited for
  *                        instead of failing at once.
- *   foreign_keys=ON      artifacts rows cannot outlive their build. */
+ *   foreign_keys=ON      artifacts rows cannot outlive their build.
+ *
+ * Checkpoints (kiln_db_checkpoint_in_background): the service's connection
+ * replaces SQLite's automatic checkpoint (run by the commit that crosses
+ * 1,000 WAL pages, with its fdatasyncs, inside a request holding the
+ * service's lock) by a wal hook that only wakes a checkpointer thread; the
+ * thread checkpoints on a connection of its own, so the fsyncs happen while
+ * requests go on. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -37,11 +45,26 @@ struct sq_stmt {
 	int bind_rc; /* first bind failure, reported by the next step */
 };
 
+/* The background checkpointer of one connection. mu guards the flags. */
+struct sq_ckpt {
+	sqlite3 *h; /* its own connection: never used by the owner's threads */
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	bool now;   /* the WAL reached KILN_DB_CHECKPOINT_PAGES: PASSIVE */
+	bool dirty; /* commits since the last checkpoint: TRUNCATE when idle */
+	bool stop;
+	bool restarting;   /* a RESTART is waiting: new transactions wait on gate */
+	bool must_restart; /* the WAL passed 2 * CKPT_FORCE_PAGES: the same */
+	pthread_cond_t gate;
+};
+
 struct sq_db {
 	struct kiln_db base; /* first: store/db_internal.h */
 	sqlite3 *h;
 	struct sq_stmt cache[STMT_CACHE];
 	size_t n_cache;
+	struct sq_ckpt *ckpt; /* NULL: SQLite's automatic checkpoint */
 };
 
 static int map_rc(int rc)
@@ -113,9 +136,176 @@ int kiln_db_sqlite_open(const char *path, struct kiln_db **ret, struct kiln_erro
 	return 0;
 }
 
+/* The WAL file starts over from its beginning only at a write transaction
+ * that begins after a checkpoint has copied every frame, which a PASSIVE
+ * checkpoint racing a stream of commits (each a few ms of copying and two
+ * fdatasyncs) almost never achieves: the WAL would grow without bound.
+ * Past this many pages (16 MiB) the checkpointer runs a RESTART one, which
+ * waits for the writer in between two transactions and holds the next one
+ * back while it copies what the PASSIVE left (a few transactions) and syncs:
+ * one wait of a few ms per ~150 cache hits, instead of SQLite's automatic
+ * checkpoint of 1,000 pages with its fdatasyncs inside the request every
+ * ~75. An idle second ends in TRUNCATE instead. */
+#define CKPT_FORCE_PAGES 4096
+#define CKPT_IDLE_S 1
+
+static void ckpt_run(struct sq_ckpt *c, int mode)
+{
+	int n_log = 0, n_done = 0;
+	int rc = sqlite3_wal_checkpoint_v2(c->h, NULL, mode, &n_log, &n_done);
+	pthread_mutex_lock(&c->mu);
+	bool force = c->must_restart;
+	pthread_mutex_unlock(&c->mu);
+	if (mode == SQLITE_CHECKPOINT_PASSIVE &&
+	    (force || (rc == SQLITE_OK && n_log > CKPT_FORCE_PAGES))) {
+		/* The owner's next transaction waits (sq_begin) so that the
+		 * RESTART gets the write lock when the current one commits:
+		 * otherwise a busy writer retakes it first, every time. */
+		pthread_mutex_lock(&c->mu);
+		c->restarting = true;
+		pthread_mutex_unlock(&c->mu);
+		sqlite3_busy_timeout(c->h, 5000);
+		rc = sqlite3_wal_checkpoint_v2(c->h, NULL, SQLITE_CHECKPOINT_RESTART, &n_log,
+		                               &n_done);
+		sqlite3_busy_timeout(c->h, 0);
+		pthread_mutex_lock(&c->mu);
+		/* Even when it failed (another process's reader in the way for
+		 * 5 s): the owner goes on, and its next commit asks again. */
+		c->restarting = c->must_restart = false;
+		pthread_cond_broadcast(&c->gate);
+		pthread_mutex_unlock(&c->mu);
+	}
+	/* SQLITE_BUSY: a writer or reader was in the way; the next commit or
+	 * idle second tries again. */
+	if (rc != SQLITE_OK || n_done < n_log) {
+		pthread_mutex_lock(&c->mu);
+		c->dirty = true;
+		pthread_mutex_unlock(&c->mu);
+	}
+}
+
+static void *ckpt_main(void *ud)
+{
+	struct sq_ckpt *c = ud;
+	pthread_mutex_lock(&c->mu);
+	while (!c->stop) {
+		if (c->now) {
+			c->now = false; /* dirty stays: TRUNCATE once idle */
+			pthread_mutex_unlock(&c->mu);
+			ckpt_run(c, SQLITE_CHECKPOINT_PASSIVE);
+			pthread_mutex_lock(&c->mu);
+			continue;
+		}
+		if (!c->dirty) {
+			pthread_cond_wait(&c->cond, &c->mu);
+			continue;
+		}
+		c->dirty = false;
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += CKPT_IDLE_S;
+		int r = 0;
+		while (!c->stop && !c->now && !c->dirty && r == 0)
+			r = pthread_cond_timedwait(&c->cond, &c->mu, &ts);
+		if (r != ETIMEDOUT || c->stop || c->now || c->dirty)
+			continue;
+		/* Idle: copy everything and empty the WAL file, so an idle
+		 * service leaves a small WAL (and a backup copies little). */
+		pthread_mutex_unlock(&c->mu);
+		ckpt_run(c, SQLITE_CHECKPOINT_TRUNCATE);
+		pthread_mutex_lock(&c->mu);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+/* The owner's commit (any of its threads, under its lock): only a flag and
+ * a signal, never I/O. Returning SQLITE_OK keeps the commit's result. */
+static int ckpt_wal_hook(void *ud, sqlite3 *h, const char *name, int pages)
+{
+	(void)h;
+	(void)name;
+	struct sq_ckpt *c = ud;
+	pthread_mutex_lock(&c->mu);
+	if (pages >= KILN_DB_CHECKPOINT_PAGES)
+		c->now = true;
+	/* The checkpointer has not kept up (no CPU for it, on a loaded host):
+	 * the owner's next transaction waits for a RESTART, so the WAL stays
+	 * bounded by about 2 * CKPT_FORCE_PAGES. */
+	if (pages >= 2 * CKPT_FORCE_PAGES)
+		c->must_restart = true;
+	c->dirty = true;
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->mu);
+	return SQLITE_OK;
+}
+
+static void ckpt_stop(struct sq_db *db)
+{
+	struct sq_ckpt *c = db->ckpt;
+	if (!c)
+		return;
+	sqlite3_wal_hook(db->h, NULL, NULL);
+	pthread_mutex_lock(&c->mu);
+	c->stop = true;
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->mu);
+	pthread_join(c->thread, NULL);
+	sqlite3_close(c->h);
+	pthread_cond_destroy(&c->cond);
+	pthread_cond_destroy(&c->gate);
+	pthread_mutex_destroy(&c->mu);
+	free(c);
+	db->ckpt = NULL;
+}
+
+static int sq_bg_checkpoint(struct kiln_db *d, struct kiln_error **err)
+{
+	struct sq_db *db = DB(d);
+	const char *path = sqlite3_db_filename(db->h, "main");
+	if (db->ckpt || !path || !path[0])
+		return 0; /* already running, or :memory: (no WAL) */
+	struct sq_ckpt *c = xcalloc(1, sizeof(*c));
+	int rc = sqlite3_open_v2(path, &c->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		int r = kiln_error_set(err, -map_rc(rc), "database %s: checkpointer: %s", path,
+		                       c->h ? sqlite3_errmsg(c->h) : sqlite3_errstr(rc));
+		sqlite3_close(c->h);
+		free(c);
+		return r;
+	}
+	/* Its own commits (none) must not checkpoint either; it never waits
+	 * except when forcing (ckpt_run). */
+	sqlite3_exec(c->h, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL);
+	/* Reads the header, so the connection knows the file is in WAL mode
+	 * (until then a checkpoint on it is a no-op). */
+	sqlite3_exec(c->h, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&c->gate, NULL);
+	int r = pthread_create(&c->thread, NULL, ckpt_main, c);
+	if (r != 0) {
+		sqlite3_close(c->h);
+		pthread_cond_destroy(&c->gate);
+		pthread_cond_destroy(&c->cond);
+		pthread_mutex_destroy(&c->mu);
+		free(c);
+		return kiln_error_set_errno(err, r, "database %s: checkpointer thread", path);
+	}
+	db->ckpt = c;
+	/* Replaces the automatic checkpoint (which is itself a wal hook). */
+	sqlite3_wal_hook(db->h, ckpt_wal_hook, c);
+	return 0;
+}
+
 static struct kiln_db *sq_close(struct kiln_db *d)
 {
 	struct sq_db *db = DB(d);
+	ckpt_stop(db);
 	for (size_t i = 0; i < db->n_cache; i++) {
 		sqlite3_finalize(db->cache[i].st);
 		free(db->cache[i].sql);
@@ -262,6 +452,14 @@ static void sq_rollback(struct kiln_db *d)
 
 static int sq_begin(struct kiln_db *d, struct kiln_error **err)
 {
+	struct sq_ckpt *c = DB(d)->ckpt;
+	if (c) {
+		pthread_mutex_lock(&c->mu);
+		while (c->restarting || c->must_restart)
+			pthread_cond_wait(&c->gate, &c->mu);
+		pthread_mutex_unlock(&c->mu);
+	}
+
 	return sq_exec(d, "BEGIN IMMEDIATE", err);
 }
 
@@ -293,6 +491,7 @@ static const struct kiln_db_ops sqlite_ops = {
     .begin = sq_begin,
     .commit = sq_commit,
     .rollback = sq_rollback,
+    .bg_checkpoint = sq_bg_checkpoint,
     .skip_locked = "",
 };
 
