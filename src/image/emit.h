@@ -38,5 +38,9 @@ struct kiln_oci_config {
  * dst is a path in the scratch. */
 int kiln_emit_oci(const struct kiln_emit_ctx *c, const struct kiln_oci_config *cfg, const char *dst,
                   struct kiln_error **err);
+/* cfg's environment as a JSON array of "K=V": PATH first (the sandbox's
+ * default unless an ENV step set it), the build's own variables left out.
+ * The OCI config's Env and manifest.json's template.env. */
+void kiln_oci_put_env(struct kiln_buf *j, const struct kiln_oci_config *cfg);
 int kiln_emit_iso(const struct kiln_emit_ctx *c, const char *squashfs, const char *dst,
                   struct kiln_error **err);

@@ -132,6 +132,7 @@ struct build {
 	 * the squashfs (in out_dir, or in scratch when only the ISO wants it),
 	 * and the result handed to the caller. */
 	size_t leaks;
+	unsigned healthcheck_attempts; /* the attempt that passed; 0: no healthcheck ran */
 	char *squashfs;
 	struct kiln_outdir out; /* opts.out_dir, every artifact written through it */
 	struct kiln_image_result *res;

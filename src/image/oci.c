@@ -50,6 +50,25 @@ static bool env_has(const struct kiln_oci_config *c, const char *k)
 	return false;
 }
 
+void kiln_oci_put_env(struct kiln_buf *j, const struct kiln_oci_config *cfg)
+{
+	kiln_buf_putc(j, '[');
+	bool first = true;
+	if (!env_has(cfg, "PATH")) {
+		kiln_buf_puts(j, "\"PATH=" OCI_DEFAULT_PATH "\"");
+		first = false;
+	}
+	for (size_t i = 0; i < cfg->n_env; i++) {
+		if (build_own(cfg->recipe, cfg->env[i]))
+			continue;
+		if (!first)
+			kiln_buf_putc(j, ',');
+		kiln_json_put_cstr(j, cfg->env[i]);
+		first = false;
+	}
+	kiln_buf_putc(j, ']');
+}
+
 /* Owned by the sandbox's root so that the tar writer maps it to 0. */
 static int put_file(const char *path, const void *data, size_t len, struct kiln_error **err)
 {
@@ -115,21 +134,9 @@ int kiln_emit_oci(const struct kiln_emit_ctx *c, const struct kiln_oci_config *c
 
 	/* The config (image-spec config.md), keys sorted. */
 	_cleanup_buf_ struct kiln_buf j = KILN_BUF_INIT;
-	kiln_buf_printf(&j, "{\"architecture\":\"amd64\",\"config\":{\"Env\":[");
-	bool first = true;
-	if (!env_has(cfg, "PATH")) {
-		kiln_buf_puts(&j, "\"PATH=" OCI_DEFAULT_PATH "\"");
-		first = false;
-	}
-	for (size_t i = 0; i < cfg->n_env; i++) {
-		if (build_own(cfg->recipe, cfg->env[i]))
-			continue;
-		if (!first)
-			kiln_buf_putc(&j, ',');
-		kiln_json_put_cstr(&j, cfg->env[i]);
-		first = false;
-	}
-	kiln_buf_printf(&j, "],\"User\":\"%u:%u\"", (unsigned)cfg->uid, (unsigned)cfg->gid);
+	kiln_buf_printf(&j, "{\"architecture\":\"amd64\",\"config\":{\"Env\":");
+	kiln_oci_put_env(&j, cfg);
+	kiln_buf_printf(&j, ",\"User\":\"%u:%u\"", (unsigned)cfg->uid, (unsigned)cfg->gid);
 	if (cfg->workdir) {
 		kiln_buf_puts(&j, ",\"WorkingDir\":");
 		kiln_json_put_cstr(&j, cfg->workdir);

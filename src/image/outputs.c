@@ -105,6 +105,34 @@ static void put_pkg_json(struct kiln_buf *m, const struct kiln_pkglist *l)
 	kiln_buf_puts(m, l->n ? "\n  ]" : "]");
 }
 
+/* What a runtime needs to start the image (docs/templates.md): the user,
+ * working directory and environment the steps left, the healthcheck's
+ * result, the resources the build ran with. */
+static void put_template(struct kiln_buf *m, const struct build *b)
+{
+	const struct kiln_resources *rs = &b->r->resources;
+	struct kiln_oci_config cfg = {
+	    b->r, b->build_key, (const char *const *)b->env, b->n_env, b->uid, b->gid, b->workdir};
+	kiln_buf_printf(m, ",\n  \"template\": {\"user\":\"%u:%u\",\"workdir\":", (unsigned)b->uid,
+	                (unsigned)b->gid);
+	if (b->workdir)
+		kiln_json_put_cstr(m, b->workdir);
+	else
+		kiln_buf_puts(m, "null");
+	kiln_buf_puts(m, ",\"env\":");
+	kiln_oci_put_env(m, &cfg);
+	if (b->healthcheck_attempts)
+		kiln_buf_printf(m,
+		                ",\"healthcheck_result\":{\"status\":\"passed\",\"attempts\":%u}",
+		                b->healthcheck_attempts);
+	else
+		kiln_buf_puts(m, ",\"healthcheck_result\":null");
+	kiln_buf_printf(m,
+	                ",\"resources\":{\"memory_mb\":%" PRId64 ",\"cpus\":%" PRId64
+	                ",\"disk_mb\":%" PRId64 ",\"timeout_s\":%" PRId64 "}}",
+	                rs->memory_mb, rs->cpus, rs->disk_mb, rs->timeout_s);
+}
+
 static int write_manifest(struct build *b, struct kiln_error **err)
 {
 	const struct kiln_recipe *r = b->r;
@@ -127,6 +155,7 @@ static int write_manifest(struct build *b, struct kiln_error **err)
 	/* For a runtime that starts the image: the recipe's check, as given. */
 	kiln_buf_puts(&m, ",\n  \"healthcheck\": ");
 	kiln_recipe_put_healthcheck(&m, r->healthcheck);
+	put_template(&m, b);
 	kiln_buf_puts(&m, ",\n  \"lock\": ");
 	put_pkg_json(&m, &b->lock);
 	kiln_buf_puts(&m, ",\n  \"artifacts\": [");

@@ -515,6 +515,7 @@ int kiln_image_phase_healthcheck(struct build *b, struct kiln_error **err)
 			kiln_image_logf(&b->o->hooks,
 			                "    healthcheck attempt %" PRId64 ": ok (exit status 0)\n",
 			                i);
+			b->healthcheck_attempts = (unsigned)i;
 			return 0;
 		}
 		enum kiln_error_kind k = kiln_error_kind(e);

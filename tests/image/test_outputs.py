@@ -103,6 +103,7 @@ OCI_RECIPE = on_tiny({
     "steps": ["RUN mkdir -p /srv/app && chown nobody:nogroup /srv/app",
               "ENV GREETING=hello world", "ENV SOURCE_DATE_EPOCH=1", "USER nobody",
               "WORKDIR /srv/app", "RUN echo mine > owned && ln -s owned link"],
+    "healthcheck": {"cmd": "test -s /srv/app/owned"},
     "outputs": ["tar", "oci"]})
 
 
@@ -113,6 +114,11 @@ def test_oci_output_read_by_skopeo_and_umoci_equals_the_tar(kiln_bin, tiny, tmp_
     assert json.loads(p.stdout)["reproducible"] is True
     manifest = json.loads((out / "manifest.json").read_text())
     key, epoch = manifest["recipe"]["build_key"], manifest["recipe"]["source_date_epoch"]
+    # The template record: what the OCI config says, and the rest a runtime needs.
+    t = manifest["template"]
+    assert t["user"] == "65534:65534" and t["workdir"] == "/srv/app"
+    assert t["healthcheck_result"] == {"status": "passed", "attempts": 1}
+    assert t["resources"]["memory_mb"] == 8192 and t["resources"]["disk_mb"] > 0
     archive = out / "image.oci.tar"
     cfg = json.loads(subprocess.run(
         ["skopeo", "inspect", "--config", f"oci-archive:{archive}"], check=True,
@@ -123,6 +129,7 @@ def test_oci_output_read_by_skopeo_and_umoci_equals_the_tar(kiln_bin, tiny, tmp_
     # clock filtered out; PATH the steps ran with.
     assert "GREETING=hello world" in c["Env"] and c["Env"][0].startswith("PATH=/usr/local/sbin")
     assert not [e for e in c["Env"] if e.startswith(("SOURCE_DATE_EPOCH=", "HOME="))], c["Env"]
+    assert c["Env"] == t["env"]
     raw = json.loads(subprocess.run(
         ["skopeo", "inspect", "--raw", f"oci-archive:{archive}"], check=True,
         capture_output=True, text=True).stdout)
