@@ -132,6 +132,7 @@ static int run(int argc, char **argv)
 		OPT_BACKUP_KEEP,
 		OPT_RESTORE_EVERY,
 		OPT_METRICS_LISTEN,
+		OPT_DRAIN_TIMEOUT,
 		OPT_HOST_ID,
 		OPT_LEASE,
 		OPT_RETRIES,
@@ -173,6 +174,7 @@ static int run(int argc, char **argv)
 	    {"backup-keep-days", required_argument, NULL, OPT_BACKUP_KEEP},
 	    {"restore-test-every", required_argument, NULL, OPT_RESTORE_EVERY},
 	    {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+	    {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
 	    {},
 	};
 	const char *listen[MAX_LIST], *hosts[MAX_LIST], *origins[MAX_LIST];
@@ -188,6 +190,7 @@ static int run(int argc, char **argv)
 	    .at_min = 2 * 60, .keep_days = 30, .restore_every_s = 7 * 86400};
 	bool bk_opts = false;
 	const char *metrics_listen = NULL;
+	unsigned drain_s = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+hl:", opts, NULL)) != -1) {
 		switch (c) {
@@ -315,6 +318,14 @@ static int run(int argc, char **argv)
 			gc_policy = true;
 			break;
 		case OPT_BACKUP_DIR: bk.dir = optarg; break;
+		case OPT_DRAIN_TIMEOUT:
+			if (cli_parse_duration(optarg, &drain_s) < 0)
+				return cli_usage_error(
+				    &kiln_cmd_serve,
+				    "--drain-timeout: expected a duration such as 10m, "
+				    "or 0, not '%s'",
+				    optarg);
+			break;
 		case OPT_METRICS_LISTEN: {
 			struct sockaddr_storage ms;
 			socklen_t ml;
@@ -473,6 +484,17 @@ static int run(int argc, char **argv)
 	sigwait(&set, &sig);
 	(void)sd_notify(0, "STOPPING=1\nSTATUS=stopping");
 	fprintf(stderr, "kiln: %s: shutting down\n", strsignal(sig));
+	/* Drain: claim nothing more, let running builds finish up to
+	 * --drain-timeout while the API still answers; what still runs then
+	 * goes back to `pending` in kiln_service_free (docs/service.md). */
+	if (drain_s) {
+		fprintf(stderr, "kiln: draining: running builds may finish for up to %u s\n",
+		        drain_s);
+		unsigned left = kiln_service_drain(svc, drain_s);
+		if (left)
+			fprintf(stderr, "kiln: drain timeout: %u builds go back to pending\n",
+			        left);
+	}
 	cli_backup_schedule_stop();
 	cli_gc_schedule_stop();
 	kiln_http_metrics_stop(metrics);
@@ -548,6 +570,10 @@ const struct kiln_command kiln_cmd_serve = {
              "      --max-size SIZE      then least recently used first down to SIZE\n"
              "                           (see kiln help store; a summary goes to stderr)\n"
              "\n"
+             "      --drain-timeout DURATION\n"
+             "                           at SIGTERM, claim nothing more and let running\n"
+             "                           builds finish for up to DURATION (10m); what still\n"
+             "                           runs then goes back to pending (default 0: at once)\n"
              "      --metrics-listen ADDR:PORT\n"
              "                           serve GET /metrics (Prometheus text format) on a\n"
              "                           listener of its own, without authentication: bind\n"

@@ -77,6 +77,7 @@ struct kiln_service {
 	pthread_mutex_t lock;
 	pthread_cond_t queue_cond;
 	bool stopping;
+	bool draining; /* kiln_service_drain: claim nothing more */
 	struct run *running;
 	pthread_t *threads;
 	unsigned n_threads;

@@ -1,6 +1,7 @@
 /* service/ops.c — fleet-wide chores: a lease per chore in the database, so
  * that one host of several sharing it runs the scheduled backup, and the
  * chores' last outcome for /api/v1/health. */
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -174,4 +175,25 @@ int kiln_service_stats(struct kiln_service *s, struct kiln_service_stats *ret,
 	}
 	*ret = st;
 	return 0;
+}
+
+/* ---- draining ---------------------------------------------------------------------- */
+
+unsigned kiln_service_drain(struct kiln_service *s, unsigned timeout_s)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += timeout_s;
+	pthread_mutex_lock(&s->lock);
+	s->draining = true;
+	/* Woken by each build's end (worker.c's end_build broadcasts while
+	 * draining); the deadline bounds the wait. */
+	while (s->running && timeout_s > 0)
+		if (pthread_cond_timedwait(&s->queue_cond, &s->lock, &deadline) == ETIMEDOUT)
+			break;
+	unsigned n = 0;
+	for (struct run *r = s->running; r; r = r->next)
+		n++;
+	pthread_mutex_unlock(&s->lock);
+	return n;
 }

@@ -115,6 +115,11 @@ struct kiln_service;
  * leases, the cancel poll). */
 int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service **ret,
                       struct kiln_error **err);
+/* The first half of a graceful stop (SIGTERM): claims nothing more and
+ * waits up to timeout_s for the builds this process runs to end on their
+ * own. Returns how many still run (kiln_service_free then puts them back
+ * to `pending`). Requests are still served meanwhile. */
+unsigned kiln_service_drain(struct kiln_service *s, unsigned timeout_s);
 /* Applies kiln's migrations to db (the restore test of `kiln backup verify`
  * runs them on the restored copy: a backup this kiln cannot upgrade fails
  * the test, not the next start). */

@@ -66,7 +66,7 @@ static void run_remove_locked(struct kiln_service *s, struct run *run)
 /* 1 with c filled, 0 when nothing is pending (or the service is stopping). */
 static int claim_locked(struct kiln_service *s, struct claim *c, struct kiln_error **err)
 {
-	if (s->stopping)
+	if (s->stopping || s->draining)
 		return 0;
 	int r = kiln_db_begin(s->db, err);
 	if (r < 0)
@@ -375,6 +375,8 @@ static int end_build(struct kiln_service *s, struct run *run, struct log_writer 
 	pthread_mutex_lock(&s->lock);
 	int r = record_outcome_locked(s, w, id, o, msg, a, n, cached_from, err);
 	run_remove_locked(s, run);
+	if (s->draining) /* kiln_service_drain waits for the last one */
+		pthread_cond_broadcast(&s->queue_cond);
 	pthread_mutex_unlock(&s->lock);
 	svc_log_notify(s, id);
 	return r;
