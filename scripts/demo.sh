@@ -29,12 +29,17 @@ echo "== base system (kiln setup)"
 "$KILN" setup --state-dir "$STATE"
 echo "== building examples/live.json: a bootable live ISO (log: $STATE/demo-build.log)"
 mkdir -p "$STATE/out"
-if ! "$KILN" build --state-dir "$STATE" -o "$STATE/out/live" examples/live.json \
-	>"$STATE/demo-build.out" 2>"$STATE/demo-build.log"; then
+# The progress lines as they come (the build takes minutes; a newcomer should
+# see it move), the whole log in the file.
+{
+	"$KILN" build --state-dir "$STATE" -o "$STATE/out/live" examples/live.json \
+		2>&1 >"$STATE/demo-build.out"
+	echo $? >"$STATE/demo-build.rc"
+} | tee "$STATE/demo-build.log" | grep --line-buffered '^==> ' || true
+if [ "$(cat "$STATE/demo-build.rc")" != 0 ]; then
 	tail -20 "$STATE/demo-build.log"
 	exit 1
 fi
-grep '^==> \[' "$STATE/demo-build.log" || true
 cat "$STATE/demo-build.out"
 echo "   Boot it: qemu-system-x86_64 -m 1024 -cdrom $STATE/out/live/live.iso -nographic"
 

@@ -7,11 +7,52 @@
 #include "image/image.h"
 #include "store/cas.h"
 #include "util/alloc.h"
+#include "util/buf.h"
+#include "util/tail.h"
+
+/* Warnings the bootstrap tools print on every successful run here and that
+ * say nothing about the result (issue 14: a newcomer's first `kiln setup`
+ * looked broken): held back, and shown only when the setup fails. */
+static const char *const benign[] = {
+    "dpkg: warning: failed to open configuration file", /* mmdebstrap's ~/.dpkg.cfg probe */
+    "unshare failed",                                   /* mmdebstrap probing unshare mode */
+    "W: cannot mount",                                  /* mmdebstrap in root mode, /proc */
+    "W: skipping creation of ./dev/", /* busybox's tree has no /dev: the sandbox brings one */
+};
+
+struct setup_log {
+	struct kiln_buf line; /* the partial line */
+	struct kiln_tail held;
+};
+
+static void put_line(struct setup_log *l, const char *s, size_t n)
+{
+	for (size_t i = 0; i < ELEMENTSOF(benign); i++)
+		if (memmem(s, n, benign[i], strlen(benign[i]))) {
+			kiln_tail_feed(&l->held, s, n);
+			kiln_tail_feed(&l->held, "\n", 1);
+			return;
+		}
+	fwrite(s, 1, n, stderr);
+	fputc('\n', stderr);
+}
 
 static void log_stderr(void *ud, const char *data, size_t len)
 {
-	(void)ud;
-	fwrite(data, 1, len, stderr);
+	struct setup_log *l = ud;
+	for (size_t i = 0; i < len; i++) {
+		if (data[i] != '\n') {
+			kiln_buf_putc(&l->line, data[i]);
+			continue;
+		}
+		put_line(l, l->line.data ? l->line.data : "", l->line.len);
+		kiln_buf_reset(&l->line);
+	}
+}
+
+static void setup_log_clear(struct setup_log *l)
+{
+	kiln_buf_free(&l->line);
 }
 
 static int run(int argc, char **argv)
@@ -65,7 +106,10 @@ static int run(int argc, char **argv)
 	int rc = cli_state_secure("setup", state);
 	if (rc)
 		return rc;
-	struct kiln_image_hooks hooks = {.log = log_stderr, .cancel_fd = -1};
+	_cleanup_(setup_log_clear) struct setup_log sl = {.line =
+	                                                      KILN_BUF_INIT_MAX(KILN_BUF_MAX_LINE)};
+	kiln_tail_reset(&sl.held);
+	struct kiln_image_hooks hooks = {.log = log_stderr, .userdata = &sl, .cancel_fd = -1};
 	bool already = false;
 	char digest[KILN_SHA256_HEX_LEN + 1];
 	_cleanup_error_ struct kiln_error *err = NULL;
@@ -74,8 +118,16 @@ static int run(int argc, char **argv)
 	so.packages = (const char *const *)packages;
 	so.n_packages = np;
 	rc = kiln_image_setup_with(state, base, &so, &hooks, &already, digest, &err);
-	if (rc < 0)
+	if (sl.line.len)
+		put_line(&sl, sl.line.data, sl.line.len);
+	if (rc < 0) {
+		_cleanup_free_ char *held = kiln_tail_format(&sl.held, NULL);
+		if (held)
+			fprintf(stderr,
+			        "warnings the tools printed (hidden when setup succeeds):\n%s",
+			        held);
 		return cli_fail("setup", rc, err);
+	}
 	if (already)
 		printf("base %s is already set up (sha256:%s); nothing to do\n", base, digest);
 	else

@@ -337,6 +337,16 @@ static bool has_context(const struct build *b)
 {
 	return b->o->context_path != NULL;
 }
+/* Phases with nothing to do on this recipe are neither run nor printed
+ * (issue 14: "fetch 0 packages" on busybox). */
+static bool has_packages(const struct build *b)
+{
+	return b->r->n_packages > 0;
+}
+static bool has_files(const struct build *b)
+{
+	return b->r->n_files > 0;
+}
 static bool has_steps(const struct build *b)
 {
 	return b->r->n_steps > 0;
@@ -399,9 +409,9 @@ static const struct phase {
 	unsigned (*reports)(const struct build *b);
 	int (*run)(struct build *b, struct kiln_error **err);
 } phases[] = {
-    {"fetch", always, one, kiln_image_phase_fetch},
-    {"install", always, one, kiln_image_phase_install},
-    {"overlays", always, one, kiln_image_phase_overlays},
+    {"fetch", has_packages, one, kiln_image_phase_fetch},
+    {"install", has_packages, one, kiln_image_phase_install},
+    {"overlays", has_files, one, kiln_image_phase_overlays},
     {"context", has_context, none, kiln_image_phase_context},
     {"timezone", always, one, kiln_image_phase_timezone},
     {"locale", always, one, kiln_image_phase_locale},

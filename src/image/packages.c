@@ -400,13 +400,15 @@ const struct kiln_image_backend kiln_image_backend_debian = {
 
 int kiln_image_phase_fetch(struct build *b, struct kiln_error **err)
 {
-	kiln_image_progress(b, "fetch %zu packages", b->r->n_packages);
+	kiln_image_progress(b, "fetch %zu package%s", b->r->n_packages,
+	                    b->r->n_packages == 1 ? "" : "s");
 	return b->r->n_packages ? b->be->fetch(b, err) : 0;
 }
 
 int kiln_image_phase_install(struct build *b, struct kiln_error **err)
 {
-	kiln_image_progress(b, "install %zu locked packages (offline)", b->lock.n);
+	kiln_image_progress(b, "install %zu locked package%s (offline)", b->lock.n,
+	                    b->lock.n == 1 ? "" : "s");
 	return b->lock.n ? b->be->install(b, err) : 0;
 }
 

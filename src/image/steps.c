@@ -38,7 +38,8 @@ static void sh_quote(struct kiln_buf *out, const char *s)
 
 int kiln_image_phase_overlays(struct build *b, struct kiln_error **err)
 {
-	kiln_image_progress(b, "write %zu overlay files", b->r->n_files);
+	kiln_image_progress(b, "write %zu overlay file%s", b->r->n_files,
+	                    b->r->n_files == 1 ? "" : "s");
 	if (b->r->n_files == 0)
 		return 0;
 	_cleanup_rmtree_ char *dir = xasprintf("%s/overlay-files", b->scratch);

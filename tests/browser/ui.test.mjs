@@ -581,6 +581,31 @@ uiTest('a 50,000-line log renders (timing reported, not asserted)', { timeout: B
 	await page.locator('#log', { hasText: /^50000$/m }).waitFor({ timeout: 120000 });
 	const ms = Date.now() - t0;
 	console.log(`# benchmark: a 50,000-line log rendered in ${(ms / 1000).toFixed(2)} s (target < 2 s)`);
+	/* numbered lines, one group per phase, the step's group holds its output */
+	const groups = page.locator('#log details.group');
+	assert.ok(await groups.count() >= 3, 'a group per phase');
+	const stepGroup = page.locator('#log details.group', { has: page.locator('summary', { hasText: /step 1 of 1: RUN echo/ }) });
+	assert.equal(await stepGroup.count(), 1, 'the RUN step has its group');
+	assert.match(await stepGroup.locator('summary .dur').textContent(), /\d s$/, 'with its time');
+	const n = await stepGroup.locator('div.l', { hasText: /^25000\s*$/ }).getAttribute('data-n');
+	assert.ok(Number(n) > 25000, `line numbers count every line (${n})`);
+	/* collapsing the group hides its lines */
+	await stepGroup.locator('summary').click();
+	assert.equal(await stepGroup.evaluate((d) => d.open), false);
+	/* the raw log is the whole text */
+	const raw = await (await fetch(`${base}/api/v1/builds/${id}/logs`, { headers: { Authorization: `Bearer ${token}` } })).text();
+	assert.equal(await page.locator('#raw-log').getAttribute('href'), `/api/v1/builds/${id}/logs`);
+	assert.match(raw, /\n50000\n/);
+	/* search: every match marked, the group reopened, the first in view */
+	const want = raw.split('\n').filter((l) => l.includes('4999'));
+	await page.fill('#log-search', '4999');
+	await page.locator('#search-info', { hasText: new RegExp(`^${want.length} matches$`) }).waitFor();
+	assert.equal(await stepGroup.evaluate((d) => d.open), true, 'a group with a match opens');
+	assert.equal(await page.locator('#log div.l.hit').count(), want.length);
+	assert.equal(await page.locator('#log div.l.hit.current').textContent(), `${want[0]}\n`);
+	await page.press('#log-search', 'Enter');
+	assert.equal(await page.locator('#log div.l.hit.current').textContent(), `${want[1]}\n`);
+	await shot('big-log-search');
 });
 
 uiTest('sign out ends the session', async () => {

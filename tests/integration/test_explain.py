@@ -190,3 +190,15 @@ def test_ctrl_c_on_a_local_build_exits_130(kiln_bin, tiny, tmp_path):
     p.send_signal(signal.SIGINT)
     rest = p.stderr.read()
     assert p.wait(timeout=120) == 130, "".join(seen[-20:]) + rest
+
+
+def test_setup_prints_no_warnings_on_success(kiln_bin, tiny, tmp_path):
+    # A fresh state directory: the bootstrap really runs (seconds for busybox).
+    state = tmp_path / "state"
+    p = subprocess.run([kiln_bin, "setup", "--state-dir", str(state), "--base", "busybox"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    noisy = [l for l in p.stderr.splitlines()
+             if re.search(r"warning|^W: |unshare failed", l, re.I)]
+    assert noisy == [], p.stderr
+    assert "base busybox ready" in p.stdout + p.stderr

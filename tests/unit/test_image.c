@@ -1247,6 +1247,11 @@ static void test_progress_total(void **state)
 	struct kiln_recipe r = {0};
 	struct kiln_image_build_opts o = {0};
 	struct build b = {.o = &o, .r = &r};
+	/* timezone, locale, normalize: fetch, install and overlays have
+	 * nothing to do without packages and files, and are not counted */
+	assert_int_equal(kiln_image_progress_total(&b), 3);
+	r.n_packages = 2;
+	r.n_files = 1;
 	/* fetch, install, overlays, timezone, locale, normalize */
 	assert_int_equal(kiln_image_progress_total(&b), 6);
 	r.outputs = KILN_OUTPUT_TAR;

@@ -882,7 +882,9 @@
 			h('h2', { id: 'art-h' }, 'Artifacts'), h('div', { class: 'art-body' }));
 		const followBox = h('input', { type: 'checkbox', id: 'follow', checked: follow });
 		const streamState = h('span', { class: 'stream-state', 'aria-live': 'polite' });
-		const log = h('pre', { id: 'log', class: 'log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Build log', tabindex: '0' });
+		const log = h('div', { id: 'log', class: 'log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Build log', tabindex: '0' });
+		const searchIn = h('input', { type: 'search', id: 'log-search', placeholder: 'Search the log', 'aria-label': 'Search the log', autocomplete: 'off' });
+		const searchInfo = h('span', { class: 'search-info', id: 'search-info', 'aria-live': 'polite' });
 		const rawLog = h('a', { id: 'raw-log', class: 'button', href: `${buildPath(id)}/logs`, download: `${id}.log` }, 'Raw log');
 		/* The recipe as submitted (GET .../recipe), loaded when opened; "Edit
 		 * and rebuild" hands it to the editor as its draft. */
@@ -945,6 +947,7 @@
 				h('div', { class: 'log-head' },
 					h('h2', { id: 'log-h' }, 'Log'),
 					streamState,
+					searchIn, searchInfo,
 					h('label', { class: 'check', for: 'follow' }, followBox, ' Follow the log'),
 					rawLog),
 				log),
@@ -959,9 +962,24 @@
 			if (es) es.close();
 		});
 
-		/* Log lines arrive in bursts; append them once per frame. */
+		/* The log view (the GitHub Actions log is the model): a line per
+		 * element with its number (CSS, not copied), a collapsible group per
+		 * phase ("==> [i/n] ..." starts one; its summary gets the step's
+		 * time when the log says it), search. Lines arrive in bursts (a
+		 * finished build's whole log at once): they are appended in chunks,
+		 * a frame at a time, never one DOM operation per line. */
+		const CHUNK = 10000;
 		let pending = [];
 		let scheduled = false;
+		let lineNo = 0;
+		let group = null;     /* the current group's body, or null before the first */
+		let groupHead = null; /* its summary's time slot */
+		/* Lines go into blocks of BLOCK lines that the browser lays out
+		 * only when on screen (content-visibility: auto, style.css): a
+		 * 50,000-line log costs the layout of what is visible. */
+		const BLOCK = 200;
+		let block = null;
+		let blockLines = 0;
 		function addLine(text) {
 			pending.push(text);
 			if (!scheduled) {
@@ -969,18 +987,104 @@
 				requestAnimationFrame(flushLines);
 			}
 		}
+		function addLines(texts) {
+			for (const t of texts) pending.push(t);
+			if (!scheduled) {
+				scheduled = true;
+				requestAnimationFrame(flushLines);
+			}
+		}
+		function lineEl(t) {
+			const el = document.createElement('div');
+			el.className = 'l';
+			el.dataset.n = String(++lineNo);
+			el.textContent = `${t}\n`;
+			return el;
+		}
 		function flushLines() {
 			scheduled = false;
 			if (!pending.length) return;
+			const batch = pending.length > CHUNK ? pending.splice(0, CHUNK) : pending;
+			if (batch === pending) pending = [];
 			const frag = document.createDocumentFragment();
-			for (const t of pending) frag.appendChild(document.createTextNode(`${t}\n`));
-			pending = [];
+			let body = group;
+			for (const t of batch) {
+				if (/^==> \[\d+\/\d+\]/.test(t)) {
+					const d = document.createElement('details');
+					d.className = 'group';
+					d.open = true;
+					const sum = document.createElement('summary');
+					const l = lineEl(t);
+					l.classList.add('head');
+					groupHead = document.createElement('span');
+					groupHead.className = 'dur';
+					sum.append(l, groupHead);
+					d.appendChild(sum);
+					frag.appendChild(d);
+					body = group = d;
+					block = null;
+					continue;
+				}
+				const el = lineEl(t);
+				const m = /^ {4}step \d+: (?:ok|failed after) \(?([\d.]+ s)\)?/.exec(t);
+				if (m && groupHead) groupHead.textContent = m[1];
+				if (/^ {4}step \d+: failed/.test(t) && group) group.classList.add('failed');
+				/* into the open group (in this fragment or already on the page) */
+				if (!block || blockLines >= BLOCK) {
+					block = document.createElement('div');
+					block.className = 'block';
+					blockLines = 0;
+					(body || frag).appendChild(block);
+				}
+				block.appendChild(el);
+				blockLines++;
+			}
 			log.appendChild(frag);
 			if (follow) {
 				autoScrolling = true;
 				log.scrollTop = log.scrollHeight;
 			}
+			if (pending.length) {
+				scheduled = true;
+				requestAnimationFrame(flushLines);
+			} else if (searchIn.value) {
+				runSearch();
+			}
 		}
+
+		/* Search: every line holding the text is marked, groups holding one
+		 * open, the first scrolls into view; Enter goes to the next. */
+		let hits = [];
+		let hitAt = -1;
+		function runSearch() {
+			for (const el of hits) el.classList.remove('hit', 'current');
+			hits = [];
+			hitAt = -1;
+			const q = searchIn.value;
+			if (!q) { searchInfo.textContent = ''; return; }
+			const needle = q.toLowerCase();
+			for (const el of log.querySelectorAll('div.l'))
+				if (el.textContent.toLowerCase().includes(needle)) hits.push(el);
+			for (const el of hits) {
+				el.classList.add('hit');
+				const d = el.closest('details');
+				if (d) d.open = true;
+			}
+			searchInfo.textContent = hits.length === 1 ? '1 match' : `${hits.length} matches`;
+			nextHit();
+		}
+		function nextHit() {
+			if (!hits.length) return;
+			if (hitAt >= 0) hits[hitAt].classList.remove('current');
+			hitAt = (hitAt + 1) % hits.length;
+			hits[hitAt].classList.add('current');
+			follow = false;
+			followBox.checked = false;
+			hits[hitAt].scrollIntoView({ block: 'center' });
+		}
+		let searchTimer = null;
+		searchIn.addEventListener('input', () => { clearTimeout(searchTimer); searchTimer = setTimeout(runSearch, 200); });
+		searchIn.addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); if (hits.length) nextHit(); else runSearch(); } });
 
 		function noticeFor(b) {
 			const n = sessionStorage.getItem(`kiln.notice.${id}`) || (b && b.cached ? 'cached' : '');
@@ -1136,13 +1240,31 @@
 			if (!r || !r.ok || !alive) return;
 			const text = await r.text();
 			clear(log);
-			log.textContent = text;
-			if (follow) log.scrollTop = log.scrollHeight;
+			lineNo = 0;
+			group = groupHead = block = null;
+			pending = [];
+			const lines = text.split('\n');
+			if (lines.length && lines[lines.length - 1] === '') lines.pop();
+			addLines(lines);
+		}
+
+		/* A finished build's log is fetched whole (one request, far faster
+		 * than replaying it event by event); a live one is streamed. */
+		async function openLog() {
+			const r = await api('GET', buildPath(id));
+			if (!alive || r.handled) return;
+			const b = r.status === 200 && r.data ? (r.data.build || r.data) : null;
+			if (b && TERMINAL.has(String(b.status))) {
+				streamState.textContent = 'ended';
+				await loadTextLog();
+				return;
+			}
+			openStream();
 		}
 
 		noticeFor(null);
 		refresh();
-		openStream();
+		openLog();
 	}
 
 	/* ---- start ------------------------------------------------------------ */
