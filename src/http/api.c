@@ -281,6 +281,54 @@ static int h_logs(struct kiln_http_request *r)
 	return http_logs_respond(r, r->params[0], sse);
 }
 
+/* ---- templates ----------------------------------------------------------------- */
+
+static int h_templates(struct kiln_http_request *r)
+{
+	struct kiln_template_tag *v = NULL;
+	size_t n = 0;
+	_cleanup_error_ struct kiln_error *err = NULL;
+	int rc = kiln_service_templates(r->srv->svc, r->owner, &v, &n, &err);
+	if (rc < 0)
+		return http_respond_service_error(r, rc, err);
+	struct kiln_buf o = KILN_BUF_INIT;
+	kiln_http_json_templates(&o, v, n);
+	kiln_template_tags_free(v, n);
+	return respond_buf(r, MHD_HTTP_OK, &o);
+}
+
+/* Body: {"build": ID, "protected": false}. */
+static int h_tag(struct kiln_http_request *r)
+{
+	json_error_t jerr;
+	json_t *body = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, &jerr);
+	json_t *id = body ? json_object_get(body, "build") : NULL;
+	json_t *prot = body ? json_object_get(body, "protected") : NULL;
+	if (!json_is_string(id) || (prot && !json_is_boolean(prot))) {
+		json_decref(body);
+		return http_respond_error(r, MHD_HTTP_BAD_REQUEST, "bad_request",
+		                          "send {\"build\": \"BUILD-ID\", \"protected\": false}");
+	}
+	_cleanup_free_ char *build = xstrdup(json_string_value(id));
+	bool protect = prot && json_is_true(prot);
+	json_decref(body);
+	struct kiln_template_tag t = {0};
+	_cleanup_error_ struct kiln_error *err = NULL;
+	int rc = kiln_service_tag(r->srv->svc, r->owner, r->params[0], r->params[1], build, protect,
+	                          &t, &err);
+	if (rc == -EINVAL)
+		return http_respond_error(r, MHD_HTTP_BAD_REQUEST, "bad_request", "%s",
+		                          err ? err->msg : "bad template name");
+	if (rc < 0)
+		return http_respond_service_error(r, rc, err);
+	struct kiln_buf o = KILN_BUF_INIT;
+	kiln_http_json_tag(&o, &t, false);
+	kiln_buf_putc(&o, '\n');
+	free(t.name);
+	free(t.tag);
+	return respond_buf(r, MHD_HTTP_OK, &o);
+}
+
 static int h_artifacts(struct kiln_http_request *r)
 {
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;

@@ -159,6 +159,40 @@ void kiln_http_json_error(struct kiln_buf *b, const char *code, const char *msg)
 	kiln_buf_puts(b, "}}\n");
 }
 
+void kiln_http_json_tag(struct kiln_buf *b, const struct kiln_template_tag *t, bool with_history)
+{
+	kiln_buf_puts(b, "{\"name\":");
+	put_str(b, t->name);
+	kiln_buf_puts(b, ",\"tag\":");
+	put_str(b, t->tag);
+	kiln_buf_printf(b, ",\"build_id\":\"%s\",\"url\":\"/api/v1/builds/%s\",\"protected\":%s",
+	                t->build_id, t->build_id, t->protected_ ? "true" : "false");
+	kiln_buf_puts(b, ",\"updated\":");
+	put_time(b, t->updated_us);
+	if (with_history) {
+		kiln_buf_puts(b, ",\"history\":[");
+		for (size_t i = 0; i < t->n_history; i++) {
+			kiln_buf_printf(b, "%s{\"build_id\":\"%s\",\"tagged\":", i ? "," : "",
+			                t->history[i].build_id);
+			put_time(b, t->history[i].tagged_us);
+			kiln_buf_putc(b, '}');
+		}
+		kiln_buf_putc(b, ']');
+	}
+	kiln_buf_putc(b, '}');
+}
+
+void kiln_http_json_templates(struct kiln_buf *b, const struct kiln_template_tag *v, size_t n)
+{
+	kiln_buf_puts(b, "{\"templates\":[");
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			kiln_buf_putc(b, ',');
+		kiln_http_json_tag(b, &v[i], true);
+	}
+	kiln_buf_puts(b, "]}\n");
+}
+
 /* First match wins: the errno rows are request conditions whatever the
  * kind; the kind rows (code 0) answer for the rest. */
 static const struct {

@@ -35,6 +35,12 @@ void kiln_http_json_artifacts(struct kiln_buf *b, const struct kiln_build_info *
  * whole seconds), newline-terminated. */
 void kiln_http_json_session(struct kiln_buf *b, const struct kiln_session_info *si);
 /* {"error":{"code":...,"message":...}}, newline-terminated. */
+/* A template tag: {"name","tag","build_id","protected","updated","history":
+ * [{"build_id","tagged"}...]} (history omitted when with_history is false),
+ * with links to the build. */
+void kiln_http_json_tag(struct kiln_buf *b, const struct kiln_template_tag *t, bool with_history);
+/* GET /api/v1/templates: {"templates":[tag...]} and a trailing newline. */
+void kiln_http_json_templates(struct kiln_buf *b, const struct kiln_template_tag *v, size_t n);
 void kiln_http_json_error(struct kiln_buf *b, const char *code, const char *msg);
 
 /* What a failed service call answers: rc (negative errno) names request

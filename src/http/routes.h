@@ -30,4 +30,7 @@
 	R(KILN_HTTP_GET, "/api/v1/builds/{id}/logs", ROUTE_AUTH, h_logs)                           \
 	R(KILN_HTTP_GET, "/api/v1/builds/{id}/recipe", ROUTE_AUTH, h_recipe)                       \
 	R(KILN_HTTP_GET, "/api/v1/builds/{id}/artifacts", ROUTE_AUTH, h_artifacts)                 \
-	R(KILN_HTTP_GET, "/api/v1/builds/{id}/artifacts/{name}", ROUTE_AUTH, h_artifact)
+	R(KILN_HTTP_GET, "/api/v1/builds/{id}/artifacts/{name}", ROUTE_AUTH, h_artifact)           \
+	R(KILN_HTTP_GET, "/api/v1/templates", ROUTE_AUTH, h_templates)                             \
+	R(KILN_HTTP_POST, "/api/v1/templates/{name}/tags/{tag}",                                   \
+	  ROUTE_AUTH | ROUTE_MUTATING | ROUTE_BODY, h_tag)

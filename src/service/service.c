@@ -216,6 +216,26 @@ static const struct kiln_db_migration migrations[] = {
         " holder TEXT NOT NULL,"
         " until_us BIGINT NOT NULL"
         ");"},
+    /* Templates (templates.c): a tag points at one completed build of its
+     * owner; every move is a history row. */
+    {7, "CREATE TABLE template_tags ("
+        " owner TEXT NOT NULL,"
+        " name TEXT NOT NULL,"
+        " tag TEXT NOT NULL,"
+        " build_id TEXT NOT NULL,"
+        " protected INTEGER NOT NULL DEFAULT 0,"
+        " updated_us BIGINT NOT NULL,"
+        " PRIMARY KEY (owner, name, tag)"
+        ");"
+        "CREATE TABLE template_tag_history ("
+        " owner TEXT NOT NULL,"
+        " name TEXT NOT NULL,"
+        " tag TEXT NOT NULL,"
+        " build_id TEXT NOT NULL,"
+        " tagged_us BIGINT NOT NULL"
+        ");"
+        "CREATE INDEX template_tag_history_tag ON template_tag_history (owner, name, tag, "
+        "tagged_us);"},
 };
 
 int kiln_service_migrate(struct kiln_db *db, struct kiln_error **err)

@@ -154,6 +154,31 @@ int kiln_service_get(struct kiln_service *s, const char *id, const char *owner,
                      struct kiln_build_info **ret, struct kiln_error **err);
 /* The recipe as it was submitted (JSON text), for GET .../recipe and
  * "edit and rebuild"; another owner's build is -ENOENT, like a missing one. */
+/* Templates (templates.c, docs/templates.md). */
+struct kiln_template_move {
+	char *build_id;
+	int64_t tagged_us;
+};
+struct kiln_template_tag {
+	char *name, *tag;
+	char build_id[KILN_BUILD_ID_LEN + 1];
+	bool protected_; /* does not move */
+	int64_t updated_us;
+	struct kiln_template_move *history; /* newest first, the current one included */
+	size_t n_history;
+};
+/* Points owner's NAME:TAG at build_id, a completed build of owner's
+ * (-ENOENT otherwise; -EBUSY when it is not completed or the tag is
+ * protected and would move). protect makes the tag protected; a protected
+ * tag stays so. ret gets name, tag, build_id and the flag (no history). */
+int kiln_service_tag(struct kiln_service *s, const char *owner, const char *name, const char *tag,
+                     const char *build_id, bool protect, struct kiln_template_tag *ret,
+                     struct kiln_error **err);
+/* owner's tags, by name and tag, each with its history. */
+int kiln_service_templates(struct kiln_service *s, const char *owner,
+                           struct kiln_template_tag **ret, size_t *ret_n, struct kiln_error **err);
+void kiln_template_tags_free(struct kiln_template_tag *v, size_t n);
+
 int kiln_service_recipe(struct kiln_service *s, const char *id, const char *owner, char **ret,
                         struct kiln_error **err);
 
