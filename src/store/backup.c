@@ -496,15 +496,10 @@ int kiln_backup_create(const char *url, const char *dir, const char *version,
 
 /* ---- reading backups ------------------------------------------------------------- */
 
-/* The manifest at manifest_path, without checking the dump. */
-static int parse_manifest(const char *manifest_path, struct kiln_backup **ret,
-                          struct kiln_error **err)
+int kiln_backup_manifest_parse(const char *text, size_t len, const char *manifest_path,
+                               struct kiln_backup **ret, struct kiln_error **err)
 {
-	_cleanup_free_ char *text = NULL;
-	size_t len = 0;
-	int r = kiln_read_file(manifest_path, MANIFEST_MAX, &text, &len, err);
-	if (r < 0)
-		return r;
+	int r = 0;
 	json_error_t je;
 	json_t *m = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
 	if (!m)
@@ -560,6 +555,18 @@ static int parse_manifest(const char *manifest_path, struct kiln_backup **ret,
 	json_decref(m);
 	*ret = b;
 	return 0;
+}
+
+/* The manifest at manifest_path, without checking the dump. */
+static int parse_manifest(const char *manifest_path, struct kiln_backup **ret,
+                          struct kiln_error **err)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	int r = kiln_read_file(manifest_path, MANIFEST_MAX, &text, &len, err);
+	if (r < 0)
+		return r;
+	return kiln_backup_manifest_parse(text, len, manifest_path, ret, err);
 }
 
 static bool ends_with(const char *s, const char *suffix)

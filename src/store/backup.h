@@ -62,6 +62,12 @@ int kiln_backup_create(const char *url, const char *dir, const char *version,
  * -EBADMSG when they do not match (a corrupted or truncated backup). */
 int kiln_backup_load(const char *path, struct kiln_backup **ret, struct kiln_error **err);
 
+/* A manifest's text (the parser of kiln_backup_load; fuzz/fuzz_backup_manifest.c):
+ * -EBADMSG unless it is a well-formed kiln-backup-1 manifest; manifest_path
+ * names it in errors and gives the backup its time and its dump's path. */
+int kiln_backup_manifest_parse(const char *text, size_t len, const char *manifest_path,
+                               struct kiln_backup **ret, struct kiln_error **err);
+
 /* The backups in dir (complete ones: manifest present), oldest first. A
  * manifest that does not parse is skipped. Hashes are not checked. */
 int kiln_backup_list(const char *dir, struct kiln_backup ***ret, size_t *ret_n,
