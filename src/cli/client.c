@@ -433,6 +433,74 @@ static void print_build_summary(const char *json_text)
 	json_decref(j);
 }
 
+/* ---- build ids: any unique prefix, as git does ---------------------------- */
+
+#define ID_LEN 36
+/* How far a prefix is looked for: pages of 100 of the caller's builds,
+ * newest first; a prefix of an older build than that needs more digits. */
+#define ID_PAGES 50
+
+/* A full id as given; a shorter one is completed from the caller's builds
+ * (GET /api/v1/builds, page by page). NULL, after saying why (no such
+ * build, ambiguous, server unreachable), on failure. */
+static const char *resolve_id(const struct client *c, const char *cmd, const char *arg)
+{
+	static char full[ID_LEN + 1];
+	size_t n = strlen(arg);
+	if (n >= ID_LEN)
+		return arg;
+	size_t found = 0;
+	_cleanup_free_ char *cursor = NULL;
+	for (unsigned page = 0; page < ID_PAGES; page++) {
+		_cleanup_free_ char *q =
+		    cursor ? xasprintf("/api/v1/builds?limit=100&cursor=%s", cursor)
+		           : xstrdup("/api/v1/builds?limit=100");
+		_cleanup_buf_ struct kiln_buf resp = KILN_BUF_INIT_MAX(KILN_BUF_MAX_RESPONSE);
+		long st = client_call(c, "GET", q, NULL, NULL, &resp);
+		if (st != 200) {
+			if (st > 0)
+				print_http_error(cmd, st, &resp);
+			return NULL;
+		}
+		json_error_t je;
+		json_t *j = json_loadb(resp.data, resp.len, 0, &je);
+		size_t i;
+		json_t *b;
+		json_array_foreach (json_object_get(j, "builds"), i, b) {
+			const char *id = json_string_value(json_object_get(b, "id"));
+			if (id && strlen(id) == ID_LEN && strncmp(id, arg, n) == 0) {
+				if (found++ == 0)
+					memcpy(full, id, ID_LEN + 1);
+				else if (found == 2)
+					cli_errorf("%s: build ID '%s' is ambiguous: %s, %s, ...",
+					           cmd, arg, full, id);
+			}
+		}
+		const char *next = j ? json_string_value(json_object_get(j, "next_cursor")) : NULL;
+		free(cursor);
+		cursor = NULL;
+		if (next) {
+			CURL *e = curl_easy_init();
+			char *v = e ? curl_easy_escape(e, next, 0) : NULL;
+			cursor = v ? xstrdup(v) : NULL;
+			curl_free(v);
+			if (e)
+				curl_easy_cleanup(e);
+		}
+		if (j)
+			json_decref(j);
+		if (found > 1)
+			return NULL;
+		if (!cursor)
+			break;
+	}
+	if (!found) {
+		cli_errorf("%s: no build of yours has an ID starting with '%s'", cmd, arg);
+		return NULL;
+	}
+	return full;
+}
+
 /* ---- the commands ----------------------------------------------------------- */
 
 /* GET the build and print it as `kiln status` does. */
@@ -574,6 +642,10 @@ static int simple_get(const struct kiln_command *cmd, int argc, char **argv, con
 		return cli_usage_error(cmd, "expected exactly one build ID");
 	if (!valid_id(argv[optind]))
 		return cli_usage_error(cmd, "'%s' is not a build ID", argv[optind]);
+	const char *full = resolve_id(&o.c, cmd->name, argv[optind]);
+	if (!full)
+		return KILN_EXIT_FAILURE;
+	argv[optind] = (char *)full;
 	if (o.recipe && cmd == &kiln_cmd_status) {
 		/* The recipe as submitted, byte for byte (a file to edit and
 		 * submit again). */
@@ -622,6 +694,8 @@ static int cmd_cancel(int argc, char **argv)
 	const char *id = argv[optind];
 	if (!valid_id(id))
 		return cli_usage_error(&kiln_cmd_cancel, "'%s' is not a build ID", id);
+	if (!(id = resolve_id(&o.c, "cancel", id)))
+		return KILN_EXIT_FAILURE;
 	_cleanup_free_ char *path = xasprintf("/api/v1/builds/%s/cancel", id);
 	_cleanup_buf_ struct kiln_buf resp = KILN_BUF_INIT_MAX(KILN_BUF_MAX_RESPONSE);
 	long status = client_call(&o.c, "POST", path, NULL, NULL, &resp);
@@ -772,6 +846,10 @@ static int cmd_logs(int argc, char **argv)
 		return cli_usage_error(&kiln_cmd_logs, "expected exactly one build ID");
 	if (!valid_id(argv[optind]))
 		return cli_usage_error(&kiln_cmd_logs, "'%s' is not a build ID", argv[optind]);
+	const char *full = resolve_id(&o.c, "logs", argv[optind]);
+	if (!full)
+		return KILN_EXIT_FAILURE;
+	argv[optind] = (char *)full;
 	if (o.follow)
 		return follow_logs(&o.c, argv[optind]);
 	_cleanup_free_ char *path = xasprintf("/api/v1/builds/%s/logs", argv[optind]);
@@ -878,6 +956,8 @@ static int cmd_download(int argc, char **argv)
 		return cli_usage_error(&kiln_cmd_download, "'%s' is not a build ID", id);
 	if (strchr(name, '/') || name[0] == '.' || !*name)
 		return cli_usage_error(&kiln_cmd_download, "'%s' is not an artifact name", name);
+	if (!(id = resolve_id(&o.c, "download", id)))
+		return KILN_EXIT_FAILURE;
 	const char *out = o.output ? o.output : name;
 	char want[KILN_SHA256_HEX_LEN + 1];
 	rc = artifact_sha256(&o.c, id, name, want);
@@ -951,7 +1031,8 @@ static int cmd_download(int argc, char **argv)
 	"  --token-file F read the API token from F ('-': stdin; default $KILN_TOKEN;\n"           \
 	"                 see kiln token create)\n"                                                \
 	"  --token T      the token itself: visible to every local user (ps), so kiln warns\n"     \
-	"  --json         print the server's JSON\n"
+	"  --json         print the server's JSON\n"                                               \
+	"ID may be any prefix of a build ID that only one of your builds has.\n"
 
 const struct kiln_command kiln_cmd_submit = {
     .name = "submit",
@@ -981,6 +1062,7 @@ const struct kiln_command kiln_cmd_status = {
     .summary = "show a build on a kiln server",
     .usage = "Usage: kiln status [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS
              "  --recipe       print the recipe the build was submitted with instead\n"
+             "\nID may be any prefix of a build ID that only one of your builds has.\n"
              "\nExit status: 0 shown, 1 failure (not found, server unreachable), 2 usage.\n",
     .run = cmd_status,
 };
@@ -1003,6 +1085,7 @@ const struct kiln_command kiln_cmd_logs = {
     .usage = "Usage: kiln logs [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS
              "  -f, --follow   stream new lines until the build ends (Server-Sent Events);\n"
              "                 exit 0 only if it completed\n"
+             "\nID may be any prefix of a build ID that only one of your builds has.\n"
              "\nExit status: 0 printed (with --follow: completed), 1 failure, 2 usage.\n",
     .run = cmd_logs,
 };
@@ -1011,7 +1094,8 @@ const struct kiln_command kiln_cmd_cancel = {
     .name = "cancel",
     .summary = "cancel a pending or running build",
     .usage = "Usage: kiln cancel [OPTIONS] ID\n\nOptions:\n" CLIENT_OPTS
-             "\nPrints the build's state after the cancel. A finished build cannot be\n"
+             "\nID may be any unique prefix of a build ID, as for kiln status.\n"
+             "Prints the build's state after the cancel. A finished build cannot be\n"
              "cancelled (HTTP 409).\n"
              "Exit status: 0 cancelled, 1 failure (finished, not found), 2 usage.\n",
     .run = cmd_cancel,
@@ -1022,6 +1106,7 @@ const struct kiln_command kiln_cmd_download = {
     .summary = "download a build artifact, verifying its SHA-256",
     .usage = "Usage: kiln download [OPTIONS] ID NAME\n\nOptions:\n" CLIENT_OPTS
              "  -o, --output F  where to write (default: NAME in the current directory)\n"
+             "\nID may be any unique prefix of a build ID, as for kiln status.\n"
              "\nThe file is written to a temporary F.part-XXXXXX and renamed to F only\n"
              "after its SHA-256 matches the artifact's recorded SHA-256 (GET\n"
              "/api/v1/builds/ID/artifacts), whether or not the response had an ETag.\n"

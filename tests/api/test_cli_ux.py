@@ -21,8 +21,11 @@ ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 def recipe_text():
     # Not canonical on purpose (spaces, key order): the recipe comes back as sent.
+    # A marker in a step: the name is not part of the build key, and an
+    # identical pending build would be joined instead of queued.
+    u = uuid.uuid4().hex[:8]
     return ('{ "outputs": ["tar"],  "name": "ux-%s", "base": "busybox",\n'
-            '  "steps": ["RUN true"] }\n' % uuid.uuid4().hex[:8])
+            '  "steps": ["RUN echo %s"] }\n' % (u, u))
 
 
 def submit_stdin(kiln_bin, s, text):
@@ -117,3 +120,28 @@ def test_version_and_help_exit_status(kiln_bin):
     for cmd in ("submit", "status", "list", "logs", "cancel", "download"):
         p = run(kiln_bin, "help", cmd)
         assert p.returncode == 0 and "Exit status:" in p.stdout, (cmd, p.stdout)
+
+
+def test_build_ids_shortened_to_a_unique_prefix(kiln_bin, serve):
+    s = serve("--no-auth", "--no-workers")
+    ids = [submit_stdin(kiln_bin, s, recipe_text()) for _ in range(3)]
+    bid = ids[0]
+    # the shortest prefix no other build shares
+    n = next(k for k in range(1, 37) if sum(i.startswith(bid[:k]) for i in ids) == 1)
+    p = run(kiln_bin, "status", "--json", "--server", s.base, bid[:max(n, 4)])
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["id"] == bid
+    p = run(kiln_bin, "cancel", "--server", s.base, bid[:max(n, 4)])
+    assert p.returncode == 0 and p.stdout.startswith(bid), p.stderr
+    # the empty-ish prefix every build shares is ambiguous; an unknown one is not found
+    common = ""
+    for chars in zip(*ids):
+        if len(set(chars)) > 1:
+            break
+        common += chars[0]
+    if common:
+        p = run(kiln_bin, "status", "--server", s.base, common)
+        assert p.returncode == 1 and "ambiguous" in p.stderr, p.stderr
+    unknown = next(c for c in "0123456789abcdef" if not any(i.startswith(c) for i in ids))
+    p = run(kiln_bin, "status", "--server", s.base, unknown * 4)
+    assert p.returncode == 1 and "no build of yours has an ID starting with" in p.stderr
