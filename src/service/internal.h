@@ -48,6 +48,8 @@ struct run {
 struct log_index;
 struct log_sub_list;
 
+#define SVC_READERS_MAX 64
+
 struct kiln_service {
 	char *state_dir;
 	bool offline;
@@ -90,12 +92,26 @@ struct kiln_service {
 
 	pthread_mutex_t setup_lock;
 
+	/* SQLite: a read connection per thread (svc_read_db), so reads never
+	 * queue behind s->lock. Closed at kiln_service_free. */
+	pthread_key_t read_key;
+	bool read_key_ok;
+	pthread_mutex_t readers_lock; /* a leaf */
+	struct kiln_db *readers[SVC_READERS_MAX];
+	unsigned n_readers;
+
 	uint8_t csrf_key[32]; /* HMAC key of CSRF tokens (session.c) */
 };
 
 int64_t kiln_now_us(void);
 void kiln_uuid4(char out[KILN_BUILD_ID_LEN + 1]);
 bool kiln_is_uuid(const char *s);
+
+/* service.c: this thread's read-only use connection (SQLite; opened at its
+ * first use, without s->lock), or NULL (PostgreSQL, or SVC_READERS_MAX
+ * threads have one already): then read on s->db under s->lock. Sees every
+ * committed transaction, so never use it inside a write transaction. */
+struct kiln_db *svc_read_db(struct kiln_service *s);
 
 /* service.c — with s->lock held. */
 int svc_get_locked(struct kiln_service *s, const char *id, const char *owner,

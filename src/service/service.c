@@ -274,13 +274,12 @@ static struct kiln_build_info *row_to_info(struct kiln_db_stmt *st)
 	return b;
 }
 
-static int load_artifacts_locked(struct kiln_service *s, struct kiln_build_info *b,
-                                 struct kiln_error **err)
+static int load_artifacts_on(struct kiln_db *db, struct kiln_build_info *b, struct kiln_error **err)
 {
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 	int r = kiln_db_prepare(
-	    s->db, "SELECT name, sha256, size FROM artifacts WHERE build_id = $1 ORDER BY name",
-	    &st, err);
+	    db, "SELECT name, sha256, size FROM artifacts WHERE build_id = $1 ORDER BY name", &st,
+	    err);
 	if (r < 0)
 		return r;
 	kiln_db_bind_text(st, 1, b->id);
@@ -295,13 +294,28 @@ static int load_artifacts_locked(struct kiln_service *s, struct kiln_build_info 
 	return r;
 }
 
+static int load_artifacts_locked(struct kiln_service *s, struct kiln_build_info *b,
+                                 struct kiln_error **err)
+{
+	return load_artifacts_on(s->db, b, err);
+}
+
+static int get_on(struct kiln_db *db, const char *id, const char *owner,
+                  struct kiln_build_info **ret, struct kiln_error **err);
+
 int svc_get_locked(struct kiln_service *s, const char *id, const char *owner,
                    struct kiln_build_info **ret, struct kiln_error **err)
+{
+	return get_on(s->db, id, owner, ret, err);
+}
+
+static int get_on(struct kiln_db *db, const char *id, const char *owner,
+                  struct kiln_build_info **ret, struct kiln_error **err)
 {
 	if (!kiln_is_uuid(id))
 		return kiln_error_set(err, ENOENT, "build %s: not found", id ? id : "(null)");
 	_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
-	int r = kiln_db_prepare(s->db, "SELECT " BUILD_COLS " FROM builds WHERE id = $1", &st, err);
+	int r = kiln_db_prepare(db, "SELECT " BUILD_COLS " FROM builds WHERE id = $1", &st, err);
 	if (r < 0)
 		return r;
 	kiln_db_bind_text(st, 1, id);
@@ -315,16 +329,37 @@ int svc_get_locked(struct kiln_service *s, const char *id, const char *owner,
 	/* Another owner's build is indistinguishable from a missing one. */
 	if (owner && strcmp(owner, b->owner) != 0)
 		return kiln_error_set(err, ENOENT, "build %s: not found", id);
-	r = load_artifacts_locked(s, b, err);
+	r = load_artifacts_on(db, b, err);
 	if (r < 0)
 		return r;
 	*ret = TAKE_PTR(b);
 	return 0;
 }
 
+struct kiln_db *svc_read_db(struct kiln_service *s)
+{
+	if (!s->read_key_ok)
+		return NULL;
+	struct kiln_db *db = pthread_getspecific(s->read_key);
+	if (db)
+		return db;
+	pthread_mutex_lock(&s->readers_lock);
+	if (s->n_readers < SVC_READERS_MAX && kiln_db_open(s->db_url, &db, NULL) == 0) {
+		s->readers[s->n_readers++] = db;
+		pthread_setspecific(s->read_key, db);
+	}
+	pthread_mutex_unlock(&s->readers_lock);
+	return db;
+}
+
 int kiln_service_get(struct kiln_service *s, const char *id, const char *owner,
                      struct kiln_build_info **ret, struct kiln_error **err)
 {
+	/* A read never waits for the writer (or a checkpoint): SQLite's WAL
+	 * gives this thread's own connection the last committed state. */
+	struct kiln_db *rd = svc_read_db(s);
+	if (rd)
+		return get_on(rd, id, owner, ret, err);
 	pthread_mutex_lock(&s->lock);
 	int r = svc_get_locked(s, id, owner, ret, err);
 	pthread_mutex_unlock(&s->lock);
@@ -660,9 +695,15 @@ int kiln_service_submit(struct kiln_service *s, const struct kiln_submit *in,
 	if (r == 0 && outcome == KILN_SUBMIT_QUEUED)
 		pthread_cond_signal(&s->queue_cond);
 	_cleanup_(kiln_build_info_freep) struct kiln_build_info *b = NULL;
-	if (r == 0)
+	/* A hit's record does not change any more: read it after the lock
+	 * (on this thread's read connection), which makes the writer's turn
+	 * one transaction long. A queued build is read under the lock, so the
+	 * answer is the state it was queued in (a worker may claim it next). */
+	if (r == 0 && outcome != KILN_SUBMIT_CACHED)
 		r = svc_get_locked(s, id, NULL, &b, err);
 	pthread_mutex_unlock(&s->lock);
+	if (r == 0 && outcome == KILN_SUBMIT_CACHED)
+		r = kiln_service_get(s, id, NULL, &b, err);
 	if (r < 0)
 		return r;
 	if (ret_outcome)
@@ -993,6 +1034,7 @@ int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service
 	pthread_mutex_init(&s->subs_lock, NULL);
 	pthread_mutex_init(&s->idx_lock, NULL);
 	pthread_mutex_init(&s->setup_lock, NULL);
+	pthread_mutex_init(&s->readers_lock, NULL);
 
 	s->db_url = cfg->database ? xstrdup(cfg->database) : xasprintf("sqlite:%s/kiln.db", state);
 	r = kiln_db_open(s->db_url, &s->db, err);
@@ -1001,6 +1043,9 @@ int kiln_service_open(const struct kiln_service_config *cfg, struct kiln_service
 	/* No WAL checkpoint inside a request, which holds s->lock. */
 	if (r == 0)
 		r = kiln_db_checkpoint_in_background(s->db, err);
+	if (r == 0 && kiln_db_sqlite_path(s->db_url) &&
+	    strcmp(kiln_db_sqlite_path(s->db_url), ":memory:") != 0)
+		s->read_key_ok = pthread_key_create(&s->read_key, NULL) == 0;
 	if (r == 0)
 		r = svc_session_secret_load(s, err);
 	if (r == 0 && !s->no_workers) {
@@ -1041,6 +1086,11 @@ struct kiln_service *kiln_service_free(struct kiln_service *s)
 	svc_workers_stop(s);
 	svc_hosts_stop(s);
 	svc_log_free_all(s);
+	for (unsigned i = 0; i < s->n_readers; i++)
+		kiln_db_close(s->readers[i]);
+	if (s->read_key_ok)
+		pthread_key_delete(s->read_key);
+	pthread_mutex_destroy(&s->readers_lock);
 	kiln_db_close(s->db);
 	safe_close(s->lock_fd);
 	explicit_bzero(s->csrf_key, sizeof(s->csrf_key));

@@ -680,6 +680,55 @@ static void test_cache_hit_state(void **state)
 	assert_int_equal(file_size(wal), 0);
 }
 
+struct get_arg {
+	struct kiln_service *s;
+	const char *id;
+	int r;
+	enum kiln_build_status status;
+};
+
+static void *get_thread(void *ud)
+{
+	struct get_arg *g = ud;
+	struct kiln_build_info *b = NULL;
+	g->r = kiln_service_get(g->s, g->id, "alice", &b, NULL);
+	if (b)
+		g->status = b->status;
+	kiln_build_info_free(b);
+	return NULL;
+}
+
+/* Issue 15: a read never waits for s->lock (the writer's): it runs on the
+ * thread's own read connection. Held by this thread, a read in another
+ * thread still answers (before, it would wait here for ever: the test
+ * runner's timeout fails it). */
+static void test_read_without_writer_lock(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *a =
+	    submit(f->s, recipe_a, "alice", KILN_SUBMIT_QUEUED);
+	struct get_arg g = {f->s, a->id, 1, KILN_BUILD_FAILED};
+	pthread_mutex_lock(&f->s->lock);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, get_thread, &g), 0);
+	pthread_join(t, NULL);
+	pthread_mutex_unlock(&f->s->lock);
+	assert_int_equal(g.r, 0);
+	assert_int_equal(g.status, KILN_BUILD_PENDING);
+	/* and it sees what commits after its connection was opened */
+	_cleanup_error_ struct kiln_error *err = NULL;
+	struct kiln_build_info *c = NULL;
+	assert_int_equal(kiln_service_cancel(f->s, a->id, "alice", &c, &err), 0);
+	kiln_build_info_free(c);
+	g.r = 1;
+	pthread_mutex_lock(&f->s->lock);
+	assert_int_equal(pthread_create(&t, NULL, get_thread, &g), 0);
+	pthread_join(t, NULL);
+	pthread_mutex_unlock(&f->s->lock);
+	assert_int_equal(g.r, 0);
+	assert_int_equal(g.status, KILN_BUILD_CANCELLED);
+}
+
 static void test_cancel_building(void **state)
 {
 	struct fx *f = *state;
@@ -1082,6 +1131,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_queue_complete_and_cache, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_shared_cache, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_cache_hit_state, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_read_without_writer_lock, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel_building, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_logs, fx_setup, fx_teardown),
 	    cmocka_unit_test(test_status_names),
