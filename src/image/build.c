@@ -30,6 +30,7 @@
 #include "store/cas.h"
 #include "util/alloc.h"
 #include "util/fs.h"
+#include "util/walk.h"
 
 double kiln_image_elapsed_s(const struct build *b)
 {
@@ -326,6 +327,52 @@ static bool path_safe_for_mount(const char *p)
 	return !strpbrk(p, ",:\\\n");
 }
 
+/* ---- the size of the image ------------------------------------------------ */
+
+static int add_size(const struct kiln_walk_entry *e, void *ud)
+{
+	uint64_t *sum = ud;
+	if (S_ISREG(e->st->st_mode))
+		*sum += (uint64_t)e->st->st_size;
+	return 0;
+}
+
+/* The disk limit holds for what the image's files say they hold, not only
+ * for the blocks they take: `truncate -s 3G /big` takes no block of the
+ * layer, but the tarball, the ext4 image (sized from st_size) and the
+ * store's copy (which does not keep holes) would each write 3 GB, in
+ * kiln's own process and past the build's timeout (issue 11 review, item
+ * 1). So before any output is written, the regular files' st_size must add
+ * up to no more than resources.disk_mb. */
+static int phase_size(struct build *b, struct kiln_error **err)
+{
+	uint64_t sum = 0;
+	int rc = kiln_walk(b->rootfd, ".", 0, add_size, &sum);
+	if (rc < 0)
+		return kiln_error_set_errno(err, -rc, "measuring the image's files");
+	uint64_t max = (uint64_t)b->r->resources.disk_mb << 20;
+	if (sum <= max)
+		return 0;
+	return kiln_error_set_kind(err, KILN_ERR_LIMIT, EFBIG,
+	                           "the image's files add up to %" PRIu64
+	                           " MB, over the disk limit of %" PRId64 " MB (resources.disk_mb)",
+	                           (sum + (1u << 20) - 1) >> 20, b->r->resources.disk_mb);
+}
+
+/* Between phases: the output phases run in kiln's own process, not in a
+ * timed sandbox, so the build's timeout and a cancel are checked here too
+ * (a slow output phase must not run the next one past the limit). */
+static int check_deadline(const struct build *b, struct kiln_error **err)
+{
+	if (kiln_image_cancelled(b))
+		return kiln_error_set_kind(err, KILN_ERR_CANCELLED, ECANCELED, "build cancelled");
+	if (kiln_image_elapsed_s(b) >= (double)b->r->resources.timeout_s)
+		return kiln_error_set_kind(err, KILN_ERR_LIMIT, ETIME,
+		                           "Build timed out after %" PRId64 " seconds",
+		                           b->r->resources.timeout_s);
+	return 0;
+}
+
 /* ---- the phase table ------------------------------------------------------ */
 
 static bool always(const struct build *b)
@@ -420,6 +467,7 @@ static const struct phase {
     {"healthcheck", has_healthcheck, one, kiln_image_phase_healthcheck},
     {"list packages", always, none, kiln_image_phase_list_installed},
     {"normalize", always, one, kiln_image_phase_normalize},
+    {"size", always, none, phase_size},
     {"tar", wants_tar, one, kiln_image_phase_tar},
     {"squashfs", wants_squashfs, if_squashfs_kept, kiln_image_phase_squashfs},
     {"iso", wants_iso, one, kiln_image_phase_iso},
@@ -514,9 +562,12 @@ static int build_run(struct build *b, struct kiln_error **err)
 	                "\n",
 	                r->name ? r->name : "(unnamed recipe)", r->config_hash, b->build_key,
 	                r->source_date_epoch);
-	for (size_t i = 0; i < ELEMENTSOF(phases); i++)
-		if (phases[i].wanted(b) && (rc = phases[i].run(b, err)) < 0)
+	for (size_t i = 0; i < ELEMENTSOF(phases); i++) {
+		if (!phases[i].wanted(b))
+			continue;
+		if ((rc = check_deadline(b, err)) < 0 || (rc = phases[i].run(b, err)) < 0)
 			return rc;
+	}
 	return 0;
 }
 

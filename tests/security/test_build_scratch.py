@@ -22,7 +22,7 @@ import time
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "image"))
-from imagelib import STATE, on_tiny, tiny  # noqa: E402,F401
+from imagelib import STATE, build, on_tiny, tiny  # noqa: E402,F401
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -195,3 +195,27 @@ def test_operator_maximum_of_disk_mb(kiln_bin, tmp_path):
     finally:
         p.terminate()
         p.wait(timeout=30)
+
+
+def big_files(root, limit):
+    return [str(p) for p in pathlib.Path(root).rglob("*")
+            if p.is_file() and not p.is_symlink() and p.stat().st_size > limit]
+
+
+def test_sparse_file_counts_against_the_disk_limit(kiln_bin, tiny, tmp_path):
+    # A sparse file takes no block of the layer, but every output (the
+    # tarball, the ext4 image, the store's copy) would write all of it, in
+    # kiln's own process and past the build's timeout (review of issue 11,
+    # item 1). 200 MB is enough to be over 64 MB without making an old
+    # binary write gigabytes.
+    recipe = on_tiny({"resources": {"disk_mb": 64}, "outputs": ["tar"],
+                      "steps": ["RUN truncate -s 200M /big"]})
+    out = tmp_path / "out"
+    r = build(kiln_bin, recipe, out, "--no-cache", timeout=600)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert re.search(r"the image's files add up to 2\d\d MB, over the disk limit of 64 MB "
+                     r"\(resources\.disk_mb\)", r.stderr), r.stderr[-2000:]
+    assert not out.exists() or not big_files(out, 64 << 20), big_files(out, 64 << 20)
+    for d in ["cas", "results", "builds"]:
+        store = pathlib.Path(STATE, d)
+        assert not store.exists() or not big_files(store, 64 << 20), big_files(store, 64 << 20)
