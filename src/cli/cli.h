@@ -36,6 +36,8 @@ extern const struct kiln_command kiln_cmd_status;
 extern const struct kiln_command kiln_cmd_list;
 extern const struct kiln_command kiln_cmd_logs;
 extern const struct kiln_command kiln_cmd_cancel;
+extern const struct kiln_command kiln_cmd_tag;
+extern const struct kiln_command kiln_cmd_templates;
 extern const struct kiln_command kiln_cmd_download;
 extern const struct kiln_command kiln_cmd_serve;
 extern const struct kiln_command kiln_cmd_store;

@@ -136,12 +136,13 @@ enum {
 	OPT_JSON,
 	OPT_RECIPE,
 	OPT_CANCEL_ON_INTERRUPT,
+	OPT_PROTECT,
 };
 
 struct client_opts {
 	struct client c;
 	const char *context, *status, *cursor, *output;
-	bool wait, follow, json, recipe, cancel_on_interrupt;
+	bool wait, follow, json, recipe, cancel_on_interrupt, protect;
 	unsigned limit;
 };
 
@@ -197,6 +198,7 @@ static int parse_opts(const struct kiln_command *cmd, int argc, char **argv, str
 	    {"json", no_argument, NULL, OPT_JSON},
 	    {"recipe", no_argument, NULL, OPT_RECIPE},
 	    {"cancel-on-interrupt", no_argument, NULL, OPT_CANCEL_ON_INTERRUPT},
+	    {"protect", no_argument, NULL, OPT_PROTECT},
 	    {},
 	};
 	memset(o, 0, sizeof(*o));
@@ -224,6 +226,7 @@ static int parse_opts(const struct kiln_command *cmd, int argc, char **argv, str
 		case OPT_JSON: o->json = true; break;
 		case OPT_RECIPE: o->recipe = true; break;
 		case OPT_CANCEL_ON_INTERRUPT: o->cancel_on_interrupt = true; break;
+		case OPT_PROTECT: o->protect = true; break;
 		case OPT_LIMIT: {
 			int v = 0;
 			if (kiln_parse_int(optarg, 1, 100, &v) < 0)
@@ -733,6 +736,85 @@ static int cmd_cancel(int argc, char **argv)
 	return KILN_EXIT_OK;
 }
 
+/* kiln tag BUILD NAME:TAG — POST /api/v1/templates/NAME/tags/TAG. */
+static int cmd_tag(int argc, char **argv)
+{
+	struct client_opts o;
+	int rc = parse_opts(&kiln_cmd_tag, argc, argv, &o);
+	if (rc)
+		return rc < 0 ? KILN_EXIT_OK : rc;
+	if (argc - optind != 2)
+		return cli_usage_error(&kiln_cmd_tag, "expected a build ID and NAME:TAG");
+	const char *id = argv[optind], *ref = argv[optind + 1];
+	if (!valid_id(id))
+		return cli_usage_error(&kiln_cmd_tag, "'%s' is not a build ID", id);
+	const char *colon = strchr(ref, ':');
+	/* The server checks the alphabet; here only what would change the URL. */
+	if (!colon || colon == ref || !colon[1] || strpbrk(ref, "/?#%") || strchr(colon + 1, ':'))
+		return cli_usage_error(&kiln_cmd_tag, "'%s' is not NAME:TAG", ref);
+	_cleanup_free_ char *name = strndup(ref, (size_t)(colon - ref));
+	_cleanup_free_ char *path = xasprintf("/api/v1/templates/%s/tags/%s", name, colon + 1);
+	_cleanup_free_ char *body =
+	    xasprintf("{\"build\":\"%s\",\"protected\":%s}", id, o.protect ? "true" : "false");
+	_cleanup_buf_ struct kiln_buf resp = KILN_BUF_INIT_MAX(KILN_BUF_MAX_RESPONSE);
+	long status = client_call(&o.c, "POST", path, body, NULL, &resp);
+	if (status != 200) {
+		if (status > 0)
+			print_http_error("tag", status, &resp);
+		return KILN_EXIT_FAILURE;
+	}
+	if (o.json) {
+		fwrite(resp.data, 1, resp.len, stdout);
+		return KILN_EXIT_OK;
+	}
+	printf("%s -> %s%s\n", ref, id, o.protect ? " (protected)" : "");
+	return KILN_EXIT_OK;
+}
+
+/* kiln templates — GET /api/v1/templates, one line per tag. */
+static int cmd_templates(int argc, char **argv)
+{
+	struct client_opts o;
+	int rc = parse_opts(&kiln_cmd_templates, argc, argv, &o);
+	if (rc)
+		return rc < 0 ? KILN_EXIT_OK : rc;
+	if (argc != optind)
+		return cli_usage_error(&kiln_cmd_templates, "expected no arguments");
+	_cleanup_buf_ struct kiln_buf resp = KILN_BUF_INIT_MAX(KILN_BUF_MAX_RESPONSE);
+	long status = client_call(&o.c, "GET", "/api/v1/templates", NULL, NULL, &resp);
+	if (status != 200) {
+		if (status > 0)
+			print_http_error("templates", status, &resp);
+		return KILN_EXIT_FAILURE;
+	}
+	if (o.json) {
+		fwrite(resp.data, 1, resp.len, stdout);
+		return KILN_EXIT_OK;
+	}
+	json_error_t je;
+	json_t *j = json_loadb(resp.data, resp.len, 0, &je);
+	json_t *v = j ? json_object_get(j, "templates") : NULL;
+	if (!json_is_array(v)) {
+		json_decref(j);
+		cli_errorf("templates: the server's answer is not a template list");
+		return KILN_EXIT_FAILURE;
+	}
+	printf("%-30s %-36s %-9s %s\n", "TEMPLATE", "BUILD", "PROTECTED", "MOVES");
+	size_t i;
+	json_t *t;
+	json_array_foreach (v, i, t) {
+		const char *n = json_string_value(json_object_get(t, "name"));
+		const char *g = json_string_value(json_object_get(t, "tag"));
+		const char *b = json_string_value(json_object_get(t, "build_id"));
+		_cleanup_free_ char *ref = xasprintf("%s:%s", n ? n : "?", g ? g : "?");
+		printf("%-30s %-36s %-9s %zu\n", ref, b ? b : "?",
+		       json_is_true(json_object_get(t, "protected")) ? "yes" : "no",
+		       json_array_size(json_object_get(t, "history")));
+	}
+	json_decref(j);
+	return KILN_EXIT_OK;
+}
+
 /* Seconds since the epoch of an API time ("2026-12-01T22:00:00.123Z"), or
  * -1. strptime: a fixed format the server writes (http/json.c put_time). */
 static double api_time(const char *t)
@@ -1088,6 +1170,25 @@ const struct kiln_command kiln_cmd_logs = {
              "\nID may be any prefix of a build ID that only one of your builds has.\n"
              "\nExit status: 0 printed (with --follow: completed), 1 failure, 2 usage.\n",
     .run = cmd_logs,
+};
+
+const struct kiln_command kiln_cmd_tag = {
+    .name = "tag",
+    .summary = "point a template tag NAME:TAG at a completed build",
+    .usage = "Usage: kiln tag [OPTIONS] BUILD NAME:TAG\n\n"
+             "Tags move when given another build (the history is kept); a protected tag\n"
+             "does not (docs/templates.md).\n\nOptions:\n" CLIENT_OPTS
+             "  --protect      make the tag protected: it never moves again\n"
+             "\nExit status: 0 tagged, 1 failure (not found, not completed, protected), 2 usage.\n",
+    .run = cmd_tag,
+};
+
+const struct kiln_command kiln_cmd_templates = {
+    .name = "templates",
+    .summary = "list your template tags",
+    .usage = "Usage: kiln templates [OPTIONS]\n\nOptions:\n" CLIENT_OPTS
+             "\nExit status: 0 listed, 1 failure, 2 usage.\n",
+    .run = cmd_templates,
 };
 
 const struct kiln_command kiln_cmd_cancel = {

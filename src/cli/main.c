@@ -31,12 +31,13 @@ static const struct kiln_command *const commands[] = {
 #endif
     &kiln_cmd_profile,
 #ifdef KILN_FULL
-    &kiln_cmd_setup,    &kiln_cmd_build,    &kiln_cmd_token,
+    &kiln_cmd_setup,    &kiln_cmd_build,  &kiln_cmd_token,
 #endif
     &kiln_cmd_run,
 #ifdef KILN_FULL
-    &kiln_cmd_serve,    &kiln_cmd_submit,   &kiln_cmd_status, &kiln_cmd_list,   &kiln_cmd_logs,
-    &kiln_cmd_cancel,   &kiln_cmd_download, &kiln_cmd_store,  &kiln_cmd_backup,
+    &kiln_cmd_serve,    &kiln_cmd_submit, &kiln_cmd_status,    &kiln_cmd_list,
+    &kiln_cmd_logs,     &kiln_cmd_cancel, &kiln_cmd_download,  &kiln_cmd_store,
+    &kiln_cmd_backup,   &kiln_cmd_tag,    &kiln_cmd_templates,
 #endif
 };
 

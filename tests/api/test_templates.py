@@ -60,3 +60,25 @@ def test_tag_move_protect_list_and_owner_scope(serve, token, tiny):
     assert r.status_code == 400
     assert requests.get(s.url("/api/v1/templates")).status_code == 401
     assert tag(s, alice, "web:x", "0" * 8).status_code == 404
+
+
+def test_kiln_tag_and_kiln_templates(kiln_bin, serve, token, tiny):
+    import subprocess
+    u = uuid.uuid4().hex[:8]
+    tok = token(STATE, f"carol-{u}")
+    s = serve("--workers", "1", state=STATE)
+    r = submit(s, {"base": "busybox", "steps": [f"RUN echo {u} > /etc/v"]}, auth(tok))
+    bid = wait_done(s, r.json()["id"], tok)["id"]
+    env = {**os.environ, "KILN_TOKEN": tok}
+
+    def kiln(*a):
+        return subprocess.run([kiln_bin, *a, "--server", s.base], capture_output=True, text=True,
+                              env=env, timeout=60)
+    p = kiln("tag", bid, "app:v1", "--protect")
+    assert p.returncode == 0 and f"app:v1 -> {bid} (protected)" in p.stdout, p.stderr
+    p = kiln("templates")
+    assert p.returncode == 0 and "app:v1" in p.stdout and bid in p.stdout and " yes " in p.stdout
+    assert kiln("tag", bid, "app").returncode == 2  # not NAME:TAG
+    assert kiln("tag", "nope", "app:v1").returncode == 2
+    p = kiln("tag", "0" * 8 + "-0000-4000-8000-" + "0" * 12, "app:v1")
+    assert p.returncode == 1 and "not found" in p.stderr, p.stderr
