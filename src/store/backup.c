@@ -412,16 +412,45 @@ static int write_manifest(const struct kiln_backup *b, const char *tmp, struct k
 	return 0;
 }
 
+/* The backup directory holds copies of kiln.db: the state directory's
+ * rules hold for it (kiln_state_secure). A directory owned by another uid,
+ * or one that another user can write, lets that user read or swap the
+ * dumps (rename a planted file over one, replace a name between create and
+ * rename): refused, saying how to fix it. A readable one only shows names,
+ * every file kiln writes there is 0600. */
+static int check_dir(const char *dir, struct kiln_error **err)
+{
+	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return kiln_error_set_errno(err, errno, "backup directory %s: cannot open", dir);
+	if (st.st_uid != geteuid())
+		return kiln_error_set(err, EPERM,
+		                      "backup directory %s: owned by uid %u, not by kiln's uid %u: "
+		                      "refusing to write the database's copy there",
+		                      dir, (unsigned)st.st_uid, (unsigned)geteuid());
+	if (st.st_mode & 022)
+		return kiln_error_set(
+		    err, EPERM,
+		    "backup directory %s: mode %04o, other local users could "
+		    "replace backups there: refusing (chmod go-w it, 0700 is best)",
+		    dir, (unsigned)(st.st_mode & 07777));
+	return 0;
+}
+
 int kiln_backup_create(const char *url, const char *dir, const char *version,
                        struct kiln_backup **ret, struct kiln_error **err)
 {
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return kiln_error_set_errno(err, errno, "backup directory %s: cannot create", dir);
+	int r = check_dir(dir, err);
+	if (r < 0)
+		return r;
 	const char *sqlite_path = kiln_db_sqlite_path(url);
 	if (sqlite_path && access(sqlite_path, F_OK) < 0)
 		return kiln_error_set_errno(err, errno, "database %s", sqlite_path);
 	_cleanup_(kiln_db_closep) struct kiln_db *db = NULL;
-	int r = kiln_db_open(url, &db, err);
+	r = kiln_db_open(url, &db, err);
 	if (r < 0)
 		return r;
 	_cleanup_(kiln_backup_freep) struct kiln_backup *b = xcalloc(1, sizeof(*b));
@@ -457,6 +486,14 @@ int kiln_backup_create(const char *url, const char *dir, const char *version,
 	_cleanup_free_ char *tmp_manifest = xasprintf("%s.tmp-%d.json", stem, (int)getpid());
 	unlink(tmp_dump);
 	unlink(tmp_manifest);
+	/* The dump holds every secret of the database: it is 0600 from the
+	 * moment it exists, not chmod'ed after (a local user could open it in
+	 * between and keep the fd). VACUUM INTO takes an empty file, pg_dump
+	 * --file truncates it, SQLite gives its -journal the dump's mode. */
+	_cleanup_close_ int dfd =
+	    open(tmp_dump, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (dfd < 0)
+		return kiln_error_set_errno(err, errno, "%s: cannot create", tmp_dump);
 
 	if (sqlite_path) {
 		r = dump_sqlite(db, tmp_dump, err);

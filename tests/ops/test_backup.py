@@ -232,3 +232,42 @@ def test_a_corrupted_backup_is_refused_by_verify(request, backend, kiln_bin, tmp
     run(kiln_bin, "backup", "verify", m, "--database", url, check=1)
     m.write_text(json.dumps(mf))
     run(kiln_bin, "backup", "verify", dump, "--database", url, check=0)  # FILE may be the dump
+
+
+def test_backup_files_are_never_readable_by_others(kiln_bin, tmp_path):
+    # The dump is a copy of kiln.db (token rows, the CSRF key): it was made
+    # 0644 by VACUUM INTO and chmod'ed only after, and a backup directory
+    # that others can write let them swap the dumps (review of issue 11,
+    # item 2). Watched while it is written: no file there is ever wider
+    # than 0600.
+    state = tmp_path / "state"
+    url = f"sqlite:{state}/kiln.db"
+    make_token(kiln_bin, state, url, "alice")
+    backups = tmp_path / "backups"
+    backups.mkdir(mode=0o777)
+    os.chmod(backups, 0o777)
+    p = run(kiln_bin, "backup", "create", "--database", url, "--to", backups, check=1)
+    assert re.search(r"backup directory .*backups: mode 0777, other local users could replace",
+                     p.stderr), p.stderr
+    assert os.listdir(backups) == []
+
+    os.chmod(backups, 0o755)
+    seen, done = {}, threading.Event()
+
+    def watch():
+        while not done.is_set():
+            for name in os.listdir(backups):
+                try:
+                    seen[name] = seen.get(name, 0) | os.stat(backups / name).st_mode & 0o777
+                except FileNotFoundError:
+                    pass
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        for _ in range(3):
+            run(kiln_bin, "backup", "create", "--database", url, "--to", backups, check=0)
+    finally:
+        done.set()
+        t.join()
+    assert seen and all(m == 0o600 for m in seen.values()), {n: oct(m) for n, m in seen.items()}
+    assert all(os.stat(backups / n).st_mode & 0o777 == 0o600 for n in os.listdir(backups))
