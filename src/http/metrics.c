@@ -149,6 +149,12 @@ static void write_service(struct kiln_buf *b, const struct kiln_service_stats *s
 	kiln_buf_printf(b, "kiln_build_duration_seconds_sum %.6f\n", st->duration_sum_s);
 	kiln_buf_printf(b, "kiln_build_duration_seconds_count %llu\n",
 	                (unsigned long long)st->duration_count);
+	header(b, "kiln_build_failures_total", "counter",
+	       "Builds this process ran that failed, by kind: timeout, limit (OOM, output "
+	       "ceilings), exit (a step failed), system (kiln failed).");
+	for (size_t i = 0; i < KILN_STATS_FAILURE_KINDS; i++)
+		kiln_buf_printf(b, "kiln_build_failures_total{kind=\"%s\"} %llu\n",
+		                kiln_stats_failure_kinds[i], (unsigned long long)st->failures[i]);
 	header(b, "kiln_worker_slots", "gauge",
 	       "Worker slots of each registered host, busy or free.");
 	for (size_t i = 0; i < st->n_hosts; i++) {

@@ -74,6 +74,7 @@ struct kiln_service {
 
 	char *ops_detail;                   /* ops.c: JSON members for /api/v1/health, under lock */
 	int64_t backup_us, restore_test_us; /* ops.c, under lock */
+	uint64_t failures[KILN_STATS_FAILURE_KINDS]; /* ops.c: this process's, under lock */
 	bool restore_test_ok;
 
 	pthread_mutex_t lock;
@@ -158,6 +159,9 @@ int svc_session_secret_load(struct kiln_service *s, struct kiln_error **err);
  * then the heartbeat and listener threads; stop ends them and deregisters. */
 int svc_hosts_start(struct kiln_service *s, unsigned slots, struct kiln_error **err);
 void svc_hosts_stop(struct kiln_service *s);
+/* ops.c: counts a build this process ran that failed, by why's kind. */
+void svc_count_failure(struct kiln_service *s, const struct kiln_error *why);
+
 /* One pass of the heartbeat (lease renewal, reaper, cancel poll): the
  * thread's body, and for tests. */
 void svc_hosts_tick(struct kiln_service *s, bool renew);

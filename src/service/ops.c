@@ -5,6 +5,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "service/internal.h"
@@ -81,6 +82,18 @@ void kiln_service_set_backup_times(struct kiln_service *s, int64_t backup_us, in
 }
 
 /* ---- numbers for the metrics ---------------------------------------------------- */
+
+const char *const kiln_stats_failure_kinds[KILN_STATS_FAILURE_KINDS] = {"timeout", "limit", "exit",
+                                                                        "system"};
+
+void svc_count_failure(struct kiln_service *s, const struct kiln_error *why)
+{
+	enum kiln_error_kind k = kiln_error_kind(why);
+	size_t i = k == KILN_ERR_LIMIT ? (why->code == ETIME ? 0 : 1) : k == KILN_ERR_USER ? 2 : 3;
+	pthread_mutex_lock(&s->lock);
+	s->failures[i]++;
+	pthread_mutex_unlock(&s->lock);
+}
 
 const double kiln_stats_duration_bounds_s[KILN_STATS_DURATION_BUCKETS] = {
     1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, INFINITY,
@@ -168,6 +181,7 @@ int kiln_service_stats(struct kiln_service *s, struct kiln_service_stats *ret,
 	st.backup_us = s->backup_us;
 	st.restore_test_us = s->restore_test_us;
 	st.restore_test_ok = s->restore_test_ok;
+	memcpy(st.failures, s->failures, sizeof(st.failures));
 	pthread_mutex_unlock(&s->lock);
 	if (r < 0) {
 		kiln_service_stats_clear(&st);

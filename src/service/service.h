@@ -267,6 +267,11 @@ void kiln_service_set_backup_times(struct kiln_service *s, int64_t backup_us, in
  * at the time of the call. Build durations are those of builds that ran
  * (not cache hits) and ended completed or failed, in the buckets below. */
 #define KILN_STATS_DURATION_BUCKETS 11
+/* Failed builds by why: timeout (a LIMIT error with ETIME), limit (another
+ * limit: the memory limit's OOM kill, output ceilings), exit (USER: a step
+ * exited non-zero or died of a signal), system (kiln failed). */
+#define KILN_STATS_FAILURE_KINDS 4
+extern const char *const kiln_stats_failure_kinds[KILN_STATS_FAILURE_KINDS];
 extern const double kiln_stats_duration_bounds_s[KILN_STATS_DURATION_BUCKETS]; /* last +Inf */
 struct kiln_stats_host {
 	char *id;
@@ -284,6 +289,7 @@ struct kiln_service_stats {
 	size_t n_hosts;
 	int64_t backup_us, restore_test_us;
 	bool restore_test_ok;
+	uint64_t failures[KILN_STATS_FAILURE_KINDS]; /* this process's, since it started */
 };
 int kiln_service_stats(struct kiln_service *s, struct kiln_service_stats *ret,
                        struct kiln_error **err);

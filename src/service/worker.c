@@ -363,6 +363,7 @@ static int end_build(struct kiln_service *s, struct run *run, struct log_writer 
 		line = xstrdup("==> cancelled\n");
 	} else {
 		o = OUT_FAILED;
+		svc_count_failure(s, why);
 		if (!msg)
 			msg = "build failed";
 		line = xasprintf("==> failed: %s\n", msg);

@@ -1,6 +1,6 @@
 """GET /metrics on a live server (its own listener) after real builds on the
-busybox base of every outcome — completed, answered from the cache, failed,
-cancelled — checked with Debian's promtool (package prometheus) and against
+busybox base of every outcome — completed, answered from the cache, failed
+(a step's exit, a timeout), cancelled — checked with Debian's promtool (package prometheus) and against
 the builds done: the numbers move by exactly those builds."""
 import os
 import pathlib
@@ -84,6 +84,9 @@ def test_metrics_after_builds_of_every_outcome(kiln_bin, tiny, tmp_path, servers
     assert hit["cached"] is True
     bad = submit(srv, dict(base, name="m-fail", steps=[f"RUN echo {tag}", "RUN false"]))
     assert wait(srv, bad["id"], {"completed", "failed"})["status"] == "failed"
+    late = submit(srv, dict(base, name="m-timeout", resources={"step_timeout_s": 1},
+                            steps=[f"RUN echo {tag}", "RUN sleep 60"]))
+    assert wait(srv, late["id"], {"completed", "failed"})["status"] == "failed"
     slow = submit(srv, dict(base, name="m-cancel", steps=[f"RUN echo {tag}", "RUN sleep 300"]))
     wait(srv, slow["id"], {"building"})
     mid = scrape(murl)
@@ -97,19 +100,24 @@ def test_metrics_after_builds_of_every_outcome(kiln_bin, tiny, tmp_path, servers
 
     after = scrape(murl)
     assert delta(before, after, 'kiln_builds{status="completed"}') == 2  # the build and its hit
-    assert delta(before, after, 'kiln_builds{status="failed"}') == 1
+    assert delta(before, after, 'kiln_builds{status="failed"}') == 2
     assert delta(before, after, 'kiln_builds{status="cancelled"}') == 1
     assert delta(before, after, 'kiln_builds{status="building"}') == 0
     assert delta(before, after, "kiln_build_cache_hits") == 1
-    assert delta(before, after, "kiln_build_cache_misses") == 3
-    assert delta(before, after, "kiln_build_duration_seconds_count") == 2  # ran and ended
+    assert delta(before, after, "kiln_build_cache_misses") == 4
+    assert delta(before, after, "kiln_build_duration_seconds_count") == 3  # ran and ended
+    # this process's failures by kind
+    assert after['kiln_build_failures_total{kind="exit"}'] == 1
+    assert after['kiln_build_failures_total{kind="timeout"}'] == 1
+    assert after['kiln_build_failures_total{kind="limit"}'] == 0
+    assert after['kiln_build_failures_total{kind="system"}'] == 0
     assert after['kiln_build_duration_seconds_bucket{le="+Inf"}'] == \
         after["kiln_build_duration_seconds_count"]
     # this process's HTTP counters: exactly the requests above
     post = 'kiln_http_requests_total{route="/api/v1/builds",method="POST",status="%s"}'
-    assert after[post % "202"] == 3 and after[post % "200"] == 1
+    assert after[post % "202"] == 4 and after[post % "200"] == 1
     cancel = 'kiln_http_requests_total{route="/api/v1/builds/{id}/cancel",method="POST",status="200"}'
     assert after[cancel] == 1
     assert after['kiln_http_requests_total{route="unmatched",method="GET",status="404"}'] == 1
-    assert after['kiln_http_request_duration_seconds_count{route="/api/v1/builds"}'] == 4
+    assert after['kiln_http_request_duration_seconds_count{route="/api/v1/builds"}'] == 5
     assert after["kiln_database_up"] == 1
