@@ -394,6 +394,9 @@ static int run(int argc, char **argv)
 		sc.state_dir = kiln_state_dir_default();
 	if ((r = open_access_log(access_log, &hc.access_log)) != 0)
 		return r;
+	/* A recipe is the largest JSON body the API takes: one limit for
+	 * kiln validate and the server (recipe.h). */
+	hc.body_limit = KILN_RECIPE_MAX_BYTES;
 	hc.listen = listen;
 	hc.allowed_hosts = hosts;
 	hc.cors_origins = origins;

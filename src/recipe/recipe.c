@@ -1124,8 +1124,10 @@ int kiln_recipe_parse(const char *buf, size_t len, struct kiln_recipe **ret,
                       struct kiln_error **err)
 {
 	if (len > KILN_RECIPE_MAX_BYTES)
-		return kiln_error_set_kind(err, KILN_ERR_LIMIT, EFBIG,
-		                           "recipe is larger than 16 MiB (%zu bytes)", len);
+		return kiln_error_set_kind(
+		    err, KILN_ERR_LIMIT, EFBIG,
+		    "recipe is larger than the limit of %u bytes (%zu bytes)",
+		    KILN_RECIPE_MAX_BYTES, len);
 	int rc = check_depth(buf, len, err);
 	if (rc < 0)
 		return rc;

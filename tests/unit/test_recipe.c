@@ -680,7 +680,7 @@ static void test_errors_limits(void **state)
 	expect_error(b.data,
 	             "overlays[1].files: the recipe has more than 10000 overlay files in all");
 
-	/* the 16 MiB limit is checked before parsing */
+	/* the size limit is checked before parsing */
 	size_t big = KILN_RECIPE_MAX_BYTES + 1;
 	char *buf = xmalloc(big);
 	memset(buf, ' ', big);
@@ -690,7 +690,7 @@ static void test_errors_limits(void **state)
 	struct kiln_recipe *r = NULL;
 	assert_int_equal(kiln_recipe_parse(buf, big, &r, &err), -EFBIG);
 	assert_null(r);
-	assert_non_null(strstr(err->msg, "larger than 16 MiB"));
+	assert_non_null(strstr(err->msg, "larger than the limit of 1048576 bytes"));
 	err = kiln_error_free(err);
 	assert_int_equal(kiln_recipe_parse(buf, big - 1 - 1, &r, &err) < 0, 1); /* "{   " */
 	err = kiln_error_free(err);
