@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "image/emit.h"
+#include "image/tarball.h"
 #include "util/alloc.h"
 #include "util/fs.h"
 
@@ -47,7 +48,7 @@ static void add_inode(struct walk *w, const char *path, const struct stat *st, i
  * recipe's: a link must not lead the walk onto the host). */
 static int walk_dir(struct walk *w, int dirfd, const char *path, int64_t epoch, unsigned depth)
 {
-	if (depth > 4096)
+	if (depth > KILN_TARBALL_MAX_DEPTH) /* the tar output's limit: fds stay bounded */
 		return -ELOOP;
 	int dup_fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
 	if (dup_fd < 0)
@@ -99,7 +100,12 @@ int kiln_emit_ext4(const struct kiln_emit_ctx *c, const char *build_key, const c
 	int rc = walk_dir(&w, c->rootfd, "", c->epoch, 0);
 	if (rc < 0) {
 		kiln_buf_free(&w.cmds);
-		return kiln_error_set_errno(err, -rc, "ext4 output: cannot walk the root tree");
+		return rc == -ELOOP ? kiln_error_set(err, ELOOP,
+		                                     "ext4 output: the tree is deeper than %d "
+		                                     "directories",
+		                                     KILN_TARBALL_MAX_DEPTH)
+		                    : kiln_error_set_errno(
+		                          err, -rc, "ext4 output: cannot walk the root tree");
 	}
 	if (w.bad) {
 		rc = kiln_error_set(err, EINVAL,
