@@ -2,10 +2,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -13,6 +15,7 @@
 #include "cli/cli.h"
 #include "http/http.h"
 #include "http/parse.h"
+#include "recipe/recipe.h"
 #include "service/service.h"
 #include "store/cas.h"
 #include "util/alloc.h"
@@ -78,6 +81,32 @@ static int bootstrap_admin(struct kiln_service *svc, const char *url)
 /* --access-log FILE|-|off. A file is opened O_APPEND (each line is one
  * write, so lines from several threads, or a logrotate copytruncate, never
  * tear) and 0640: the log names clients and owners. */
+/* The default --max-disk-mb: a build's layer is a tmpfs, i.e. RAM that
+ * cannot be swapped out here, so KILN_DISK_MB_OPERATOR_DEFAULT (16 GB) per
+ * build let two builds take a 24 GB host's memory (issue 11 review, item
+ * 3). At most half the RAM goes to the layers of all workers at once.
+ * Said on stderr when it is lower than the fixed default. */
+static void default_max_disk_mb(struct kiln_service_config *sc)
+{
+	if (sc->max_disk_mb > 0)
+		return;
+	struct sysinfo si;
+	if (sysinfo(&si) < 0)
+		return;
+	/* service.c's default: one worker per two cores, at least 1. */
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned workers = sc->workers ? sc->workers : cores >= 4 ? (unsigned)(cores / 2) : 1;
+	uint64_t mem_mb = ((uint64_t)si.totalram * si.mem_unit) >> 20;
+	int64_t mb = (int64_t)(mem_mb / 2 / workers);
+	if (mb >= KILN_DISK_MB_OPERATOR_DEFAULT)
+		return;
+	sc->max_disk_mb = mb < 16 ? 16 : mb;
+	fprintf(stderr,
+	        "kiln: --max-disk-mb defaults to %" PRId64 " MB here (half of %" PRIu64
+	        " MB of RAM over %u workers; build layers are tmpfs)\n",
+	        sc->max_disk_mb, mem_mb, workers);
+}
+
 static int open_access_log(const char *arg, FILE **ret)
 {
 	if (strcmp(arg, "off") == 0) {
@@ -416,6 +445,7 @@ static int run(int argc, char **argv)
 
 	_cleanup_error_ struct kiln_error *err = NULL;
 	struct kiln_service *svc = NULL;
+	default_max_disk_mb(&sc);
 	if (kiln_service_open(&sc, &svc, &err) < 0) {
 		cli_errorf("serve: %s", err->msg);
 		return KILN_EXIT_FAILURE;

@@ -222,8 +222,14 @@ static int mount_layer(struct build *b, struct kiln_error **err)
 		return kiln_error_set_errno(err, errno, "cannot make mounts private");
 	if (mkdir(b->layer, 0700) < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot create", b->layer);
+	/* nr_inodes: an inode costs kernel memory that size= does not count,
+	 * and tmpfs's default (half the RAM's pages) let a step of empty files
+	 * take far more than disk_mb. One inode per 16 KB of disk_mb, at
+	 * least 16384 (docs/sandbox.md). */
+	int64_t inodes = b->r->resources.disk_mb * 64;
 	_cleanup_free_ char *opts =
-	    xasprintf("size=%" PRId64 "m,mode=0700,uid=0,gid=0", b->r->resources.disk_mb);
+	    xasprintf("size=%" PRId64 "m,nr_inodes=%" PRId64 ",mode=0700,uid=0,gid=0",
+	              b->r->resources.disk_mb, inodes < 16384 ? 16384 : inodes);
 	if (mount("kiln-build", b->layer, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot mount the build's layer",
 		                            b->layer);

@@ -159,6 +159,9 @@ def test_disk_limit(kiln_bin, tiny, tmp_path):
         with open(f"/proc/{proc.pid}/mountinfo") as f:
             mount = [line for line in f if f" {scratch}/layer " in line]
         assert mount and " tmpfs " in mount[0] and "size=65536k" in mount[0], mount
+        # Inodes are kernel memory that size= does not count: bounded too
+        # (review of issue 11, item 3).
+        assert "nr_inodes=16384" in mount[0], mount
     finally:
         out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err[-2000:]
@@ -195,6 +198,32 @@ def test_operator_maximum_of_disk_mb(kiln_bin, tmp_path):
     finally:
         p.terminate()
         p.wait(timeout=30)
+
+
+def test_default_maximum_of_disk_mb_follows_memory(kiln_bin, tmp_path):
+    # Build layers are tmpfs (RAM, no swap here): the fixed default of
+    # 16384 MB per build let two builds take a 24 GB host's memory. Without
+    # --max-disk-mb the ceiling is half the RAM over the workers, said at
+    # start (review of issue 11, item 3).
+    import requests
+    mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+    want = min(16384, max(16, mem_mb // 2 // 8))
+    p = subprocess.Popen([kiln_bin, "serve", "--no-auth", "--no-workers", "--workers", "8",
+                          "--listen", "127.0.0.1:0", "--state-dir", str(tmp_path / "st")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        m = re.search(r"serving on (http://\S+)", p.stdout.readline())
+        assert m, p.stderr.read()
+        url = m.group(1) + "/api/v1/builds"
+        r = requests.post(url, data=json.dumps(on_tiny({"resources": {"disk_mb": want + 1}})),
+                          headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert f"is over this host's maximum of {want} MB" in r.text, r.text
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+    if want < 16384:
+        assert f"--max-disk-mb defaults to {want} MB here" in p.stderr.read()
 
 
 def big_files(root, limit):
