@@ -44,6 +44,7 @@ struct ui {
 	bool json;      /* a failure is also a JSON object on stdout */
 	FILE *logf;     /* the saved log (NULL when it could not be created) */
 	char *log_path; /* its path, named in every failure */
+	bool titled;    /* the terminal's title was set */
 };
 
 static void log_out(void *ud, const char *data, size_t len)
@@ -127,6 +128,10 @@ static void log_open(struct ui *u, const char *state)
 
 static void log_close(struct ui *u)
 {
+	/* progress_out set the terminal's title: give it back empty (the
+	 * shell's prompt sets its own) rather than leave "kiln [9/9] ...". */
+	if (u->tty && !u->quiet && u->titled)
+		fputs("\033]0;\007", stderr);
 	if (u->logf)
 		fclose(u->logf);
 	u->logf = NULL;
@@ -174,8 +179,10 @@ static void progress_out(void *ud, unsigned step, unsigned total, const char *wh
 	struct ui *u = ud;
 	/* On a terminal, the window title-like progress line; the log already
 	 * carries "==> [i/n]" for pipes and files. */
-	if (u->tty && !u->quiet)
+	if (u->tty && !u->quiet) {
 		fprintf(stderr, "\033]0;kiln [%u/%u] %s\007", step, total, what);
+		u->titled = true;
+	}
 }
 
 static int do_build(const struct kiln_image_build_opts *o, struct kiln_image_result **ret)

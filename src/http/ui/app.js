@@ -161,7 +161,8 @@
 		if (!iso) return null;
 		const d = new Date(iso);
 		if (isNaN(d)) return h('span', null, String(iso));
-		return h('time', { datetime: iso, title: iso }, d.toLocaleString());
+		/* the browser's locale, on a 24-hour clock; the ISO 8601 time on hover */
+		return h('time', { datetime: iso, title: iso }, d.toLocaleString(undefined, { hourCycle: 'h23' }));
 	}
 
 	/* "12.3 s", "4 min 05 s": started to completed, or to now while running. */
@@ -1120,7 +1121,9 @@
 				progressLabel.textContent = total ? `Step ${total} of ${total} — done` : 'Done';
 			} else if (total > 0) {
 				progress.max = total; progress.value = Math.min(cur, total);
-				progressLabel.textContent = `Step ${cur} of ${total}${p.current ? ` — ${p.current}` : ''}`;
+				/* the phase's own words, without its "step i of n: " (said once) */
+				const what = p.current ? String(p.current).replace(/^step \d+ of \d+: /, '') : '';
+				progressLabel.textContent = `Step ${cur} of ${total}${what ? ` — ${what}` : ''}`;
 			} else {
 				progress.removeAttribute('value'); /* indeterminate */
 				progressLabel.textContent = st === 'pending' ? 'Queued' : (TERMINAL.has(st) ? 'Finished' : 'Starting');
