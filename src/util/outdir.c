@@ -19,7 +19,24 @@ int kiln_outdir_open(const char *path, struct kiln_outdir *ret, struct kiln_erro
 {
 	if (mkdir(path, 0755) < 0 && errno != EEXIST)
 		return kiln_error_set_errno(err, errno, "%s: cannot create output directory", path);
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* The directory itself is not followed either: a symlink planted at a
+	 * shared name (/tmp/out) would send root's writes anywhere it points
+	 * (issue 11 review, item 4). Trailing slashes are dropped: with one,
+	 * O_NOFOLLOW would follow the link. */
+	_cleanup_free_ char *p = xstrdup(path);
+	for (size_t n = strlen(p); n > 1 && p[n - 1] == '/'; n--)
+		p[n - 1] = '\0';
+	int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && (errno == ELOOP || errno == ENOTDIR)) {
+		struct stat st;
+		if (lstat(p, &st) == 0 && S_ISLNK(st.st_mode))
+			return kiln_error_set(
+			    err, ELOOP,
+			    "%s: output directory is a symbolic link: refusing to "
+			    "follow it (give the directory it points to)",
+			    path);
+		errno = ENOTDIR;
+	}
 	if (fd < 0)
 		return kiln_error_set_errno(err, errno, "%s: cannot open output directory", path);
 	*ret = (struct kiln_outdir){fd, xstrdup(path)};

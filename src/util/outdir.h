@@ -4,8 +4,9 @@
  * -o DIR`, the cache answering a build, `kiln download`'s target). That
  * directory is not kiln's: another user may have planted names in it, and
  * kiln often runs as root. So:
- *   - the directory is opened once (O_DIRECTORY) and everything after goes
- *     through that fd, never through a path that could be swapped;
+ *   - the directory is opened once (O_DIRECTORY|O_NOFOLLOW: a symlink at
+ *     its own name is refused) and everything after goes through that fd,
+ *     never through a path that could be swapped;
  *   - each artifact is written under a fresh temporary name created with
  *     O_CREAT|O_EXCL|O_NOFOLLOW (a symlink planted at any name — the
  *     ".rootfs.tar.gz.tmp" of old kilns included — is never followed: the

@@ -248,3 +248,23 @@ def test_sparse_file_counts_against_the_disk_limit(kiln_bin, tiny, tmp_path):
     for d in ["cas", "results", "builds"]:
         store = pathlib.Path(STATE, d)
         assert not store.exists() or not big_files(store, 64 << 20), big_files(store, 64 << 20)
+
+
+@pytest.mark.parametrize("trailing", ["", "/"])
+def test_output_directory_symlink_is_refused(kiln_bin, tiny, tmp_path, trailing):
+    # kiln build runs as root: a symlink planted at a shared -o name
+    # (/tmp/out) sent the outputs wherever it pointed (review of issue 11,
+    # item 4). It is refused, with or without a trailing slash, and the
+    # target gets nothing.
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    link = tmp_path / "out"
+    link.symlink_to(target)
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(on_tiny({"outputs": ["tar"]})))
+    r = subprocess.run([kiln_bin, "build", "--state-dir", STATE, "-o", str(link) + trailing,
+                        "--no-cache", str(recipe)], capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0, r.stderr[-2000:]
+    assert "output directory is a symbolic link: refusing to follow it" in r.stderr, \
+        r.stderr[-2000:]
+    assert os.listdir(target) == []
