@@ -43,6 +43,9 @@ struct run {
 	char id[KILN_BUILD_ID_LEN + 1];
 	int cancel_pipe[2];
 	enum run_stop stop;
+	/* builds.attempts as this claim set it: the per-claim fence of every
+	 * final update (worker.c), with the worker id. */
+	int64_t attempts;
 };
 
 struct log_index;

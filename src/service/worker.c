@@ -32,6 +32,7 @@ struct claim {
 	char *owner;
 	char *recipe;
 	char *context; /* sha256 or NULL */
+	int64_t attempts;
 	struct run *run;
 };
 
@@ -83,7 +84,7 @@ static int claim_locked(struct kiln_service *s, struct claim *c, struct kiln_err
 		              " WHERE id = (SELECT id FROM builds WHERE status = 'pending'"
 		              "  AND (tools IS NULL OR tools = $5)"
 		              "  ORDER BY created_us, id LIMIT 1%s) AND status = 'pending'"
-		              " RETURNING id, build_key, recipe, context_sha256, owner",
+		              " RETURNING id, build_key, recipe, context_sha256, owner, attempts",
 		              kiln_db_sql_skip_locked(s->db));
 		_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
 		r = kiln_db_prepare(s->db, sql, &st, err);
@@ -104,6 +105,7 @@ static int claim_locked(struct kiln_service *s, struct claim *c, struct kiln_err
 			const char *ctx = kiln_db_column_text(st, 3);
 			c->context = ctx ? xstrdup(ctx) : NULL;
 			c->owner = xstrdup(kiln_db_column_text(st, 4));
+			c->attempts = kiln_db_column_int64(st, 5);
 		}
 	}
 	if (r <= 0) {
@@ -112,6 +114,7 @@ static int claim_locked(struct kiln_service *s, struct claim *c, struct kiln_err
 	}
 	struct run *run = xcalloc(1, sizeof(*run));
 	memcpy(run->id, c->id, sizeof(run->id));
+	run->attempts = c->attempts;
 	if (pipe2(run->cancel_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
 		r = kiln_error_set_errno(err, errno, "cancel pipe");
 		free(run);
@@ -136,13 +139,15 @@ static int claim_locked(struct kiln_service *s, struct claim *c, struct kiln_err
 enum outcome { OUT_COMPLETED, OUT_CACHED, OUT_CANCELLED, OUT_REQUEUED, OUT_FAILED, OUT_LOST };
 
 /* Every final update is fenced: `status = 'building' AND worker = $2` (this
- * process's worker id), so a host whose lease expired — its build reaped by
- * another host, failed or queued again and perhaps claimed elsewhere —
- * cannot overwrite the outcome when it comes back. The status goes first:
- * when the fence refuses, no artifact row is touched either. OUT_LOST (the
- * record is no longer ours) writes nothing. */
-static int update_status_locked(struct kiln_service *s, const char *id, enum outcome o,
-                                const char *msg, const struct kiln_build_artifact *a, size_t n,
+ * process's worker id) AND attempts as this claim set it (a stale slot of
+ * this same process — its build reaped and claimed again here — must not
+ * write the new claim's outcome: issue 11 review, item 5), so a host whose lease expired — its
+ * build reaped by another host, failed or queued again and perhaps claimed elsewhere — cannot
+ * overwrite the outcome when it comes back. The status goes first: when the fence refuses, no
+ * artifact row is touched either. OUT_LOST (the record is no longer ours) writes nothing. */
+static int update_status_locked(struct kiln_service *s, const char *id, int64_t attempts,
+                                enum outcome o, const char *msg,
+                                const struct kiln_build_artifact *a, size_t n,
                                 const char *cached_from, struct kiln_error **err)
 {
 	static const char *const sql[] = {
@@ -165,6 +170,11 @@ static int update_status_locked(struct kiln_service *s, const char *id, enum out
 	                   " lease_until = NULL, error = $4"
 	                   " WHERE id = $1 AND status = 'building' AND worker = $2",
 	};
+	/* The claim's attempts: the first parameter each statement leaves free. */
+	static const int attempts_param[] = {
+	    [OUT_COMPLETED] = 4, [OUT_CACHED] = 5, [OUT_CANCELLED] = 5,
+	    [OUT_REQUEUED] = 3,  [OUT_FAILED] = 5,
+	};
 	if (o == OUT_LOST)
 		return 0;
 	int r = kiln_db_begin(s->db, err);
@@ -172,10 +182,13 @@ static int update_status_locked(struct kiln_service *s, const char *id, enum out
 		return r;
 	{
 		_cleanup_stmt_ struct kiln_db_stmt *st = NULL;
-		r = kiln_db_prepare(s->db, sql[o], &st, err);
+		_cleanup_free_ char *q =
+		    xasprintf("%s AND attempts = $%d", sql[o], attempts_param[o]);
+		r = kiln_db_prepare(s->db, q, &st, err);
 		if (r == 0) {
 			kiln_db_bind_text(st, 1, id);
 			kiln_db_bind_text(st, 2, s->worker_id);
+			kiln_db_bind_int64(st, attempts_param[o], attempts);
 			if (o != OUT_REQUEUED)
 				kiln_db_bind_int64(st, 3, kiln_now_us());
 			if (o == OUT_CACHED)
@@ -263,7 +276,7 @@ static void log_line(struct kiln_service *s, struct log_writer *w, const char *i
  * s->lock released, so that the other threads go on and a stop wakes it.
  * With s->lock held. */
 static int record_outcome_locked(struct kiln_service *s, struct log_writer *w, const char *id,
-                                 enum outcome o, const char *msg,
+                                 int64_t attempts, enum outcome o, const char *msg,
                                  const struct kiln_build_artifact *a, size_t n,
                                  const char *cached_from, struct kiln_error **err)
 {
@@ -275,7 +288,8 @@ static int record_outcome_locked(struct kiln_service *s, struct log_writer *w, c
 		int r =
 		    final_update_fails()
 		        ? kiln_error_set(&e, EIO, "injected failure (KILN_TEST_FAIL_FINAL_UPDATE)")
-		        : update_status_locked(s, id, o, why ? why : msg, a, n, cached_from, &e);
+		        : update_status_locked(s, id, attempts, o, why ? why : msg, a, n,
+		                               cached_from, &e);
 		if (r == 0)
 			return 0;
 		bool give_up_outcome = !why && attempt + 1 >= ELEMENTSOF(delay_ms);
@@ -374,7 +388,7 @@ static int end_build(struct kiln_service *s, struct run *run, struct log_writer 
 		svc_log_append(s, id, line, strlen(line));
 
 	pthread_mutex_lock(&s->lock);
-	int r = record_outcome_locked(s, w, id, o, msg, a, n, cached_from, err);
+	int r = record_outcome_locked(s, w, id, run->attempts, o, msg, a, n, cached_from, err);
 	run_remove_locked(s, run);
 	if (s->draining) /* kiln_service_drain waits for the last one */
 		pthread_cond_broadcast(&s->queue_cond);

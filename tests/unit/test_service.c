@@ -208,6 +208,33 @@ static void test_submit_queue_and_coalesce(void **state)
 	assert_true(e->started_us >= e->created_us);
 }
 
+/* The final update is fenced on the claim, not only on the process: a
+ * stale slot of this process (its build reaped and claimed again by
+ * another slot here, same worker id, attempts + 1) must not write the new
+ * claim's outcome (issue 11 review, item 5). */
+static void test_fence_is_per_claim(void **state)
+{
+	struct fx *f = *state;
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *a = submit(
+	    f->s, "{ \"outputs\": [\"tar\"], \"name\": \"fenced\" }", "alice", KILN_SUBMIT_QUEUED);
+	char id[KILN_BUILD_ID_LEN + 1];
+	_cleanup_error_ struct kiln_error *err = NULL;
+	assert_int_equal(kiln_service_test_claim(f->s, id, &err), 1);
+	assert_string_equal(id, a->id);
+	{
+		_cleanup_free_ char *url = xasprintf("sqlite:%s/kiln.db", f->dir);
+		_cleanup_(kiln_db_closep) struct kiln_db *db = NULL;
+		assert_int_equal(kiln_db_open(url, &db, &err), 0);
+		_cleanup_free_ char *sql =
+		    xasprintf("UPDATE builds SET attempts = attempts + 1 WHERE id = '%s'", id);
+		assert_int_equal(kiln_db_exec(db, sql, &err), 0);
+	}
+	assert_int_equal(kiln_service_test_finish(f->s, id, 0, NULL, NULL, 0, &err), 0);
+	_cleanup_(kiln_build_info_freep) struct kiln_build_info *x = NULL;
+	assert_int_equal(kiln_service_get(f->s, id, NULL, &x, &err), 0);
+	assert_int_equal(x->status, KILN_BUILD_BUILDING);
+}
+
 static void test_submit_context(void **state)
 {
 	struct fx *f = *state;
@@ -1124,6 +1151,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_submit_invalid, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_submit_queue_and_coalesce, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_submit_context, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_fence_is_per_claim, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_submit_concurrent_coalesce, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_list_pagination, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_owner_isolation, fx_setup, fx_teardown),
