@@ -319,6 +319,7 @@ static int run(int argc, char **argv)
 	}
 	if ((rc = cli_state_secure("build", state)) != 0)
 		return rc;
+	cli_warn_subid("build");
 	_cleanup_free_ char *out_created = NULL;
 	if ((rc = prepare_out(out, &out_created)) != 0)
 		return rc;

@@ -79,6 +79,10 @@ void cli_print_man(const struct kiln_command *cmd);
  * "kiln CMD: ...". KILN_EXIT_FAILURE (after printing why) when it cannot.
  * The store's notices go to stderr from then on ("kiln CMD: warning: ..."). */
 int cli_state_secure(const char *cmd, const char *state);
+/* Warns on stderr ("kiln CMD: warning: ...") when /etc/subuid or
+ * /etc/subgid gives a user ids in the sandbox's range
+ * (kiln_sandbox_subid_overlaps): that user can signal every build. */
+void cli_warn_subid(const char *cmd);
 /* `kiln serve --gc-every` (cli/store.c): kiln store gc with pol at once and
  * then every every_s seconds, a summary on stderr, until stopped. */
 struct kiln_service;

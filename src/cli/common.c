@@ -10,6 +10,7 @@
 #include "util/fs.h"
 #include "util/parse.h"
 #ifdef KILN_FULL
+#include "sandbox/sandbox.h"
 #include "store/cas.h"
 #endif
 
@@ -177,6 +178,24 @@ int cli_load_recipe(const char *path, struct kiln_recipe **ret)
 static void store_notice(void *ud, const char *msg)
 {
 	fprintf(stderr, "kiln %s: warning: %s\n", (const char *)ud, msg);
+}
+
+void cli_warn_subid(const char *cmd)
+{
+	static const char *const files[] = {"/etc/subuid", "/etc/subgid"};
+	for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+		_cleanup_free_ char *text = NULL;
+		size_t len = 0;
+		if (kiln_read_file(files[i], 1 << 20, &text, &len, NULL) < 0)
+			continue;
+		_cleanup_free_ char *who = kiln_sandbox_subid_overlaps(text, len);
+		if (who)
+			fprintf(stderr,
+			        "kiln %s: warning: %s gives %s ids in kiln's sandbox range "
+			        "(100000-165535): they can signal and trace every build "
+			        "(docs/sandbox.md, \"Known limits\"); move them to another range\n",
+			        cmd, files[i], who);
+	}
 }
 
 int cli_state_secure(const char *cmd, const char *state)

@@ -432,6 +432,7 @@ static int run(int argc, char **argv)
 	hc.state_dir = sc.state_dir;
 	if ((r = cli_state_secure("serve", sc.state_dir)) != 0)
 		return r;
+	cli_warn_subid("serve");
 
 	/* Every thread started from here on inherits the blocked set; the
 	 * main thread takes SIGINT/SIGTERM with sigwait. A client vanishing

@@ -931,3 +931,30 @@ void kiln_sandbox_cleanup_stale(void)
 {
 	sb_cgroup_cleanup_stale();
 }
+
+char *kiln_sandbox_subid_overlaps(const char *text, size_t len)
+{
+	const uint64_t lo = DEFAULT_ID_BASE, hi = (uint64_t)DEFAULT_ID_BASE + DEFAULT_ID_COUNT;
+	_cleanup_buf_ struct kiln_buf out = KILN_BUF_INIT;
+	for (size_t i = 0; i < len;) {
+		const char *line = text + i;
+		const char *nl = memchr(line, '\n', len - i);
+		size_t n = nl ? (size_t)(nl - line) : len - i;
+		i += n + 1;
+		const char *c1 = memchr(line, ':', n);
+		const char *c2 = c1 ? memchr(c1 + 1, ':', n - (size_t)(c1 + 1 - line)) : NULL;
+		if (!c2 || line[0] == '#' || c1 == line)
+			continue;
+		_cleanup_free_ char *start_s = xstrndup(c1 + 1, (size_t)(c2 - c1 - 1));
+		_cleanup_free_ char *count_s = xstrndup(c2 + 1, n - (size_t)(c2 + 1 - line));
+		uint64_t start, count;
+		if (kiln_parse_u64(start_s, 10, 0, UINT32_MAX, &start) != 0 ||
+		    kiln_parse_u64(count_s, 10, 1, UINT32_MAX, &count) != 0)
+			continue;
+		if (start >= hi || start + count <= lo)
+			continue;
+		kiln_buf_printf(&out, "%s%.*s (%" PRIu64 "-%" PRIu64 ")", out.len ? ", " : "",
+		                (int)(c1 - line), line, start, start + count - 1);
+	}
+	return out.len ? kiln_buf_steal(&out, NULL) : NULL;
+}

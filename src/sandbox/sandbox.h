@@ -145,3 +145,12 @@ int kiln_sandbox_canceller_new(struct kiln_sandbox_canceller **ret, struct kiln_
 int kiln_sandbox_canceller_fd(const struct kiln_sandbox_canceller *c);
 void kiln_sandbox_cancel(struct kiln_sandbox_canceller *c);
 struct kiln_sandbox_canceller *kiln_sandbox_canceller_free(struct kiln_sandbox_canceller *c);
+
+/* The sandbox's host id range (id_base/id_count's defaults) against an
+ * /etc/subuid or /etc/subgid text (name:start:count per line): the users
+ * whose subordinate range overlaps it, "alice (100000-165535)" joined by
+ * ", ", or NULL when none does. Debian's useradd gives the first regular
+ * user exactly 100000:65536, and that user could then signal and ptrace
+ * every build's processes (docs/sandbox.md, "Known limits"). Malformed and
+ * comment lines are skipped. */
+char *kiln_sandbox_subid_overlaps(const char *text, size_t len);

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -362,9 +363,32 @@ static void test_run_from_threads(void **state)
 	}
 }
 
+/* Debian's useradd gives the first regular user exactly 100000:65536, the
+ * sandbox's range: that is reported; ranges beside it, comments and
+ * malformed lines are not (issue 11 review, item 6). */
+static void test_subid_overlaps(void **state)
+{
+	(void)state;
+	static const char debian[] = "alice:100000:65536\n";
+	char *w = kiln_sandbox_subid_overlaps(debian, strlen(debian));
+	assert_non_null(w);
+	assert_string_equal(w, "alice (100000-165535)");
+	free(w);
+	static const char apart[] = "# comment\nalice:165536:65536\nbob:34464:65536\n"
+	                            "bad::5\n:100000:1\nx:1:0\ny:abc:10\nno-newline:1:1";
+	assert_null(kiln_sandbox_subid_overlaps(apart, strlen(apart)));
+	static const char two[] = "a:34465:65536\nb:1:1\nc:165535:1";
+	w = kiln_sandbox_subid_overlaps(two, strlen(two));
+	assert_non_null(w);
+	assert_string_equal(w, "a (34465-100000), c (165535-165535)");
+	free(w);
+	assert_null(kiln_sandbox_subid_overlaps("", 0));
+}
+
 int main(void)
 {
 	const struct CMUnitTest pure[] = {
+	    cmocka_unit_test(test_subid_overlaps),
 	    cmocka_unit_test(test_validate),
 	    cmocka_unit_test(test_describe),
 	    cmocka_unit_test(test_run_leaves_caller_in_its_cgroups),
