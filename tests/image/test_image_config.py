@@ -38,10 +38,12 @@ def test_defaults_utc_and_en_us(kiln_bin, base, tmp_path):
     assert p.stderr.count("locale en_US.UTF-8: set in /etc/default/locale but not "
                           "generated: the locales package is not in the recipe") == 1
     assert "./usr/lib/locale/locale-archive" not in m
-    # fetch, install, overlays, timezone, locale, 1 step, normalize, tar.
-    assert "==> [4/8] timezone UTC" in p.stderr
-    assert "==> [5/8] locale en_US.UTF-8" in p.stderr
-    assert "==> [8/8] emit rootfs.tar.gz" in p.stderr
+    # timezone, locale, 1 step, normalize, tar: a recipe without packages or
+    # files has no fetch, install or overlays phase to show (issue 14).
+    assert "==> [1/5] timezone UTC" in p.stderr
+    assert "==> [2/5] locale en_US.UTF-8" in p.stderr
+    assert "==> [5/5] emit rootfs.tar.gz" in p.stderr
+    assert "] fetch" not in p.stderr and "] install" not in p.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["healthcheck"] is None
 
@@ -162,8 +164,9 @@ def test_healthcheck_passes_leaves_no_trace_and_is_in_the_manifest(kiln_bin, tin
     assert p.returncode == 0, p.stderr[-3000:]
     assert "healthcheck attempt 1 of 3" in p.stderr
     assert "healthcheck attempt 1: ok (exit status 0)" in p.stderr
-    # fetch, install, overlays, timezone, locale, healthcheck, normalize, tar.
-    assert "==> [6/8] healthcheck: " in p.stderr and "==> [8/8] emit" in p.stderr
+    # overlays, timezone, locale, healthcheck, normalize, tar (no packages:
+    # no fetch or install phase to show).
+    assert "==> [4/6] healthcheck: " in p.stderr and "==> [6/6] emit" in p.stderr
     manifest = json.loads((with_hc / "manifest.json").read_text())
     assert manifest["healthcheck"] == {"cmd": writes, "interval_s": 1, "timeout_s": 20,
                                        "start_period_s": 0, "retries": 2}
