@@ -924,7 +924,6 @@ int kiln_backup_verify(const struct kiln_backup *b, const char *url,
 			return r;
 		_cleanup_free_ char *u = NULL, *pw = NULL;
 		r = pg_url(url, name, &u, &pw, err);
-		_cleanup_(kiln_backup_freep) struct kiln_backup *scratch = NULL;
 		if (r == 0) {
 			/* restore_pg takes the URL with its password */
 			_cleanup_buf_ struct kiln_buf full = KILN_BUF_INIT;
