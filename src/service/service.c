@@ -1106,6 +1106,7 @@ struct kiln_service *kiln_service_free(struct kiln_service *s)
 	free(s->db_url);
 	free(s->host_id);
 	free(s->worker_id);
+	free(s->ops_detail);
 	free(s);
 	return NULL;
 }

@@ -155,7 +155,7 @@ static int gather_refs(struct kiln_service *s, struct refs *r, struct kiln_error
 	pthread_mutex_unlock(&s->lock);
 	if (rc == 0)
 		rc = kiln_image_store_refs(s->state_dir, image_ref, r, err);
-	if (rc == 0)
+	if (rc == 0 && r->n > 0)
 		qsort(r->v, r->n, sizeof(*r->v), cmp_ref);
 	return rc;
 }
@@ -385,7 +385,8 @@ int kiln_service_store_verify(struct kiln_service *s, bool repair, kiln_store_pr
 		rc = kiln_cas_each(s->state_dir, blob_add, &blobs, err);
 	if (rc < 0)
 		return rc;
-	qsort(blobs.v, blobs.n, sizeof(*blobs.v), cmp_blob);
+	if (blobs.n > 0)
+		qsort(blobs.v, blobs.n, sizeof(*blobs.v), cmp_blob);
 	struct kiln_store_verify_report rep = {0};
 	rc = verify_blobs(s, repair, progress, ud, &refs, &blobs, &rep, err);
 	if (rc < 0) {
@@ -472,7 +473,8 @@ static void gc_select(const struct kiln_store_gc_policy *p, const struct refs *r
 	for (size_t i = 0; i < blobs->n; i++)
 		if (!blobs->v[i].temp && !blobs->v[i].gone)
 			left += blobs->v[i].size;
-	qsort(cands, n_cands, sizeof(*cands), cmp_cand);
+	if (n_cands > 0) /* qsort(NULL, 0, ...) is undefined */
+		qsort(cands, n_cands, sizeof(*cands), cmp_cand);
 	for (size_t i = 0; p->max_size && left > p->max_size && i < n_cands; i++) {
 		left -= cands[i].b->size;
 		collect(rep, cands[i].b, cands[i].used_us, "least recently used, over --max-size");
@@ -489,7 +491,8 @@ int kiln_service_store_gc(struct kiln_service *s, const struct kiln_store_gc_pol
 		rc = kiln_cas_each(s->state_dir, blob_add, &blobs, err);
 	if (rc < 0)
 		return rc;
-	qsort(blobs.v, blobs.n, sizeof(*blobs.v), cmp_blob);
+	if (blobs.n > 0)
+		qsort(blobs.v, blobs.n, sizeof(*blobs.v), cmp_blob);
 	struct kiln_store_gc_report rep = {.total = blobs.bytes};
 	gc_select(p, &refs, &blobs, &rep);
 	for (size_t i = 0; !p->dry_run && i < blobs.n; i++) {
