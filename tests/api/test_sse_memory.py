@@ -5,6 +5,7 @@ without losing a line; one client address has a bounded number of live
 streams."""
 import json
 import os
+import pathlib
 import re
 import socket
 import subprocess
@@ -115,6 +116,13 @@ def wait_status(srv, bid, want, limit=600):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="real builds need root")
+def sanitized(kiln_bin):
+    """True when the kiln under test is an ASan build (kiln-full beside it)."""
+    full = pathlib.Path(kiln_bin).with_name("kiln-full")
+    out = subprocess.run(["ldd", str(full)], capture_output=True, text=True).stdout
+    return "libasan" in out
+
+
 def test_stalled_readers_cost_bounded_memory_and_resume(kiln_bin, server, tmp_path):
     p = subprocess.run([kiln_bin, "setup", "--base", "busybox", "--state-dir", STATE],
                        capture_output=True, text=True, timeout=1800)
@@ -150,8 +158,12 @@ def test_stalled_readers_cost_bounded_memory_and_resume(kiln_bin, server, tmp_pa
         assert time.monotonic() < deadline, "stalled readers were never dropped"
         time.sleep(0.2)
     growth = status_kib(pid, "VmHWM") - base_hwm
-    assert growth < RSS_GROWTH_BOUND_KIB, \
-        f"server grew by {growth} KiB for {READERS} stalled readers"
+    # Under ASan freed memory stays resident in its quarantine (256 MB by
+    # default), so the high-water mark measures that, not kiln: the bound is
+    # asserted on the normal build (make check runs both).
+    if not sanitized(kiln_bin):
+        assert growth < RSS_GROWTH_BOUND_KIB, \
+            f"server grew by {growth} KiB for {READERS} stalled readers"
 
     assert wait_status(srv, bid, {"completed", "failed"}) == "completed"
     full = requests.get(srv.url(f"/api/v1/builds/{bid}/logs")).text.splitlines()
